@@ -1,0 +1,47 @@
+# RX: a Redis module running Redis Functions libraries in LuaJIT.
+# `make run` and `make test` install what is missing first (Debian packages), then build.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+MODULE := $(CURDIR)/target/release/librx.so
+PORT ?= 6379
+# Debian packages the build and the tests need: the server (the oracle for differential
+# tests), its tools, and libclang + clang's headers for redis-module's bindgen.
+DEB_PACKAGES := redis-server redis-tools libclang1-14 libclang-common-14-dev
+
+.PHONY: all deps build test unit run lint clean
+
+all: build
+
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
+
+build: deps
+	$(CARGO) build --release
+
+# Unit tests (pure parts, no server) and integration tests (real redis-server processes).
+test: build
+	$(CARGO) test --release
+
+unit:
+	$(CARGO) test --release --lib
+
+run: build
+	redis-server --port $(PORT) --loadmodule $(MODULE)
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

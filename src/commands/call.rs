@@ -1,0 +1,130 @@
+//! RX.CALL and RX.CALL_RO: run a function, mirroring FCALL and FCALL_RO, including the
+//! checks Redis makes before a script that may write is allowed to start.
+
+use std::rc::Rc;
+
+use super::command_callback;
+use crate::error::{RxError, RxResult};
+use crate::flags::FunctionFlags;
+use crate::server::{api, context_flags, Ctx, ModuleHost, ModuleReply};
+use crate::state;
+use redis_module::raw;
+
+command_callback!(rx_call_cb, rx_call);
+command_callback!(rx_call_ro_cb, rx_call_ro);
+
+/// RX.CALL <function> <numkeys> [key ...] [arg ...]
+fn rx_call(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    run(ctx, args, false)
+}
+
+/// RX.CALL_RO <function> <numkeys> [key ...] [arg ...]
+fn rx_call_ro(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    run(ctx, args, true)
+}
+
+/// Parses numkeys the way FCALL does.
+pub fn parse_numkeys(raw_numkeys: &[u8], available: usize) -> RxResult<usize> {
+    let n: i64 = std::str::from_utf8(raw_numkeys)
+        .ok()
+        .filter(|s| !s.starts_with('+') && !(s.len() > 1 && s.starts_with('0')) && !s.starts_with("-0"))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| RxError::err("Bad number of keys provided"))?;
+    if n > available as i64 {
+        return Err(RxError::err("Number of keys can't be greater than number of args"));
+    }
+    if n < 0 {
+        return Err(RxError::err("Number of keys can't be negative"));
+    }
+    Ok(n as usize)
+}
+
+/// Answers `COMMAND GETKEYS` and cluster routing: the keys follow numkeys.
+fn report_keys(ctx: Ctx, args: &[&[u8]]) {
+    if args.len() < 3 {
+        return;
+    }
+    if let Ok(n) = parse_numkeys(args[2], args.len() - 3) {
+        for pos in 3..3 + n {
+            // SAFETY: ctx is a keys-position request context; pos is within argv.
+            unsafe { api!(RedisModule_KeyAtPos)(ctx, pos as _) };
+        }
+    }
+}
+
+/// What processCommand would refuse for a script with these flags, with its error text.
+fn refuse_before_running(ctx: Ctx, flags: FunctionFlags) -> RxResult<()> {
+    let state = context_flags(ctx);
+    let has = |f: u32| state & f != 0;
+    if flags.checks_oom() && has(raw::REDISMODULE_CTX_FLAGS_OOM) {
+        return Err(RxError::coded("OOM command not allowed when used memory > 'maxmemory'."));
+    }
+    if flags.may_write() && has(raw::REDISMODULE_CTX_FLAGS_SLAVE) && has(raw::REDISMODULE_CTX_FLAGS_READONLY) {
+        return Err(RxError::coded("READONLY You can't write against a read only replica."));
+    }
+    if !flags.contains(FunctionFlags::ALLOW_STALE)
+        && has(raw::REDISMODULE_CTX_FLAGS_SLAVE)
+        && has(raw::REDISMODULE_CTX_FLAGS_REPLICA_IS_STALE)
+        && !crate::gates::serve_stale_data(ctx)
+    {
+        return Err(RxError::coded(
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        ));
+    }
+    if flags.may_write() {
+        crate::gates::check_write_gates(ctx)?;
+    }
+    if flags.contains(FunctionFlags::NO_CLUSTER) && has(raw::REDISMODULE_CTX_FLAGS_CLUSTER) {
+        return Err(RxError::err("Can not run script on cluster, 'no-cluster' flag is set."));
+    }
+    Ok(())
+}
+
+fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
+    // SAFETY: ctx is the live context of this command.
+    if unsafe { api!(RedisModule_IsKeysPositionRequest)(ctx) } != 0 {
+        report_keys(ctx, args);
+        return Ok(());
+    }
+    let command = if read_only_command { "rx.call_ro" } else { "rx.call" };
+    if args.len() < 3 {
+        return Err(RxError::wrong_arity(command));
+    }
+    let (engine, function) = state::with(|s| {
+        let f = s.registry.borrow().function(args[1]);
+        (Rc::clone(&s.engine), f)
+    });
+    let function = function.ok_or_else(|| RxError::err("Function not found"))?;
+    refuse_before_running(ctx, function.flags)?;
+    let numkeys = parse_numkeys(args[2], args.len() - 3)?;
+    if read_only_command && function.flags.may_write() {
+        return Err(RxError::err("Can not execute a script with write flag using *_ro command."));
+    }
+    let (keys, argv) = args[3..].split_at(numkeys);
+    let host = ModuleHost {
+        ctx,
+        read_only: read_only_command || !function.flags.may_write(),
+        check_oom: function.flags.checks_oom(),
+    };
+    engine.call(&function.callable, &function.name, keys, argv, &host, &mut ModuleReply(ctx));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_numkeys;
+
+    #[test]
+    fn numkeys_rules_match_fcall() {
+        assert_eq!(parse_numkeys(b"2", 3).unwrap(), 2);
+        assert_eq!(parse_numkeys(b"0", 0).unwrap(), 0);
+        assert_eq!(parse_numkeys(b"-1", 3).unwrap_err().text(), "ERR Number of keys can't be negative");
+        assert_eq!(
+            parse_numkeys(b"4", 3).unwrap_err().text(),
+            "ERR Number of keys can't be greater than number of args"
+        );
+        assert_eq!(parse_numkeys(b"x", 3).unwrap_err().text(), "ERR Bad number of keys provided");
+        assert_eq!(parse_numkeys(b"1.5", 3).unwrap_err().text(), "ERR Bad number of keys provided");
+        assert_eq!(parse_numkeys(b"", 3).unwrap_err().text(), "ERR Bad number of keys provided");
+    }
+}

@@ -1,0 +1,169 @@
+//! RX.LOAD, RX.LIST, RX.DELETE, RX.FLUSH: the library family, mirroring FUNCTION LOAD,
+//! LIST, DELETE and FLUSH.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::{command_callback, replicate_verbatim, reply_ok};
+use crate::engine::LogOnlyHost;
+use crate::error::{RxError, RxResult};
+use crate::header::parse_header;
+use crate::registry::{FunctionInfo, Library};
+use crate::reply::ReplySink;
+use crate::server::{log, Ctx, ModuleReply};
+use crate::state;
+
+/// Redis's limit for running a library body.
+const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
+
+command_callback!(rx_load_cb, rx_load);
+command_callback!(rx_list_cb, rx_list);
+command_callback!(rx_delete_cb, rx_delete);
+command_callback!(rx_flush_cb, rx_flush);
+
+/// Compiles `code`, runs its body and installs the library, atomically: on any error the
+/// registry (and a library being replaced) is exactly as before. Returns the library name.
+pub fn load_library(ctx: Ctx, code: &[u8], replace: bool, command: &str) -> RxResult<String> {
+    let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
+    let engine = state::with(|s| {
+        s.registry.borrow().check_loadable(&header.name, replace).map(|_| Rc::clone(&s.engine))
+    })
+    .map_err(|e| RxError::err(e.message()))?;
+
+    let logger = |level, msg: &[u8]| log(ctx, level, msg);
+    let registrations = engine
+        .load(code, &LogOnlyHost(&logger), LOAD_TIMEOUT, command)
+        .map_err(RxError::coded)?;
+    let library = Library {
+        name: header.name.clone(),
+        code: code.to_vec(),
+        functions: registrations
+            .into_iter()
+            .map(|r| {
+                Rc::new(FunctionInfo {
+                    name: r.name,
+                    library: header.name.clone(),
+                    description: r.description,
+                    flags: r.flags,
+                    callable: r.callable,
+                })
+            })
+            .collect(),
+    };
+    let replaced = state::with(|s| s.registry.borrow_mut().install(library, replace))
+        .map_err(|e| RxError::err(e.message()))?;
+    drop(replaced);
+    Ok(header.name)
+}
+
+/// RX.LOAD [REPLACE] <code>
+fn rx_load(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    if args.len() < 2 {
+        return Err(RxError::wrong_arity("rx.load"));
+    }
+    let mut replace = false;
+    for opt in &args[1..args.len() - 1] {
+        if opt.eq_ignore_ascii_case(b"replace") {
+            replace = true;
+        } else {
+            return Err(RxError::err(format!("Unknown option given: {}", String::from_utf8_lossy(opt))));
+        }
+    }
+    let name = load_library(ctx, args[args.len() - 1], replace, "RX.LOAD")?;
+    replicate_verbatim(ctx);
+    ModuleReply(ctx).bulk(name.as_bytes());
+    Ok(())
+}
+
+/// RX.LIST [LIBRARYNAME <pattern>] [WITHCODE]
+fn rx_list(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    let mut with_code = false;
+    let mut pattern: Option<&[u8]> = None;
+    let mut i = 1;
+    while i < args.len() {
+        let arg = args[i];
+        if !with_code && arg.eq_ignore_ascii_case(b"withcode") {
+            with_code = true;
+        } else if pattern.is_none() && arg.eq_ignore_ascii_case(b"libraryname") {
+            if i + 1 >= args.len() {
+                return Err(RxError::err("library name argument was not given"));
+            }
+            i += 1;
+            pattern = Some(args[i]);
+        } else {
+            return Err(RxError::err(format!("Unknown argument {}", String::from_utf8_lossy(arg))));
+        }
+        i += 1;
+    }
+    let mut out = ModuleReply(ctx);
+    state::with(|s| {
+        let registry = s.registry.borrow();
+        let libs: Vec<_> = registry.list(pattern).collect();
+        out.array(libs.len());
+        for lib in libs {
+            write_library(&mut out, lib, with_code);
+        }
+    });
+    Ok(())
+}
+
+fn write_library<F>(out: &mut dyn ReplySink, lib: &Library<F>, with_code: bool) {
+    out.map(if with_code { 4 } else { 3 });
+    out.bulk(b"library_name");
+    out.bulk(lib.name.as_bytes());
+    out.bulk(b"engine");
+    out.bulk(b"LUA");
+    out.bulk(b"functions");
+    out.array(lib.functions.len());
+    for f in &lib.functions {
+        out.map(3);
+        out.bulk(b"name");
+        out.bulk(f.name.as_bytes());
+        out.bulk(b"description");
+        match &f.description {
+            Some(d) => out.bulk(d),
+            None => out.null(),
+        }
+        out.bulk(b"flags");
+        let names: Vec<_> = f.flags.names().collect();
+        out.set(names.len());
+        for n in names {
+            out.simple(n.as_bytes());
+        }
+    }
+    if with_code {
+        out.bulk(b"library_code");
+        out.bulk(&lib.code);
+    }
+}
+
+/// RX.DELETE <library>
+fn rx_delete(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    if args.len() != 2 {
+        return Err(RxError::wrong_arity("rx.delete"));
+    }
+    let name = String::from_utf8_lossy(args[1]);
+    let removed = state::with(|s| s.registry.borrow_mut().delete(&name)).map_err(|e| RxError::err(e.message()))?;
+    drop(removed);
+    replicate_verbatim(ctx);
+    reply_ok(ctx);
+    Ok(())
+}
+
+/// RX.FLUSH [ASYNC|SYNC]. Lua objects cannot be freed off the main thread, so ASYNC frees
+/// synchronously too (the VM's garbage collector reclaims the memory incrementally).
+fn rx_flush(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    if args.len() > 2 {
+        return Err(RxError::wrong_arity("rx.flush"));
+    }
+    if let Some(mode) = args.get(1) {
+        if !mode.eq_ignore_ascii_case(b"sync") && !mode.eq_ignore_ascii_case(b"async") {
+            return Err(RxError::err("RX.FLUSH only supports SYNC|ASYNC option"));
+        }
+    }
+    let removed = state::with(|s| s.registry.borrow_mut().flush());
+    drop(removed);
+    replicate_verbatim(ctx);
+    reply_ok(ctx);
+    Ok(())
+}

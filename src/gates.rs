@@ -1,0 +1,103 @@
+//! Server state that decides whether a script that may write can start: disk errors
+//! (MISCONF), min-replicas (NOREPLICAS), and whether a stale replica serves data.
+//! The module API has no flag for these, so they are read from INFO and CONFIG, and cached
+//! for a short time so that the cost stays off the per-call path.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use redis_module::{Context, RedisValue};
+
+use crate::error::{RxError, RxResult};
+use crate::server::Ctx;
+
+/// How long a reading stays fresh. Redis itself only changes these states in its cron.
+const FRESH_FOR: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy, Default)]
+struct Reading {
+    rdb_error: bool,
+    aof_error: bool,
+    not_enough_replicas: bool,
+}
+
+thread_local! {
+    static CACHE: Cell<Option<(Instant, Reading)>> = const { Cell::new(None) };
+}
+
+const RDB_ERROR: &str = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.";
+
+/// Forgets the cached reading (after CONFIG SET, for instance).
+pub fn invalidate() {
+    CACHE.with(|c| c.set(None));
+}
+
+pub fn check_write_gates(ctx: Ctx) -> RxResult<()> {
+    let reading = CACHE.with(|c| match c.get() {
+        Some((at, r)) if at.elapsed() < FRESH_FOR => r,
+        _ => {
+            let r = read(ctx);
+            c.set(Some((Instant::now(), r)));
+            r
+        }
+    });
+    if reading.rdb_error {
+        return Err(RxError::coded(RDB_ERROR));
+    }
+    if reading.aof_error {
+        return Err(RxError::coded("MISCONF Errors writing to the AOF file: see the server log"));
+    }
+    if reading.not_enough_replicas {
+        return Err(RxError::coded("NOREPLICAS Not enough good replicas to write."));
+    }
+    Ok(())
+}
+
+fn config(c: &Context, name: &str) -> String {
+    match c.call("CONFIG", &["GET", name]) {
+        Ok(RedisValue::Array(items)) => match items.get(1) {
+            Some(RedisValue::SimpleString(s)) | Some(RedisValue::BulkString(s)) => s.clone(),
+            Some(RedisValue::StringBuffer(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+}
+
+fn info(c: &Context, section: &str) -> String {
+    match c.call("INFO", &[section]) {
+        Ok(RedisValue::SimpleString(s)) | Ok(RedisValue::BulkString(s)) => s,
+        Ok(RedisValue::StringBuffer(b)) => String::from_utf8_lossy(&b).into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn read(ctx: Ctx) -> Reading {
+    let c = Context::new(ctx);
+    let persistence = info(&c, "persistence");
+    let rdb_error = config(&c, "stop-writes-on-bgsave-error") == "yes"
+        && !config(&c, "save").trim().is_empty()
+        && info_field(&persistence, "rdb_last_bgsave_status").as_deref() == Some("err");
+    let aof_error = info_field(&persistence, "aof_enabled").as_deref() == Some("1")
+        && info_field(&persistence, "aof_last_write_status").as_deref() == Some("err");
+    let min_replicas: i64 = config(&c, "min-replicas-to-write").parse().unwrap_or(0);
+    let max_lag: i64 = config(&c, "min-replicas-max-lag").parse().unwrap_or(0);
+    let not_enough_replicas = if min_replicas > 0 && max_lag > 0 {
+        let replication = info(&c, "replication");
+        let is_master = info_field(&replication, "role").as_deref() == Some("master");
+        let good: i64 = info_field(&replication, "min_slaves_good_slaves").and_then(|v| v.parse().ok()).unwrap_or(0);
+        is_master && good < min_replicas
+    } else {
+        false
+    };
+    Reading { rdb_error, aof_error, not_enough_replicas }
+}
+
+/// `replica-serve-stale-data`; read only on the rare path where a replica is stale.
+pub fn serve_stale_data(ctx: Ctx) -> bool {
+    config(&Context::new(ctx), "replica-serve-stale-data") != "no"
+}

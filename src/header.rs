@@ -1,0 +1,229 @@
+//! The library header (`#!lua name=<lib>`), parsed and validated exactly as Redis 7.0 does.
+//! Pure: no mlua, no module API.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibraryHeader {
+    /// The engine as written after `#!` (compared case-insensitively).
+    pub engine: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    Missing,
+    Invalid,
+    NameGivenTwice,
+    UnknownField(String),
+    NameNotGiven,
+    BadName,
+    UnknownEngine(String),
+}
+
+impl HeaderError {
+    /// The message after the `ERR ` code, identical to native Redis.
+    pub fn message(&self) -> String {
+        match self {
+            HeaderError::Missing => "Missing library metadata".into(),
+            HeaderError::Invalid => "Invalid library metadata".into(),
+            HeaderError::NameGivenTwice => {
+                "Invalid metadata value, name argument was given multiple times".into()
+            }
+            HeaderError::UnknownField(f) => format!("Invalid metadata value given: {f}"),
+            HeaderError::NameNotGiven => "Library name was not given".into(),
+            HeaderError::BadName => NAME_RULE_MESSAGE.into(),
+            HeaderError::UnknownEngine(e) => format!("Engine '{e}' not found"),
+        }
+    }
+}
+
+/// Redis uses the same text for bad library and bad function names.
+pub const NAME_RULE_MESSAGE: &str = "Library names can only contain letters, numbers, or underscores(_) and must be at least one character long";
+
+/// Library and function names: `[A-Za-z0-9_]+`.
+pub fn is_valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
+/// Parses the first line of `code`. The engine must be `lua` (any case).
+pub fn parse_header(code: &[u8]) -> Result<LibraryHeader, HeaderError> {
+    if !code.starts_with(b"#!") {
+        return Err(HeaderError::Missing);
+    }
+    let line_end = code.iter().position(|&b| b == b'\n').ok_or(HeaderError::Invalid)?;
+    let parts = split_args(&code[..line_end]).ok_or(HeaderError::Invalid)?;
+    let (first, rest) = parts.split_first().ok_or(HeaderError::Invalid)?;
+    let engine = String::from_utf8_lossy(&first[2.min(first.len())..]).into_owned();
+    let mut name: Option<Vec<u8>> = None;
+    for part in rest {
+        if let Some(value) = part.strip_prefix(b"name=") {
+            if name.is_some() {
+                return Err(HeaderError::NameGivenTwice);
+            }
+            name = Some(value.to_vec());
+        } else {
+            return Err(HeaderError::UnknownField(String::from_utf8_lossy(part).into_owned()));
+        }
+    }
+    let name = name.ok_or(HeaderError::NameNotGiven)?;
+    if !is_valid_name(&name) {
+        return Err(HeaderError::BadName);
+    }
+    if !engine.eq_ignore_ascii_case("lua") {
+        return Err(HeaderError::UnknownEngine(engine));
+    }
+    // Valid names are ASCII, so this cannot fail.
+    let name = String::from_utf8(name).map_err(|_| HeaderError::BadName)?;
+    Ok(LibraryHeader { engine, name })
+}
+
+/// Splits a line into arguments the way Redis's `sdssplitargs` does: whitespace separates,
+/// double quotes allow `\n`-style and `\xHH` escapes, single quotes are literal.
+/// `None` for unbalanced quotes or a closing quote not followed by a space.
+fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let n = line.len();
+    loop {
+        while i < n && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= n {
+            return Some(out);
+        }
+        let mut cur = Vec::new();
+        let mut in_dq = false;
+        let mut in_sq = false;
+        loop {
+            if in_dq {
+                if i >= n {
+                    return None;
+                }
+                let c = line[i];
+                if c == b'\\' && i + 3 < n && line[i + 1] == b'x' {
+                    let hex = std::str::from_utf8(&line[i + 2..i + 4]).ok();
+                    if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        cur.push(v);
+                        i += 4;
+                        continue;
+                    }
+                }
+                if c == b'\\' && i + 1 < n {
+                    cur.push(match line[i + 1] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                    i += 2;
+                    continue;
+                }
+                if c == b'"' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return None;
+                    }
+                    in_dq = false;
+                    i += 1;
+                    break;
+                }
+                cur.push(c);
+                i += 1;
+            } else if in_sq {
+                if i >= n {
+                    return None;
+                }
+                let c = line[i];
+                if c == b'\\' && i + 1 < n && line[i + 1] == b'\'' {
+                    cur.push(b'\'');
+                    i += 2;
+                    continue;
+                }
+                if c == b'\'' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return None;
+                    }
+                    in_sq = false;
+                    i += 1;
+                    break;
+                }
+                cur.push(c);
+                i += 1;
+            } else {
+                if i >= n || line[i].is_ascii_whitespace() {
+                    break;
+                }
+                match line[i] {
+                    b'"' => in_dq = true,
+                    b'\'' => in_sq = true,
+                    c => cur.push(c),
+                }
+                i += 1;
+            }
+        }
+        out.push(cur);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<LibraryHeader, HeaderError> {
+        parse_header(s.as_bytes())
+    }
+
+    #[test]
+    fn accepts_plain_header() {
+        let h = parse("#!lua name=mylib\nreturn").unwrap();
+        assert_eq!(h.name, "mylib");
+        assert_eq!(h.engine, "lua");
+    }
+
+    #[test]
+    fn engine_is_case_insensitive_and_spaces_are_folded() {
+        assert_eq!(parse("#!LUA  name=a \t\r\nx").unwrap().name, "a");
+        assert_eq!(parse("#!lua name=\"q\"\nx").unwrap().name, "q");
+    }
+
+    #[test]
+    fn rejects_each_malformation_with_its_own_error() {
+        let cases: &[(&str, HeaderError)] = &[
+            ("", HeaderError::Missing),
+            ("redis.register_function()", HeaderError::Missing),
+            ("#!lua name=x", HeaderError::Invalid),
+            ("#!lua name=\"x\nq", HeaderError::Invalid),
+            ("#!lua name=x name=y\n", HeaderError::NameGivenTwice),
+            ("#!lua name=x foo=bar\n", HeaderError::UnknownField("foo=bar".into())),
+            ("#!lua foo\n", HeaderError::UnknownField("foo".into())),
+            ("#!lua\n", HeaderError::NameNotGiven),
+            ("#!\n", HeaderError::NameNotGiven),
+            ("#!lua name=\n", HeaderError::BadName),
+            ("#!lua name=a-b\n", HeaderError::BadName),
+            ("#!lua name=x=y\n", HeaderError::BadName),
+            ("#!js name=a-b\n", HeaderError::BadName),
+            ("#!js name=x\n", HeaderError::UnknownEngine("js".into())),
+            ("#! name=x\n", HeaderError::UnknownEngine("".into())),
+        ];
+        for (src, want) in cases {
+            assert_eq!(parse(src).unwrap_err(), *want, "header {src:?}");
+        }
+    }
+
+    #[test]
+    fn messages_match_native_redis() {
+        assert_eq!(HeaderError::UnknownEngine("js".into()).message(), "Engine 'js' not found");
+        assert_eq!(
+            HeaderError::UnknownField("foo".into()).message(),
+            "Invalid metadata value given: foo"
+        );
+    }
+
+    #[test]
+    fn name_rule() {
+        assert!(is_valid_name(b"a_Z9"));
+        assert!(!is_valid_name(b""));
+        assert!(!is_valid_name(b"a.b"));
+        assert!(!is_valid_name("é".as_bytes()));
+    }
+}

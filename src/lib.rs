@@ -1,0 +1,70 @@
+//! RX: Redis Functions and EVAL-style Lua scripting in an embedded LuaJIT VM.
+//!
+//! Layout: `header`, `flags`, `registry`, `glob`, `resp`, `reply`, `numfmt` and `error` are
+//! plain Rust; `engine` is the boundary; `lua` is the engine; `server`, `gates`, `state`
+//! and `commands` are the module glue.
+
+pub mod commands;
+pub mod engine;
+pub mod error;
+pub mod flags;
+pub mod gates;
+pub mod glob;
+pub mod header;
+pub mod lua;
+pub mod numfmt;
+pub mod registry;
+pub mod reply;
+pub mod resp;
+pub mod server;
+pub mod state;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use redis_module::{redis_module, Context, RedisString, Status};
+
+use crate::lua::{LuaEngine, ServerVersion};
+use crate::registry::Registry;
+
+// Unit tests run without a server, where Redis's allocator cannot work.
+#[cfg(not(test))]
+type Allocator = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+type Allocator = std::alloc::System;
+#[cfg(not(test))]
+const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+const ALLOCATOR: Allocator = std::alloc::System;
+
+fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    let raw_ctx = ctx.ctx;
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        server::log(std::ptr::null_mut(), engine::LogLevel::Warning, format!("RX panic: {info}").as_bytes());
+        previous_hook(info);
+    }));
+    let (text, num) = server::server_version();
+    let engine = match LuaEngine::new(&ServerVersion { text, num }) {
+        Ok(e) => e,
+        Err(e) => {
+            ctx.log_warning(&format!("RX: could not start the Lua engine: {e}"));
+            return Status::Err;
+        }
+    };
+    state::install(state::ModuleState { engine: Rc::new(engine), registry: RefCell::new(Registry::new()) });
+    if let Err(e) = commands::register_all(raw_ctx) {
+        ctx.log_warning(&format!("RX: {e}"));
+        return Status::Err;
+    }
+    Status::Ok
+}
+
+redis_module! {
+    name: "rx",
+    version: 1,
+    allocator: (Allocator, ALLOCATOR),
+    data_types: [],
+    init: init,
+    commands: [],
+}

@@ -1,0 +1,497 @@
+//! The `redis.*` functions scripts call at run time, written against the Lua C API.
+//!
+//! `redis.call` is the hot path of every function, so it reads its arguments straight off
+//! the Lua stack and turns the reply's protocol straight into Lua values, with no owned
+//! intermediate values. Errors are raised as `{err=...}` tables, like Redis does, so the
+//! error handler can report where they happened.
+//!
+//! Every function here is called by Lua on the main thread while `ActiveCall::enter` holds
+//! the host for the running script.
+
+use std::cell::Cell;
+use std::ffi::c_int;
+use std::ptr;
+
+use mlua::ffi;
+use sha1::{Digest, Sha1};
+
+use crate::engine::{Host, LogLevel};
+use crate::resp::{self, RespVisitor};
+
+/// The state of the script that is running right now.
+pub struct ActiveCall<'h> {
+    host: &'h dyn Host,
+    /// Set by `redis.setresp`; every call starts at RESP2, as in Redis.
+    resp3: Cell<bool>,
+}
+
+thread_local! {
+    static ACTIVE: Cell<*const ActiveCall<'static>> = const { Cell::new(ptr::null()) };
+}
+
+/// Makes `call` the running script's state until the guard drops.
+pub struct ActiveGuard {
+    previous: *const ActiveCall<'static>,
+}
+
+impl<'h> ActiveCall<'h> {
+    pub fn new(host: &'h dyn Host) -> Self {
+        ActiveCall { host, resp3: Cell::new(false) }
+    }
+
+    pub fn resp3(&self) -> bool {
+        self.resp3.get()
+    }
+
+    /// # Safety
+    /// `self` must outlive the guard; the guard restores the previous state when dropped.
+    pub unsafe fn enter(&self) -> ActiveGuard {
+        // SAFETY: the lifetime is erased only for the guard's duration, and the guard is
+        // dropped before `self` (the caller's contract), so no dangling pointer survives.
+        let erased = self as *const ActiveCall<'h> as *const ActiveCall<'static>;
+        ActiveGuard { previous: ACTIVE.with(|a| a.replace(erased)) }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        ACTIVE.with(|a| a.set(self.previous));
+    }
+}
+
+fn with_active<R>(f: impl FnOnce(&ActiveCall<'_>) -> R) -> Option<R> {
+    let p = ACTIVE.with(|a| a.get());
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null only while an ActiveGuard lives, which keeps the pointee alive.
+    Some(f(unsafe { &*p }))
+}
+
+// ---- small Lua helpers ------------------------------------------------------------------
+
+/// Pushes `{err = msg}`.
+unsafe fn push_error_table(l: *mut ffi::lua_State, msg: &[u8]) {
+    ffi::lua_createtable(l, 0, 1);
+    ffi::lua_pushlstring(l, msg.as_ptr().cast(), msg.len());
+    ffi::lua_setfield(l, -2, c"err".as_ptr());
+}
+
+/// Builds the `{err=...}` text Redis builds for an error string: a leading `-` is dropped
+/// and the first word kept as the code, otherwise the code is `ERR`; trailing CR/LF go.
+pub fn error_table_text(raw: &[u8]) -> Vec<u8> {
+    let (code, msg): (&[u8], &[u8]) = match raw.strip_prefix(b"-") {
+        Some(rest) => match rest.iter().position(|&b| b == b' ') {
+            Some(sp) => (&rest[..sp], &rest[sp + 1..]),
+            None => (b"ERR", rest),
+        },
+        None => (b"ERR", raw),
+    };
+    let mut end = msg.len();
+    while end > 0 && (msg[end - 1] == b'\r' || msg[end - 1] == b'\n') {
+        end -= 1;
+    }
+    let mut start = 0;
+    while start < end && (msg[start] == b'\r' || msg[start] == b'\n') {
+        start += 1;
+    }
+    let mut out = Vec::with_capacity(code.len() + 1 + end - start);
+    out.extend_from_slice(code);
+    out.push(b' ');
+    out.extend_from_slice(&msg[start..end]);
+    out
+}
+
+/// Raises `{err = msg}`; `msg` is dropped before Lua unwinds.
+unsafe fn raise(l: *mut ffi::lua_State, msg: Vec<u8>) -> ! {
+    push_error_table(l, &msg);
+    drop(msg);
+    ffi::lua_error(l)
+}
+
+fn raise_text(s: &str) -> Vec<u8> {
+    error_table_text(s.as_bytes())
+}
+
+/// The bytes of argument `idx` if it is a string or a number (numbers as `%.17g`).
+unsafe fn arg_bytes<'a>(l: *mut ffi::lua_State, idx: c_int, numbuf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    match ffi::lua_type(l, idx) {
+        ffi::LUA_TSTRING => {
+            let mut len = 0usize;
+            let p = ffi::lua_tolstring(l, idx, &mut len);
+            // SAFETY: Lua keeps the string alive while it is on the stack, for this call.
+            Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
+        }
+        ffi::LUA_TNUMBER => {
+            numbuf.clear();
+            numbuf.extend_from_slice(crate::numfmt::format_g(ffi::lua_tonumber(l, idx), 17).as_bytes());
+            Some(&numbuf[..])
+        }
+        _ => None,
+    }
+}
+
+/// Collects all arguments as byte strings, Redis's rules for `redis.call` arguments.
+unsafe fn command_args(l: *mut ffi::lua_State, numbufs: &mut Vec<Vec<u8>>) -> Result<Vec<(*const u8, usize)>, Vec<u8>> {
+    let argc = ffi::lua_gettop(l);
+    if argc == 0 {
+        return Err(raise_text("Please specify at least one argument for this redis lib call"));
+    }
+    let mut out = Vec::with_capacity(argc as usize);
+    for i in 1..=argc {
+        match ffi::lua_type(l, i) {
+            ffi::LUA_TSTRING => {
+                let mut len = 0usize;
+                let p = ffi::lua_tolstring(l, i, &mut len);
+                out.push((p.cast::<u8>(), len));
+            }
+            ffi::LUA_TNUMBER => {
+                let s = crate::numfmt::format_g(ffi::lua_tonumber(l, i), 17).into_bytes();
+                numbufs.push(s);
+                let last = numbufs.last().map(|v| (v.as_ptr(), v.len())).unwrap_or((ptr::null(), 0));
+                out.push(last);
+            }
+            _ => return Err(raise_text("Lua redis lib command arguments must be strings or integers")),
+        }
+    }
+    Ok(out)
+}
+
+// ---- redis.call / redis.pcall -----------------------------------------------------------
+
+unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
+    let mut numbufs = Vec::new();
+    let parts = match command_args(l, &mut numbufs) {
+        Ok(p) => p,
+        Err(e) => {
+            drop(numbufs);
+            if raise_errors {
+                raise(l, e)
+            }
+            push_error_table(l, &e);
+            return 1;
+        }
+    };
+    // SAFETY: each (ptr, len) points into a Lua string on this call's stack or into
+    // `numbufs`, both alive until this function returns.
+    let argv: Vec<&[u8]> = parts.iter().map(|&(p, n)| std::slice::from_raw_parts(p, n)).collect();
+    if ffi::lua_checkstack(l, 8) == 0 {
+        drop((argv, parts, numbufs));
+        raise(l, raise_text("reached lua stack limit"));
+    }
+    let mut pushed_error: Option<Vec<u8>> = None;
+    let outcome = with_active(|active| {
+        let resp3 = active.resp3();
+        let mut pusher = LuaPusher { l, error_on_top: false, depth_ok: true };
+        let r = active.host.call(&argv, resp3, &mut |proto: &[u8]| {
+            if resp::visit(proto, &mut pusher).is_err() {
+                pusher.reset_to_error(b"ERR RX could not read the reply");
+            }
+        });
+        (r, pusher.error_on_top)
+    });
+    drop(argv);
+    drop(parts);
+    drop(numbufs);
+    match outcome {
+        None => pushed_error = Some(raise_text("redis.call is not allowed here")),
+        Some((Err(refusal), _)) => pushed_error = Some(error_table_text(format!("-{refusal}").as_bytes())),
+        Some((Ok(()), true)) if raise_errors => {
+            // The command ran and failed: raise the `{err=...}` table already on the stack.
+            ffi::lua_error(l)
+        }
+        Some((Ok(()), _)) => {}
+    }
+    if let Some(e) = pushed_error {
+        if raise_errors {
+            raise(l, e)
+        }
+        push_error_table(l, &e);
+    }
+    1
+}
+
+pub unsafe extern "C-unwind" fn redis_call(l: *mut ffi::lua_State) -> c_int {
+    call_common(l, true)
+}
+
+pub unsafe extern "C-unwind" fn redis_pcall(l: *mut ffi::lua_State) -> c_int {
+    call_common(l, false)
+}
+
+/// Pushes a reply's values onto the Lua stack, with Redis's reply-to-Lua rules.
+struct LuaPusher {
+    l: *mut ffi::lua_State,
+    /// The top-level reply was an error (its `{err=}` table is on the stack).
+    error_on_top: bool,
+    depth_ok: bool,
+}
+
+impl LuaPusher {
+    unsafe fn pushstr(&self, s: &[u8]) {
+        ffi::lua_pushlstring(self.l, s.as_ptr().cast(), s.len());
+    }
+
+    /// Wraps the value on top of the stack as `t[field] = value` in a new table.
+    unsafe fn wrap_top(&self, field: &std::ffi::CStr) {
+        ffi::lua_createtable(self.l, 0, 1);
+        ffi::lua_insert(self.l, -2);
+        ffi::lua_setfield(self.l, -2, field.as_ptr());
+    }
+
+    unsafe fn room(&mut self) {
+        if ffi::lua_checkstack(self.l, 4) == 0 {
+            self.depth_ok = false;
+        }
+    }
+
+    fn reset_to_error(&mut self, msg: &[u8]) {
+        // A malformed reply cannot come from Redis; if it ever does, report it as an error.
+        // SAFETY: called inside a host call made by `call_common`, on the same state.
+        unsafe { push_error_table(self.l, msg) };
+        self.error_on_top = true;
+    }
+}
+
+impl RespVisitor for LuaPusher {
+    fn status(&mut self, s: &[u8]) {
+        unsafe {
+            self.pushstr(s);
+            self.wrap_top(c"ok");
+        }
+    }
+    fn error(&mut self, s: &[u8]) {
+        let t = error_table_text(&[b"-", s].concat());
+        unsafe { push_error_table(self.l, &t) };
+        self.error_on_top = true;
+    }
+    fn integer(&mut self, v: i64) {
+        unsafe { ffi::lua_pushnumber(self.l, v as f64) }
+    }
+    fn bulk(&mut self, s: &[u8]) {
+        unsafe { self.pushstr(s) }
+    }
+    fn null_resp2(&mut self) {
+        unsafe { ffi::lua_pushboolean(self.l, 0) }
+    }
+    fn null(&mut self) {
+        unsafe { ffi::lua_pushnil(self.l) }
+    }
+    fn double(&mut self, v: f64) {
+        unsafe {
+            ffi::lua_pushnumber(self.l, v);
+            self.wrap_top(c"double");
+        }
+    }
+    fn boolean(&mut self, v: bool) {
+        unsafe { ffi::lua_pushboolean(self.l, v as c_int) }
+    }
+    fn big_number(&mut self, s: &[u8]) {
+        unsafe {
+            self.pushstr(s);
+            self.wrap_top(c"big_number");
+        }
+    }
+    fn verbatim(&mut self, format: &[u8], s: &[u8]) {
+        unsafe {
+            ffi::lua_createtable(self.l, 0, 2);
+            self.pushstr(s);
+            ffi::lua_setfield(self.l, -2, c"string".as_ptr());
+            self.pushstr(format);
+            ffi::lua_setfield(self.l, -2, c"format".as_ptr());
+            self.wrap_top(c"verbatim_string");
+        }
+    }
+    fn begin_array(&mut self, len: usize) {
+        unsafe {
+            self.room();
+            ffi::lua_createtable(self.l, len.min(1 << 20) as c_int, 0);
+        }
+        self.error_on_top = false;
+    }
+    fn array_element(&mut self, index: usize) {
+        // Nested errors stay as `{err=}` values inside the array.
+        self.error_on_top = false;
+        unsafe { ffi::lua_rawseti(self.l, -2, index as ffi::lua_Integer) }
+    }
+    fn begin_map(&mut self, len: usize) {
+        unsafe {
+            self.room();
+            ffi::lua_createtable(self.l, 0, len.min(1 << 20) as c_int);
+        }
+    }
+    fn map_entry(&mut self) {
+        self.error_on_top = false;
+        unsafe { ffi::lua_settable(self.l, -3) }
+    }
+    fn end_map(&mut self) {
+        unsafe { self.wrap_top(c"map") }
+    }
+    fn begin_set(&mut self, len: usize) {
+        unsafe {
+            self.room();
+            ffi::lua_createtable(self.l, 0, len.min(1 << 20) as c_int);
+        }
+    }
+    fn set_member(&mut self) {
+        self.error_on_top = false;
+        unsafe {
+            ffi::lua_pushboolean(self.l, 1);
+            ffi::lua_settable(self.l, -3);
+        }
+    }
+    fn end_set(&mut self) {
+        unsafe { self.wrap_top(c"set") }
+    }
+}
+
+// ---- the rest of the redis table ---------------------------------------------------------
+
+pub unsafe extern "C-unwind" fn redis_sha1hex(l: *mut ffi::lua_State) -> c_int {
+    if ffi::lua_gettop(l) != 1 {
+        raise(l, raise_text("wrong number of arguments"));
+    }
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(l, 1, &mut len);
+    let hex = if p.is_null() {
+        sha1_hex(b"")
+    } else {
+        sha1_hex(std::slice::from_raw_parts(p.cast::<u8>(), len))
+    };
+    ffi::lua_pushlstring(l, hex.as_ptr().cast(), hex.len());
+    1
+}
+
+pub fn sha1_hex(data: &[u8]) -> String {
+    let digest = Sha1::digest(data);
+    let mut s = String::with_capacity(40);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+unsafe fn reply_helper(l: *mut ffi::lua_State, field: &std::ffi::CStr, add_dash: bool) -> c_int {
+    if ffi::lua_gettop(l) != 1 || ffi::lua_type(l, -1) != ffi::LUA_TSTRING {
+        push_error_table(l, &raise_text("wrong number or type of arguments"));
+        return 1;
+    }
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(l, 1, &mut len);
+    let s = std::slice::from_raw_parts(p.cast::<u8>(), len);
+    if add_dash {
+        let text = if s.starts_with(b"-") { error_table_text(s) } else { error_table_text(&[b"-", s].concat()) };
+        push_error_table(l, &text);
+    } else {
+        ffi::lua_createtable(l, 0, 1);
+        ffi::lua_pushvalue(l, 1);
+        ffi::lua_setfield(l, -2, field.as_ptr());
+    }
+    1
+}
+
+pub unsafe extern "C-unwind" fn redis_error_reply(l: *mut ffi::lua_State) -> c_int {
+    reply_helper(l, c"err", true)
+}
+
+pub unsafe extern "C-unwind" fn redis_status_reply(l: *mut ffi::lua_State) -> c_int {
+    reply_helper(l, c"ok", false)
+}
+
+pub unsafe extern "C-unwind" fn redis_log(l: *mut ffi::lua_State) -> c_int {
+    let argc = ffi::lua_gettop(l);
+    if argc < 2 {
+        raise(l, raise_text("redis.log() requires two arguments or more."));
+    }
+    if ffi::lua_type(l, 1) != ffi::LUA_TNUMBER && ffi::lua_tolstring(l, 1, ptr::null_mut()).is_null() {
+        raise(l, raise_text("First argument must be a number (log level)."));
+    }
+    let Some(level) = LogLevel::from_number(ffi::lua_tonumber(l, 1)) else {
+        raise(l, raise_text("Invalid debug level."));
+    };
+    let mut msg = Vec::new();
+    let mut numbuf = Vec::new();
+    for i in 2..=argc {
+        let piece = match ffi::lua_type(l, i) {
+            ffi::LUA_TNUMBER | ffi::LUA_TSTRING => {
+                let mut len = 0usize;
+                let p = ffi::lua_tolstring(l, i, &mut len);
+                Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
+            }
+            _ => arg_bytes(l, i, &mut numbuf),
+        };
+        if let Some(s) = piece {
+            if i != 2 {
+                msg.push(b' ');
+            }
+            msg.extend_from_slice(s);
+        }
+    }
+    with_active(|a| a.host.log(level, &msg));
+    0
+}
+
+pub unsafe extern "C-unwind" fn redis_setresp(l: *mut ffi::lua_State) -> c_int {
+    if ffi::lua_gettop(l) != 1 {
+        raise(l, raise_text("redis.setresp() requires one argument."));
+    }
+    let v = ffi::lua_tonumber(l, -1);
+    if v != 2.0 && v != 3.0 {
+        raise(l, raise_text("RESP version must be 2 or 3."));
+    }
+    with_active(|a| a.resp3.set(v == 3.0));
+    0
+}
+
+pub unsafe extern "C-unwind" fn redis_acl_check_cmd(l: *mut ffi::lua_State) -> c_int {
+    let mut numbufs = Vec::new();
+    let parts = match command_args(l, &mut numbufs) {
+        Ok(p) => p,
+        Err(e) => {
+            drop(numbufs);
+            raise(l, e)
+        }
+    };
+    let argv: Vec<&[u8]> = parts.iter().map(|&(p, n)| std::slice::from_raw_parts(p, n)).collect();
+    let r = with_active(|a| a.host.acl_check(&argv));
+    drop((argv, parts, numbufs));
+    match r {
+        Some(Ok(allowed)) => {
+            ffi::lua_pushboolean(l, allowed as c_int);
+            1
+        }
+        Some(Err(e)) => raise(l, error_table_text(format!("-{e}").as_bytes())),
+        None => raise(l, raise_text("redis.acl_check_cmd is not allowed here")),
+    }
+}
+
+/// `redis.set_repl`: accepted and validated. Effects always replicate to both the AOF and
+/// replicas (the module API cannot target one of them); see README.
+pub unsafe extern "C-unwind" fn redis_set_repl(l: *mut ffi::lua_State) -> c_int {
+    if ffi::lua_gettop(l) != 1 {
+        raise(l, raise_text("redis.set_repl() requires one argument."));
+    }
+    let v = ffi::lua_tonumber(l, -1);
+    if ffi::lua_type(l, -1) != ffi::LUA_TNUMBER || !(0.0..=3.0).contains(&v) || v.fract() != 0.0 {
+        raise(l, raise_text("Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE."));
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_follows_redis_rules() {
+        assert_eq!(error_table_text(b"-WRONGTYPE Operation against"), b"WRONGTYPE Operation against");
+        assert_eq!(error_table_text(b"-thing"), b"ERR thing");
+        assert_eq!(error_table_text(b"thing here"), b"ERR thing here");
+        assert_eq!(error_table_text(b"-MY thing\r\n"), b"MY thing");
+    }
+
+    #[test]
+    fn sha1() {
+        assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    }
+}

@@ -1,0 +1,264 @@
+//! The Lua engine: one LuaJIT VM (JIT compiler off, so hooks can always interrupt it) that
+//! holds every library, each function running in the same read-only sandbox Redis builds.
+
+pub mod api;
+mod codecs_pending;
+pub mod convert;
+use codecs_pending as cjson;
+use codecs_pending as cmsgpack;
+use codecs_pending as lstruct;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mlua::chunk::ChunkMode;
+use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+
+use crate::engine::{Host, Registration};
+use crate::flags::FunctionFlags;
+use crate::reply::ReplySink;
+use api::ActiveCall;
+
+const PRELUDE: &str = include_str!("prelude.lua");
+/// The chunk name Redis gives library code; errors read `user_function:<line>: ...`.
+const LIBRARY_CHUNK_NAME: &str = "@user_function";
+/// How often the load-timeout hook looks at the clock.
+const LOAD_HOOK_INSTRUCTIONS: u32 = 10_000;
+/// A backstop against memory bombs until the configurable cap exists: far above anything
+/// a sane script needs, far below what would make Redis's allocator abort the server.
+const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+/// A compiled function, as the registry stores it.
+pub type LuaCallable = Function;
+
+pub struct LuaEngine {
+    lua: Lua,
+    env: Table,
+    begin_load: Function,
+    finish_load: Function,
+    invoke: Function,
+}
+
+/// Server facts scripts can read.
+pub struct ServerVersion {
+    pub text: String,
+    pub num: u32,
+}
+
+impl LuaEngine {
+    pub fn new(version: &ServerVersion) -> mlua::Result<LuaEngine> {
+        let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::DEBUG;
+        #[cfg(feature = "luajit")]
+        let libs = libs | StdLib::BIT | StdLib::JIT;
+        // SAFETY: `debug` is loaded only so the prelude can capture `debug.getinfo` for the
+        // error handler; it is removed from the globals before any user code runs, and user
+        // code never sees the real globals table.
+        let lua = unsafe { Lua::unsafe_new_with(libs, LuaOptions::new().catch_rust_panics(false)) };
+        lua.set_memory_limit(DEFAULT_MEMORY_LIMIT)?;
+        let globals = lua.globals();
+        #[cfg(feature = "luajit")]
+        lua.load("jit.off() jit.flush()").set_name("=rx").exec()?;
+
+        let redis = lua.create_table()?;
+        // SAFETY: each is a lua_CFunction written against the C API in `api`.
+        unsafe {
+            redis.raw_set("call", lua.create_c_function(api::redis_call)?)?;
+            redis.raw_set("pcall", lua.create_c_function(api::redis_pcall)?)?;
+            redis.raw_set("log", lua.create_c_function(api::redis_log)?)?;
+            redis.raw_set("sha1hex", lua.create_c_function(api::redis_sha1hex)?)?;
+            redis.raw_set("error_reply", lua.create_c_function(api::redis_error_reply)?)?;
+            redis.raw_set("status_reply", lua.create_c_function(api::redis_status_reply)?)?;
+            redis.raw_set("setresp", lua.create_c_function(api::redis_setresp)?)?;
+            redis.raw_set("acl_check_cmd", lua.create_c_function(api::redis_acl_check_cmd)?)?;
+            redis.raw_set("set_repl", lua.create_c_function(api::redis_set_repl)?)?;
+        }
+        for (name, v) in [("LOG_DEBUG", 0), ("LOG_VERBOSE", 1), ("LOG_NOTICE", 2), ("LOG_WARNING", 3)] {
+            redis.raw_set(name, v)?;
+        }
+        for (name, v) in [("REPL_NONE", 0), ("REPL_AOF", 1), ("REPL_SLAVE", 2), ("REPL_REPLICA", 2), ("REPL_ALL", 3)] {
+            redis.raw_set(name, v)?;
+        }
+        redis.raw_set("REDIS_VERSION", version.text.as_str())?;
+        redis.raw_set("REDIS_VERSION_NUM", version.num)?;
+
+        let cjson = cjson::open(&lua)?;
+        let cmsgpack = cmsgpack::open(&lua)?;
+        let lstruct = lstruct::open(&lua)?;
+        let sandbox: Table = lua
+            .load(PRELUDE)
+            .set_name("=rx")
+            .set_mode(ChunkMode::Text)
+            .call((redis, cjson, cmsgpack, lstruct))?;
+
+        // Nothing dangerous stays reachable, even from the real globals.
+        for name in ["debug", "jit", "io", "os", "package", "require", "dofile", "loadfile", "print", "module", "newproxy", "getfenv", "setfenv"] {
+            globals.raw_set(name, Value::Nil)?;
+        }
+        lua.gc_collect()?;
+        Ok(LuaEngine {
+            env: sandbox.get("env")?,
+            begin_load: sandbox.get("begin_load")?,
+            finish_load: sandbox.get("finish_load")?,
+            invoke: sandbox.get("invoke")?,
+            lua,
+        })
+    }
+
+    pub fn used_memory(&self) -> usize {
+        self.lua.used_memory()
+    }
+
+    /// Runs a library's code in the load-time sandbox and returns what it registered.
+    /// `command` names the loading command in the timeout error (`RX.LOAD timeout`).
+    /// Errors are full error texts, code included.
+    pub fn load(
+        &self,
+        code: &[u8],
+        host: &dyn Host,
+        timeout: Duration,
+        command: &str,
+    ) -> Result<Vec<Registration<LuaCallable>>, String> {
+        // The header is not Lua; blank it but keep its newline so line numbers match Redis.
+        let body = match code.iter().position(|&b| b == b'\n') {
+            Some(nl) => &code[nl..],
+            None => &b""[..],
+        };
+        let chunk = self
+            .lua
+            .load(body)
+            .set_name(LIBRARY_CHUNK_NAME)
+            .set_mode(ChunkMode::Text)
+            .set_environment(self.env.clone())
+            .into_function()
+            .map_err(|e| format!("ERR Error compiling function: {}", lua_error_message(&e)))?;
+
+        let active = ActiveCall::new(host);
+        // SAFETY: `active` outlives the guard, which drops at the end of this function.
+        let _active = unsafe { active.enter() };
+        let timed_out = Rc::new(Cell::new(false));
+        let deadline = Instant::now() + timeout;
+        let flag = Rc::clone(&timed_out);
+        self.lua
+            .set_hook(HookTriggers::new().every_nth_instruction(LOAD_HOOK_INSTRUCTIONS), move |_, _| {
+                if Instant::now() >= deadline {
+                    flag.set(true);
+                    return Err(mlua::Error::runtime("load timeout"));
+                }
+                Ok(VmState::Continue)
+            })
+            .map_err(|e| format!("ERR {e}"))?;
+
+        let ran = self
+            .begin_load
+            .call::<()>(())
+            .and_then(|_| self.invoke.call::<(bool, Value)>((chunk, Value::Nil, Value::Nil)));
+        self.lua.remove_hook();
+        let registered: mlua::Result<Table> = self.finish_load.call(());
+
+        let (ok, err) = ran.map_err(|e| format!("ERR Error registering functions: ERR {}", lua_error_message(&e)))?;
+        if timed_out.get() {
+            return Err(format!("ERR Error registering functions: ERR {command} timeout"));
+        }
+        if !ok {
+            let text = error_table_message(&err);
+            return Err(format!("ERR Error registering functions: {}", String::from_utf8_lossy(&text)));
+        }
+        let registered = registered.map_err(|e| format!("ERR {e}"))?;
+        let mut out = Vec::new();
+        for entry in registered.sequence_values::<Table>() {
+            let entry = entry.map_err(|e| format!("ERR {e}"))?;
+            let mut flags = FunctionFlags::empty();
+            let names: Table = entry.get("flags").map_err(|e| format!("ERR {e}"))?;
+            for name in names.sequence_values::<mlua::String>().flatten() {
+                if let Some(f) = FunctionFlags::from_name(&name.as_bytes()) {
+                    flags.insert(f);
+                }
+            }
+            let description: Option<mlua::String> = entry.get("description").map_err(|e| format!("ERR {e}"))?;
+            out.push(Registration {
+                name: entry.get::<String>("name").map_err(|e| format!("ERR {e}"))?,
+                description: description.map(|d| d.as_bytes().to_vec()),
+                flags,
+                callable: entry.get("callback").map_err(|e| format!("ERR {e}"))?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs a function and writes its reply (or its error) to `sink`.
+    pub fn call(
+        &self,
+        callable: &LuaCallable,
+        function_name: &str,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        host: &dyn Host,
+        sink: &mut dyn ReplySink,
+    ) {
+        let active = ActiveCall::new(host);
+        // SAFETY: `active` outlives the guard, which drops at the end of this function.
+        let _active = unsafe { active.enter() };
+        let result = self
+            .string_array(keys)
+            .and_then(|k| Ok((k, self.string_array(args)?)))
+            .and_then(|(k, a)| self.invoke.call::<(bool, Value)>((callable, k, a)));
+        match result {
+            Ok((true, value)) => convert::lua_to_reply(&value, sink, active.resp3()),
+            Ok((false, err)) => {
+                let msg = error_table_message(&err);
+                let located = match &err {
+                    Value::Table(t) => match (t.raw_get::<Value>("source"), t.raw_get::<Value>("line")) {
+                        (Ok(Value::String(src)), Ok(line @ (Value::Integer(_) | Value::Number(_)))) => {
+                            let line = match line {
+                                Value::Integer(i) => i,
+                                Value::Number(n) => n as i64,
+                                _ => 0,
+                            };
+                            let mut m = msg.clone();
+                            m.extend_from_slice(format!(" script: {function_name}, on ").as_bytes());
+                            m.extend_from_slice(&src.as_bytes());
+                            m.extend_from_slice(format!(":{line}.").as_bytes());
+                            Some(m)
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                sink.error(&located.unwrap_or(msg));
+            }
+            Err(e) => sink.error(format!("ERR {}", lua_error_message(&e)).as_bytes()),
+        }
+    }
+
+    fn string_array(&self, items: &[&[u8]]) -> mlua::Result<Table> {
+        let t = self.lua.create_table_with_capacity(items.len(), 0)?;
+        for (i, item) in items.iter().enumerate() {
+            t.raw_set(i + 1, self.lua.create_string(item)?)?;
+        }
+        Ok(t)
+    }
+}
+
+/// The `err` text of an error value the handler produced (or Lua's own message).
+fn error_table_message(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Table(t) => match t.raw_get::<Value>("err") {
+            Ok(Value::String(s)) => s.as_bytes().to_vec(),
+            _ => b"ERR unknown error".to_vec(),
+        },
+        Value::String(s) => [&b"ERR "[..], &s.as_bytes()].concat(),
+        _ => b"ERR unknown error".to_vec(),
+    }
+}
+
+/// Lua's own message, without mlua's decorations.
+fn lua_error_message(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::MemoryError(_) => "not enough memory".into(),
+        mlua::Error::CallbackError { cause, .. } => lua_error_message(cause),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,248 @@
+-- Builds the sandbox every RX function runs in. Runs once per VM, with the full standard
+-- library still reachable; everything it keeps private stays in this chunk's upvalues.
+-- Arguments: the redis API table (filled by Rust), and the codec libraries.
+local redis_api, cjson, cmsgpack, struct = ...
+
+local debug_getinfo, setfenv, getmetatable, setmetatable = debug.getinfo, setfenv, getmetatable, setmetatable
+local type, tostring, error, rawequal = type, tostring, error, rawequal
+local INTERNAL = '=rx'
+
+local G = {}            -- the real globals scripts see, reached through read-only proxies
+local real_of = setmetatable({}, { __mode = 'k' })  -- proxy -> the table it guards
+
+local function readonly_error()
+  error('Attempt to modify a readonly table', 2)
+end
+
+local function readonly(t)
+  local proxy = setmetatable({}, { __index = t, __newindex = readonly_error, __metatable = false })
+  real_of[proxy] = t
+  return proxy
+end
+
+local function unwrap(t)
+  return real_of[t] or t
+end
+
+-- Base functions Redis 7.0 offers, unchanged.
+for _, name in ipairs({ 'assert', 'collectgarbage', 'error', 'getmetatable', 'pcall', 'rawequal',
+                        'select', 'setmetatable', 'tonumber', 'tostring', 'type', 'unpack', 'xpcall' }) do
+  G[name] = _G[name]
+end
+G._VERSION = _VERSION
+G.gcinfo = function() return math.floor(collectgarbage('count')) end
+
+-- Iteration and raw access see through the proxies, and cannot write to protected tables.
+do
+  local pairs, ipairs, next, rawget, rawset = pairs, ipairs, next, rawget, rawset
+  G.pairs = function(t) local f, s, k = pairs(unwrap(t)) return f, s, k end
+  G.ipairs = function(t) local f, s, k = ipairs(unwrap(t)) return f, s, k end
+  G.next = function(t, k) local a, b = next(unwrap(t), k) return a, b end
+  G.rawget = function(t, k) local v = rawget(unwrap(t), k) return v end
+  G.rawset = function(t, k, v)
+    if real_of[t] then error('Attempt to modify a readonly table', 2) end
+    local r = rawset(t, k, v)
+    return r
+  end
+end
+
+-- Libraries, each behind a read-only proxy.
+G.string = readonly(string)
+G.table = readonly(table)
+G.math = readonly(math)
+G.bit = readonly(bit)
+G.coroutine = readonly(coroutine)
+G.cjson = readonly(cjson)
+G.cmsgpack = readonly(cmsgpack)
+G.struct = readonly(struct)
+G.redis = readonly(redis_api)
+
+-- The environment every library and function runs in. Its __index is switched to the
+-- load-time API while a library body runs, then back to G.
+local env_mt = { __index = G, __newindex = readonly_error, __metatable = false }
+local env = setmetatable({}, env_mt)
+real_of[env] = G
+G._G = env
+
+
+-- Text chunks only (bytecode is a known attack path), and always in the sandbox.
+do
+  local loadstring, load, string_byte = loadstring, load, string.byte
+  G.loadstring = function(s, name)
+    if type(s) == 'string' and string_byte(s, 1) == 27 then
+      return nil, 'loading binary code is not allowed'
+    end
+    local f, e = loadstring(s, name)
+    if f then setfenv(f, env) end
+    return f, e
+  end
+  G.load = function(chunk, name)
+    if type(chunk) == 'string' then return G.loadstring(chunk, name) end
+    local f, e = load(function()
+      local piece = chunk()
+      if piece ~= nil and type(piece) == 'string' and string_byte(piece, 1) == 27 then
+        error('loading binary code is not allowed')
+      end
+      return piece
+    end, name)
+    if f then setfenv(f, env) end
+    return f, e
+  end
+end
+
+-- getmetatable('') must not hand out the real string metatable.
+do
+  local string_mt = getmetatable('')
+  string_mt.__metatable = readonly({ __index = G.string })
+end
+
+-- At load time a library sees only `redis` with register_function, log and the constants;
+-- anything else is a nonexistent global, as in Redis.
+local function strict(t)
+  return setmetatable({}, {
+    __index = function(_, k)
+      local v = t[k]
+      if v == nil then
+        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+      end
+      return v
+    end,
+    __newindex = readonly_error,
+    __metatable = false,
+  })
+end
+
+local FLAGS = { ['no-writes'] = true, ['allow-oom'] = true, ['allow-stale'] = true,
+                ['no-cluster'] = true, ['allow-cross-slot-keys'] = true }
+local NAME_RULE = 'Library names can only contain letters, numbers, or underscores(_) and must be at least one character long'
+local pending, pending_names = {}, {}
+
+local function fail(msg)
+  error({ err = 'ERR ' .. msg })
+end
+
+-- Like Lua's lua_isstring: numbers count as strings.
+local function stringish(v)
+  local t = type(v)
+  return t == 'string' or t == 'number'
+end
+
+local function read_flags(list)
+  local flags, i = {}, 1
+  while true do
+    local f = list[i]
+    if f == nil then break end
+    if type(f) ~= 'string' or not FLAGS[f] then fail('unknown flag given') end
+    flags[#flags + 1] = f
+    i = i + 1
+  end
+  return flags
+end
+
+local string_lower, string_find, select, next = string.lower, string.find, select, next
+local function register_function(...)
+  local argc = select('#', ...)
+  if argc < 1 or argc > 2 then fail('wrong number of arguments to redis.register_function') end
+  local name, callback, flags, description
+  if argc == 1 then
+    local named = ...
+    if type(named) ~= 'table' then
+      fail('calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).')
+    end
+    for k, v in next, named do
+      if not stringish(k) then fail('named argument key given to redis.register_function is not a string') end
+      local key = string_lower(tostring(k))
+      if key == 'function_name' then
+        if not stringish(v) then fail('function_name argument given to redis.register_function must be a string') end
+        name = tostring(v)
+      elseif key == 'description' then
+        if not stringish(v) then fail('description argument given to redis.register_function must be a string') end
+        description = tostring(v)
+      elseif key == 'callback' then
+        if type(v) ~= 'function' then fail('callback argument given to redis.register_function must be a function') end
+        callback = v
+      elseif key == 'flags' then
+        if type(v) ~= 'table' then fail('flags argument to redis.register_function must be a table representing function flags') end
+        flags = read_flags(v)
+      else
+        fail('unknown argument given to redis.register_function')
+      end
+    end
+    if not name then fail('redis.register_function must get a function name argument') end
+    if not callback then fail('redis.register_function must get a callback argument') end
+  else
+    local n, f = ...
+    if not stringish(n) then fail('first argument to redis.register_function must be a string') end
+    if type(f) ~= 'function' then fail('second argument to redis.register_function must be a function') end
+    name, callback = tostring(n), f
+  end
+  if not string_find(name, '^[%w_]+$') then fail(NAME_RULE) end
+  if pending_names[name] then fail('Function already exists in the library') end
+  pending_names[name] = true
+  pending[#pending + 1] = { name = name, callback = callback, flags = flags or {}, description = description }
+end
+
+local load_redis = { register_function = register_function, log = redis_api.log }
+for _, k in ipairs({ 'LOG_DEBUG', 'LOG_VERBOSE', 'LOG_NOTICE', 'LOG_WARNING', 'REDIS_VERSION', 'REDIS_VERSION_NUM' }) do
+  load_redis[k] = redis_api[k]
+end
+local load_api = strict({ redis = strict(load_redis) })
+
+local function begin_load()
+  pending, pending_names = {}, {}
+  env_mt.__index = load_api
+end
+
+-- Always called after a library body ran (or failed); hands back what it registered.
+local function finish_load()
+  env_mt.__index = G
+  local registered = pending
+  pending, pending_names = {}, {}
+  return registered
+end
+
+-- Error handler: errors become `{err=...}` tables that carry where they were raised, the
+-- way Redis reports them ("... script: f, on @user_function:2.").
+local running -- the function `invoke` is running, for errors with no Lua frame left
+local function on_error(err)
+  local level = 2
+  local info = debug_getinfo(level, 'Sl')
+  while info and (info.what == 'C' or info.source == INTERNAL) do
+    level = level + 1
+    info = debug_getinfo(level, 'Sl')
+  end
+  if not info and running then
+    -- LuaJIT replaces the caller's frame on `return redis.call(...)` (a tail call), so
+    -- the line is gone. Report the running function: its line for a one-line function,
+    -- else the line before its `end`, where such a return usually stands.
+    local f = debug_getinfo(running, 'S')
+    local line = f.linedefined
+    if f.lastlinedefined > f.linedefined then line = f.lastlinedefined - 1 end
+    info = { source = f.source, currentline = line }
+  end
+  if type(err) ~= 'table' then
+    err = { err = 'ERR ' .. tostring(err) }
+  end
+  if info then
+    err.source = info.source
+    err.line = info.currentline
+  end
+  return err
+end
+
+local xpcall = xpcall
+local function invoke(fn, keys, args)
+  local outer = running
+  running = fn
+  local ok, result = xpcall(fn, on_error, keys, args)
+  running = outer
+  return ok, result
+end
+
+return {
+  env = env,
+  begin_load = begin_load,
+  finish_load = finish_load,
+  on_error = on_error,
+  invoke = invoke,
+}

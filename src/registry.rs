@@ -1,0 +1,232 @@
+//! The library registry: libraries, the function index across them, and atomic
+//! load/replace/delete/flush. Pure: generic over the engine's callable handle `F`,
+//! so it knows nothing of mlua or the module API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use crate::flags::FunctionFlags;
+use crate::glob::glob_match;
+
+#[derive(Debug)]
+pub struct FunctionInfo<F> {
+    pub name: String,
+    pub library: String,
+    pub description: Option<Vec<u8>>,
+    pub flags: FunctionFlags,
+    pub callable: F,
+}
+
+#[derive(Debug)]
+pub struct Library<F> {
+    pub name: String,
+    /// The full source, header included, exactly as loaded.
+    pub code: Vec<u8>,
+    pub functions: Vec<Rc<FunctionInfo<F>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryError {
+    LibraryExists(String),
+    NoFunctions,
+    FunctionExists(String),
+    LibraryNotFound,
+}
+
+impl RegistryError {
+    /// The message after the `ERR ` code, identical to native Redis.
+    pub fn message(&self) -> String {
+        match self {
+            RegistryError::LibraryExists(n) => format!("Library '{n}' already exists"),
+            RegistryError::NoFunctions => "No functions registered".into(),
+            RegistryError::FunctionExists(n) => format!("Function {n} already exists"),
+            RegistryError::LibraryNotFound => "Library not found".into(),
+        }
+    }
+}
+
+pub struct Registry<F> {
+    libraries: BTreeMap<String, Library<F>>,
+    functions: HashMap<Box<[u8]>, Rc<FunctionInfo<F>>>,
+}
+
+impl<F> Default for Registry<F> {
+    fn default() -> Self {
+        Registry { libraries: BTreeMap::new(), functions: HashMap::new() }
+    }
+}
+
+impl<F> Registry<F> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The check Redis makes before running a library's code at all.
+    pub fn check_loadable(&self, name: &str, replace: bool) -> Result<(), RegistryError> {
+        if !replace && self.libraries.contains_key(name) {
+            return Err(RegistryError::LibraryExists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Installs a compiled library. Every check happens before anything changes, so a
+    /// failure leaves the registry (and any library being replaced) exactly as it was.
+    /// Returns the replaced library, if any.
+    pub fn install(&mut self, lib: Library<F>, replace: bool) -> Result<Option<Library<F>>, RegistryError> {
+        self.check_loadable(&lib.name, replace)?;
+        if lib.functions.is_empty() {
+            return Err(RegistryError::NoFunctions);
+        }
+        for f in &lib.functions {
+            if let Some(owner) = self.functions.get(f.name.as_bytes()) {
+                if owner.library != lib.name {
+                    return Err(RegistryError::FunctionExists(f.name.clone()));
+                }
+            }
+        }
+        let old = self.remove(&lib.name);
+        for f in &lib.functions {
+            self.functions.insert(f.name.as_bytes().into(), Rc::clone(f));
+        }
+        self.libraries.insert(lib.name.clone(), lib);
+        Ok(old)
+    }
+
+    pub fn delete(&mut self, name: &str) -> Result<Library<F>, RegistryError> {
+        self.remove(name).ok_or(RegistryError::LibraryNotFound)
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Library<F>> {
+        let lib = self.libraries.remove(name)?;
+        for f in &lib.functions {
+            self.functions.remove(f.name.as_bytes());
+        }
+        Some(lib)
+    }
+
+    /// Removes everything, handing the libraries back so the caller decides when to drop them.
+    pub fn flush(&mut self) -> Vec<Library<F>> {
+        self.functions.clear();
+        std::mem::take(&mut self.libraries).into_values().collect()
+    }
+
+    pub fn function(&self, name: &[u8]) -> Option<Rc<FunctionInfo<F>>> {
+        self.functions.get(name).cloned()
+    }
+
+    pub fn library(&self, name: &str) -> Option<&Library<F>> {
+        self.libraries.get(name)
+    }
+
+    /// Libraries in name order, optionally filtered by a Redis glob pattern.
+    pub fn list<'a>(&'a self, pattern: Option<&'a [u8]>) -> impl Iterator<Item = &'a Library<F>> + 'a {
+        self.libraries
+            .values()
+            .filter(move |l| pattern.map_or(true, |p| glob_match(p, l.name.as_bytes())))
+    }
+
+    pub fn library_count(&self) -> usize {
+        self.libraries.len()
+    }
+
+    pub fn function_count(&self) -> usize {
+        self.functions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake compiled function: the registry must work with any engine's handle.
+    type Fake = u32;
+
+    fn lib(name: &str, fns: &[&str]) -> Library<Fake> {
+        Library {
+            name: name.into(),
+            code: format!("#!lua name={name}\n").into_bytes(),
+            functions: fns
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    Rc::new(FunctionInfo {
+                        name: f.to_string(),
+                        library: name.into(),
+                        description: None,
+                        flags: FunctionFlags::empty(),
+                        callable: i as u32,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn load_and_lookup() {
+        let mut r = Registry::new();
+        r.install(lib("a", &["f", "g"]), false).unwrap();
+        assert_eq!(r.function(b"g").unwrap().library, "a");
+        assert!(r.function(b"h").is_none());
+        assert_eq!((r.library_count(), r.function_count()), (1, 2));
+    }
+
+    #[test]
+    fn existing_library_needs_replace() {
+        let mut r = Registry::new();
+        r.install(lib("a", &["f"]), false).unwrap();
+        assert_eq!(r.install(lib("a", &["g"]), false).unwrap_err(), RegistryError::LibraryExists("a".into()));
+        assert!(r.function(b"f").is_some());
+        let old = r.install(lib("a", &["g"]), true).unwrap().unwrap();
+        assert_eq!(old.functions[0].name, "f");
+        assert!(r.function(b"f").is_none());
+        assert!(r.function(b"g").is_some());
+    }
+
+    #[test]
+    fn failed_replace_leaves_old_library_intact() {
+        let mut r = Registry::new();
+        r.install(lib("a", &["f"]), false).unwrap();
+        r.install(lib("b", &["g"]), false).unwrap();
+        // Replacing `a` with a library that steals `g` from `b` must change nothing.
+        let err = r.install(lib("a", &["f2", "g"]), true).unwrap_err();
+        assert_eq!(err, RegistryError::FunctionExists("g".into()));
+        assert_eq!(r.function(b"f").unwrap().library, "a");
+        assert_eq!(r.function(b"g").unwrap().library, "b");
+        assert!(r.function(b"f2").is_none());
+        // An empty replacement is refused the same way.
+        assert_eq!(r.install(lib("a", &[]), true).unwrap_err(), RegistryError::NoFunctions);
+        assert_eq!(r.library("a").unwrap().functions.len(), 1);
+    }
+
+    #[test]
+    fn replace_may_keep_its_own_function_names() {
+        let mut r = Registry::new();
+        r.install(lib("a", &["f"]), false).unwrap();
+        r.install(lib("a", &["f", "h"]), true).unwrap();
+        assert_eq!(r.function_count(), 2);
+    }
+
+    #[test]
+    fn delete_and_flush() {
+        let mut r = Registry::new();
+        r.install(lib("a", &["f"]), false).unwrap();
+        r.install(lib("b", &["g"]), false).unwrap();
+        assert_eq!(r.delete("zz").unwrap_err(), RegistryError::LibraryNotFound);
+        r.delete("a").unwrap();
+        assert!(r.function(b"f").is_none());
+        assert_eq!(r.flush().len(), 1);
+        assert_eq!((r.library_count(), r.function_count()), (0, 0));
+    }
+
+    #[test]
+    fn list_is_sorted_and_filtered() {
+        let mut r = Registry::new();
+        for n in ["zeta", "alpha", "alps"] {
+            r.install(lib(n, &[&format!("{n}_f")]), false).unwrap();
+        }
+        let all: Vec<_> = r.list(None).map(|l| l.name.as_str()).collect();
+        assert_eq!(all, ["alpha", "alps", "zeta"]);
+        let some: Vec<_> = r.list(Some(b"al*")).map(|l| l.name.as_str()).collect();
+        assert_eq!(some, ["alpha", "alps"]);
+    }
+}

@@ -1,0 +1,137 @@
+//! Where replies go: the engine converts a script's result into calls on a `ReplySink`,
+//! the module glue implements it with the module API, and tests implement it with
+//! `RespWriter`, which writes the bytes Redis would send. Pure.
+
+pub trait ReplySink {
+    fn simple(&mut self, s: &[u8]);
+    /// `s` carries its code (`ERR ...`), without the leading `-`.
+    fn error(&mut self, s: &[u8]);
+    fn integer(&mut self, v: i64);
+    fn bulk(&mut self, s: &[u8]);
+    fn null(&mut self);
+    fn array(&mut self, len: usize);
+    /// `len` is the number of key/value pairs.
+    fn map(&mut self, len: usize);
+    fn set(&mut self, len: usize);
+    fn double(&mut self, v: f64);
+    fn boolean(&mut self, v: bool);
+    fn big_number(&mut self, s: &[u8]);
+    fn verbatim(&mut self, format: &[u8], s: &[u8]);
+}
+
+/// Redis's own rule for status and error lines: CR and LF become spaces.
+pub fn single_line(s: &[u8]) -> Vec<u8> {
+    s.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }).collect()
+}
+
+/// Formats a double the way Redis's `addReplyDouble` does (`%.17g`, and `inf`/`-inf`/`nan`).
+pub fn format_double(v: f64) -> String {
+    if v.is_nan() {
+        "nan".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        crate::numfmt::format_g(v, 17)
+    }
+}
+
+/// Writes replies as RESP bytes, for a client speaking `resp` (2 or 3).
+pub struct RespWriter {
+    pub out: Vec<u8>,
+    pub resp: u8,
+}
+
+impl RespWriter {
+    pub fn new(resp: u8) -> Self {
+        RespWriter { out: Vec::new(), resp }
+    }
+
+    fn line(&mut self, prefix: u8, body: &[u8]) {
+        self.out.push(prefix);
+        self.out.extend_from_slice(body);
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+impl ReplySink for RespWriter {
+    fn simple(&mut self, s: &[u8]) {
+        self.line(b'+', &single_line(s));
+    }
+    fn error(&mut self, s: &[u8]) {
+        self.line(b'-', &single_line(s));
+    }
+    fn integer(&mut self, v: i64) {
+        self.line(b':', v.to_string().as_bytes());
+    }
+    fn bulk(&mut self, s: &[u8]) {
+        self.line(b'$', s.len().to_string().as_bytes());
+        self.out.extend_from_slice(s);
+        self.out.extend_from_slice(b"\r\n");
+    }
+    fn null(&mut self) {
+        if self.resp == 3 { self.out.extend_from_slice(b"_\r\n") } else { self.out.extend_from_slice(b"$-1\r\n") }
+    }
+    fn array(&mut self, len: usize) {
+        self.line(b'*', len.to_string().as_bytes());
+    }
+    fn map(&mut self, len: usize) {
+        if self.resp == 3 { self.line(b'%', len.to_string().as_bytes()) } else { self.array(len * 2) }
+    }
+    fn set(&mut self, len: usize) {
+        if self.resp == 3 { self.line(b'~', len.to_string().as_bytes()) } else { self.array(len) }
+    }
+    fn double(&mut self, v: f64) {
+        let s = format_double(v);
+        if self.resp == 3 { self.line(b',', s.as_bytes()) } else { self.bulk(s.as_bytes()) }
+    }
+    fn boolean(&mut self, v: bool) {
+        if self.resp == 3 {
+            self.out.extend_from_slice(if v { b"#t\r\n" } else { b"#f\r\n" })
+        } else {
+            self.integer(v as i64)
+        }
+    }
+    fn big_number(&mut self, s: &[u8]) {
+        if self.resp == 3 { self.line(b'(', s) } else { self.bulk(s) }
+    }
+    fn verbatim(&mut self, format: &[u8], s: &[u8]) {
+        if self.resp == 3 {
+            self.line(b'=', (s.len() + 4).to_string().as_bytes());
+            self.out.extend_from_slice(format);
+            self.out.push(b':');
+            self.out.extend_from_slice(s);
+            self.out.extend_from_slice(b"\r\n");
+        } else {
+            self.bulk(s)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp2_downgrades_like_redis() {
+        let mut w = RespWriter::new(2);
+        w.map(1);
+        w.set(2);
+        w.double(1.5);
+        w.boolean(false);
+        w.null();
+        w.verbatim(b"txt", b"hi");
+        assert_eq!(w.out, b"*2\r\n*2\r\n$3\r\n1.5\r\n:0\r\n$-1\r\n$2\r\nhi\r\n");
+    }
+
+    #[test]
+    fn resp3_native_types() {
+        let mut w = RespWriter::new(3);
+        w.map(1);
+        w.double(f64::INFINITY);
+        w.boolean(true);
+        w.null();
+        w.verbatim(b"txt", b"hi");
+        w.error(b"ERR a\r\nb");
+        assert_eq!(w.out, b"%1\r\n,inf\r\n#t\r\n_\r\n=6\r\ntxt:hi\r\n-ERR a  b\r\n");
+    }
+}

@@ -1,0 +1,32 @@
+//! The module's one state: the engine and the library registry, owned by the main thread.
+//!
+//! Commands take what they need out of it (an `Rc` to the engine, an `Rc` to a function)
+//! and release the borrow before any Lua runs, so a script can never observe the registry
+//! half-changed.
+
+use std::cell::{OnceCell, RefCell};
+use std::rc::Rc;
+
+use crate::lua::{LuaCallable, LuaEngine};
+use crate::registry::Registry;
+
+pub struct ModuleState {
+    pub engine: Rc<LuaEngine>,
+    pub registry: RefCell<Registry<LuaCallable>>,
+}
+
+thread_local! {
+    static STATE: OnceCell<ModuleState> = const { OnceCell::new() };
+}
+
+pub fn install(state: ModuleState) {
+    STATE.with(|s| {
+        let _ = s.set(state);
+    });
+}
+
+/// Runs `f` with the state. Panics only if the module was never initialised, which the
+/// command dispatcher turns into an error reply.
+pub fn with<R>(f: impl FnOnce(&ModuleState) -> R) -> R {
+    STATE.with(|s| f(s.get().expect("RX state is initialised at module load")))
+}
