@@ -1,7 +1,10 @@
 //! Redis-style glob matching (`*`, `?`, `[a-z]`, `[^x]`, `\` escapes), as used by
-//! `FUNCTION LIST LIBRARYNAME <pattern>`. Pure, byte-oriented, case-sensitive.
+//! `FUNCTION LIST LIBRARYNAME <pattern>`. Pure, byte-oriented.
 
-pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
+    if nocase {
+        return glob_match(&pattern.to_ascii_lowercase(), &text.to_ascii_lowercase(), false);
+    }
     let (mut p, mut t) = (0usize, 0usize);
     // Backtracking point for the last `*`: (pattern index after it, text index).
     let mut star: Option<(usize, usize)> = None;
@@ -107,11 +110,14 @@ mod tests {
             ("*a*b*", "xxaxxbxx"),
         ];
         for (p, t) in yes {
-            assert!(glob_match(p.as_bytes(), t.as_bytes()), "{p} ~ {t}");
+            assert!(glob_match(p.as_bytes(), t.as_bytes(), false), "{p} ~ {t}");
         }
         let no: &[(&str, &str)] = &[("a*", "bac"), ("a?c", "ac"), ("a[^b]c", "abc"), ("A*", "abc"), ("abc", "abcd")];
         for (p, t) in no {
-            assert!(!glob_match(p.as_bytes(), t.as_bytes()), "{p} !~ {t}");
+            assert!(!glob_match(p.as_bytes(), t.as_bytes(), false), "{p} !~ {t}");
+        }
+        assert!(glob_match(b"A*", b"abc", true));
+        {
         }
     }
 }

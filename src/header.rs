@@ -49,13 +49,18 @@ pub fn parse_header(code: &[u8]) -> Result<LibraryHeader, HeaderError> {
     if !code.starts_with(b"#!") {
         return Err(HeaderError::Missing);
     }
-    let line_end = code.iter().position(|&b| b == b'\n').ok_or(HeaderError::Invalid)?;
+    // Redis reads the header as a C string: a NUL before the newline hides the newline.
+    let line_end = code.iter().position(|&b| b == b'\n' || b == 0).ok_or(HeaderError::Invalid)?;
+    if code[line_end] == 0 {
+        return Err(HeaderError::Invalid);
+    }
     let parts = split_args(&code[..line_end]).ok_or(HeaderError::Invalid)?;
     let (first, rest) = parts.split_first().ok_or(HeaderError::Invalid)?;
     let engine = String::from_utf8_lossy(&first[2.min(first.len())..]).into_owned();
     let mut name: Option<Vec<u8>> = None;
     for part in rest {
-        if let Some(value) = part.strip_prefix(b"name=") {
+        if part.len() >= 5 && part[..5].eq_ignore_ascii_case(b"name=") {
+            let value = &part[5..];
             if name.is_some() {
                 return Err(HeaderError::NameGivenTwice);
             }
@@ -184,6 +189,7 @@ mod tests {
     fn engine_is_case_insensitive_and_spaces_are_folded() {
         assert_eq!(parse("#!LUA  name=a \t\r\nx").unwrap().name, "a");
         assert_eq!(parse("#!lua name=\"q\"\nx").unwrap().name, "q");
+        assert_eq!(parse("#!Lua NAME=x\n").unwrap().name, "x");
     }
 
     #[test]
@@ -195,6 +201,7 @@ mod tests {
             ("#!lua name=\"x\nq", HeaderError::Invalid),
             ("#!lua name=x name=y\n", HeaderError::NameGivenTwice),
             ("#!lua name=x foo=bar\n", HeaderError::UnknownField("foo=bar".into())),
+            ("#!lua name=a\0b\nx", HeaderError::Invalid),
             ("#!lua foo\n", HeaderError::UnknownField("foo".into())),
             ("#!lua\n", HeaderError::NameNotGiven),
             ("#!\n", HeaderError::NameNotGiven),

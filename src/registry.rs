@@ -47,7 +47,13 @@ impl RegistryError {
 
 pub struct Registry<F> {
     libraries: BTreeMap<String, Library<F>>,
+    /// Keyed by the lowercased name: Redis looks functions up case-insensitively.
     functions: HashMap<Box<[u8]>, Rc<FunctionInfo<F>>>,
+}
+
+/// The index key of a function name.
+fn fold(name: &[u8]) -> Box<[u8]> {
+    name.to_ascii_lowercase().into_boxed_slice()
 }
 
 impl<F> Default for Registry<F> {
@@ -78,7 +84,7 @@ impl<F> Registry<F> {
             return Err(RegistryError::NoFunctions);
         }
         for f in &lib.functions {
-            if let Some(owner) = self.functions.get(f.name.as_bytes()) {
+            if let Some(owner) = self.functions.get(&fold(f.name.as_bytes())) {
                 if owner.library != lib.name {
                     return Err(RegistryError::FunctionExists(f.name.clone()));
                 }
@@ -86,7 +92,9 @@ impl<F> Registry<F> {
         }
         let old = self.remove(&lib.name);
         for f in &lib.functions {
-            self.functions.insert(f.name.as_bytes().into(), Rc::clone(f));
+            // Names differing only in case may coexist in one library, as in Redis, where
+            // which one answers depends on dict order; here the last registered does.
+            self.functions.insert(fold(f.name.as_bytes()), Rc::clone(f));
         }
         self.libraries.insert(lib.name.clone(), lib);
         Ok(old)
@@ -99,7 +107,7 @@ impl<F> Registry<F> {
     fn remove(&mut self, name: &str) -> Option<Library<F>> {
         let lib = self.libraries.remove(name)?;
         for f in &lib.functions {
-            self.functions.remove(f.name.as_bytes());
+            self.functions.remove(&fold(f.name.as_bytes()));
         }
         Some(lib)
     }
@@ -111,18 +119,23 @@ impl<F> Registry<F> {
     }
 
     pub fn function(&self, name: &[u8]) -> Option<Rc<FunctionInfo<F>>> {
-        self.functions.get(name).cloned()
+        if name.iter().any(u8::is_ascii_uppercase) {
+            self.functions.get(&fold(name)).cloned()
+        } else {
+            self.functions.get(name).cloned()
+        }
     }
 
     pub fn library(&self, name: &str) -> Option<&Library<F>> {
         self.libraries.get(name)
     }
 
-    /// Libraries in name order, optionally filtered by a Redis glob pattern.
+    /// Libraries in name order, optionally filtered by a Redis glob pattern (which, as in
+    /// Redis, ignores case).
     pub fn list<'a>(&'a self, pattern: Option<&'a [u8]>) -> impl Iterator<Item = &'a Library<F>> + 'a {
         self.libraries
             .values()
-            .filter(move |l| pattern.map_or(true, |p| glob_match(p, l.name.as_bytes())))
+            .filter(move |l| pattern.map_or(true, |p| glob_match(p, l.name.as_bytes(), true)))
     }
 
     pub fn library_count(&self) -> usize {
@@ -207,6 +220,17 @@ mod tests {
     }
 
     #[test]
+    fn function_names_are_case_insensitive_last_wins() {
+        let mut r = Registry::new();
+        r.install(lib("a", &["Hello", "hello"]), false).unwrap();
+        assert_eq!(r.function(b"HELLO").unwrap().name, "hello");
+        assert_eq!(r.function(b"Hello").unwrap().name, "hello");
+        assert_eq!(r.install(lib("b", &["HeLLo"]), false).unwrap_err(), RegistryError::FunctionExists("HeLLo".into()));
+        r.delete("a").unwrap();
+        assert!(r.function(b"hello").is_none());
+    }
+
+    #[test]
     fn delete_and_flush() {
         let mut r = Registry::new();
         r.install(lib("a", &["f"]), false).unwrap();
@@ -226,7 +250,7 @@ mod tests {
         }
         let all: Vec<_> = r.list(None).map(|l| l.name.as_str()).collect();
         assert_eq!(all, ["alpha", "alps", "zeta"]);
-        let some: Vec<_> = r.list(Some(b"al*")).map(|l| l.name.as_str()).collect();
+        let some: Vec<_> = r.list(Some(b"AL*")).map(|l| l.name.as_str()).collect();
         assert_eq!(some, ["alpha", "alps"]);
     }
 }

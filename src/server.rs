@@ -102,16 +102,72 @@ impl Drop for CallReply {
     }
 }
 
+/// Redis refuses XREAD/XREADGROUP with BLOCK in scripts (other blocking commands simply do
+/// not block); `RedisModule_Call` would quietly return nil instead.
+fn blocking_stream_read(name: &[u8], args: &[&[u8]]) -> Option<String> {
+    let label = if name.eq_ignore_ascii_case(b"xread") {
+        "XREAD"
+    } else if name.eq_ignore_ascii_case(b"xreadgroup") {
+        "XREADGROUP"
+    } else {
+        return None;
+    };
+    for (i, a) in args.iter().enumerate() {
+        if a.eq_ignore_ascii_case(b"streams") {
+            return None;
+        }
+        if a.eq_ignore_ascii_case(b"block") && i + 1 < args.len() {
+            return Some(format!("ERR {label} command is not allowed with BLOCK option from scripts"));
+        }
+    }
+    None
+}
+
 /// `redis.call` from a function, through `RedisModule_Call` in script mode.
 pub struct ModuleHost {
-    pub ctx: Ctx,
+    ctx: Ctx,
     /// `no-writes` function or `RX.CALL_RO`: write commands are refused.
-    pub read_only: bool,
+    read_only: bool,
     /// Refuse deny-oom commands over maxmemory (functions without `allow-oom`).
-    pub check_oom: bool,
+    check_oom: bool,
+    /// The caller's database, saved when the script SELECTs another one. Each
+    /// `RedisModule_Call` runs in the caller's current database, so a script's SELECT is
+    /// applied to the caller for the script's duration and undone on drop, which is what
+    /// the script sees in Redis (its own client) and the caller does not see.
+    caller_db: std::cell::Cell<Option<c_int>>,
+}
+
+impl Drop for ModuleHost {
+    fn drop(&mut self) {
+        if let Some(db) = self.caller_db.get() {
+            // SAFETY: the ctx outlives the host, which lives inside the command call.
+            unsafe { api!(RedisModule_SelectDb)(self.ctx, db) };
+        }
+    }
 }
 
 impl ModuleHost {
+    pub fn new(ctx: Ctx, read_only: bool, check_oom: bool) -> Self {
+        ModuleHost { ctx, read_only, check_oom, caller_db: std::cell::Cell::new(None) }
+    }
+
+    /// After a successful SELECT inside the script, switch the database it runs in.
+    fn follow_select(&self, rest: &[&[u8]], proto: &[u8]) {
+        if !proto.starts_with(b"+OK") {
+            return;
+        }
+        let Some(db) = rest.first().and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| d.parse::<c_int>().ok()) else {
+            return;
+        };
+        // SAFETY: the ctx is live for the command.
+        unsafe {
+            if self.caller_db.get().is_none() {
+                self.caller_db.set(Some(api!(RedisModule_GetSelectedDb)(self.ctx)));
+            }
+            api!(RedisModule_SelectDb)(self.ctx, db);
+        }
+    }
+
     fn format(&self, resp3: bool) -> &'static std::ffi::CStr {
         // v: argv array; S: script mode; C: the caller's ACL; !: replicate effects;
         // W: no writes; M: deny-oom check; 3: RESP3 replies.
@@ -140,12 +196,94 @@ impl ModuleHost {
             ENOENT => "ERR Unknown Redis command called from script".into(),
             EINVAL => "ERR Wrong number of args calling Redis command from script".into(),
             ESPIPE => "ERR This Redis command is not allowed from script".into(),
-            EACCES => "ERR The user executing the script can't run this command or subcommand".into(),
+            EACCES => "ERR The user executing the script can't run this command or subcommand".into(), // refined by acl_refusal
             ENOSPC if self.read_only => "ERR Write commands are not allowed from read-only scripts.".into(),
             ENOSPC => "OOM command not allowed when used memory > 'maxmemory'.".into(),
             EROFS => "READONLY You can't write against a read only replica.".into(),
             other => format!("ERR RX could not run the command (errno {other})"),
         }
+    }
+}
+
+/// The user running the current command, freed on drop.
+struct CurrentUser(*mut raw::RedisModuleUser);
+
+impl CurrentUser {
+    fn of(ctx: Ctx) -> Option<CurrentUser> {
+        // SAFETY: the context is live; the name string is freed right after the lookup.
+        unsafe {
+            let name = api!(RedisModule_GetCurrentUserName)(ctx);
+            if name.is_null() {
+                return None;
+            }
+            let user = api!(RedisModule_GetModuleUserFromUserName)(name);
+            api!(RedisModule_FreeString)(ctx, name);
+            (!user.is_null()).then_some(CurrentUser(user))
+        }
+    }
+}
+
+impl Drop for CurrentUser {
+    fn drop(&mut self) {
+        // SAFETY: obtained from GetModuleUserFromUserName, freed once.
+        unsafe { api!(RedisModule_FreeModuleUser)(self.0) };
+    }
+}
+
+impl ModuleHost {
+    /// `RedisModule_Call` reports every ACL denial as EACCES; Redis's script engine says
+    /// whether a key, a channel or the command itself was denied. Work out which.
+    fn acl_refusal(&self, name: &[u8], args: &ArgStrings) -> String {
+        const KEY: &str = "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments";
+        const CHANNEL: &str = "ERR The user executing the script can't publish to the channel mentioned in the command";
+        const COMMAND: &str = "ERR The user executing the script can't run this command or subcommand";
+        let Some(user) = CurrentUser::of(self.ctx) else { return COMMAND.into() };
+        let name_str = ArgStrings::new(self.ctx, &[name]);
+        let mut argv = Vec::with_capacity(args.items.len() + 1);
+        argv.push(name_str.items[0]);
+        argv.extend_from_slice(&args.items);
+        // SAFETY: argv holds live strings; the key arrays Redis returns are freed with
+        // RedisModule_Free as its API requires.
+        unsafe {
+            let mut num = 0 as c_int;
+            let mut flags: *mut c_int = std::ptr::null_mut();
+            let positions = match raw::RedisModule_GetCommandKeysWithFlags {
+                Some(f) => f(self.ctx, argv.as_mut_ptr(), argv.len() as c_int, &mut num, &mut flags),
+                None => std::ptr::null_mut(),
+            };
+            let mut key_denied = false;
+            if !positions.is_null() {
+                for i in 0..num.max(0) as usize {
+                    let pos = *positions.add(i) as usize;
+                    // The ACL check takes only the access-type flags.
+                    let access = (raw::REDISMODULE_CMD_KEY_ACCESS
+                        | raw::REDISMODULE_CMD_KEY_INSERT
+                        | raw::REDISMODULE_CMD_KEY_DELETE
+                        | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
+                    let key_flags = if flags.is_null() { 0 } else { *flags.add(i) & access };
+                    if let Some(key) = argv.get(pos) {
+                        if api!(RedisModule_ACLCheckKeyPermissions)(user.0, *key, key_flags) != raw::REDISMODULE_OK as c_int {
+                            key_denied = true;
+                        }
+                    }
+                }
+                api!(RedisModule_Free)(positions.cast());
+                if !flags.is_null() {
+                    api!(RedisModule_Free)(flags.cast());
+                }
+            }
+            if key_denied {
+                return KEY.into();
+            }
+            let publishes = name.eq_ignore_ascii_case(b"publish") || name.eq_ignore_ascii_case(b"spublish");
+            if publishes && argv.len() > 1 {
+                let ok = api!(RedisModule_ACLCheckChannelPermissions)(user.0, argv[1], raw::REDISMODULE_CMD_CHANNEL_PUBLISH as c_int);
+                if ok != raw::REDISMODULE_OK as c_int {
+                    return CHANNEL.into();
+                }
+            }
+        }
+        COMMAND.into()
     }
 }
 
@@ -157,6 +295,10 @@ impl Host for ModuleHost {
         if name.contains(&0) {
             return Err(self.refusal_text(2));
         }
+        if let Some(refusal) = blocking_stream_read(name, rest) {
+            return Err(refusal);
+        }
+        let is_select = name.eq_ignore_ascii_case(b"select");
         let name = c_string(name);
         let args = ArgStrings::new(self.ctx, rest);
         set_errno(0);
@@ -172,10 +314,14 @@ impl Host for ModuleHost {
             )
         };
         let err = errno();
-        drop(args);
         if reply.is_null() {
+            const EACCES: c_int = 13;
+            if err == EACCES {
+                return Err(self.acl_refusal(name.as_bytes(), &args));
+            }
             return Err(self.refusal_text(err));
         }
+        drop(args);
         let reply = CallReply(reply);
         let mut len = 0usize;
         // SAFETY: the reply is live until `reply` drops; the proto buffer belongs to it.
@@ -183,27 +329,21 @@ impl Host for ModuleHost {
             let p = api!(RedisModule_CallReplyProto)(reply.0, &mut len);
             if p.is_null() { &[][..] } else { std::slice::from_raw_parts(p.cast::<u8>(), len) }
         };
+        if is_select {
+            self.follow_select(rest, proto);
+        }
         on_reply(proto);
         Ok(())
     }
 
     fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String> {
-        // SAFETY: the context is live; every object made here is freed before returning.
+        let Some(user) = CurrentUser::of(self.ctx) else { return Ok(false) };
+        let args = ArgStrings::new(self.ctx, argv);
+        // SAFETY: the user and the argument strings stay alive for the call.
         unsafe {
-            let user_name = api!(RedisModule_GetCurrentUserName)(self.ctx);
-            if user_name.is_null() {
-                return Ok(true);
-            }
-            let user = api!(RedisModule_GetModuleUserFromUserName)(user_name);
-            api!(RedisModule_FreeString)(self.ctx, user_name);
-            if user.is_null() {
-                return Ok(false);
-            }
-            let args = ArgStrings::new(self.ctx, argv);
             set_errno(0);
-            let r = api!(RedisModule_ACLCheckCommandPermissions)(user, args.items.as_ptr() as *mut _, args.items.len() as c_int);
+            let r = api!(RedisModule_ACLCheckCommandPermissions)(user.0, args.items.as_ptr() as *mut _, args.items.len() as c_int);
             let err = errno();
-            api!(RedisModule_FreeModuleUser)(user);
             if r == raw::REDISMODULE_OK as c_int {
                 Ok(true)
             } else if err == 2 {

@@ -101,11 +101,7 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
         return Err(RxError::err("Can not execute a script with write flag using *_ro command."));
     }
     let (keys, argv) = args[3..].split_at(numkeys);
-    let host = ModuleHost {
-        ctx,
-        read_only: read_only_command || !function.flags.may_write(),
-        check_oom: function.flags.checks_oom(),
-    };
+    let host = ModuleHost::new(ctx, read_only_command || !function.flags.may_write(), function.flags.checks_oom());
     engine.call(&function.callable, &function.name, keys, argv, &host, &mut ModuleReply(ctx));
     Ok(())
 }

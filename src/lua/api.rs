@@ -403,7 +403,7 @@ pub unsafe extern "C-unwind" fn redis_log(l: *mut ffi::lua_State) -> c_int {
     if argc < 2 {
         raise(l, raise_text("redis.log() requires two arguments or more."));
     }
-    if ffi::lua_type(l, 1) != ffi::LUA_TNUMBER && ffi::lua_tolstring(l, 1, ptr::null_mut()).is_null() {
+    if ffi::lua_isnumber(l, 1) == 0 {
         raise(l, raise_text("First argument must be a number (log level)."));
     }
     let Some(level) = LogLevel::from_number(ffi::lua_tonumber(l, 1)) else {
@@ -435,11 +435,12 @@ pub unsafe extern "C-unwind" fn redis_setresp(l: *mut ffi::lua_State) -> c_int {
     if ffi::lua_gettop(l) != 1 {
         raise(l, raise_text("redis.setresp() requires one argument."));
     }
-    let v = ffi::lua_tonumber(l, -1);
-    if v != 2.0 && v != 3.0 {
+    // Redis converts to a C int, so 2.5 means 2 and "3" means 3.
+    let v = ffi::lua_tonumber(l, -1) as i64;
+    if v != 2 && v != 3 {
         raise(l, raise_text("RESP version must be 2 or 3."));
     }
-    with_active(|a| a.resp3.set(v == 3.0));
+    with_active(|a| a.resp3.set(v == 3));
     0
 }
 
@@ -469,10 +470,11 @@ pub unsafe extern "C-unwind" fn redis_acl_check_cmd(l: *mut ffi::lua_State) -> c
 /// replicas (the module API cannot target one of them); see README.
 pub unsafe extern "C-unwind" fn redis_set_repl(l: *mut ffi::lua_State) -> c_int {
     if ffi::lua_gettop(l) != 1 {
-        raise(l, raise_text("redis.set_repl() requires one argument."));
+        // Redis's own (inaccurate) wording.
+        raise(l, raise_text("redis.set_repl() requires two arguments."));
     }
-    let v = ffi::lua_tonumber(l, -1);
-    if ffi::lua_type(l, -1) != ffi::LUA_TNUMBER || !(0.0..=3.0).contains(&v) || v.fract() != 0.0 {
+    let v = ffi::lua_tonumber(l, -1) as i64;
+    if v & !3 != 0 {
         raise(l, raise_text("Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE."));
     }
     0

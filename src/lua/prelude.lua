@@ -20,6 +20,10 @@ local function readonly(t)
   return proxy
 end
 
+-- What getmetatable answers for protected tables (Redis's globals have a metatable, its
+-- libraries none).
+local visible_meta = setmetatable({}, { __mode = 'k' })
+
 local function unwrap(t)
   return real_of[t] or t
 end
@@ -30,6 +34,19 @@ for _, name in ipairs({ 'assert', 'collectgarbage', 'error', 'getmetatable', 'pc
   G[name] = _G[name]
 end
 G._VERSION = _VERSION
+do
+  local getmetatable, setmetatable = getmetatable, setmetatable
+  G.getmetatable = function(t)
+    if real_of[t] then return visible_meta[t] end
+    local m = getmetatable(t)
+    return m
+  end
+  G.setmetatable = function(t, m)
+    if real_of[t] then error('Attempt to modify a readonly table', 0) end
+    local r = setmetatable(t, m)
+    return r
+  end
+end
 G.gcinfo = function() return math.floor(collectgarbage('count')) end
 
 -- Iteration and raw access see through the proxies, and cannot write to protected tables.
@@ -40,11 +57,36 @@ do
   G.next = function(t, k) local a, b = next(unwrap(t), k) return a, b end
   G.rawget = function(t, k) local v = rawget(unwrap(t), k) return v end
   G.rawset = function(t, k, v)
-    if real_of[t] then error('Attempt to modify a readonly table', 2) end
+    if real_of[t] then error('Attempt to modify a readonly table', 0) end
     local r = rawset(t, k, v)
     return r
   end
 end
+
+-- Redis 7.0's pcall hands back the `err` string of an error table, not the table.
+do
+  local pcall = pcall
+  local function finish(ok, ...)
+    if ok then return true, ... end
+    local e = ...
+    if type(e) == 'table' then
+      local msg = e.err
+      if type(msg) == 'string' or type(msg) == 'number' then e = msg end
+    end
+    return false, e
+  end
+  G.pcall = function(...)
+    if select('#', ...) == 0 then return false, 'attempt to call a boolean value' end
+    return finish(pcall(...))
+  end
+end
+
+-- Align LuaJIT's libraries with Redis's Lua 5.1 (compat functions in, extensions out).
+string.gfind = string.gmatch
+table.setn = function() error("'setn' is obsolete", 2) end
+table.move = nil
+math.mod = math.fmod
+coroutine.isyieldable = nil
 
 -- Libraries, each behind a read-only proxy.
 G.string = readonly(string)
@@ -62,26 +104,62 @@ G.redis = readonly(redis_api)
 local env_mt = { __index = G, __newindex = readonly_error, __metatable = false }
 local env = setmetatable({}, env_mt)
 real_of[env] = G
+visible_meta[env] = readonly({})
 G._G = env
 
+
+-- Chunk ids in messages: Lua 5.1 writes `[string "first line..."]` with other length
+-- rules than LuaJIT. Scripts see Redis's.
+local function lua51_chunk_id(source)
+  local first = source:match('^[^%z\r\n]*')
+  local truncated = first:len() > 43
+  if truncated then first = first:sub(1, 43) end
+  local next_char = source:sub(first:len() + 1, first:len() + 1)
+  if next_char ~= '' and next_char ~= '\0' then first = first .. '...' end
+  return '[string "' .. first .. '"]'
+end
+
+local function luajit_chunk_id(source)
+  local n = 0
+  while n < 48 and n < source:len() and source:byte(n + 1) >= 32 do n = n + 1 end
+  if n < source:len() then
+    if n > 45 then n = 45 end
+    return '[string "' .. source:sub(1, n) .. '..."]'
+  end
+  return '[string "' .. source .. '"]'
+end
+
+local function redis_chunk_ids(msg, source)
+  if type(msg) ~= 'string' or type(source) ~= 'string' then return msg end
+  local c = source:sub(1, 1)
+  if c == '@' or c == '=' then return msg end
+  local from, to = luajit_chunk_id(source), lua51_chunk_id(source)
+  if from ~= to and msg:sub(1, from:len()) == from then
+    return to .. msg:sub(from:len() + 1)
+  end
+  return msg
+end
 
 -- Text chunks only (bytecode is a known attack path), and always in the sandbox.
 do
   local loadstring, load, string_byte = loadstring, load, string.byte
   G.loadstring = function(s, name)
     if type(s) == 'string' and string_byte(s, 1) == 27 then
-      return nil, 'loading binary code is not allowed'
+      local src = name or s
+      local id
+      if type(src) == 'string' and (src:sub(1, 1) == '=' or src:sub(1, 1) == '@') then id = src:sub(2) else id = lua51_chunk_id(tostring(src)) end
+      return nil, id .. ":1: unexpected symbol near 'char(27)'"
     end
     local f, e = loadstring(s, name)
     if f then setfenv(f, env) end
-    return f, e
+    return f, redis_chunk_ids(e, name or s)
   end
   G.load = function(chunk, name)
     if type(chunk) == 'string' then return G.loadstring(chunk, name) end
     local f, e = load(function()
       local piece = chunk()
       if piece ~= nil and type(piece) == 'string' and string_byte(piece, 1) == 27 then
-        error('loading binary code is not allowed')
+        error("unexpected symbol near 'char(27)'")
       end
       return piece
     end, name)
@@ -127,19 +205,20 @@ local function stringish(v)
   return t == 'string' or t == 'number'
 end
 
+local string_lower = string.lower
 local function read_flags(list)
   local flags, i = {}, 1
   while true do
     local f = list[i]
     if f == nil then break end
-    if type(f) ~= 'string' or not FLAGS[f] then fail('unknown flag given') end
-    flags[#flags + 1] = f
+    if not stringish(f) or not FLAGS[string_lower(tostring(f))] then fail('unknown flag given') end
+    flags[#flags + 1] = string_lower(tostring(f))
     i = i + 1
   end
   return flags
 end
 
-local string_lower, string_find, select, next = string.lower, string.find, select, next
+local string_find, select, next = string.find, select, next
 local function register_function(...)
   local argc = select('#', ...)
   if argc < 1 or argc > 2 then fail('wrong number of arguments to redis.register_function') end
@@ -204,22 +283,46 @@ end
 -- Error handler: errors become `{err=...}` tables that carry where they were raised, the
 -- way Redis reports them ("... script: f, on @user_function:2.").
 local running -- the function `invoke` is running, for errors with no Lua frame left
+
+-- Names of the C functions scripts can call, to repair messages LuaJIT could not name.
+local c_names = {}
+for _, lib in ipairs({ string, table, math, bit, coroutine }) do
+  for name, f in pairs(lib) do c_names[f] = name end
+end
+for _, name in ipairs({ 'assert', 'collectgarbage', 'getmetatable', 'pcall', 'rawequal', 'select',
+                        'setmetatable', 'tonumber', 'tostring', 'type', 'unpack', 'xpcall' }) do
+  c_names[_G[name]] = name
+end
+local raw_error = error
+
 local function on_error(err)
+  local raising -- the innermost named C function on the way up, if any
   local level = 2
-  local info = debug_getinfo(level, 'Sl')
+  local info = debug_getinfo(level, 'Slf')
   while info and (info.what == 'C' or info.source == INTERNAL) do
+    if not raising and info.what == 'C' and (c_names[info.func] or info.func == raw_error) then raising = info end
     level = level + 1
-    info = debug_getinfo(level, 'Sl')
+    info = debug_getinfo(level, 'Slf')
   end
   if not info and running then
-    -- LuaJIT replaces the caller's frame on `return redis.call(...)` (a tail call), so
-    -- the line is gone. Report the running function: its line for a one-line function,
-    -- else the line before its `end`, where such a return usually stands.
+    -- LuaJIT replaces the caller's frame on a tail call such as `return redis.call(...)`,
+    -- so the line is gone. Report the running function: its line for a one-line
+    -- function, else the line before its `end`, where such a return usually stands.
     local f = debug_getinfo(running, 'S')
     local line = f.linedefined
     if f.lastlinedefined > f.linedefined then line = f.lastlinedefined - 1 end
     info = { source = f.source, currentline = line }
+    -- The C function's own message lost its position and name the same way; Lua 5.1
+    -- would have written `user_function:<line>: bad argument #1 to 'rep' (...)`.
+    if type(err) == 'string' and raising and raising.what == 'C' and raising.func ~= raw_error then
+      local name = c_names[raising.func]
+      if name then err = err:gsub("to '%?'", "to '" .. name .. "'", 1) end
+      if f.source:sub(1, 1) == '@' and not err:find('^[^%s]+:%d+: ') then
+        err = f.source:sub(2) .. ':' .. line .. ': ' .. err
+      end
+    end
   end
+  if info then err = redis_chunk_ids(err, info.source) end
   if type(err) ~= 'table' then
     err = { err = 'ERR ' .. tostring(err) }
   end
@@ -238,6 +341,15 @@ local function invoke(fn, keys, args)
   running = outer
   return ok, result
 end
+
+-- Reading a missing global is an error, as in Redis; G is complete from here on.
+setmetatable(G, {
+  __index = function(_, k)
+    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+  end,
+  __newindex = readonly_error,
+  __metatable = false,
+})
 
 return {
   env = env,

@@ -1,0 +1,1699 @@
+//! `cjson`: JSON encoding/decoding for Redis scripts.
+//!
+//! Behaves like lua-cjson 2.1.0 as bundled (and patched) by Redis 7.0: the same
+//! output bytes (`%.14g` numbers, `\/` escapes, sparse array rules), the same
+//! configuration functions and the same error texts. Decoding works on bytes
+//! (no UTF-8 validation) and, like the C code, treats a NUL byte as the end of
+//! the text.
+//!
+//! Written from the observed behaviour of native Redis 7.0.15; the Lua 5.1
+//! stack limits that bound nesting in the C implementation (8000 slots) are
+//! reproduced arithmetically, while the Rust side walks nested tables without
+//! recursion and keeps only a constant number of Lua references alive.
+
+use std::sync::{Arc, Mutex};
+
+use mlua::{ffi, Function, LightUserData, Lua, Table, Value};
+
+use self::glue::{
+    arg_err, check_integer, check_string, f2i32, msg, type_name, Args, Fail, Out, MAXCSTACK, R,
+};
+
+const INT_MAX: i32 = i32::MAX;
+
+#[derive(Clone, Copy)]
+struct Config {
+    encode_sparse_convert: i32,
+    encode_sparse_ratio: i32,
+    encode_sparse_safe: i32,
+    encode_max_depth: i32,
+    /// 0: refuse, 1: allow ("nan", "inf"), 2: encode as null.
+    encode_invalid_numbers: i32,
+    encode_number_precision: i32,
+    encode_keep_buffer: i32,
+    decode_invalid_numbers: i32,
+    decode_max_depth: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            encode_sparse_convert: 0,
+            encode_sparse_ratio: 2,
+            encode_sparse_safe: 10,
+            encode_max_depth: 1000,
+            encode_invalid_numbers: 0,
+            encode_number_precision: 14,
+            encode_keep_buffer: 1,
+            decode_invalid_numbers: 1,
+            decode_max_depth: 1000,
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Config>>;
+
+fn snapshot(cfg: &Shared) -> Config {
+    *cfg.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds the `cjson` library table.
+pub fn open(lua: &Lua) -> mlua::Result<Table> {
+    new_instance(lua)
+}
+
+/// `lua_next` as a callable function: `next(t, k)` without metamethods.
+unsafe extern "C-unwind" fn raw_next(l: *mut ffi::lua_State) -> std::os::raw::c_int {
+    ffi::lua_settop(l, 2);
+    if ffi::lua_next(l, 1) != 0 {
+        2
+    } else {
+        0
+    }
+}
+
+fn new_instance(lua: &Lua) -> mlua::Result<Table> {
+    let cfg: Shared = Arc::new(Mutex::new(Config::default()));
+    // SAFETY: `raw_next` only uses the Lua C API on its own stack.
+    let next = unsafe { lua.create_c_function(raw_next)? };
+    let t = lua.create_table()?;
+
+    let c = cfg.clone();
+    let nx = next.clone();
+    t.raw_set(
+        "encode",
+        glue::function(lua, move |lua, args| json_encode(lua, &c, &nx, args))?,
+    )?;
+    let c = cfg.clone();
+    t.raw_set("decode", glue::function(lua, move |lua, args| json_decode(lua, &c, args))?)?;
+    let c = cfg.clone();
+    t.raw_set(
+        "encode_sparse_array",
+        glue::function(lua, move |lua, args| {
+            arg_init(args, 3)?;
+            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+            let a = enum_option(lua, args, 1, &mut g.encode_sparse_convert, &["off", "on"], 1)?;
+            let b = integer_option(lua, args, 2, &mut g.encode_sparse_ratio, 0, INT_MAX)?;
+            let d = integer_option(lua, args, 3, &mut g.encode_sparse_safe, 0, INT_MAX)?;
+            Ok(Out::Vals(vec![a, b, d]))
+        })?,
+    )?;
+    let c = cfg.clone();
+    t.raw_set(
+        "encode_max_depth",
+        glue::function(lua, move |lua, args| {
+            arg_init(args, 1)?;
+            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+            let v = integer_option(lua, args, 1, &mut g.encode_max_depth, 1, INT_MAX)?;
+            Ok(Out::Vals(vec![v]))
+        })?,
+    )?;
+    let c = cfg.clone();
+    t.raw_set(
+        "decode_max_depth",
+        glue::function(lua, move |lua, args| {
+            arg_init(args, 1)?;
+            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+            let v = integer_option(lua, args, 1, &mut g.decode_max_depth, 1, INT_MAX)?;
+            Ok(Out::Vals(vec![v]))
+        })?,
+    )?;
+    let c = cfg.clone();
+    t.raw_set(
+        "encode_number_precision",
+        glue::function(lua, move |lua, args| {
+            arg_init(args, 1)?;
+            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+            let v = integer_option(lua, args, 1, &mut g.encode_number_precision, 1, 14)?;
+            Ok(Out::Vals(vec![v]))
+        })?,
+    )?;
+    let c = cfg.clone();
+    t.raw_set(
+        "encode_keep_buffer",
+        glue::function(lua, move |lua, args| {
+            arg_init(args, 1)?;
+            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+            let v = enum_option(lua, args, 1, &mut g.encode_keep_buffer, &["off", "on"], 1)?;
+            Ok(Out::Vals(vec![v]))
+        })?,
+    )?;
+    let c = cfg.clone();
+    t.raw_set(
+        "encode_invalid_numbers",
+        glue::function(lua, move |lua, args| {
+            arg_init(args, 1)?;
+            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+            let v = enum_option(
+                lua,
+                args,
+                1,
+                &mut g.encode_invalid_numbers,
+                &["off", "on", "null"],
+                1,
+            )?;
+            Ok(Out::Vals(vec![v]))
+        })?,
+    )?;
+    let c = cfg.clone();
+    t.raw_set(
+        "decode_invalid_numbers",
+        glue::function(lua, move |lua, args| {
+            arg_init(args, 1)?;
+            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
+            let v = enum_option(lua, args, 1, &mut g.decode_invalid_numbers, &["off", "on"], 1)?;
+            Ok(Out::Vals(vec![v]))
+        })?,
+    )?;
+    t.raw_set(
+        "new",
+        glue::function(lua, |lua, _args| Ok(Out::Vals(vec![Value::Table(new_instance(lua)?)])))?,
+    )?;
+    t.raw_set("null", Value::LightUserData(LightUserData(std::ptr::null_mut())))?;
+    t.raw_set("_NAME", "cjson")?;
+    t.raw_set("_VERSION", "2.1.0")?;
+    Ok(t)
+}
+
+// ===== configuration helpers =====
+
+fn arg_init(args: &Args, n: usize) -> R<()> {
+    if args.len() > n {
+        return Err(arg_err(n as i32 + 1, "found too many arguments"));
+    }
+    Ok(())
+}
+
+fn integer_option(
+    lua: &Lua,
+    args: &Args,
+    idx: usize,
+    setting: &mut i32,
+    min: i32,
+    max: i32,
+) -> R<Value> {
+    if !args.is_none_or_nil(idx)? {
+        // `int value = luaL_checkinteger(...)`: keeps the low 32 bits.
+        let value = check_integer(lua, args, idx)? as i32;
+        if !(min <= value && value <= max) {
+            // The C code always blames argument #1 here.
+            return Err(arg_err(1, format!("expected integer between {} and {}", min, max)));
+        }
+        *setting = value;
+    }
+    Ok(Value::Integer((*setting).into()))
+}
+
+fn enum_option(
+    lua: &Lua,
+    args: &Args,
+    idx: usize,
+    setting: &mut i32,
+    options: &[&str],
+    bool_true: i32,
+) -> R<Value> {
+    if !args.is_none_or_nil(idx)? {
+        match args.get(idx)? {
+            Value::Boolean(b) if bool_true != 0 => *setting = (b as i32) * bool_true,
+            _ => {
+                let s = check_string(lua, args, idx)?;
+                let bytes = s.as_bytes();
+                // luaL_checkoption compares C strings: stop at the first NUL.
+                let name = match bytes.iter().position(|&b| b == 0) {
+                    Some(p) => &bytes[..p],
+                    None => &bytes[..],
+                };
+                match options.iter().position(|o| o.as_bytes() == name) {
+                    Some(i) => *setting = i as i32,
+                    None => {
+                        let mut m = b"invalid option '".to_vec();
+                        m.extend_from_slice(name);
+                        m.push(b'\'');
+                        return Err(Fail::Arg(idx as i32, m));
+                    }
+                }
+            }
+        }
+    }
+    if bool_true != 0 && (*setting == 0 || *setting == bool_true) {
+        Ok(Value::Boolean(*setting != 0))
+    } else {
+        Ok(Value::String(lua.create_string(options[*setting as usize])?))
+    }
+}
+
+// ===== number formatting =====
+
+/// `printf("%.<prec>g", x)` as glibc prints it.
+fn fmt_g(x: f64, prec: i32) -> String {
+    if x.is_nan() {
+        return if x.is_sign_negative() { "-nan" } else { "nan" }.to_string();
+    }
+    if x.is_infinite() {
+        return if x < 0.0 { "-inf" } else { "inf" }.to_string();
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0" } else { "0" }.to_string();
+    }
+    let p = prec.max(1);
+    let sci = format!("{:.*e}", (p - 1) as usize, x);
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if exp < -4 || exp >= p {
+        let mut s = trim_fraction(mant).to_string();
+        s.push('e');
+        s.push(if exp < 0 { '-' } else { '+' });
+        s.push_str(&format!("{:02}", exp.abs()));
+        s
+    } else {
+        let fixed = format!("{:.*}", (p - 1 - exp) as usize, x);
+        trim_fraction(&fixed).to_string()
+    }
+}
+
+fn trim_fraction(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+// ===== encoding =====
+
+fn json_encode(lua: &Lua, cfg: &Shared, next: &Function, args: &Args) -> R<Out> {
+    if args.len() != 1 {
+        return Err(arg_err(1, "expected 1 argument"));
+    }
+    let cfg = snapshot(cfg);
+    let v = args.get(1)?;
+    let mut enc = Encoder { cfg, out: Vec::new() };
+    enc.run(lua, next, v)?;
+    Ok(Out::Vals(vec![Value::String(lua.create_string(&enc.out)?)]))
+}
+
+struct Encoder {
+    cfg: Config,
+    out: Vec<u8>,
+}
+
+/// A table being written out. The table itself (and the last key of an
+/// object) lives in Lua while a child is being written.
+struct EncFrame {
+    array: bool,
+    len: i64,
+    idx: i64,
+    count: u64,
+    depth: i32,
+    /// Stack slot the C implementation would have this table in.
+    pos: i64,
+}
+
+fn append_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    for &c in s {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'/' => out.extend_from_slice(b"\\/"),
+            8 => out.extend_from_slice(b"\\b"),
+            9 => out.extend_from_slice(b"\\t"),
+            10 => out.extend_from_slice(b"\\n"),
+            12 => out.extend_from_slice(b"\\f"),
+            13 => out.extend_from_slice(b"\\r"),
+            0..=0x1f | 0x7f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(c >> 4) as usize]);
+                out.push(HEX[(c & 15) as usize]);
+            }
+            _ => out.push(c),
+        }
+    }
+    out.push(b'"');
+}
+
+impl Encoder {
+    fn number(&mut self, x: f64) -> R<()> {
+        match self.cfg.encode_invalid_numbers {
+            0 => {
+                if !x.is_finite() {
+                    return Err(msg("Cannot serialise number: must not be NaN or Inf"));
+                }
+            }
+            1 => {
+                if x.is_nan() {
+                    self.out.extend_from_slice(b"nan");
+                    return Ok(());
+                }
+            }
+            _ => {
+                if !x.is_finite() {
+                    self.out.extend_from_slice(b"null");
+                    return Ok(());
+                }
+            }
+        }
+        self.out.extend_from_slice(fmt_g(x, self.cfg.encode_number_precision).as_bytes());
+        Ok(())
+    }
+
+    fn key(&mut self, k: &Value) -> R<()> {
+        match k {
+            Value::Integer(i) => {
+                self.out.push(b'"');
+                self.number(*i as f64)?;
+                self.out.extend_from_slice(b"\":");
+            }
+            Value::Number(x) => {
+                self.out.push(b'"');
+                self.number(*x)?;
+                self.out.extend_from_slice(b"\":");
+            }
+            Value::String(s) => {
+                append_escaped(&mut self.out, &s.as_bytes());
+                self.out.push(b':');
+            }
+            other => {
+                return Err(msg(format!(
+                    "Cannot serialise {}: table key must be a number or string",
+                    type_name(other)
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a value; for a table, writes the opening bracket and returns
+    /// the frame to continue with.
+    fn value(&mut self, v: Value, parent_depth: i32, pos: i64) -> R<Option<(Table, EncFrame)>> {
+        match v {
+            Value::String(s) => append_escaped(&mut self.out, &s.as_bytes()),
+            Value::Integer(i) => self.number(i as f64)?,
+            Value::Number(x) => self.number(x)?,
+            Value::Boolean(b) => self.out.extend_from_slice(if b { b"true" } else { b"false" }),
+            Value::Nil => self.out.extend_from_slice(b"null"),
+            Value::LightUserData(p) if p.0.is_null() => self.out.extend_from_slice(b"null"),
+            Value::Table(t) => {
+                let depth = parent_depth + 1;
+                // json_check_encode_depth: depth limit, then lua_checkstack(3).
+                if depth > self.cfg.encode_max_depth || pos + 3 > MAXCSTACK {
+                    return Err(msg(format!("Cannot serialise, excessive nesting ({})", depth)));
+                }
+                let len = self.array_length(&t)?;
+                let array = len > 0;
+                self.out.push(if array { b'[' } else { b'{' });
+                let frame = EncFrame { array, len: len.into(), idx: 1, count: 0, depth, pos };
+                return Ok(Some((t, frame)));
+            }
+            other => {
+                return Err(msg(format!("Cannot serialise {}: type not supported", type_name(&other))))
+            }
+        }
+        Ok(None)
+    }
+
+    /// lua_array_length(): >0 array length, otherwise encode as an object.
+    fn array_length(&self, t: &Table) -> R<i32> {
+        let mut max: i32 = 0;
+        let mut items: i32 = 0;
+        for pair in t.pairs::<Value, Value>() {
+            let (k, _) = pair?;
+            let k = match k {
+                Value::Integer(i) => i as f64,
+                Value::Number(x) => x,
+                _ => return Ok(-1),
+            };
+            if k != 0.0 && k.floor() == k && k >= 1.0 {
+                if k > max as f64 {
+                    max = f2i32(k);
+                }
+                items = items.wrapping_add(1);
+            } else {
+                return Ok(-1);
+            }
+        }
+        let cfg = &self.cfg;
+        if cfg.encode_sparse_ratio > 0
+            && max > items.wrapping_mul(cfg.encode_sparse_ratio)
+            && max > cfg.encode_sparse_safe
+        {
+            if cfg.encode_sparse_convert == 0 {
+                return Err(msg("Cannot serialise table: excessively sparse array"));
+            }
+            return Ok(-1);
+        }
+        Ok(max)
+    }
+
+    fn run(&mut self, lua: &Lua, next: &Function, root: Value) -> R<()> {
+        let mut stack: Vec<EncFrame> = Vec::new();
+        let mut cur: Option<Table> = None;
+        let mut cur_key = Value::Nil;
+        let mut spill: Option<Table> = None;
+        if let Some((t, f)) = self.value(root, 0, 1)? {
+            stack.push(f);
+            cur = Some(t);
+        }
+        while !stack.is_empty() {
+            let top = stack.len() - 1;
+            let table = match &cur {
+                Some(t) => t.clone(),
+                None => break,
+            };
+            let child = if stack[top].array {
+                if stack[top].idx > stack[top].len {
+                    self.out.push(b']');
+                    None
+                } else {
+                    if stack[top].idx > 1 {
+                        self.out.push(b',');
+                    }
+                    let v: Value = table.raw_get(stack[top].idx)?;
+                    stack[top].idx += 1;
+                    let (d, p) = (stack[top].depth, stack[top].pos);
+                    Some(self.value(v, d, p + 1)?)
+                }
+            } else {
+                let (k, v): (Value, Value) = next.call((&table, cur_key.clone()))?;
+                if k.is_nil() {
+                    self.out.push(b'}');
+                    None
+                } else {
+                    if stack[top].count > 0 {
+                        self.out.push(b',');
+                    }
+                    stack[top].count += 1;
+                    self.key(&k)?;
+                    cur_key = k;
+                    let (d, p) = (stack[top].depth, stack[top].pos);
+                    Some(self.value(v, d, p + 2)?)
+                }
+            };
+            match child {
+                // The table is finished: resume its parent.
+                None => {
+                    stack.pop();
+                    let lvl = stack.len() as i64;
+                    if lvl > 0 {
+                        let sp = spill.as_ref().expect("spill table");
+                        cur = Some(sp.raw_get(2 * lvl - 1)?);
+                        cur_key = sp.raw_get(2 * lvl)?;
+                    } else {
+                        cur = None;
+                    }
+                }
+                Some(None) => {}
+                // Descend into a nested table, parking the parent in Lua.
+                Some(Some((t, f))) => {
+                    let lvl = stack.len() as i64;
+                    if spill.is_none() {
+                        spill = Some(lua.create_table()?);
+                    }
+                    let sp = spill.as_ref().expect("spill table");
+                    sp.raw_set(2 * lvl - 1, cur.take())?;
+                    sp.raw_set(2 * lvl, std::mem::replace(&mut cur_key, Value::Nil))?;
+                    stack.push(f);
+                    cur = Some(t);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ===== decoding =====
+
+fn json_decode(lua: &Lua, cfg: &Shared, args: &Args) -> R<Out> {
+    if args.len() != 1 {
+        return Err(arg_err(1, "expected 1 argument"));
+    }
+    let cfg = snapshot(cfg);
+    let s = check_string(lua, args, 1)?;
+    let data = s.as_bytes();
+    if data.len() >= 2 && (data[0] == 0 || data[1] == 0) {
+        return Err(msg("JSON parser does not support UTF-16 or UTF-32"));
+    }
+    let mut p = Parser { data: &data, pos: 0, cfg, depth: 0 };
+    let v = p.run(lua)?;
+    Ok(Out::Vals(vec![v]))
+}
+
+enum Tok {
+    ObjBegin,
+    ObjEnd,
+    ArrBegin,
+    ArrEnd,
+    Str(Vec<u8>),
+    Num(f64),
+    Bool(bool),
+    Null,
+    Colon,
+    Comma,
+    End,
+    Error(&'static str),
+}
+
+struct Token {
+    tok: Tok,
+    index: usize,
+}
+
+impl Tok {
+    fn name(&self) -> &'static str {
+        match self {
+            Tok::ObjBegin => "T_OBJ_BEGIN",
+            Tok::ObjEnd => "T_OBJ_END",
+            Tok::ArrBegin => "T_ARR_BEGIN",
+            Tok::ArrEnd => "T_ARR_END",
+            Tok::Str(_) => "T_STRING",
+            Tok::Num(_) => "T_NUMBER",
+            Tok::Bool(_) => "T_BOOLEAN",
+            Tok::Null => "T_NULL",
+            Tok::Colon => "T_COLON",
+            Tok::Comma => "T_COMMA",
+            Tok::End => "T_END",
+            Tok::Error(e) => e,
+        }
+    }
+}
+
+fn parse_error(expected: &str, t: &Token) -> Fail {
+    msg(format!("Expected {} but found {} at character {}", expected, t.tok.name(), t.index + 1))
+}
+
+struct Parser<'a> {
+    data: &'a [u8],
+    pos: usize,
+    cfg: Config,
+    depth: i32,
+}
+
+enum Parsed {
+    Scalar(Value),
+    Open(Table, bool),
+}
+
+struct DecFrame {
+    array: bool,
+    next_idx: i64,
+    /// Stack slots in use below this table in the C implementation.
+    used: i64,
+}
+
+fn hex_digit(c: u8) -> Option<u32> {
+    (c as char).to_digit(16)
+}
+
+fn push_utf8(buf: &mut Vec<u8>, cp: u32) {
+    if cp <= 0x7f {
+        buf.push(cp as u8);
+    } else if cp <= 0x7ff {
+        buf.push(((cp >> 6) | 0xc0) as u8);
+        buf.push(((cp & 0x3f) | 0x80) as u8);
+    } else if cp <= 0xffff {
+        buf.push(((cp >> 12) | 0xe0) as u8);
+        buf.push((((cp >> 6) & 0x3f) | 0x80) as u8);
+        buf.push(((cp & 0x3f) | 0x80) as u8);
+    } else {
+        buf.push(((cp >> 18) | 0xf0) as u8);
+        buf.push((((cp >> 12) & 0x3f) | 0x80) as u8);
+        buf.push((((cp >> 6) & 0x3f) | 0x80) as u8);
+        buf.push(((cp & 0x3f) | 0x80) as u8);
+    }
+}
+
+impl<'a> Parser<'a> {
+    /// The byte at `i`, 0 past the end (Lua strings are NUL terminated).
+    fn at(&self, i: usize) -> u8 {
+        self.data.get(i).copied().unwrap_or(0)
+    }
+
+    fn starts_with(&self, i: usize, lit: &[u8]) -> bool {
+        lit.iter().enumerate().all(|(k, &c)| self.at(i + k) == c)
+    }
+
+    fn starts_with_ci(&self, i: usize, lit: &[u8]) -> bool {
+        lit.iter().enumerate().all(|(k, &c)| self.at(i + k).to_ascii_lowercase() == c)
+    }
+
+    fn hex4(&self, i: usize) -> Option<u32> {
+        let mut v = 0;
+        for k in 0..4 {
+            v = (v << 4) | hex_digit(self.at(i + k))?;
+        }
+        Some(v)
+    }
+
+    /// json_is_invalid_number(): numbers strtod() takes but JSON does not.
+    fn is_invalid_number(&self) -> bool {
+        let mut p = self.pos;
+        if self.at(p) == b'+' {
+            return true;
+        }
+        if self.at(p) == b'-' {
+            p += 1;
+        }
+        let c = self.at(p);
+        if c == b'0' {
+            let c2 = self.at(p + 1);
+            return (c2 | 0x20) == b'x' || c2.is_ascii_digit();
+        }
+        // `*p <= '9'` with a signed char: bytes >= 0x80 count as "ordinary".
+        if (c as i8) <= b'9' as i8 {
+            return false;
+        }
+        self.starts_with_ci(p, b"inf") || self.starts_with_ci(p, b"nan")
+    }
+
+    fn error_token(&self, e: &'static str) -> Token {
+        Token { tok: Tok::Error(e), index: self.pos }
+    }
+
+    fn next_token(&mut self) -> Token {
+        while matches!(self.at(self.pos), b' ' | b'\t' | b'\n' | b'\r') {
+            self.pos += 1;
+        }
+        let index = self.pos;
+        let single = |p: &mut Self, tok: Tok| {
+            p.pos += 1;
+            Token { tok, index }
+        };
+        match self.at(index) {
+            b'{' => single(self, Tok::ObjBegin),
+            b'}' => single(self, Tok::ObjEnd),
+            b'[' => single(self, Tok::ArrBegin),
+            b']' => single(self, Tok::ArrEnd),
+            b',' => single(self, Tok::Comma),
+            b':' => single(self, Tok::Colon),
+            0 => Token { tok: Tok::End, index },
+            b'"' => self.string_token(),
+            b'-' | b'0'..=b'9' => {
+                if self.cfg.decode_invalid_numbers == 0 && self.is_invalid_number() {
+                    return self.error_token("invalid number");
+                }
+                self.number_token()
+            }
+            b'f' | b'i' | b'I' | b'n' | b'N' | b't' | b'+' => {
+                if self.starts_with(index, b"true") {
+                    self.pos += 4;
+                    Token { tok: Tok::Bool(true), index }
+                } else if self.starts_with(index, b"false") {
+                    self.pos += 5;
+                    Token { tok: Tok::Bool(false), index }
+                } else if self.starts_with(index, b"null") {
+                    self.pos += 4;
+                    Token { tok: Tok::Null, index }
+                } else if self.cfg.decode_invalid_numbers != 0 && self.is_invalid_number() {
+                    self.number_token()
+                } else {
+                    self.error_token("invalid token")
+                }
+            }
+            _ => self.error_token("invalid token"),
+        }
+    }
+
+    fn number_token(&mut self) -> Token {
+        let index = self.pos;
+        match strtod(self.data, self.pos) {
+            Some((v, end)) => {
+                self.pos = end;
+                Token { tok: Tok::Num(v), index }
+            }
+            None => self.error_token("invalid number"),
+        }
+    }
+
+    fn string_token(&mut self) -> Token {
+        let index = self.pos;
+        self.pos += 1;
+        let mut buf = Vec::new();
+        loop {
+            let ch = self.at(self.pos);
+            if ch == b'"' {
+                break;
+            }
+            if ch == 0 {
+                return self.error_token("unexpected end of string");
+            }
+            if ch == b'\\' {
+                let mapped = match self.at(self.pos + 1) {
+                    b'"' => b'"',
+                    b'\\' => b'\\',
+                    b'/' => b'/',
+                    b'b' => 8,
+                    b't' => 9,
+                    b'n' => 10,
+                    b'f' => 12,
+                    b'r' => 13,
+                    b'u' => {
+                        if self.unicode_escape(&mut buf) {
+                            continue;
+                        }
+                        return self.error_token("invalid unicode escape code");
+                    }
+                    _ => return self.error_token("invalid escape code"),
+                };
+                buf.push(mapped);
+                self.pos += 2;
+                continue;
+            }
+            buf.push(ch);
+            self.pos += 1;
+        }
+        self.pos += 1;
+        Token { tok: Tok::Str(buf), index }
+    }
+
+    /// `\uXXXX` (and surrogate pairs) at `self.pos`, appended as UTF-8.
+    fn unicode_escape(&mut self, buf: &mut Vec<u8>) -> bool {
+        let p = self.pos;
+        let Some(mut cp) = self.hex4(p + 2) else { return false };
+        let mut len = 6;
+        if cp & 0xf800 == 0xd800 {
+            if cp & 0x400 != 0 {
+                return false;
+            }
+            if self.at(p + 6) != b'\\' || self.at(p + 7) != b'u' {
+                return false;
+            }
+            let Some(low) = self.hex4(p + 8) else { return false };
+            if low & 0xfc00 != 0xdc00 {
+                return false;
+            }
+            cp = (((cp & 0x3ff) << 10) | (low & 0x3ff)) + 0x10000;
+            len = 12;
+        }
+        push_utf8(buf, cp);
+        self.pos += len;
+        true
+    }
+
+    /// json_decode_descend().
+    fn descend(&mut self, used: i64, slots: i64) -> R<()> {
+        self.depth += 1;
+        if self.depth > self.cfg.decode_max_depth || used + slots > MAXCSTACK {
+            return Err(msg(format!(
+                "Found too many nested data structures ({}) at character {}",
+                self.depth, self.pos
+            )));
+        }
+        Ok(())
+    }
+
+    /// json_process_value(): a value starting with token `t`.
+    fn value(&mut self, lua: &Lua, t: Token, used: i64) -> R<Parsed> {
+        Ok(Parsed::Scalar(match t.tok {
+            Tok::Str(s) => Value::String(lua.create_string(&s)?),
+            Tok::Num(x) => Value::Number(x),
+            Tok::Bool(b) => Value::Boolean(b),
+            Tok::Null => Value::LightUserData(LightUserData(std::ptr::null_mut())),
+            Tok::ObjBegin => {
+                self.descend(used, 3)?;
+                return Ok(Parsed::Open(lua.create_table()?, false));
+            }
+            Tok::ArrBegin => {
+                self.descend(used, 2)?;
+                return Ok(Parsed::Open(lua.create_table()?, true));
+            }
+            _ => return Err(parse_error("value", &t)),
+        }))
+    }
+
+    fn run(&mut self, lua: &Lua) -> R<Value> {
+        let first = self.next_token();
+        let root = match self.value(lua, first, 1)? {
+            Parsed::Scalar(v) => v,
+            Parsed::Open(t, array) => {
+                let root = Value::Table(t.clone());
+                self.fill(lua, t, array)?;
+                root
+            }
+        };
+        let t = self.next_token();
+        if !matches!(t.tok, Tok::End) {
+            return Err(parse_error("the end", &t));
+        }
+        Ok(root)
+    }
+
+    /// Parses the contents of the container just opened, and everything
+    /// nested in it, without recursion.
+    fn fill(&mut self, lua: &Lua, root: Table, array: bool) -> R<()> {
+        let mut stack = vec![DecFrame { array, next_idx: 1, used: 1 }];
+        let mut cur = root;
+        let mut spill: Option<Table> = None;
+        let mut opened = true;
+        while let Some(top) = stack.last_mut() {
+            let array = top.array;
+            let mut t = self.next_token();
+            let closes = |t: &Token| {
+                if array {
+                    matches!(t.tok, Tok::ArrEnd)
+                } else {
+                    matches!(t.tok, Tok::ObjEnd)
+                }
+            };
+            let mut close = closes(&t);
+            if !opened && !close {
+                if !matches!(t.tok, Tok::Comma) {
+                    let what = if array { "comma or array end" } else { "comma or object end" };
+                    return Err(parse_error(what, &t));
+                }
+                t = self.next_token();
+                // A closing bracket right after a comma is an error below.
+                close = false;
+            }
+            if close {
+                self.depth -= 1;
+                stack.pop();
+                let lvl = stack.len() as i64;
+                if lvl > 0 {
+                    cur = spill.as_ref().expect("spill table").raw_get(lvl)?;
+                }
+                opened = false;
+                continue;
+            }
+            let (child_used, key) = if array {
+                (top.used + 1, None)
+            } else {
+                let key = match t.tok {
+                    Tok::Str(s) => s,
+                    _ => return Err(parse_error("object key string", &t)),
+                };
+                let c = self.next_token();
+                if !matches!(c.tok, Tok::Colon) {
+                    return Err(parse_error("colon", &c));
+                }
+                t = self.next_token();
+                (top.used + 2, Some(key))
+            };
+            let parsed = self.value(lua, t, child_used)?;
+            let top = stack.last_mut().expect("frame");
+            let v = match &parsed {
+                Parsed::Scalar(v) => v.clone(),
+                Parsed::Open(t, _) => Value::Table(t.clone()),
+            };
+            match key {
+                None => {
+                    cur.raw_set(top.next_idx, v)?;
+                    top.next_idx += 1;
+                }
+                Some(k) => cur.raw_set(lua.create_string(&k)?, v)?,
+            }
+            opened = false;
+            if let Parsed::Open(t, arr) = parsed {
+                let lvl = stack.len() as i64;
+                if spill.is_none() {
+                    spill = Some(lua.create_table()?);
+                }
+                spill.as_ref().expect("spill table").raw_set(lvl, &cur)?;
+                stack.push(DecFrame { array: arr, next_idx: 1, used: child_used });
+                cur = t;
+                opened = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ===== strtod =====
+
+/// glibc `strtod()` from `start`: the value and where parsing stopped, or
+/// `None` when no number could be read.
+fn strtod(data: &[u8], start: usize) -> Option<(f64, usize)> {
+    let at = |i: usize| data.get(i).copied().unwrap_or(0);
+    let ci = |i: usize, lit: &[u8]| {
+        lit.iter().enumerate().all(|(k, &c)| at(i + k).to_ascii_lowercase() == c)
+    };
+    let mut i = start;
+    while matches!(at(i), b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+        i += 1;
+    }
+    let mut neg = false;
+    if at(i) == b'+' || at(i) == b'-' {
+        neg = at(i) == b'-';
+        i += 1;
+    }
+    let sign = |x: f64| if neg { -x } else { x };
+    if ci(i, b"inf") {
+        let end = if ci(i, b"infinity") { i + 8 } else { i + 3 };
+        return Some((sign(f64::INFINITY), end));
+    }
+    if ci(i, b"nan") {
+        let mut end = i + 3;
+        if at(end) == b'(' {
+            let mut k = end + 1;
+            while at(k).is_ascii_alphanumeric() || at(k) == b'_' {
+                k += 1;
+            }
+            if at(k) == b')' {
+                end = k + 1;
+            }
+        }
+        return Some((sign(f64::NAN), end));
+    }
+    if at(i) == b'0' && (at(i + 1) | 0x20) == b'x' {
+        let j = i + 2;
+        if at(j).is_ascii_hexdigit() || (at(j) == b'.' && at(j + 1).is_ascii_hexdigit()) {
+            let (v, end) = hex_float(data, j);
+            return Some((sign(v), end));
+        }
+        return Some((sign(0.0), i + 1));
+    }
+    let int_start = i;
+    while at(i).is_ascii_digit() {
+        i += 1;
+    }
+    let int_part = &data[int_start..i.min(data.len())];
+    let mut frac_part: &[u8] = &[];
+    if at(i) == b'.' {
+        let f = i + 1;
+        let mut k = f;
+        while at(k).is_ascii_digit() {
+            k += 1;
+        }
+        if int_part.is_empty() && k == f {
+            return None;
+        }
+        frac_part = &data[f..k];
+        i = k;
+    } else if int_part.is_empty() {
+        return None;
+    }
+    let mut exp_part: &[u8] = &[];
+    if (at(i) | 0x20) == b'e' {
+        let mut k = i + 1;
+        if at(k) == b'+' || at(k) == b'-' {
+            k += 1;
+        }
+        if at(k).is_ascii_digit() {
+            while at(k).is_ascii_digit() {
+                k += 1;
+            }
+            exp_part = &data[i + 1..k];
+            i = k;
+        }
+    }
+    let mut s = String::with_capacity(int_part.len() + frac_part.len() + exp_part.len() + 4);
+    if int_part.is_empty() {
+        s.push('0');
+    } else {
+        s.push_str(std::str::from_utf8(int_part).unwrap_or("0"));
+    }
+    if !frac_part.is_empty() {
+        s.push('.');
+        s.push_str(std::str::from_utf8(frac_part).unwrap_or("0"));
+    }
+    if !exp_part.is_empty() {
+        s.push('e');
+        s.push_str(std::str::from_utf8(exp_part).unwrap_or("0"));
+    }
+    let v: f64 = s.parse().unwrap_or(0.0);
+    Some((sign(v), i))
+}
+
+/// Hexadecimal floating point digits (after "0x"), correctly rounded.
+fn hex_float(data: &[u8], start: usize) -> (f64, usize) {
+    let at = |i: usize| data.get(i).copied().unwrap_or(0);
+    let mut i = start;
+    let mut mant: u64 = 0;
+    let mut digits = 0; // significant digits taken into `mant`
+    let mut sticky = false;
+    let mut exp2: i64 = 0;
+    let mut seen_point = false;
+    loop {
+        let c = at(i);
+        if c == b'.' && !seen_point {
+            seen_point = true;
+            i += 1;
+            continue;
+        }
+        let Some(d) = hex_digit(c) else { break };
+        if mant == 0 && d == 0 {
+            if seen_point {
+                exp2 -= 4;
+            }
+        } else if digits < 16 {
+            mant = (mant << 4) | d as u64;
+            digits += 1;
+            if seen_point {
+                exp2 -= 4;
+            }
+        } else {
+            sticky |= d != 0;
+            if !seen_point {
+                exp2 += 4;
+            }
+        }
+        i += 1;
+    }
+    if (at(i) | 0x20) == b'p' {
+        let mut k = i + 1;
+        let mut eneg = false;
+        if at(k) == b'+' || at(k) == b'-' {
+            eneg = at(k) == b'-';
+            k += 1;
+        }
+        if at(k).is_ascii_digit() {
+            let mut e: i64 = 0;
+            while at(k).is_ascii_digit() {
+                e = (e * 10 + (at(k) - b'0') as i64).min(1 << 40);
+                k += 1;
+            }
+            exp2 += if eneg { -e } else { e };
+            i = k;
+        }
+    }
+    (scale_binary(mant, sticky, exp2), i)
+}
+
+/// mant * 2^exp2 rounded to nearest-even (`sticky`: nonzero bits below mant).
+fn scale_binary(mant: u64, sticky: bool, exp2: i64) -> f64 {
+    if mant == 0 {
+        return 0.0;
+    }
+    let lz = mant.leading_zeros() as i64;
+    let m = mant << lz; // top bit set; value = m * 2^(e - 63)
+    let e = exp2 + 63 - lz;
+    if e > 1023 {
+        return f64::INFINITY;
+    }
+    // Bits to drop from the 64-bit m to fit the 53-bit (or subnormal) mantissa.
+    let shift: i64 = if e >= -1022 { 11 } else { 11 + (-1022 - e) };
+    if shift > 64 {
+        return 0.0;
+    }
+    let (kept, rem, half) = if shift == 64 {
+        (0u64, m as u128, 1u128 << 63)
+    } else {
+        (m >> shift, (m & ((1u64 << shift) - 1)) as u128, 1u128 << (shift - 1))
+    };
+    let round_up = rem > half || (rem == half && (sticky || kept & 1 == 1));
+    let mut kept = kept + round_up as u64;
+    let mut e = e;
+    if e >= -1022 {
+        if kept == 1u64 << 53 {
+            kept >>= 1;
+            e += 1;
+            if e > 1023 {
+                return f64::INFINITY;
+            }
+        }
+        f64::from_bits((((e + 1023) as u64) << 52) | (kept & ((1u64 << 52) - 1)))
+    } else {
+        // Subnormal (kept may have rounded up into the smallest normal).
+        f64::from_bits(kept)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Calling convention shared with the Lua side (kept private to this file so
+// that the module stays self-contained).
+//
+// A C library raises its errors with `luaL_error` / `luaL_argerror`, which
+// yields a *plain string* error value carrying the caller's position
+// (`user_script:1: ...`) and the name the function was called by
+// (`bad argument #1 to 'decode' ...`). An mlua callback returning `Err` raises
+// a userdata instead, so every library function is exposed through a tiny C
+// trampoline: it calls the Rust implementation, which reports a status code
+// plus payload, and the trampoline then raises the error exactly like the C
+// library would (`luaL_where(L, 1)`, `luaL_argerror`) or returns the results.
+// Arguments beyond a handful and large result lists travel in a Lua table so
+// that the Rust side never holds thousands of live registry references.
+// ---------------------------------------------------------------------------
+#[allow(dead_code)]
+mod glue {
+    use mlua::{ffi, Function, Lua, LuaString, MultiValue, Table, Value};
+    use std::os::raw::c_int;
+
+    /// LUAI_MAXCSTACK of Lua 5.1: the most stack slots a C function may use.
+    pub const MAXCSTACK: i64 = 8000;
+
+    const ST_OK: i64 = 0;
+    const ST_ERROR: i64 = 1;
+    const ST_ARGERROR: i64 = 2;
+    const ST_RAW: i64 = 3;
+    const ST_TABLE: i64 = 4;
+    const INLINE_ARGS: c_int = 16;
+    const INLINE_RESULTS: usize = 16;
+
+    /// How a library function fails.
+    pub enum Fail {
+        /// `luaL_error`: the message gets the caller's `chunk:line: ` prefix.
+        Msg(Vec<u8>),
+        /// `luaL_argerror(narg, extramsg)`.
+        Arg(i32, Vec<u8>),
+        /// An error raised by the VM inside the C function (no position).
+        Raw(Vec<u8>),
+        /// Internal (memory, ...) errors from mlua.
+        Lua(mlua::Error),
+    }
+
+    impl From<mlua::Error> for Fail {
+        fn from(e: mlua::Error) -> Self {
+            Fail::Lua(e)
+        }
+    }
+
+    pub type R<T> = Result<T, Fail>;
+
+    pub fn msg(m: impl Into<Vec<u8>>) -> Fail {
+        Fail::Msg(m.into())
+    }
+
+    pub fn arg_err(narg: i32, m: impl Into<Vec<u8>>) -> Fail {
+        Fail::Arg(narg, m.into())
+    }
+
+    /// Results of a library function.
+    pub enum Out {
+        Vals(Vec<Value>),
+        /// Results stored at 1..=n of the table.
+        Table(Table, usize),
+    }
+
+    /// The arguments a library function was called with.
+    pub struct Args {
+        n: usize,
+        vals: Vec<Value>,
+        table: Option<Table>,
+    }
+
+    impl Args {
+        pub fn len(&self) -> usize {
+            self.n
+        }
+
+        /// Argument `i` (1-based); nil when absent.
+        pub fn get(&self, i: usize) -> R<Value> {
+            if i == 0 || i > self.n {
+                return Ok(Value::Nil);
+            }
+            match &self.table {
+                Some(t) => Ok(t.raw_get(i)?),
+                None => Ok(self.vals.get(i - 1).cloned().unwrap_or(Value::Nil)),
+            }
+        }
+
+        pub fn is_none_or_nil(&self, i: usize) -> R<bool> {
+            Ok(i > self.n || self.get(i)?.is_nil())
+        }
+    }
+
+    unsafe extern "C-unwind" fn trampoline(l: *mut ffi::lua_State) -> c_int {
+        let n = ffi::lua_gettop(l);
+        if n <= INLINE_ARGS {
+            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
+            ffi::lua_insert(l, 1);
+            ffi::lua_pushinteger(l, n as _);
+            ffi::lua_insert(l, 2);
+            ffi::lua_call(l, n + 1, ffi::LUA_MULTRET);
+        } else {
+            ffi::lua_createtable(l, n, 0);
+            for i in 1..=n {
+                ffi::lua_pushvalue(l, i);
+                ffi::lua_rawseti(l, -2, i as _);
+            }
+            ffi::lua_replace(l, 1);
+            ffi::lua_settop(l, 1);
+            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
+            ffi::lua_insert(l, 1);
+            ffi::lua_pushinteger(l, n as _);
+            ffi::lua_insert(l, 2);
+            ffi::lua_call(l, 2, ffi::LUA_MULTRET);
+        }
+        let nres = ffi::lua_gettop(l);
+        match ffi::lua_tointeger(l, 1) as i64 {
+            ST_OK => nres - 1,
+            ST_ERROR => {
+                ffi::luaL_where(l, 1);
+                ffi::lua_pushvalue(l, 2);
+                ffi::lua_concat(l, 2);
+                ffi::lua_error(l)
+            }
+            ST_ARGERROR => {
+                let narg = ffi::lua_tointeger(l, 2) as c_int;
+                let m = ffi::lua_tolstring(l, 3, std::ptr::null_mut());
+                ffi::luaL_argerror(l, narg, m)
+            }
+            ST_RAW => {
+                ffi::lua_pushvalue(l, 2);
+                ffi::lua_error(l)
+            }
+            _ => {
+                let cnt = ffi::lua_tointeger(l, 3) as c_int;
+                ffi::lua_pushvalue(l, 2);
+                ffi::lua_replace(l, 1);
+                ffi::lua_settop(l, 1);
+                if ffi::lua_checkstack(l, cnt) == 0 {
+                    ffi::lua_pushstring(l, c"stack overflow".as_ptr());
+                    ffi::lua_error(l);
+                }
+                for i in 1..=cnt {
+                    ffi::lua_rawgeti(l, 1, i as _);
+                }
+                cnt
+            }
+        }
+    }
+
+    unsafe extern "C-unwind" fn make_trampoline(l: *mut ffi::lua_State) -> c_int {
+        ffi::lua_settop(l, 1);
+        ffi::lua_pushcclosure(l, trampoline, 1);
+        1
+    }
+
+    /// Wraps a Rust implementation as a Lua C function with C-library error
+    /// semantics.
+    pub fn function<F>(lua: &Lua, f: F) -> mlua::Result<Function>
+    where
+        F: Fn(&Lua, &Args) -> R<Out> + mlua::MaybeSend + 'static,
+    {
+        let inner = lua.create_function(move |lua, mv: MultiValue| {
+            let mut it = mv.into_iter();
+            let n = match it.next() {
+                Some(Value::Integer(i)) => i as usize,
+                Some(Value::Number(x)) => x as usize,
+                _ => 0,
+            };
+            let args = if n <= INLINE_ARGS as usize {
+                Args { n, vals: it.collect(), table: None }
+            } else {
+                let table = match it.next() {
+                    Some(Value::Table(t)) => Some(t),
+                    _ => None,
+                };
+                Args { n, vals: Vec::new(), table }
+            };
+            let int = |i: i64| Value::Integer(i as _);
+            let out = match f(lua, &args) {
+                Ok(Out::Vals(v)) if v.len() <= INLINE_RESULTS => {
+                    let mut out = Vec::with_capacity(v.len() + 1);
+                    out.push(int(ST_OK));
+                    out.extend(v);
+                    out
+                }
+                Ok(Out::Vals(v)) => {
+                    let n = v.len();
+                    let t = lua.create_table_with_capacity(n, 0)?;
+                    for (i, x) in v.into_iter().enumerate() {
+                        t.raw_set(i + 1, x)?;
+                    }
+                    vec![int(ST_TABLE), Value::Table(t), int(n as i64)]
+                }
+                Ok(Out::Table(t, n)) => vec![int(ST_TABLE), Value::Table(t), int(n as i64)],
+                Err(Fail::Msg(m)) => vec![int(ST_ERROR), Value::String(lua.create_string(&m)?)],
+                Err(Fail::Arg(k, m)) => vec![
+                    int(ST_ARGERROR),
+                    int(k as i64),
+                    Value::String(lua.create_string(&m)?),
+                ],
+                Err(Fail::Raw(m)) => vec![int(ST_RAW), Value::String(lua.create_string(&m)?)],
+                Err(Fail::Lua(e)) => return Err(e),
+            };
+            Ok(MultiValue::from_vec(out))
+        })?;
+        // SAFETY: `make_trampoline` only uses the Lua C API on its own stack.
+        let make = unsafe { lua.create_c_function(make_trampoline)? };
+        make.call::<Function>(inner)
+    }
+
+    /// `lua_typename(lua_type(v))` as Lua 5.1 spells it.
+    pub fn type_name(v: &Value) -> &'static str {
+        match v {
+            Value::Nil => "nil",
+            Value::Boolean(_) => "boolean",
+            Value::LightUserData(_) => "userdata",
+            Value::Integer(_) | Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Table(_) => "table",
+            Value::Function(_) => "function",
+            Value::Thread(_) => "thread",
+            Value::UserData(_) => "userdata",
+            Value::Error(_) => "userdata",
+            #[allow(unreachable_patterns)]
+            _ => "userdata",
+        }
+    }
+
+    fn arg_type_name(args: &Args, i: usize) -> R<&'static str> {
+        if i > args.len() {
+            Ok("no value")
+        } else {
+            Ok(type_name(&args.get(i)?))
+        }
+    }
+
+    fn type_error(args: &Args, i: usize, expected: &str) -> Fail {
+        match arg_type_name(args, i) {
+            Ok(got) => arg_err(i as i32, format!("{} expected, got {}", expected, got)),
+            Err(e) => e,
+        }
+    }
+
+    /// `lua_tonumber` (strings are converted the way the VM converts them).
+    pub fn to_number(lua: &Lua, v: &Value) -> Option<f64> {
+        match v {
+            Value::Integer(i) => Some(*i as f64),
+            Value::Number(x) => Some(*x),
+            Value::String(_) => lua.coerce_number(v.clone()).ok().flatten(),
+            _ => None,
+        }
+    }
+
+    /// `luaL_checknumber`.
+    pub fn check_number(lua: &Lua, args: &Args, i: usize) -> R<f64> {
+        match to_number(lua, &args.get(i)?) {
+            Some(x) => Ok(x),
+            None => Err(type_error(args, i, "number")),
+        }
+    }
+
+    /// `luaL_checkinteger` (x86-64 conversion semantics).
+    pub fn check_integer(lua: &Lua, args: &Args, i: usize) -> R<i64> {
+        Ok(f2i64(check_number(lua, args, i)?))
+    }
+
+    /// `luaL_optinteger`.
+    pub fn opt_integer(lua: &Lua, args: &Args, i: usize, def: i64) -> R<i64> {
+        if args.is_none_or_nil(i)? {
+            Ok(def)
+        } else {
+            check_integer(lua, args, i)
+        }
+    }
+
+    /// `luaL_checklstring` (numbers are converted to strings).
+    pub fn check_string(lua: &Lua, args: &Args, i: usize) -> R<LuaString> {
+        let v = args.get(i)?;
+        match v {
+            Value::String(s) => Ok(s),
+            Value::Integer(_) | Value::Number(_) => match lua.coerce_string(v)? {
+                Some(s) => Ok(s),
+                None => Err(type_error(args, i, "string")),
+            },
+            _ => Err(type_error(args, i, "string")),
+        }
+    }
+
+    /// C's `(int64_t)x` as compiled for x86-64 (out of range -> INT64_MIN).
+    pub fn f2i64(x: f64) -> i64 {
+        if x.is_nan() || x >= 9.223372036854775808e18 || x < -9.223372036854775808e18 {
+            i64::MIN
+        } else {
+            x as i64
+        }
+    }
+
+    /// C's `(uint64_t)x` as compiled by gcc for x86-64.
+    pub fn f2u64(x: f64) -> u64 {
+        if x >= 9.223372036854775808e18 {
+            (f2i64(x - 9.223372036854775808e18) as u64) ^ (1u64 << 63)
+        } else {
+            f2i64(x) as u64
+        }
+    }
+
+    /// C's `(int)x` as compiled for x86-64 (out of range -> INT_MIN).
+    pub fn f2i32(x: f64) -> i32 {
+        if x.is_nan() || x >= 2147483648.0 || x <= -2147483649.0 {
+            i32::MIN
+        } else {
+            x as i32
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Helpers shared by every case: `show(...)` renders values canonically
+    /// (numbers with %.17g, strings with non-printable bytes as \xx, tables
+    /// with sorted keys, cjson.null as `null`).
+    const PRELUDE: &str = r#"local function esc(s) return (s:gsub('[^%w%p ]', function(c) return string.format('\\%02x', c:byte()) end)) end local function one(v) local t = type(v) if t == 'string' then return '"'..esc(v)..'"' elseif t == 'number' then if v ~= v then return 'nan' end return string.format('%.17g', v) elseif t == 'table' then local ks = {} for k, x in pairs(v) do ks[#ks+1] = '['..one(k)..']='..one(x) end table.sort(ks) return '{'..table.concat(ks, ',')..'}' elseif t == 'userdata' then if cjson and v == cjson.null then return 'null' end return 'userdata' else return tostring(v) end end local function show(...) local n = select('#', ...) local o = {} for i = 1, n do o[i] = one((select(i, ...))) end return table.concat(o, ' | ') end local function hex(s) return (s:gsub('.', function(c) return string.format('%02x', c:byte()) end)) end"#;
+
+    /// (script body, expected reply). Every expectation was produced by native
+    /// Redis 7.0.15 with
+    ///     redis-cli EVAL "<PRELUDE> <script body>" 0
+    /// on a freshly started server (cases that change configuration ran alone).
+    const CASES: &[(&str, &str)] = &[
+        (r#"return show(cjson._NAME, cjson._VERSION, cjson.null, type(cjson.null), cjson.null == nil)"#, r#""cjson" | "2.1.0" | null | "userdata" | false"#),
+        (r#"return show(cjson.encode({1,2,'x'}))"#, r#""[1,2,"x"]""#),
+        (r#"return show(cjson.encode({}))"#, r#""{}""#),
+        (r#"return show(cjson.encode({a=1}))"#, r#""{"a":1}""#),
+        (r#"return show(cjson.encode({a={b={c={}}}}))"#, r#""{"a":{"b":{"c":{}}}}""#),
+        (r#"return show(cjson.encode({1.5, 0.1, 1/3, 1e100, -0.0, 123456789012345678, 2^53, 1e-5, 0.0001, 1e15, 1e16, -1.5e-7, 5e-324, 1.7976931348623157e308}))"#, r#""[1.5,0.1,0.33333333333333,1e+100,-0,1.2345678901235e+17,9.007199254741e+15,1e-05,0.0001,1e+15,1e+16,-1.5e-07,4.9406564584125e-324,1.7976931348623e+308]""#),
+        (r#"return show(cjson.encode(100), cjson.encode(-7), cjson.encode(12345678901234), cjson.encode(123456789012345))"#, r#""100" | "-7" | "12345678901234" | "1.2345678901234e+14""#),
+        (r#"return show(cjson.encode('a/b"c\\d\1\31\127\128\255'))"#, r#"""a\/b\"c\\d\u0001\u001f\u007f\80\ff"""#),
+        (r#"return show(cjson.encode('\0\8\9\10\11\12\13\14 ~'))"#, r#"""\u0000\b\t\n\u000b\f\r\u000e ~"""#),
+        (r#"return show(cjson.encode({[1]=1,[3]=3}))"#, r#""[1,null,3]""#),
+        (r#"return show(cjson.encode({[1]=1,[4]=4}))"#, r#""[1,null,null,4]""#),
+        (r#"return show(pcall(cjson.encode, {[1]=1,[11]=4}))"#, r#"false | "Cannot serialise table: excessively sparse array""#),
+        (r#"return show(pcall(function() local r = cjson.encode({[1]=1,[11]=4}) return r end))"#, r#"false | "user_script:1: Cannot serialise table: excessively sparse array""#),
+        (r#"return show(pcall(cjson.encode, {[2]=1,[3]=3,[20]=1}))"#, r#"false | "Cannot serialise table: excessively sparse array""#),
+        (r#"return show(cjson.encode({[1.5]=1}))"#, r#""{"1.5":1}""#),
+        (r#"return show(cjson.encode({[0]=1}))"#, r#""{"0":1}""#),
+        (r#"return show(cjson.encode({[-1]=1}))"#, r#""{"-1":1}""#),
+        (r#"return show(cjson.encode({[1e10]=1}))"#, r#""{"10000000000":1}""#),
+        (r#"return show(cjson.encode({[2^31]=1}))"#, r#""{"2147483648":1}""#),
+        (r#"return show(pcall(cjson.encode, {[2^31-1]=1}))"#, r#"false | "Cannot serialise table: excessively sparse array""#),
+        (r#"return show(pcall(cjson.encode, math.huge))"#, r#"false | "Cannot serialise number: must not be NaN or Inf""#),
+        (r#"return show(pcall(cjson.encode, -math.huge))"#, r#"false | "Cannot serialise number: must not be NaN or Inf""#),
+        (r#"return show(pcall(cjson.encode, 0/0))"#, r#"false | "Cannot serialise number: must not be NaN or Inf""#),
+        (r#"return show(pcall(cjson.encode, {[true]=1}))"#, r#"false | "Cannot serialise boolean: table key must be a number or string""#),
+        (r#"return show(pcall(cjson.encode, {[{}]=1}))"#, r#"false | "Cannot serialise table: table key must be a number or string""#),
+        (r#"return show(cjson.encode(cjson.null), cjson.encode(nil), cjson.encode(true), cjson.encode(false))"#, r#""null" | "null" | "true" | "false""#),
+        (r#"return show(pcall(cjson.encode, coroutine.create(function() end)))"#, r#"false | "Cannot serialise thread: type not supported""#),
+        (r#"return show(pcall(cjson.encode, {f=function() end}))"#, r#"false | "Cannot serialise function: type not supported""#),
+        (r#"return show(pcall(cjson.encode, {1, 2, {function() end}}))"#, r#"false | "Cannot serialise function: type not supported""#),
+        (r#"return show(pcall(cjson.encode))"#, r#"false | "bad argument #1 to '?' (expected 1 argument)""#),
+        (r#"return show(pcall(cjson.encode, 1, 2))"#, r#"false | "bad argument #1 to '?' (expected 1 argument)""#),
+        (r#"return show(pcall(function() local r = cjson.encode(1, 2) return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode' (expected 1 argument)""#),
+        (r#"return show(pcall(function() local r = cjson:encode() return r end))"#, r#"false | "user_script:1: Cannot serialise function: type not supported""#),
+        (r#"return show(cjson.encode({['a/b']=1}))"#, r#""{"a\/b":1}""#),
+        (r#"return show(cjson.encode({[-0.0]=2}))"#, r#""{"-0":2}""#),
+        (r#"return show(cjson.encode({[0.1]=1}))"#, r#""{"0.1":1}""#),
+        (r#"return show(cjson.encode({1,2,nil,4}))"#, r#""[1,2,null,4]""#),
+        (r#"return show(cjson.encode({1,2,[3]=nil,x=nil}))"#, r#""[1,2]""#),
+        (r#"return show(cjson.encode({[1]=1,[2]=2,[3]=3,[4]=4,[5]=5,[6]=6,[7]=7,[8]=8,[9]=9,[10]=10,[12]=12}))"#, r#""[1,2,3,4,5,6,7,8,9,10,null,12]""#),
+        (r#"return show(cjson.encode({[10]=1}))"#, r#""[null,null,null,null,null,null,null,null,null,1]""#),
+        (r#"return show(pcall(cjson.encode, {[11]=1}))"#, r#"false | "Cannot serialise table: excessively sparse array""#),
+        (r#"return show(pcall(cjson.encode, {[6]=1,[12]=1,[13]=1}))"#, r#"false | "Cannot serialise table: excessively sparse array""#),
+        (r#"return show(cjson.encode(setmetatable({}, {__index=function() return 1 end})))"#, r#""{}""#),
+        (r#"return show(cjson.encode(setmetatable({1,2}, {__len=function() return 5 end})))"#, r#""[1,2]""#),
+        (r#"return show(cjson.encode({{}, {{}}, {a={}}}))"#, r#""[{},[{}],{"a":{}}]""#),
+        (r#"return show(cjson.encode({'\226\130\172', '\240\159\152\128'}))"#, r#""["\e2\82\ac","\f0\9f\98\80"]""#),
+        (r#"return show(cjson.encode({[1]='a', x=1}):len())"#, r#"15"#),
+        (r#"local t = {} t[1] = t return show(pcall(cjson.encode, t))"#, r#"false | "Cannot serialise, excessive nesting (1001)""#),
+        (r#"local t = {} t.a = t return show(pcall(cjson.encode, t))"#, r#"false | "Cannot serialise, excessive nesting (1001)""#),
+        (r#"local t = {} local c = t for i = 1, 999 do c[1] = {} c = c[1] end return show(#cjson.encode(t))"#, r#"2000"#),
+        (r#"local t = {} local c = t for i = 1, 1000 do c[1] = {} c = c[1] end return show(pcall(cjson.encode, t))"#, r#"false | "Cannot serialise, excessive nesting (1001)""#),
+        (r#"local t = {} local c = t for i = 1, 999 do c.k = {} c = c.k end return show(#cjson.encode(t))"#, r#"5996"#),
+        (r#"local t = {} for i = 1, 20000 do t[i] = i end return show(#cjson.encode(t))"#, r#"108895"#),
+        (r#"local t = {} for i = 1, 20000 do t['k'..i] = i end return show(#cjson.encode(t))"#, r#"277789"#),
+        (r#"cjson.encode_max_depth(2) return show(cjson.encode({{1}}))"#, r#""[[1]]""#),
+        (r#"cjson.encode_max_depth(2) return show(pcall(cjson.encode, {{{1}}}))"#, r#"false | "Cannot serialise, excessive nesting (3)""#),
+        (r#"cjson.encode_max_depth(2) return show(pcall(cjson.encode, {{},{a={}}}))"#, r#"false | "Cannot serialise, excessive nesting (3)""#),
+        (r#"cjson.encode_max_depth(100000) local t={} t[1]=t return show(pcall(cjson.encode, t))"#, r#"false | "Cannot serialise, excessive nesting (7998)""#),
+        (r#"cjson.encode_max_depth(100000) local t={} t.a=t return show(pcall(cjson.encode, t))"#, r#"false | "Cannot serialise, excessive nesting (4000)""#),
+        (r#"cjson.encode_max_depth(100000) local t={} local u={} t.a=u u[1]=t return show(pcall(cjson.encode, t))"#, r#"false | "Cannot serialise, excessive nesting (5332)""#),
+        (r#"cjson.encode_number_precision(3) return show(cjson.encode({1/3, 12345, 0.0001234, 1e-5}))"#, r#""[0.333,1.23e+04,0.000123,1e-05]""#),
+        (r#"cjson.encode_number_precision(1) return show(cjson.encode({1/3, 12345, 0.5, 5e-5, 9.5, 0.95, 150}))"#, r#""[0.3,1e+04,0.5,5e-05,1e+01,0.9,2e+02]""#),
+        (r#"cjson.encode_number_precision(14) return show(cjson.encode({0.1+0.2, 100, 1e21}))"#, r#""[0.3,100,1e+21]""#),
+        (r#"cjson.encode_invalid_numbers(true) return show(cjson.encode({1/0,-1/0,0/0,-(0/0)}))"#, r#""[inf,-inf,nan,nan]""#),
+        (r#"cjson.encode_invalid_numbers('null') return show(cjson.encode({1/0,-1/0,0/0}))"#, r#""[null,null,null]""#),
+        (r#"cjson.encode_invalid_numbers(true) return show(cjson.encode({[1/0]=1}))"#, r#""{"inf":1}""#),
+        (r#"cjson.encode_invalid_numbers('null') return show(cjson.encode({[1/0]=1}))"#, r#""{"null":1}""#),
+        (r#"cjson.encode_invalid_numbers(false) return show(pcall(cjson.encode, {[-1/0]=1}))"#, r#"false | "Cannot serialise number: must not be NaN or Inf""#),
+        (r#"cjson.encode_sparse_array(true) return show(cjson.encode({[1]=1,[20]=2}))"#, r#""{"1":1,"20":2}""#),
+        (r#"cjson.encode_sparse_array(false, 0) return show(cjson.encode({[1]=1,[20]=2}))"#, r#""[1,null,null,null,null,null,null,null,null,null,null,null,null,null,null,null,null,null,null,2]""#),
+        (r#"cjson.encode_sparse_array(false, 1, 0) return show(pcall(cjson.encode, {[1]=1,[3]=2}))"#, r#"false | "Cannot serialise table: excessively sparse array""#),
+        (r#"cjson.encode_sparse_array(false, 2, 0) return show(cjson.encode({[1]=1,[3]=2}))"#, r#""[1,null,2]""#),
+        (r#"cjson.encode_sparse_array(true, 2, 0) return show(cjson.encode({[1]=1,[4]=2}))"#, r#""[1,null,null,2]""#),
+        (r#"return show(cjson.encode_max_depth(), cjson.decode_max_depth(), cjson.encode_number_precision(), cjson.encode_keep_buffer(), cjson.encode_invalid_numbers(), cjson.decode_invalid_numbers(), cjson.encode_sparse_array())"#, r#"1000 | 1000 | 14 | true | false | true | false | 2 | 10"#),
+        (r#"return show(cjson.encode_max_depth(2), cjson.encode_max_depth())"#, r#"2 | 2"#),
+        (r#"return show(pcall(cjson.encode_max_depth, 0))"#, r#"false | "bad argument #1 to '?' (expected integer between 1 and 2147483647)""#),
+        (r#"return show(pcall(function() local r = cjson.encode_max_depth(0) return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode_max_depth' (expected integer between 1 and 2147483647)""#),
+        (r#"return show(pcall(function() local r = cjson.encode_max_depth('x') return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode_max_depth' (number expected, got string)""#),
+        (r#"return show(pcall(function() local r = cjson.encode_max_depth(1, 2) return r end))"#, r#"false | "user_script:1: bad argument #2 to 'encode_max_depth' (found too many arguments)""#),
+        (r#"return show(cjson.encode_max_depth(2.7), cjson.encode_max_depth('3'), cjson.encode_max_depth(nil))"#, r#"2 | 3 | 3"#),
+        (r#"return show(cjson.encode_max_depth(2^32 + 5))"#, r#"5"#),
+        (r#"return show(pcall(cjson.encode_max_depth, 2^31))"#, r#"false | "bad argument #1 to '?' (expected integer between 1 and 2147483647)""#),
+        (r#"return show(pcall(cjson.decode_max_depth, -1))"#, r#"false | "bad argument #1 to '?' (expected integer between 1 and 2147483647)""#),
+        (r#"return show(pcall(function() local r = cjson.encode_number_precision(15) return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode_number_precision' (expected integer between 1 and 14)""#),
+        (r#"return show(pcall(cjson.encode_number_precision, 0))"#, r#"false | "bad argument #1 to '?' (expected integer between 1 and 14)""#),
+        (r#"return show(cjson.encode_number_precision(5), cjson.encode(1/3))"#, r#"5 | "0.33333""#),
+        (r#"return show(cjson.encode_keep_buffer(false), cjson.encode_keep_buffer('on'), cjson.encode_keep_buffer('off'), cjson.encode_keep_buffer())"#, r#"false | true | false | false"#),
+        (r#"return show(pcall(function() local r = cjson.encode_keep_buffer('x') return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode_keep_buffer' (invalid option 'x')""#),
+        (r#"return show(pcall(function() local r = cjson.encode_keep_buffer(1) return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode_keep_buffer' (invalid option '1')""#),
+        (r#"return show(pcall(function() local r = cjson.encode_keep_buffer({}) return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode_keep_buffer' (string expected, got table)""#),
+        (r#"return show(cjson.encode_keep_buffer('on\0junk'))"#, r#"true"#),
+        (r#"return show(cjson.encode_invalid_numbers('null'), cjson.encode_invalid_numbers('on'), cjson.encode_invalid_numbers(true), cjson.encode_invalid_numbers('off'), cjson.encode_invalid_numbers(false))"#, r#""null" | true | true | false | false"#),
+        (r#"return show(pcall(function() local r = cjson.encode_invalid_numbers('x') return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode_invalid_numbers' (invalid option 'x')""#),
+        (r#"return show(cjson.decode_invalid_numbers(false), cjson.decode_invalid_numbers('on'))"#, r#"false | true"#),
+        (r#"return show(cjson.encode_sparse_array(true), cjson.encode_sparse_array(nil, 3, 5), cjson.encode_sparse_array())"#, r#"true | true | true | 3 | 5"#),
+        (r#"return show(pcall(function() local r = cjson.encode_sparse_array(1) return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode_sparse_array' (invalid option '1')""#),
+        (r#"return show(pcall(function() local r = cjson.encode_sparse_array(nil, -1) return r end))"#, r#"false | "user_script:1: bad argument #1 to 'encode_sparse_array' (expected integer between 0 and 2147483647)""#),
+        (r#"return show(pcall(function() local r = cjson.encode_sparse_array(nil, 'x') return r end))"#, r#"false | "user_script:1: bad argument #2 to 'encode_sparse_array' (number expected, got string)""#),
+        (r#"return show(pcall(function() local r = cjson.encode_sparse_array(nil, nil, nil, nil) return r end))"#, r#"false | "user_script:1: bad argument #4 to 'encode_sparse_array' (found too many arguments)""#),
+        (r#"return show(pcall(function() local r = cjson.encode_sparse_array(true, 5, -1) return r end), cjson.encode_sparse_array())"#, r#"false | true | 5 | 10"#),
+        (r#"local c = cjson.new() c.encode_max_depth(2) return show(cjson.encode_max_depth(), c.encode_max_depth(), c._NAME, c._VERSION, c.null, c.new ~= nil, c == cjson, c.encode({1}))"#, r#"1000 | 2 | "cjson" | "2.1.0" | null | true | false | "[1]""#),
+        (r#"return show(pcall(cjson.decode, 'x'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(function() local r = cjson.decode('x') return r end))"#, r#"false | "user_script:1: Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, ''))"#, r#"false | "Expected value but found T_END at character 1""#),
+        (r#"return show(pcall(cjson.decode, ' '))"#, r#"false | "Expected value but found T_END at character 2""#),
+        (r#"return show(pcall(cjson.decode, '[1,2'))"#, r#"false | "Expected comma or array end but found T_END at character 5""#),
+        (r#"return show(pcall(cjson.decode, '[1,2,]'))"#, r#"false | "Expected value but found T_ARR_END at character 6""#),
+        (r#"return show(pcall(cjson.decode, '{"a":1,}'))"#, r#"false | "Expected object key string but found T_OBJ_END at character 8""#),
+        (r#"return show(pcall(cjson.decode, '{"a" 1}'))"#, r#"false | "Expected colon but found T_NUMBER at character 6""#),
+        (r#"return show(pcall(cjson.decode, '{1:2}'))"#, r#"false | "Expected object key string but found T_NUMBER at character 2""#),
+        (r#"return show(pcall(cjson.decode, '{"a":1 "b":2}'))"#, r#"false | "Expected comma or object end but found T_STRING at character 8""#),
+        (r#"return show(pcall(cjson.decode, '[1 2]'))"#, r#"false | "Expected comma or array end but found T_NUMBER at character 4""#),
+        (r#"return show(pcall(cjson.decode, '"abc'))"#, r#"false | "Expected value but found unexpected end of string at character 5""#),
+        (r#"return show(pcall(cjson.decode, '"a\\qb"'))"#, r#"false | "Expected value but found invalid escape code at character 3""#),
+        (r#"return show(pcall(cjson.decode, '"\\u12"'))"#, r#"false | "Expected value but found invalid unicode escape code at character 2""#),
+        (r#"return show(pcall(cjson.decode, '"\\u12G4"'))"#, r#"false | "Expected value but found invalid unicode escape code at character 2""#),
+        (r#"return show(pcall(cjson.decode, '"\\ud800"'))"#, r#"false | "Expected value but found invalid unicode escape code at character 2""#),
+        (r#"return show(pcall(cjson.decode, '"\\udc00\\ud800"'))"#, r#"false | "Expected value but found invalid unicode escape code at character 2""#),
+        (r#"return show(pcall(cjson.decode, '"\\ud800\\u0041"'))"#, r#"false | "Expected value but found invalid unicode escape code at character 2""#),
+        (r#"return show(pcall(cjson.decode, '"\\ud800x"'))"#, r#"false | "Expected value but found invalid unicode escape code at character 2""#),
+        (r#"return show(pcall(cjson.decode, '"ab\\'))"#, r#"false | "Expected value but found invalid escape code at character 4""#),
+        (r#"return show(pcall(cjson.decode, '[1] x'))"#, r#"false | "Expected the end but found invalid token at character 5""#),
+        (r#"return show(pcall(cjson.decode, '[1]\0garbage'))"#, r#"true | {[1]=1}"#),
+        (r#"return show(pcall(cjson.decode, '\0['))"#, r#"false | "JSON parser does not support UTF-16 or UTF-32""#),
+        (r#"return show(pcall(cjson.decode, 'a\0'))"#, r#"false | "JSON parser does not support UTF-16 or UTF-32""#),
+        (r#"return show(pcall(cjson.decode, '"a\0b"'))"#, r#"false | "Expected value but found unexpected end of string at character 3""#),
+        (r#"return show(pcall(cjson.decode, '1\0'))"#, r#"false | "JSON parser does not support UTF-16 or UTF-32""#),
+        (r#"return show(pcall(cjson.decode, '\0'))"#, r#"false | "Expected value but found T_END at character 1""#),
+        (r#"return show(pcall(cjson.decode, 'nul'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, 'tru'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, 'fals'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, 'true'), pcall(cjson.decode, 'false'), pcall(cjson.decode, 'null'))"#, r#"true | true | true | null"#),
+        (r#"return show(pcall(cjson.decode, '-'))"#, r#"false | "Expected value but found invalid number at character 1""#),
+        (r#"return show(pcall(cjson.decode, '- 1'))"#, r#"false | "Expected value but found invalid number at character 1""#),
+        (r#"return show(pcall(cjson.decode, '+1'))"#, r#"true | 1"#),
+        (r#"return show(pcall(cjson.decode, '+'))"#, r#"false | "Expected value but found invalid number at character 1""#),
+        (r#"return show(pcall(cjson.decode, '01'))"#, r#"true | 1"#),
+        (r#"return show(pcall(cjson.decode, '-01.5'))"#, r#"true | -1.5"#),
+        (r#"return show(pcall(cjson.decode, '0x10'))"#, r#"true | 16"#),
+        (r#"return show(pcall(cjson.decode, '-0x1p4'))"#, r#"true | -16"#),
+        (r#"return show(pcall(cjson.decode, '0x1.8'))"#, r#"true | 1.5"#),
+        (r#"return show(pcall(cjson.decode, '0x'))"#, r#"false | "Expected the end but found invalid token at character 2""#),
+        (r#"return show(pcall(cjson.decode, '0xg'))"#, r#"false | "Expected the end but found invalid token at character 2""#),
+        (r#"return show(pcall(cjson.decode, '0x.8p1'))"#, r#"true | 1"#),
+        (r#"return show(pcall(cjson.decode, '0x1P-1074'))"#, r#"true | 4.9406564584124654e-324"#),
+        (r#"return show(pcall(cjson.decode, '0x1.fffffffffffff8p1023'))"#, r#"true | inf"#),
+        (r#"return show(pcall(cjson.decode, '0x123456789abcdef123p0'))"#, r#"true | 3.3581272767073033e+20"#),
+        (r#"return show(pcall(cjson.decode, 'inf'))"#, r#"true | inf"#),
+        (r#"return show(pcall(cjson.decode, '-Infinity'))"#, r#"true | -inf"#),
+        (r#"return show(pcall(cjson.decode, '[INF, -inFinity, infinit]'))"#, r#"false | "Expected comma or array end but found invalid token at character 21""#),
+        (r#"return show(pcall(cjson.decode, '[infinit]'))"#, r#"false | "Expected comma or array end but found invalid token at character 5""#),
+        (r#"return show(pcall(cjson.decode, 'nan'))"#, r#"true | nan"#),
+        (r#"return show(pcall(cjson.decode, 'NaN'))"#, r#"true | nan"#),
+        (r#"return show(pcall(cjson.decode, '[nan(123), -nan]'))"#, r#"true | {[1]=nan,[2]=nan}"#),
+        (r#"return show(pcall(cjson.decode, 'nan(12'))"#, r#"false | "Expected the end but found invalid token at character 4""#),
+        (r#"return show(pcall(cjson.decode, 'N'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, 'NULL'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, 'i'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, '1e400'))"#, r#"true | inf"#),
+        (r#"return show(pcall(cjson.decode, '-1e400'))"#, r#"true | -inf"#),
+        (r#"return show(pcall(cjson.decode, '1e-400'))"#, r#"true | 0"#),
+        (r#"return show(pcall(cjson.decode, '.5'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, '-.5'))"#, r#"true | -0.5"#),
+        (r#"return show(pcall(cjson.decode, '1.'))"#, r#"true | 1"#),
+        (r#"return show(pcall(cjson.decode, '1.e2'))"#, r#"true | 100"#),
+        (r#"return show(pcall(cjson.decode, '1e'))"#, r#"false | "Expected the end but found invalid token at character 2""#),
+        (r#"return show(pcall(cjson.decode, '1e+'))"#, r#"false | "Expected the end but found invalid token at character 2""#),
+        (r#"return show(pcall(cjson.decode, '1E+2'))"#, r#"true | 100"#),
+        (r#"return show(pcall(cjson.decode, '-0'))"#, r#"true | -0"#),
+        (r#"return show(pcall(cjson.decode, '[0.1, 1e-7, 123456789012345678901234567890, 1.7976931348623157e308, 2.2250738585072014e-308, 4.9e-324, 2.4e-324]'))"#, r#"true | {[1]=0.10000000000000001,[2]=9.9999999999999995e-08,[3]=1.2345678901234568e+29,[4]=1.7976931348623157e+308,[5]=2.2250738585072014e-308,[6]=4.9406564584124654e-324,[7]=0}"#),
+        (r#"return show(pcall(cjson.decode, '9007199254740993'))"#, r#"true | 9007199254740992"#),
+        (r#"return show(pcall(cjson.decode, '0.30000000000000001665'))"#, r#"true | 0.29999999999999999"#),
+        (r#"return show(pcall(cjson.decode, '1' .. string.rep('0', 400)))"#, r#"true | inf"#),
+        (r#"return show(pcall(cjson.decode, '0.' .. string.rep('0', 400) .. '1e400'))"#, r#"true | 0.10000000000000001"#),
+        (r#"return show(pcall(cjson.decode, '1e99999999999999999999'))"#, r#"true | inf"#),
+        (r#"return show(pcall(cjson.decode, '1e-99999999999999999999'))"#, r#"true | 0"#),
+        (r#"return show(pcall(cjson.decode, '{"a":1,"a":2}'))"#, r#"true | {["a"]=2}"#),
+        (r#"return show(pcall(cjson.decode, '[[[[1]]]]'))"#, r#"true | {[1]={[1]={[1]={[1]=1}}}}"#),
+        (r#"return show(pcall(cjson.decode, '{"k":null, "l":[null, null]}'))"#, r#"true | {["k"]=null,["l"]={[1]=null,[2]=null}}"#),
+        (r#"return show(pcall(cjson.decode, '"\\t\\/\\b\\f\\n\\r\\"\\\\\\u00e9\\u20AC\\ud83d\\ude00\\u0041"'))"#, r#"true | "\09/\08\0c\0a\0d"\\c3\a9\e2\82\ac\f0\9f\98\80A""#),
+        (r#"return show(pcall(cjson.decode, '"\\u0000x"'))"#, r#"true | "\00x""#),
+        (r#"return show(pcall(cjson.decode, '[1,"\1"]'))"#, r#"true | {[1]=1,[2]="\01"}"#),
+        (r#"return show(pcall(cjson.decode, 123))"#, r#"true | 123"#),
+        (r#"return show(pcall(cjson.decode, 12.5))"#, r#"true | 12.5"#),
+        (r#"return show(pcall(cjson.decode, -1e100))"#, r#"true | -1e+100"#),
+        (r#"return show(pcall(cjson.decode, '  [ 1 , 2 ] \r\n\t'))"#, r#"true | {[1]=1,[2]=2}"#),
+        (r#"return show(pcall(cjson.decode, '\v1'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, '"\255\254\128"'))"#, r#"true | "\ff\fe\80""#),
+        (r#"return show(pcall(cjson.decode, 'true false'))"#, r#"false | "Expected the end but found T_BOOLEAN at character 6""#),
+        (r#"return show(pcall(cjson.decode, 'truex'))"#, r#"false | "Expected the end but found invalid token at character 5""#),
+        (r#"return show(pcall(cjson.decode, 'nullx'))"#, r#"false | "Expected the end but found invalid token at character 5""#),
+        (r#"return show(pcall(cjson.decode, '[]'), pcall(cjson.decode, '{}'))"#, r#"true | true | {}"#),
+        (r#"return show(pcall(cjson.decode, '\1'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"return show(pcall(cjson.decode, '[1,,2]'))"#, r#"false | "Expected value but found T_COMMA at character 4""#),
+        (r#"return show(pcall(cjson.decode, '{,}'))"#, r#"false | "Expected object key string but found T_COMMA at character 2""#),
+        (r#"return show(pcall(cjson.decode, '{"a"}'))"#, r#"false | "Expected colon but found T_OBJ_END at character 5""#),
+        (r#"return show(pcall(cjson.decode, '{"a":}'))"#, r#"false | "Expected value but found T_OBJ_END at character 6""#),
+        (r#"return show(pcall(cjson.decode, ']'))"#, r#"false | "Expected value but found T_ARR_END at character 1""#),
+        (r#"return show(pcall(cjson.decode, ':'))"#, r#"false | "Expected value but found T_COLON at character 1""#),
+        (r#"return show(pcall(cjson.decode, '{"a":1}}'))"#, r#"false | "Expected the end but found T_OBJ_END at character 8""#),
+        (r#"return show(pcall(cjson.decode, '{"a":[1,{"b":2}]}'))"#, r#"true | {["a"]={[1]=1,[2]={["b"]=2}}}"#),
+        (r#"return show(pcall(cjson.decode, '{"1":1, "2":2}'))"#, r#"true | {["1"]=1,["2"]=2}"#),
+        (r#"return show(pcall(cjson.decode, '[1,null,3]'))"#, r#"true | {[1]=1,[2]=null,[3]=3}"#),
+        (r#"return show(pcall(cjson.decode))"#, r#"false | "bad argument #1 to '?' (expected 1 argument)""#),
+        (r#"return show(pcall(cjson.decode, nil))"#, r#"false | "bad argument #1 to '?' (string expected, got nil)""#),
+        (r#"return show(pcall(cjson.decode, {}))"#, r#"false | "bad argument #1 to '?' (string expected, got table)""#),
+        (r#"return show(pcall(cjson.decode, '1', 2))"#, r#"false | "bad argument #1 to '?' (expected 1 argument)""#),
+        (r#"return show(pcall(function() local r = cjson.decode(nil) return r end))"#, r#"false | "user_script:1: bad argument #1 to 'decode' (string expected, got nil)""#),
+        (r#"return show(pcall(function() local r = cjson:decode('1') return r end))"#, r#"false | "user_script:1: calling 'decode' on bad self (expected 1 argument)""#),
+        (r#"return show(pcall(cjson.decode, string.rep('[', 1000) .. string.rep(']', 1000)) and 'ok')"#, r#""ok""#),
+        (r#"return show(pcall(cjson.decode, string.rep('[', 1001)))"#, r#"false | "Found too many nested data structures (1001) at character 1001""#),
+        (r#"return show(pcall(cjson.decode, string.rep('{"a":', 1001)))"#, r#"false | "Found too many nested data structures (1001) at character 5001""#),
+        (r#"cjson.decode_max_depth(2) return show(pcall(cjson.decode, '[[1]]'))"#, r#"true | {[1]={[1]=1}}"#),
+        (r#"cjson.decode_max_depth(2) return show(pcall(cjson.decode, '[[[1]]]'))"#, r#"false | "Found too many nested data structures (3) at character 3""#),
+        (r#"cjson.decode_max_depth(2) return show(pcall(cjson.decode, ' { "a" : [ {} ] }'))"#, r#"false | "Found too many nested data structures (3) at character 12""#),
+        (r#"cjson.decode_max_depth(100000) return show(pcall(cjson.decode, string.rep('[', 10000)))"#, r#"false | "Found too many nested data structures (7999) at character 7999""#),
+        (r#"cjson.decode_max_depth(100000) return show(pcall(cjson.decode, string.rep('{"a":', 10000)))"#, r#"false | "Found too many nested data structures (4000) at character 19996""#),
+        (r#"cjson.decode_max_depth(100000) return show(pcall(cjson.decode, string.rep('[{"a":', 10000)))"#, r#"false | "Found too many nested data structures (5333) at character 15997""#),
+        (r#"cjson.decode_max_depth(100000) local s = cjson.decode(string.rep('[', 7998) .. string.rep(']', 7998)) local n = 0 while s[1] do s = s[1] n = n + 1 end return show(n)"#, r#"7997"#),
+        (r#"cjson.decode_invalid_numbers(false) return show(pcall(cjson.decode, '+1'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"cjson.decode_invalid_numbers(false) return show(pcall(cjson.decode, '01'))"#, r#"false | "Expected value but found invalid number at character 1""#),
+        (r#"cjson.decode_invalid_numbers(false) return show(pcall(cjson.decode, '[0x10]'))"#, r#"false | "Expected value but found invalid number at character 2""#),
+        (r#"cjson.decode_invalid_numbers(false) return show(pcall(cjson.decode, '-inf'))"#, r#"false | "Expected value but found invalid number at character 1""#),
+        (r#"cjson.decode_invalid_numbers(false) return show(pcall(cjson.decode, 'inf'))"#, r#"false | "Expected value but found invalid token at character 1""#),
+        (r#"cjson.decode_invalid_numbers(false) return show(pcall(cjson.decode, '[NaN]'))"#, r#"false | "Expected value but found invalid token at character 2""#),
+        (r#"cjson.decode_invalid_numbers(false) return show(pcall(cjson.decode, '[1.5, -0, 0, 1e5]'))"#, r#"true | {[1]=1.5,[2]=-0,[3]=0,[4]=100000}"#),
+        (r#"cjson.decode_invalid_numbers(false) return show(pcall(cjson.decode, '-.5'))"#, r#"true | -0.5"#),
+        (r#"local t = cjson.decode('[1,2,3]') return show(#t, t[1] + t[2])"#, r#"3 | 3"#),
+        (r#"local v = cjson.decode('{"a":[1,2,{"b":null}]}') return show(cjson.encode(v.a))"#, r#""[1,2,{"b":null}]""#),
+        (r#"local s = string.rep('x', 100000) return show(#cjson.encode(s), cjson.decode(cjson.encode(s)) == s)"#, r#"100002 | true"#),
+        (r#"local t = {} for i = 1, 300 do t[i] = {i, tostring(i), {k = i}} end local d = cjson.decode(cjson.encode(t)) return show(#d, d[300][3].k, d[7][2])"#, r#"300 | 300 | "7""#),
+    ];
+
+    fn run(code: &str) -> String {
+        let lua = Lua::new();
+        lua.globals().set("cjson", open(&lua).unwrap()).unwrap();
+        let chunk = format!("{} {}", PRELUDE, code);
+        match lua.load(chunk.as_str()).set_name("=user_script").eval::<mlua::Value>() {
+            Ok(mlua::Value::String(s)) => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
+            Ok(other) => format!("<non-string result {:?}>", other),
+            Err(e) => format!("<error {}>", e),
+        }
+    }
+
+    #[test]
+    fn matches_native_redis() {
+        let mut failures = Vec::new();
+        for (code, want) in CASES {
+            let got = run(code);
+            if got != *want {
+                failures.push(format!("case: {}\n  want: {}\n  got:  {}", code, want, got));
+            }
+        }
+        assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    }
+}

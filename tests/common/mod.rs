@@ -1,0 +1,662 @@
+//! Test harness shared by the integration tests (std only).
+//!
+//! * [`Server`]: a throw-away `redis-server` (binary `$REDIS_SERVER`, else
+//!   `redis-server` on PATH) on a free port in a fresh directory under
+//!   `CARGO_TARGET_TMPDIR`, with the RX module loaded (`$RX_MODULE_PATH`, else
+//!   `<manifest>/target/release/librx.so`) or without it (`start_native`).
+//! * [`Conn`]: a RESP2/RESP3 client that can return the exact bytes of one
+//!   reply frame (`raw`) or a parsed [`Reply`] (`cmd`, `q`).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Read timeout of every connection: a hung server fails the test instead of hanging it.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+const STARTUP_DEADLINE: Duration = Duration::from_secs(5);
+const PORT_ATTEMPTS: usize = 5;
+
+pub fn redis_server_bin() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
+}
+
+/// Path of the module under test; panics with a hint when it has not been built.
+pub fn module_path() -> PathBuf {
+    let p = match std::env::var("RX_MODULE_PATH") {
+        Ok(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/librx.so"),
+    };
+    if !p.exists() {
+        panic!(
+            "RX module not found at {}: run `cargo build --release` first (or set RX_MODULE_PATH)",
+            p.display()
+        );
+    }
+    p
+}
+
+fn fresh_dir() -> PathBuf {
+    let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("redis")
+        .join(format!("srv-{}-{}-{}", std::process::id(), n, t));
+    std::fs::create_dir_all(&dir).expect("create server dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+pub struct Server {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    server_args: Vec<String>,
+    module_args: Vec<String>,
+    with_module: bool,
+}
+
+impl Server {
+    /// Server with the RX module loaded, no module arguments.
+    pub fn start() -> Server {
+        Server::start_with(&[], &[])
+    }
+
+    /// Server with the RX module loaded with `module_args`, plus extra `server_args`
+    /// (e.g. `&["--maxmemory", "10mb"]`).
+    pub fn start_with(server_args: &[&str], module_args: &[&str]) -> Server {
+        Server::launch(server_args, module_args, true)
+    }
+
+    /// Server without the RX module (native Redis only).
+    pub fn start_native(server_args: &[&str]) -> Server {
+        Server::launch(server_args, &[], false)
+    }
+
+    fn launch(server_args: &[&str], module_args: &[&str], with_module: bool) -> Server {
+        let mut s = Server {
+            child: None,
+            port: 0,
+            dir: fresh_dir(),
+            server_args: server_args.iter().map(|s| s.to_string()).collect(),
+            module_args: module_args.iter().map(|s| s.to_string()).collect(),
+            with_module,
+        };
+        s.spawn(None);
+        s
+    }
+
+    fn build_args(&self, port: u16) -> Vec<String> {
+        let d = self.dir.to_string_lossy().to_string();
+        let mut a: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            d.clone(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--enable-debug-command".into(),
+            "yes".into(),
+            "--enable-module-command".into(),
+            "yes".into(),
+            "--logfile".into(),
+            format!("{}/redis.log", d),
+        ];
+        if self.with_module {
+            a.push("--loadmodule".into());
+            a.push(module_path().to_string_lossy().to_string());
+            a.extend(self.module_args.iter().cloned());
+        }
+        a.extend(self.server_args.iter().cloned());
+        a
+    }
+
+    /// Start the process; `preferred_port` is tried first (restart), then fresh free ports.
+    fn spawn(&mut self, preferred_port: Option<u16>) {
+        let mut last_err = String::new();
+        for attempt in 0..PORT_ATTEMPTS {
+            let port = match (attempt, preferred_port) {
+                (0, Some(p)) => p,
+                _ => free_port(),
+            };
+            let log_path = self.dir.join("redis.log");
+            let log_offset = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+            let mut child = Command::new(redis_server_bin())
+                .args(self.build_args(port))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {}", redis_server_bin(), e));
+            let deadline = Instant::now() + STARTUP_DEADLINE;
+            let mut up = false;
+            let mut exited = false;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    exited = true;
+                    break;
+                }
+                if ping(port) {
+                    up = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if up {
+                self.child = Some(child);
+                self.port = port;
+                return;
+            }
+            if !exited {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+            let log = std::fs::read(&log_path)
+                .map(|b| String::from_utf8_lossy(&b[(log_offset as usize).min(b.len())..]).to_string())
+                .unwrap_or_default();
+            if log.contains("Address already in use") || log.contains("Could not create server TCP") {
+                last_err = log;
+                continue;
+            }
+            panic!(
+                "redis-server {} (port {}, dir {}); log:\n{}",
+                if exited { "exited during startup".to_string() } else { format!("did not answer PING within {:?}", STARTUP_DEADLINE) },
+                port,
+                self.dir.display(),
+                log
+            );
+        }
+        panic!("redis-server could not find a free port after {} attempts; last log:\n{}", PORT_ATTEMPTS, last_err);
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whole contents of the server log file.
+    pub fn log(&self) -> String {
+        std::fs::read(self.dir.join("redis.log"))
+            .map(|b| String::from_utf8_lossy(&b).to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn conn(&self) -> Conn {
+        Conn::connect(self.port)
+    }
+
+    /// Is the process still running?
+    pub fn is_alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill (SIGKILL) and start again with the same directory and arguments
+    /// (same port when it is still free).
+    pub fn restart(&mut self) {
+        self.kill();
+        let p = self.port;
+        self.spawn(Some(p));
+    }
+
+    /// Graceful restart: SHUTDOWN (with SAVE when `save`, else NOSAVE), then start again.
+    pub fn restart_graceful(&mut self, save: bool) {
+        self.shutdown_inner(save);
+        let p = self.port;
+        self.spawn(Some(p));
+    }
+
+    fn shutdown_inner(&mut self, save: bool) {
+        if self.child.is_none() {
+            return;
+        }
+        if let Ok(mut c) = Conn::try_connect(self.port) {
+            let _ = c.send(&[&b"SHUTDOWN"[..], if save { &b"SAVE"[..] } else { &b"NOSAVE"[..] }]);
+            let _ = c.read_frame();
+        }
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+
+    /// SHUTDOWN NOSAVE, wait for the process, then clean up.
+    pub fn stop(mut self) {
+        self.shutdown_inner(false);
+    }
+
+    pub fn shutdown(self) {
+        self.stop()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        // Keep the directory (with its log) when a test failed.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn ping(port: u16) -> bool {
+    match Conn::try_connect(port) {
+        Ok(mut c) => {
+            c.stream.set_read_timeout(Some(Duration::from_millis(500))).ok();
+            matches!(c.try_raw(&[b"PING"]), Ok(ref r) if r == b"+PONG\r\n")
+        }
+        Err(_) => false,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Replies
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Reply>),
+    Map(Vec<(Reply, Reply)>),
+    Set(Vec<Reply>),
+    Double(String),
+    Bool(bool),
+    BigNumber(String),
+    Verbatim(String, Vec<u8>),
+}
+
+impl Reply {
+    /// Text of a status, bulk (if UTF-8), verbatim, double or big number reply.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Reply::Status(s) | Reply::Double(s) | Reply::BigNumber(s) => Some(s),
+            Reply::Bulk(b) | Reply::Verbatim(_, b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Reply::Bulk(b) | Reply::Verbatim(_, b) => Some(b),
+            Reply::Status(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Reply::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    pub fn as_array(&self) -> Option<&[Reply]> {
+        match self {
+            Reply::Array(v) | Reply::Set(v) => Some(v),
+            _ => None,
+        }
+    }
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+    pub fn is_nil(&self) -> bool {
+        matches!(self, Reply::Nil)
+    }
+    pub fn err_text(&self) -> Option<&str> {
+        match self {
+            Reply::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+    /// Panics with the reply when it is an error; returns self otherwise.
+    pub fn ok(self) -> Reply {
+        if let Reply::Error(e) = &self {
+            panic!("unexpected error reply: {}", e);
+        }
+        self
+    }
+}
+
+/// Parse exactly one frame (as returned by [`Conn::raw`]). Attributes are dropped.
+pub fn parse_reply(bytes: &[u8]) -> Reply {
+    let mut pos = 0;
+    let r = parse_at(bytes, &mut pos).unwrap_or_else(|e| panic!("bad RESP ({}): {}", e, escape_bytes(bytes)));
+    r
+}
+
+fn line_at<'a>(b: &'a [u8], pos: &mut usize) -> Result<&'a [u8], String> {
+    let start = *pos;
+    let mut i = start;
+    while i + 1 < b.len() {
+        if b[i] == b'\r' && b[i + 1] == b'\n' {
+            *pos = i + 2;
+            return Ok(&b[start..i]);
+        }
+        i += 1;
+    }
+    Err("unterminated line".into())
+}
+
+fn num(l: &[u8]) -> Result<i64, String> {
+    std::str::from_utf8(l)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad number {:?}", String::from_utf8_lossy(l)))
+}
+
+fn blob_at(b: &[u8], pos: &mut usize, len: i64) -> Result<Vec<u8>, String> {
+    let len = len as usize;
+    if *pos + len + 2 > b.len() {
+        return Err("short blob".into());
+    }
+    let v = b[*pos..*pos + len].to_vec();
+    *pos += len + 2;
+    Ok(v)
+}
+
+fn parse_at(b: &[u8], pos: &mut usize) -> Result<Reply, String> {
+    if *pos >= b.len() {
+        return Err("empty".into());
+    }
+    let t = b[*pos];
+    *pos += 1;
+    let l = line_at(b, pos)?;
+    let text = || String::from_utf8_lossy(l).to_string();
+    Ok(match t {
+        b'+' => Reply::Status(text()),
+        b'-' => Reply::Error(text()),
+        b':' => Reply::Int(num(l)?),
+        b',' => Reply::Double(text()),
+        b'(' => Reply::BigNumber(text()),
+        b'#' => Reply::Bool(l == b"t"),
+        b'_' => Reply::Nil,
+        b'$' => {
+            let n = num(l)?;
+            if n < 0 {
+                Reply::Nil
+            } else {
+                Reply::Bulk(blob_at(b, pos, n)?)
+            }
+        }
+        b'!' => {
+            let n = num(l)?;
+            Reply::Error(String::from_utf8_lossy(&blob_at(b, pos, n)?).to_string())
+        }
+        b'=' => {
+            let n = num(l)?;
+            let v = blob_at(b, pos, n)?;
+            if v.len() >= 4 && v[3] == b':' {
+                Reply::Verbatim(String::from_utf8_lossy(&v[..3]).to_string(), v[4..].to_vec())
+            } else {
+                Reply::Verbatim(String::new(), v)
+            }
+        }
+        b'*' | b'~' | b'>' => {
+            let n = num(l)?;
+            if n < 0 {
+                Reply::Nil
+            } else {
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(parse_at(b, pos)?);
+                }
+                if t == b'~' {
+                    Reply::Set(v)
+                } else {
+                    Reply::Array(v)
+                }
+            }
+        }
+        b'%' => {
+            let n = num(l)?;
+            let mut v = Vec::new();
+            for _ in 0..n {
+                let k = parse_at(b, pos)?;
+                let val = parse_at(b, pos)?;
+                v.push((k, val));
+            }
+            Reply::Map(v)
+        }
+        b'|' => {
+            let n = num(l)?;
+            for _ in 0..n * 2 {
+                parse_at(b, pos)?;
+            }
+            parse_at(b, pos)?
+        }
+        _ => return Err(format!("unknown type byte {:?}", t as char)),
+    })
+}
+
+/// Printable form of raw bytes: printable ASCII kept, `\r\n` etc. escaped.
+pub fn escape_bytes(b: &[u8]) -> String {
+    let mut s = String::new();
+    for &c in b {
+        match c {
+            b'\r' => s.push_str("\\r"),
+            b'\n' => s.push_str("\\n"),
+            b'\t' => s.push_str("\\t"),
+            b'\\' => s.push_str("\\\\"),
+            b'"' => s.push_str("\\\""),
+            0x20..=0x7e => s.push(c as char),
+            _ => s.push_str(&format!("\\x{:02x}", c)),
+        }
+    }
+    s
+}
+
+/// Encode one command as a RESP array of bulk strings.
+pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        let a = a.as_ref();
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Connection
+
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Raw bytes of every `>` push frame received so far (not returned by `raw`).
+    pub pushes: Vec<Vec<u8>>,
+}
+
+impl Conn {
+    pub fn connect(port: u16) -> Conn {
+        Conn::try_connect(port).unwrap_or_else(|e| panic!("connect to 127.0.0.1:{}: {}", port, e))
+    }
+
+    pub fn try_connect(port: u16) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_nodelay(true).ok();
+        Ok(Conn { stream, buf: Vec::new(), pos: 0, pushes: Vec::new() })
+    }
+
+    pub fn set_read_timeout(&self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).ok();
+    }
+
+    /// Send one command without reading the reply.
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> std::io::Result<()> {
+        self.stream.write_all(&encode_command(args))
+    }
+
+    /// Send raw bytes (e.g. an inline command or a malformed request).
+    pub fn send_bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(b)
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        let mut tmp = [0u8; 65536];
+        let n = self.stream.read(&mut tmp)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed by server"));
+        }
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(())
+    }
+
+    /// Read one line (without CRLF) from the buffer, appending line+CRLF to `out`.
+    fn read_line(&mut self, out: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
+        let mut scan = self.pos;
+        loop {
+            if let Some(i) = self.buf[scan..].windows(2).position(|w| w == b"\r\n") {
+                let end = scan + i;
+                let line = self.buf[self.pos..end].to_vec();
+                out.extend_from_slice(&self.buf[self.pos..end + 2]);
+                self.pos = end + 2;
+                return Ok(line);
+            }
+            scan = self.buf.len().saturating_sub(1).max(self.pos);
+            self.fill()?;
+        }
+    }
+
+    fn read_exact_into(&mut self, n: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+        while self.buf.len() - self.pos < n {
+            self.fill()?;
+        }
+        out.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(())
+    }
+
+    fn read_frame_into(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let line = self.read_line(out)?;
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+        if line.is_empty() {
+            return Err(bad("empty frame header"));
+        }
+        let n = || -> std::io::Result<i64> {
+            std::str::from_utf8(&line[1..])
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| bad(&format!("bad length in {:?}", String::from_utf8_lossy(&line))))
+        };
+        match line[0] {
+            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Ok(()),
+            b'$' | b'!' | b'=' => {
+                let n = n()?;
+                if n >= 0 {
+                    self.read_exact_into(n as usize + 2, out)?;
+                }
+                Ok(())
+            }
+            b'*' | b'~' | b'>' => {
+                let n = n()?;
+                for _ in 0..n.max(0) {
+                    self.read_frame_into(out)?;
+                }
+                Ok(())
+            }
+            b'%' | b'|' => {
+                let n = n()?;
+                for _ in 0..n.max(0) * 2 {
+                    self.read_frame_into(out)?;
+                }
+                if line[0] == b'|' {
+                    // An attribute annotates the reply that follows it: include it.
+                    self.read_frame_into(out)?;
+                }
+                Ok(())
+            }
+            c => Err(bad(&format!("unknown RESP type byte {:?}", c as char))),
+        }
+    }
+
+    /// Read the exact bytes of the next reply frame; push frames (`>`) are stored
+    /// in `self.pushes` and skipped.
+    pub fn read_frame(&mut self) -> std::io::Result<Vec<u8>> {
+        loop {
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            let mut out = Vec::new();
+            self.read_frame_into(&mut out)?;
+            if out.first() == Some(&b'>') {
+                self.pushes.push(out);
+                continue;
+            }
+            return Ok(out);
+        }
+    }
+
+    /// Send one command and return the exact bytes of its reply, or an I/O error
+    /// (connection lost, timeout).
+    pub fn try_raw<A: AsRef<[u8]>>(&mut self, args: &[A]) -> std::io::Result<Vec<u8>> {
+        self.send(args)?;
+        self.read_frame()
+    }
+
+    /// Send one command and return the exact bytes of its reply.
+    pub fn raw<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Vec<u8> {
+        self.try_raw(args).unwrap_or_else(|e| {
+            panic!("I/O error on {:?}: {}", args.iter().map(|a| String::from_utf8_lossy(a.as_ref()).to_string()).collect::<Vec<_>>(), e)
+        })
+    }
+
+    /// Send one command and return its parsed reply.
+    pub fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Reply {
+        parse_reply(&self.raw(args))
+    }
+
+    /// `cmd` taking `&str` arguments.
+    pub fn q(&mut self, args: &[&str]) -> Reply {
+        self.cmd(args)
+    }
+
+    /// Send all commands at once, then read one reply per command (exact bytes).
+    pub fn pipeline(&mut self, cmds: Vec<Vec<Vec<u8>>>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for c in &cmds {
+            out.extend_from_slice(&encode_command(c));
+        }
+        self.stream.write_all(&out).expect("pipeline write");
+        cmds.iter().map(|_| self.read_frame().expect("pipeline read")).collect()
+    }
+}
