@@ -146,7 +146,56 @@ impl Drop for ModuleHost {
     }
 }
 
+/// `RedisModule_Call` with each argument passed as a buffer (`b`), so Redis builds fresh
+/// objects exactly as its own scripting does (a `v` array would be retained, which keeps
+/// SET from storing "123" as an integer). Variadic arity is static, hence one arm per count.
+macro_rules! call_with_buffers {
+    ($ctx:expr, $name:expr, $fmt:expr, $args:expr, [$($i:literal)*]) => {
+        api!(RedisModule_Call)($ctx, $name, $fmt $(, $args[$i].as_ptr() as *const c_char, $args[$i].len())*)
+    };
+}
+
 impl ModuleHost {
+    /// Runs the command; returns the reply (null on refusal), errno, and the argument
+    /// strings when the `v` fallback made them.
+    fn raw_call(&self, name: &CString, rest: &[&[u8]], resp3: bool) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
+        const MAX_BUFFER_ARGS: usize = 16;
+        if rest.len() > MAX_BUFFER_ARGS {
+            let args = ArgStrings::new(self.ctx, rest);
+            // SAFETY: the "v" format takes (RedisModuleString **argv, size_t argc); both stay
+            // valid for the call, and the name and format are NUL-terminated.
+            let reply = unsafe {
+                api!(RedisModule_Call)(self.ctx, name.as_ptr(), self.format(resp3, None).as_ptr(), args.items.as_ptr(), args.items.len())
+            };
+            return (reply, errno(), Some(args));
+        }
+        let fmt = self.format(resp3, Some(rest.len()));
+        let (ctx, n, f) = (self.ctx, name.as_ptr(), fmt.as_ptr());
+        // SAFETY: one (pointer, length) pair per `b` in the format, each valid for the call.
+        let reply = unsafe {
+            match rest.len() {
+                0 => call_with_buffers!(ctx, n, f, rest, []),
+                1 => call_with_buffers!(ctx, n, f, rest, [0]),
+                2 => call_with_buffers!(ctx, n, f, rest, [0 1]),
+                3 => call_with_buffers!(ctx, n, f, rest, [0 1 2]),
+                4 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3]),
+                5 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4]),
+                6 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5]),
+                7 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6]),
+                8 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7]),
+                9 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8]),
+                10 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9]),
+                11 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10]),
+                12 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11]),
+                13 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11 12]),
+                14 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11 12 13]),
+                15 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14]),
+                _ => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15]),
+            }
+        };
+        (reply, errno(), None)
+    }
+
     pub fn new(ctx: Ctx, read_only: bool, check_oom: bool) -> Self {
         ModuleHost { ctx, read_only, check_oom, caller_db: std::cell::Cell::new(None) }
     }
@@ -168,19 +217,26 @@ impl ModuleHost {
         }
     }
 
-    fn format(&self, resp3: bool) -> &'static std::ffi::CStr {
-        // v: argv array; S: script mode; C: the caller's ACL; !: replicate effects;
-        // W: no writes; M: deny-oom check; 3: RESP3 replies.
-        match (self.read_only, self.check_oom, resp3) {
-            (true, true, false) => c"vSC!WM",
-            (true, true, true) => c"vSC!WM3",
-            (true, false, false) => c"vSC!W",
-            (true, false, true) => c"vSC!W3",
-            (false, true, false) => c"vSC!M",
-            (false, true, true) => c"vSC!M3",
-            (false, false, false) => c"vSC!",
-            (false, false, true) => c"vSC!3",
+    /// The call format: `n` buffer arguments (or a `v` array when `None`), then the flags.
+    /// S: script mode; C: the caller's ACL; !: replicate effects; W: no writes;
+    /// M: deny-oom check; 3: RESP3 replies.
+    fn format(&self, resp3: bool, buffers: Option<usize>) -> CString {
+        let mut f = Vec::with_capacity(24);
+        match buffers {
+            Some(n) => f.resize(n, b'b'),
+            None => f.push(b'v'),
         }
+        f.extend_from_slice(b"SC!");
+        if self.read_only {
+            f.push(b'W');
+        }
+        if self.check_oom {
+            f.push(b'M');
+        }
+        if resp3 {
+            f.push(b'3');
+        }
+        CString::new(f).unwrap_or_default()
     }
 
     /// The error Redis's own script engine gives for a refusal `RedisModule_Call` reports
@@ -300,23 +356,12 @@ impl Host for ModuleHost {
         }
         let is_select = name.eq_ignore_ascii_case(b"select");
         let name = c_string(name);
-        let args = ArgStrings::new(self.ctx, rest);
         set_errno(0);
-        // SAFETY: the "v" format takes (RedisModuleString **argv, size_t argc); both stay
-        // valid for the call, and the name and format are NUL-terminated.
-        let reply = unsafe {
-            api!(RedisModule_Call)(
-                self.ctx,
-                name.as_ptr(),
-                self.format(resp3).as_ptr(),
-                args.items.as_ptr(),
-                args.items.len(),
-            )
-        };
-        let err = errno();
+        let (reply, err, args) = self.raw_call(&name, rest, resp3);
         if reply.is_null() {
             const EACCES: c_int = 13;
             if err == EACCES {
+                let args = args.unwrap_or_else(|| ArgStrings::new(self.ctx, rest));
                 return Err(self.acl_refusal(name.as_bytes(), &args));
             }
             return Err(self.refusal_text(err));
