@@ -37,13 +37,22 @@ impl LogLevel {
     }
 }
 
+/// How the running script wants one command run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallOptions {
+    /// `redis.setresp(3)` was called: replies come back in RESP3.
+    pub resp3: bool,
+    /// Propagate the command's effects (`redis.set_repl` can turn this off).
+    pub replicate: bool,
+}
+
 /// What a running script may ask of Redis.
 pub trait Host {
-    /// Runs one command. On success `on_reply` receives the whole reply as RESP bytes
-    /// (RESP3 if `resp3`), which may be an error reply. `Err` carries a refusal made before
-    /// the command ran (unknown command, arity, ACL, OOM, write in a read-only script...),
-    /// as a full error text with its code.
-    fn call(&self, argv: &[&[u8]], resp3: bool, on_reply: &mut dyn FnMut(&[u8])) -> Result<(), String>;
+    /// Runs one command. On success `on_reply` receives the whole reply as RESP bytes,
+    /// which may be an error reply. `Err` carries a refusal made before the command ran
+    /// (unknown command, arity, ACL, OOM, write in a read-only script...), as a full error
+    /// text with its code.
+    fn call(&self, argv: &[&[u8]], options: CallOptions, on_reply: &mut dyn FnMut(&[u8])) -> Result<(), String>;
     /// `redis.acl_check_cmd`: `Err` for an unknown command.
     fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String>;
     fn log(&self, level: LogLevel, msg: &[u8]);
@@ -53,7 +62,7 @@ pub trait Host {
 pub struct LogOnlyHost<'a>(pub &'a dyn Fn(LogLevel, &[u8]));
 
 impl Host for LogOnlyHost<'_> {
-    fn call(&self, _: &[&[u8]], _: bool, _: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+    fn call(&self, _: &[&[u8]], _: CallOptions, _: &mut dyn FnMut(&[u8])) -> Result<(), String> {
         Err("ERR redis.call is not available here".into())
     }
     fn acl_check(&self, _: &[&[u8]]) -> Result<bool, String> {

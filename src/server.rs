@@ -7,7 +7,7 @@ use std::os::raw::c_char;
 
 use redis_module::raw;
 
-use crate::engine::{Host, LogLevel};
+use crate::engine::{CallOptions, Host, LogLevel};
 use crate::reply::{single_line, ReplySink};
 
 pub type Ctx = *mut raw::RedisModuleCtx;
@@ -158,18 +158,18 @@ macro_rules! call_with_buffers {
 impl ModuleHost {
     /// Runs the command; returns the reply (null on refusal), errno, and the argument
     /// strings when the `v` fallback made them.
-    fn raw_call(&self, name: &CString, rest: &[&[u8]], resp3: bool) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
+    fn raw_call(&self, name: &CString, rest: &[&[u8]], options: CallOptions) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
         const MAX_BUFFER_ARGS: usize = 16;
         if rest.len() > MAX_BUFFER_ARGS {
             let args = ArgStrings::new(self.ctx, rest);
             // SAFETY: the "v" format takes (RedisModuleString **argv, size_t argc); both stay
             // valid for the call, and the name and format are NUL-terminated.
             let reply = unsafe {
-                api!(RedisModule_Call)(self.ctx, name.as_ptr(), self.format(resp3, None).as_ptr(), args.items.as_ptr(), args.items.len())
+                api!(RedisModule_Call)(self.ctx, name.as_ptr(), self.format(options, None).as_ptr(), args.items.as_ptr(), args.items.len())
             };
             return (reply, errno(), Some(args));
         }
-        let fmt = self.format(resp3, Some(rest.len()));
+        let fmt = self.format(options, Some(rest.len()));
         let (ctx, n, f) = (self.ctx, name.as_ptr(), fmt.as_ptr());
         // SAFETY: one (pointer, length) pair per `b` in the format, each valid for the call.
         let reply = unsafe {
@@ -220,20 +220,23 @@ impl ModuleHost {
     /// The call format: `n` buffer arguments (or a `v` array when `None`), then the flags.
     /// S: script mode; C: the caller's ACL; !: replicate effects; W: no writes;
     /// M: deny-oom check; 3: RESP3 replies.
-    fn format(&self, resp3: bool, buffers: Option<usize>) -> CString {
+    fn format(&self, options: CallOptions, buffers: Option<usize>) -> CString {
         let mut f = Vec::with_capacity(24);
         match buffers {
             Some(n) => f.resize(n, b'b'),
             None => f.push(b'v'),
         }
-        f.extend_from_slice(b"SC!");
+        f.extend_from_slice(b"SC");
+        if options.replicate {
+            f.push(b'!');
+        }
         if self.read_only {
             f.push(b'W');
         }
         if self.check_oom {
             f.push(b'M');
         }
-        if resp3 {
+        if options.resp3 {
             f.push(b'3');
         }
         CString::new(f).unwrap_or_default()
@@ -344,7 +347,7 @@ impl ModuleHost {
 }
 
 impl Host for ModuleHost {
-    fn call(&self, argv: &[&[u8]], resp3: bool, on_reply: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+    fn call(&self, argv: &[&[u8]], options: CallOptions, on_reply: &mut dyn FnMut(&[u8])) -> Result<(), String> {
         let Some((name, rest)) = argv.split_first() else {
             return Err("ERR Please specify at least one argument for this redis lib call".into());
         };
@@ -357,7 +360,7 @@ impl Host for ModuleHost {
         let is_select = name.eq_ignore_ascii_case(b"select");
         let name = c_string(name);
         set_errno(0);
-        let (reply, err, args) = self.raw_call(&name, rest, resp3);
+        let (reply, err, args) = self.raw_call(&name, rest, options);
         if reply.is_null() {
             const EACCES: c_int = 13;
             if err == EACCES {

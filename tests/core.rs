@@ -13,6 +13,13 @@ redis.register_function('w', function(keys, args) redis.call('SET', keys[1], arg
 redis.register_function{function_name='r', callback=function(keys, args) return redis.call('GET', keys[1]) end, flags={'no-writes'}}
 redis.register_function{function_name='stale_ok', callback=function(keys, args) return 'served' end, flags={'no-writes', 'allow-stale'}}
 redis.register_function('echo', function(keys, args) return args[1] end)
+redis.register_function('norepl', function(keys, args)
+  redis.set_repl(redis.REPL_NONE)
+  redis.call('SET', keys[1], 'master-only')
+  redis.set_repl(redis.REPL_ALL)
+  redis.call('SET', keys[2], 'everywhere')
+  return 'done'
+end)
 ";
 
 fn load_both(c: &mut Conn) {
@@ -183,6 +190,13 @@ fn read_only_replica_refuses_writing_functions_and_replicates_libraries_and_writ
     m.q(&["RX.CALL", "w", "1", "k", "v1"]).ok();
     wait_until("write on replica", Duration::from_secs(5), || r.q(&["GET", "k"]) == Reply::Bulk(b"v1".to_vec()));
     assert_eq!(r.q(&["GET", "counter"]), Reply::Bulk(b"1".to_vec()));
+    // redis.set_repl(REPL_NONE) keeps a write off the replica, for FCALL and RX.CALL alike.
+    for (cmd, a, b) in [("FCALL", "n:local", "n:both"), ("RX.CALL", "x:local", "x:both")] {
+        assert_eq!(m.q(&[cmd, "norepl", "2", a, b]), Reply::Bulk(b"done".to_vec()));
+        wait_until("replicated write", Duration::from_secs(5), || r.q(&["EXISTS", b]) == Reply::Int(1));
+        assert_eq!(r.q(&["EXISTS", a]), Reply::Int(0), "{cmd}: REPL_NONE write reached the replica");
+        assert_eq!(m.q(&["EXISTS", a]), Reply::Int(1));
+    }
     // A function that may write is refused on the read-only replica, exactly as FCALL.
     let (n, x) = both(&mut r, false, &["w", "1", "k", "v2"]);
     assert_eq!(x.err_text(), Some("READONLY You can't write against a read only replica."));

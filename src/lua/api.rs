@@ -15,7 +15,7 @@ use std::ptr;
 use mlua::ffi;
 use sha1::{Digest, Sha1};
 
-use crate::engine::{Host, LogLevel};
+use crate::engine::{CallOptions, Host, LogLevel};
 use crate::resp::{self, RespVisitor};
 
 /// The state of the script that is running right now.
@@ -23,6 +23,8 @@ pub struct ActiveCall<'h> {
     host: &'h dyn Host,
     /// Set by `redis.setresp`; every call starts at RESP2, as in Redis.
     resp3: Cell<bool>,
+    /// Cleared by `redis.set_repl(redis.REPL_NONE)`.
+    replicate: Cell<bool>,
 }
 
 thread_local! {
@@ -36,7 +38,7 @@ pub struct ActiveGuard {
 
 impl<'h> ActiveCall<'h> {
     pub fn new(host: &'h dyn Host) -> Self {
-        ActiveCall { host, resp3: Cell::new(false) }
+        ActiveCall { host, resp3: Cell::new(false), replicate: Cell::new(true) }
     }
 
     pub fn resp3(&self) -> bool {
@@ -181,9 +183,9 @@ unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
     }
     let mut pushed_error: Option<Vec<u8>> = None;
     let outcome = with_active(|active| {
-        let resp3 = active.resp3();
+        let options = CallOptions { resp3: active.resp3(), replicate: active.replicate.get() };
         let mut pusher = LuaPusher { l, error_on_top: false, depth_ok: true };
-        let r = active.host.call(&argv, resp3, &mut |proto: &[u8]| {
+        let r = active.host.call(&argv, options, &mut |proto: &[u8]| {
             if resp::visit(proto, &mut pusher).is_err() {
                 pusher.reset_to_error(b"ERR RX could not read the reply");
             }
@@ -466,8 +468,9 @@ pub unsafe extern "C-unwind" fn redis_acl_check_cmd(l: *mut ffi::lua_State) -> c
     }
 }
 
-/// `redis.set_repl`: accepted and validated. Effects always replicate to both the AOF and
-/// replicas (the module API cannot target one of them); see README.
+/// `redis.set_repl`: `REPL_NONE` stops propagating the commands that follow; any other
+/// value propagates them to both the AOF and replicas (the module API cannot target just
+/// one of them; see README).
 pub unsafe extern "C-unwind" fn redis_set_repl(l: *mut ffi::lua_State) -> c_int {
     if ffi::lua_gettop(l) != 1 {
         // Redis's own (inaccurate) wording.
@@ -477,6 +480,7 @@ pub unsafe extern "C-unwind" fn redis_set_repl(l: *mut ffi::lua_State) -> c_int 
     if v & !3 != 0 {
         raise(l, raise_text("Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE."));
     }
+    with_active(|a| a.replicate.set(v != 0));
     0
 }
 

@@ -92,7 +92,7 @@ coroutine.isyieldable = nil
 G.string = readonly(string)
 G.table = readonly(table)
 G.math = readonly(math)
-G.bit = readonly(bit)
+if bit then G.bit = readonly(bit) end -- LuaJIT's; a plain Lua 5.1 build has none
 G.coroutine = readonly(coroutine)
 G.cjson = readonly(cjson)
 G.cmsgpack = readonly(cmsgpack)
@@ -286,7 +286,7 @@ local running -- the function `invoke` is running, for errors with no Lua frame 
 
 -- Names of the C functions scripts can call, to repair messages LuaJIT could not name.
 local c_names = {}
-for _, lib in ipairs({ string, table, math, bit, coroutine }) do
+for _, lib in ipairs({ string, table, math, coroutine, bit }) do
   for name, f in pairs(lib) do c_names[f] = name end
 end
 for _, name in ipairs({ 'assert', 'collectgarbage', 'getmetatable', 'pcall', 'rawequal', 'select',
@@ -334,10 +334,17 @@ local function on_error(err)
 end
 
 local xpcall = xpcall
+local call_with_handler
+if jit then
+  -- LuaJIT's xpcall passes arguments through: no closure per call.
+  call_with_handler = function(fn, keys, args) return xpcall(fn, on_error, keys, args) end
+else
+  call_with_handler = function(fn, keys, args) return xpcall(function() return fn(keys, args) end, on_error) end
+end
 local function invoke(fn, keys, args)
   local outer = running
   running = fn
-  local ok, result = xpcall(fn, on_error, keys, args)
+  local ok, result = call_with_handler(fn, keys, args)
   running = outer
   return ok, result
 end
