@@ -15,9 +15,14 @@ pub type Ctx = *mut raw::RedisModuleCtx;
 /// Calls a module API function pointer that Redis filled in at load time.
 macro_rules! api {
     ($name:ident) => {
-        // The pointers are set by RedisModule_Init before any command can run; a missing one
-        // means a server older than the module supports, which `init` refuses.
-        unsafe { raw::$name.expect(concat!(stringify!($name), " is not available on this server")) }
+        // SAFETY: reading a function pointer Redis set during RedisModule_Init, before any
+        // command can run. A missing one means an older server; the panic becomes an error
+        // reply at the command boundary.
+        {
+            #[allow(unused_unsafe)]
+            let f = unsafe { raw::$name };
+            f.expect(concat!(stringify!($name), " is not available on this server"))
+        }
     };
 }
 pub(crate) use api;

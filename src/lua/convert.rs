@@ -38,7 +38,7 @@ pub fn lua_to_reply(value: &Value, sink: &mut dyn ReplySink, script_resp3: bool)
     }
 }
 
-fn string_field(t: &Table, key: &str) -> Option<mlua::String> {
+fn string_field(t: &Table, key: &str) -> Option<mlua::LuaString> {
     match t.raw_get::<Value>(key) {
         Ok(Value::String(s)) => Some(s),
         _ => None,

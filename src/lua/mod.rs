@@ -2,11 +2,10 @@
 //! holds every library, each function running in the same read-only sandbox Redis builds.
 
 pub mod api;
-mod codecs_pending;
+pub mod cjson;
+pub mod cmsgpack;
 pub mod convert;
-use codecs_pending as cjson;
-use codecs_pending as cmsgpack;
-use codecs_pending as lstruct;
+pub mod lstruct;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -170,12 +169,12 @@ impl LuaEngine {
             let entry = entry.map_err(|e| format!("ERR {e}"))?;
             let mut flags = FunctionFlags::empty();
             let names: Table = entry.get("flags").map_err(|e| format!("ERR {e}"))?;
-            for name in names.sequence_values::<mlua::String>().flatten() {
+            for name in names.sequence_values::<mlua::LuaString>().flatten() {
                 if let Some(f) = FunctionFlags::from_name(&name.as_bytes()) {
                     flags.insert(f);
                 }
             }
-            let description: Option<mlua::String> = entry.get("description").map_err(|e| format!("ERR {e}"))?;
+            let description: Option<mlua::LuaString> = entry.get("description").map_err(|e| format!("ERR {e}"))?;
             out.push(Registration {
                 name: entry.get::<String>("name").map_err(|e| format!("ERR {e}"))?,
                 description: description.map(|d| d.as_bytes().to_vec()),

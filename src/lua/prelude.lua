@@ -286,7 +286,7 @@ local running -- the function `invoke` is running, for errors with no Lua frame 
 
 -- Names of the C functions scripts can call, to repair messages LuaJIT could not name.
 local c_names = {}
-for _, lib in ipairs({ string, table, math, coroutine, bit }) do
+for _, lib in ipairs({ string, table, math, coroutine, cjson, cmsgpack, struct, bit }) do
   for name, f in pairs(lib) do c_names[f] = name end
 end
 for _, name in ipairs({ 'assert', 'collectgarbage', 'getmetatable', 'pcall', 'rawequal', 'select',
