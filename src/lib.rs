@@ -11,8 +11,11 @@ pub mod flags;
 pub mod gates;
 pub mod glob;
 pub mod header;
+pub mod info;
 pub mod lua;
 pub mod numfmt;
+pub mod payload;
+pub mod persistence;
 pub mod registry;
 pub mod reply;
 pub mod resp;
@@ -25,6 +28,7 @@ use std::rc::Rc;
 use redis_module::{redis_module, Context, RedisString, Status};
 
 use crate::lua::{LuaEngine, ServerVersion};
+use crate::persistence::LIBRARY_TYPE;
 use crate::registry::Registry;
 
 // Unit tests run without a server, where Redis's allocator cannot work.
@@ -57,6 +61,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("RX: {e}"));
         return Status::Err;
     }
+    persistence::subscribe_to_loading(raw_ctx);
+    info::register(raw_ctx);
     Status::Ok
 }
 
@@ -64,7 +70,7 @@ redis_module! {
     name: "rx",
     version: 1,
     allocator: (Allocator, ALLOCATOR),
-    data_types: [],
+    data_types: [LIBRARY_TYPE],
     init: init,
     commands: [],
 }

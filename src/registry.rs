@@ -25,6 +25,17 @@ pub struct Library<F> {
     pub functions: Vec<Rc<FunctionInfo<F>>>,
 }
 
+/// How `install_all` treats libraries that already exist (Redis's RESTORE policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestorePolicy {
+    /// A library that already exists aborts the whole batch.
+    Append,
+    /// Same-named libraries are replaced; the others stay.
+    Replace,
+    /// Everything is deleted first.
+    Flush,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryError {
     LibraryExists(String),
@@ -54,6 +65,19 @@ pub struct Registry<F> {
 /// The index key of a function name.
 fn fold(name: &[u8]) -> Box<[u8]> {
     name.to_ascii_lowercase().into_boxed_slice()
+}
+
+impl<F> Clone for Library<F> {
+    fn clone(&self) -> Self {
+        Library { name: self.name.clone(), code: self.code.clone(), functions: self.functions.clone() }
+    }
+}
+
+/// A shallow copy: the functions themselves are shared.
+impl<F> Clone for Registry<F> {
+    fn clone(&self) -> Self {
+        Registry { libraries: self.libraries.clone(), functions: self.functions.clone() }
+    }
 }
 
 impl<F> Default for Registry<F> {
@@ -98,6 +122,21 @@ impl<F> Registry<F> {
         }
         self.libraries.insert(lib.name.clone(), lib);
         Ok(old)
+    }
+
+    /// Installs a batch of libraries, all or nothing: on any error the registry is exactly
+    /// as before. Returns the libraries that were replaced or flushed.
+    pub fn install_all(&mut self, libs: Vec<Library<F>>, policy: RestorePolicy) -> Result<Vec<Library<F>>, RegistryError> {
+        let mut next = self.clone();
+        let mut removed = Vec::new();
+        if policy == RestorePolicy::Flush {
+            removed.extend(next.flush());
+        }
+        for lib in libs {
+            removed.extend(next.install(lib, policy == RestorePolicy::Replace)?);
+        }
+        *self = next;
+        Ok(removed)
     }
 
     pub fn delete(&mut self, name: &str) -> Result<Library<F>, RegistryError> {
@@ -228,6 +267,29 @@ mod tests {
         assert_eq!(r.install(lib("b", &["HeLLo"]), false).unwrap_err(), RegistryError::FunctionExists("HeLLo".into()));
         r.delete("a").unwrap();
         assert!(r.function(b"hello").is_none());
+    }
+
+    #[test]
+    fn install_all_is_all_or_nothing() {
+        let mut r = Registry::new();
+        r.install(lib("a", &["f"]), false).unwrap();
+        r.install(lib("b", &["g"]), false).unwrap();
+        // APPEND: an existing library aborts everything, including the new ones before it.
+        let err = r.install_all(vec![lib("c", &["h"]), lib("a", &["f2"])], RestorePolicy::Append).unwrap_err();
+        assert_eq!(err, RegistryError::LibraryExists("a".into()));
+        assert!(r.library("c").is_none());
+        // A function owned by another library aborts too.
+        let err = r.install_all(vec![lib("c", &["h"]), lib("d", &["g"])], RestorePolicy::Replace).unwrap_err();
+        assert_eq!(err, RegistryError::FunctionExists("g".into()));
+        assert!(r.library("c").is_none() && r.function(b"h").is_none());
+        // REPLACE keeps others; FLUSH drops them.
+        r.install_all(vec![lib("a", &["f3"]), lib("c", &["h"])], RestorePolicy::Replace).unwrap();
+        assert_eq!(r.list(None).map(|l| l.name.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(r.function(b"f").is_none() && r.function(b"f3").is_some());
+        let removed = r.install_all(vec![lib("z", &["zz"])], RestorePolicy::Flush).unwrap();
+        assert_eq!(removed.len(), 3);
+        assert_eq!(r.list(None).map(|l| l.name.as_str()).collect::<Vec<_>>(), ["z"]);
+        assert!(r.function(b"g").is_none());
     }
 
     #[test]

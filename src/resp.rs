@@ -162,6 +162,77 @@ fn parse_double(l: &[u8]) -> Result<f64, RespError> {
     }
 }
 
+/// A reply as an owned tree, for cold paths that need to look around (RESP2 shapes: maps
+/// and sets arrive as flat lists).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tree {
+    Str(Vec<u8>),
+    Error(Vec<u8>),
+    Int(i64),
+    Null,
+    List(Vec<Tree>),
+}
+
+impl Tree {
+    /// In a flat key/value list, the value that follows `key`.
+    pub fn field(&self, key: &[u8]) -> Option<&Tree> {
+        match self {
+            Tree::List(items) => items.chunks(2).find(|kv| kv[0] == Tree::Str(key.to_vec())).and_then(|kv| kv.get(1)),
+            _ => None,
+        }
+    }
+}
+
+/// Reads one reply into a `Tree`.
+pub fn parse_tree(buf: &[u8]) -> Result<Tree, RespError> {
+    let mut b = TreeBuilder { stack: vec![Vec::new()] };
+    visit(buf, &mut b)?;
+    b.stack.pop().and_then(|mut top| top.pop()).ok_or(RespError)
+}
+
+struct TreeBuilder {
+    stack: Vec<Vec<Tree>>,
+}
+
+impl TreeBuilder {
+    fn push(&mut self, t: Tree) {
+        if let Some(top) = self.stack.last_mut() {
+            top.push(t);
+        }
+    }
+    fn open(&mut self) {
+        self.stack.push(Vec::new());
+    }
+    fn close(&mut self) {
+        if self.stack.len() > 1 {
+            let items = self.stack.pop().unwrap_or_default();
+            self.push(Tree::List(items));
+        }
+    }
+}
+
+impl RespVisitor for TreeBuilder {
+    fn status(&mut self, s: &[u8]) { self.push(Tree::Str(s.to_vec())) }
+    fn error(&mut self, s: &[u8]) { self.push(Tree::Error(s.to_vec())) }
+    fn integer(&mut self, v: i64) { self.push(Tree::Int(v)) }
+    fn bulk(&mut self, s: &[u8]) { self.push(Tree::Str(s.to_vec())) }
+    fn null_resp2(&mut self) { self.push(Tree::Null) }
+    fn null(&mut self) { self.push(Tree::Null) }
+    fn double(&mut self, v: f64) { self.push(Tree::Str(v.to_string().into_bytes())) }
+    fn boolean(&mut self, v: bool) { self.push(Tree::Int(v as i64)) }
+    fn big_number(&mut self, s: &[u8]) { self.push(Tree::Str(s.to_vec())) }
+    fn verbatim(&mut self, _: &[u8], s: &[u8]) { self.push(Tree::Str(s.to_vec())) }
+    fn begin_array(&mut self, _: usize) { self.open() }
+    fn array_element(&mut self, _: usize) {}
+    fn end_array(&mut self) { self.close() }
+    fn begin_map(&mut self, _: usize) { self.open() }
+    fn map_entry(&mut self) {}
+    fn end_map(&mut self) { self.close() }
+    fn begin_set(&mut self, _: usize) { self.open() }
+    fn set_member(&mut self) {}
+    fn end_set(&mut self) { self.close() }
+}
+
 struct Skip;
 
 impl RespVisitor for Skip {
@@ -252,6 +323,16 @@ mod tests {
         assert_eq!(trace(b"=7\r\ntxt:abc\r\n").0, "verb(txt,abc)");
         assert_eq!(trace(b"_\r\n").0, "nil3");
         assert_eq!(trace(b"|1\r\n+k\r\n+v\r\n:5\r\n").0, "int(5)");
+    }
+
+    #[test]
+    fn tree_of_a_function_list() {
+        let t = parse_tree(b"*1\r\n*4\r\n$12\r\nlibrary_name\r\n$1\r\na\r\n$12\r\nlibrary_code\r\n$3\r\nx\ny\r\n").unwrap();
+        let Tree::List(libs) = &t else { panic!("{t:?}") };
+        assert_eq!(libs[0].field(b"library_code"), Some(&Tree::Str(b"x\ny".to_vec())));
+        assert_eq!(libs[0].field(b"nope"), None);
+        assert_eq!(parse_tree(b"*0\r\n").unwrap(), Tree::List(vec![]));
+        assert_eq!(parse_tree(b":5\r\n").unwrap(), Tree::Int(5));
     }
 
     #[test]

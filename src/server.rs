@@ -20,7 +20,7 @@ macro_rules! api {
         // reply at the command boundary.
         {
             #[allow(unused_unsafe)]
-            let f = unsafe { raw::$name };
+            let f = unsafe { redis_module::raw::$name };
             f.expect(concat!(stringify!($name), " is not available on this server"))
         }
     };

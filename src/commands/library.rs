@@ -8,6 +8,7 @@ use super::{command_callback, replicate_verbatim, reply_ok};
 use crate::engine::LogOnlyHost;
 use crate::error::{RxError, RxResult};
 use crate::header::parse_header;
+use crate::lua::LuaCallable;
 use crate::registry::{FunctionInfo, Library};
 use crate::reply::ReplySink;
 use crate::server::{log, Ctx, ModuleReply};
@@ -25,16 +26,24 @@ command_callback!(rx_flush_cb, rx_flush);
 /// registry (and a library being replaced) is exactly as before. Returns the library name.
 pub fn load_library(ctx: Ctx, code: &[u8], replace: bool, command: &str) -> RxResult<String> {
     let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
-    let engine = state::with(|s| {
-        s.registry.borrow().check_loadable(&header.name, replace).map(|_| Rc::clone(&s.engine))
-    })
-    .map_err(|e| RxError::err(e.message()))?;
+    // Redis checks this before running any of the library's code.
+    state::with(|s| s.registry.borrow().check_loadable(&header.name, replace)).map_err(|e| RxError::err(e.message()))?;
+    let library = compile_library(ctx, code, command)?;
+    let replaced = state::with(|s| s.registry.borrow_mut().install(library, replace))
+        .map_err(|e| RxError::err(e.message()))?;
+    drop(replaced);
+    Ok(header.name)
+}
 
+/// Parses the header and runs the library body, without touching the registry.
+pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library<LuaCallable>> {
+    let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
+    let engine = state::with(|s| Rc::clone(&s.engine));
     let logger = |level, msg: &[u8]| log(ctx, level, msg);
     let registrations = engine
         .load(code, &LogOnlyHost(&logger), LOAD_TIMEOUT, command)
         .map_err(RxError::coded)?;
-    let library = Library {
+    Ok(Library {
         name: header.name.clone(),
         code: code.to_vec(),
         functions: registrations
@@ -49,11 +58,7 @@ pub fn load_library(ctx: Ctx, code: &[u8], replace: bool, command: &str) -> RxRe
                 })
             })
             .collect(),
-    };
-    let replaced = state::with(|s| s.registry.borrow_mut().install(library, replace))
-        .map_err(|e| RxError::err(e.message()))?;
-    drop(replaced);
-    Ok(header.name)
+    })
 }
 
 /// RX.LOAD [REPLACE] <code>

@@ -2,6 +2,7 @@
 //! arguments into byte slices, catches panics (a panic must never unwind into Redis), and
 //! replies with the error a handler returns.
 
+pub mod backup;
 pub mod call;
 pub mod library;
 
@@ -69,6 +70,9 @@ fn table() -> Vec<(&'static str, Callback, &'static str)> {
         ("rx.list", library::rx_list_cb, "readonly deny-script"),
         ("rx.delete", library::rx_delete_cb, "write deny-script"),
         ("rx.flush", library::rx_flush_cb, "write deny-script"),
+        ("rx.dump", backup::rx_dump_cb, "readonly deny-script"),
+        ("rx.restore", backup::rx_restore_cb, "write deny-oom deny-script"),
+        ("rx.import", backup::rx_import_cb, "write deny-oom deny-script"),
         ("rx.call", call::rx_call_cb, "may-replicate deny-script allow-stale getkeys-api no-mandatory-keys"),
         ("rx.call_ro", call::rx_call_ro_cb, "readonly deny-script allow-stale getkeys-api no-mandatory-keys"),
     ]

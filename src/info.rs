@@ -1,0 +1,76 @@
+//! `INFO rx`, and watching the configuration that decides whether libraries survive.
+//!
+//! An AOF rewrite without the RDB preamble writes only commands for keys; module aux data
+//! has no place in it, so RX's libraries would be dropped. RX does not hide that: it logs
+//! a warning whenever `aof-use-rdb-preamble` is `no` and shows it in INFO.
+
+use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redis_module::{raw, Context, RedisValue};
+
+use crate::engine::LogLevel;
+use crate::server::{api, log, Ctx};
+use crate::state;
+
+static AOF_REWRITE_KEEPS_LIBRARIES: AtomicBool = AtomicBool::new(true);
+
+fn config_value(ctx: Ctx, name: &str) -> Option<String> {
+    match Context::new(ctx).call("CONFIG", &["GET", name]) {
+        Ok(RedisValue::Array(items)) => match items.get(1) {
+            Some(RedisValue::SimpleString(s)) | Some(RedisValue::BulkString(s)) => Some(s.clone()),
+            Some(RedisValue::StringBuffer(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Reads `aof-use-rdb-preamble` and warns when AOF rewrites would drop libraries.
+pub fn check_aof_preamble(ctx: Ctx) {
+    let keeps = config_value(ctx, "aof-use-rdb-preamble").as_deref() != Some("no");
+    let before = AOF_REWRITE_KEEPS_LIBRARIES.swap(keeps, Ordering::Relaxed);
+    if !keeps && (before || !INITIALISED.load(Ordering::Relaxed)) {
+        log(
+            ctx,
+            LogLevel::Warning,
+            b"RX WARNING: aof-use-rdb-preamble is 'no': an AOF rewrite (BGREWRITEAOF or automatic) will NOT keep RX libraries, and a restart from that AOF will start without them. Set aof-use-rdb-preamble yes (the default) to keep them.",
+        );
+    }
+    INITIALISED.store(true, Ordering::Relaxed);
+}
+
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_config_change(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, _sub: u64, _data: *mut std::ffi::c_void) {
+    crate::gates::invalidate();
+    check_aof_preamble(ctx);
+}
+
+extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    let (libraries, functions, memory) = state::with(|s| {
+        let r = s.registry.borrow();
+        (r.library_count(), r.function_count(), s.engine.used_memory())
+    });
+    // SAFETY: ctx is the live info context; field names are NUL-terminated.
+    unsafe {
+        api!(RedisModule_InfoAddSection)(ctx, c"".as_ptr() as *mut _);
+        let add = |name: &std::ffi::CStr, v: i64| {
+            api!(RedisModule_InfoAddFieldLongLong)(ctx, name.as_ptr() as *mut _, v);
+        };
+        add(c"libraries", libraries as i64);
+        add(c"functions", functions as i64);
+        add(c"vm_memory_bytes", memory as i64);
+        add(c"aof_rewrite_keeps_libraries", AOF_REWRITE_KEEPS_LIBRARIES.load(Ordering::Relaxed) as i64);
+    }
+}
+
+pub fn register(ctx: Ctx) {
+    let event = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_CONFIG, dataver: 1 };
+    // SAFETY: called from OnLoad with its context; the callbacks are plain extern fns.
+    unsafe {
+        api!(RedisModule_RegisterInfoFunc)(ctx, Some(info));
+        api!(RedisModule_SubscribeToServerEvent)(ctx, event, Some(on_config_change));
+    }
+    check_aof_preamble(ctx);
+}
