@@ -56,6 +56,22 @@ pub trait Host {
     /// `redis.acl_check_cmd`: `Err` for an unknown command.
     fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String>;
     fn log(&self, level: LogLevel, msg: &[u8]);
+    /// Called every few thousand VM instructions while a script runs. The host may serve
+    /// other clients (busy scripts), and answers whether the script must stop.
+    fn tick(&self, _running_for: std::time::Duration) -> Tick {
+        Tick::Continue
+    }
+    /// Why the script was stopped (a kill, a time limit), if it was: the error text that
+    /// replaces whatever error the script saw.
+    fn interruption(&self) -> Option<String> {
+        None
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    Continue,
+    Stop,
 }
 
 /// A host for contexts where scripts cannot call Redis (a library body at load time).

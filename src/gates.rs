@@ -97,6 +97,21 @@ fn read(ctx: Ctx) -> Reading {
     Reading { rdb_error, aof_error, not_enough_replicas }
 }
 
+thread_local! {
+    static BUSY_THRESHOLD_MS: Cell<u64> = const { Cell::new(5000) };
+}
+
+/// Redis's `busy-reply-threshold` (`lua-time-limit`), re-read whenever configs change.
+pub fn busy_threshold_ms() -> u64 {
+    BUSY_THRESHOLD_MS.with(|b| b.get())
+}
+
+pub fn refresh_busy_threshold(ctx: Ctx) {
+    if let Ok(ms) = config(&Context::new(ctx), "busy-reply-threshold").parse::<u64>() {
+        BUSY_THRESHOLD_MS.with(|b| b.set(ms));
+    }
+}
+
 /// `replica-serve-stale-data`; read only on the rare path where a replica is stale.
 pub fn serve_stale_data(ctx: Ctx) -> bool {
     config(&Context::new(ctx), "replica-serve-stale-data") != "no"

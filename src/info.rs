@@ -44,6 +44,7 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_config_change(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, _sub: u64, _data: *mut std::ffi::c_void) {
     crate::gates::invalidate();
+    crate::gates::refresh_busy_threshold(ctx);
     check_aof_preamble(ctx);
 }
 
@@ -73,4 +74,5 @@ pub fn register(ctx: Ctx) {
         api!(RedisModule_SubscribeToServerEvent)(ctx, event, Some(on_config_change));
     }
     check_aof_preamble(ctx);
+    crate::gates::refresh_busy_threshold(ctx);
 }

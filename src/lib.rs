@@ -5,6 +5,7 @@
 //! and `commands` are the module glue.
 
 pub mod commands;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod flags;
@@ -19,6 +20,7 @@ pub mod persistence;
 pub mod registry;
 pub mod reply;
 pub mod resp;
+pub mod running;
 pub mod server;
 pub mod state;
 
@@ -58,6 +60,10 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     };
     state::install(state::ModuleState { engine: Rc::new(engine), registry: RefCell::new(Registry::new()) });
     if let Err(e) = commands::register_all(raw_ctx) {
+        ctx.log_warning(&format!("RX: {e}"));
+        return Status::Err;
+    }
+    if let Err(e) = config::register(raw_ctx) {
         ctx.log_warning(&format!("RX: {e}"));
         return Status::Err;
     }

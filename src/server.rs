@@ -7,7 +7,10 @@ use std::os::raw::c_char;
 
 use redis_module::raw;
 
-use crate::engine::{CallOptions, Host, LogLevel};
+use crate::engine::{CallOptions, Host, LogLevel, Tick};
+use crate::running::Running;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use crate::reply::{single_line, ReplySink};
 
 pub type Ctx = *mut raw::RedisModuleCtx;
@@ -69,6 +72,44 @@ pub fn server_version() -> (String, u32) {
     // SAFETY: a plain getter without arguments.
     let v = unsafe { raw::RedisModule_GetServerVersion.map(|f| f()).unwrap_or(0) } as u32;
     (format!("{}.{}.{}", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff), v)
+}
+
+thread_local! {
+    /// Command name (lowercase) -> whether it is a write command, from COMMAND INFO.
+    static WRITE_COMMANDS: std::cell::RefCell<std::collections::HashMap<Vec<u8>, bool>> = std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Whether `name` is a write command (`COMMAND INFO`'s flags), cached per name.
+fn is_write_command(ctx: Ctx, name: &[u8]) -> bool {
+    let key = name.to_ascii_lowercase();
+    if let Some(known) = WRITE_COMMANDS.with(|w| w.borrow().get(&key).copied()) {
+        return known;
+    }
+    // SAFETY: "cb" takes a C string and a (buffer, length) pair; the reply is freed here.
+    let is_write = unsafe {
+        let reply = api!(RedisModule_Call)(ctx, c"COMMAND".as_ptr(), c"cb".as_ptr(), c"INFO".as_ptr(), key.as_ptr() as *const c_char, key.len());
+        if reply.is_null() {
+            false
+        } else {
+            let mut len = 0usize;
+            let p = api!(RedisModule_CallReplyProto)(reply, &mut len);
+            let tree = if p.is_null() { None } else { crate::resp::parse_tree(std::slice::from_raw_parts(p.cast::<u8>(), len)).ok() };
+            api!(RedisModule_FreeCallReply)(reply);
+            use crate::resp::Tree;
+            match tree {
+                Some(Tree::List(entries)) => match entries.first() {
+                    Some(Tree::List(info)) => match info.get(2) {
+                        Some(Tree::List(flags)) => flags.contains(&Tree::Str(b"write".to_vec())),
+                        _ => false,
+                    },
+                    _ => false,
+                },
+                _ => false,
+            }
+        }
+    };
+    WRITE_COMMANDS.with(|w| w.borrow_mut().insert(key, is_write));
+    is_write
 }
 
 /// Owns RedisModuleStrings made from byte slices for one call.
@@ -140,6 +181,7 @@ pub struct ModuleHost {
     /// applied to the caller for the script's duration and undone on drop, which is what
     /// the script sees in Redis (its own client) and the caller does not see.
     caller_db: std::cell::Cell<Option<c_int>>,
+    running: Rc<Running>,
 }
 
 impl Drop for ModuleHost {
@@ -201,8 +243,15 @@ impl ModuleHost {
         (reply, errno(), None)
     }
 
-    pub fn new(ctx: Ctx, read_only: bool, check_oom: bool) -> Self {
-        ModuleHost { ctx, read_only, check_oom, caller_db: std::cell::Cell::new(None) }
+    pub fn new(ctx: Ctx, read_only: bool, check_oom: bool, running: Rc<Running>) -> Self {
+        ModuleHost { ctx, read_only, check_oom, caller_db: std::cell::Cell::new(None), running }
+    }
+
+    /// Notes that the script wrote, which makes it unkillable (as in Redis).
+    fn note_write(&self, name: &[u8], proto: &[u8]) {
+        if !self.running.wrote.get() && !proto.starts_with(b"-") && is_write_command(self.ctx, name) {
+            self.running.wrote.set(true);
+        }
     }
 
     /// After a successful SELECT inside the script, switch the database it runs in.
@@ -385,8 +434,57 @@ impl Host for ModuleHost {
         if is_select {
             self.follow_select(rest, proto);
         }
+        self.note_write(argv[0], proto);
         on_reply(proto);
         Ok(())
+    }
+
+    fn tick(&self, running_for: std::time::Duration) -> Tick {
+        let r = &self.running;
+        if r.kill_requested.get() || r.timed_out.get() {
+            return Tick::Stop;
+        }
+        let limit = crate::config::TIME_LIMIT_MS.load(Ordering::Relaxed);
+        if limit > 0 && running_for.as_millis() >= limit as u128 && !r.wrote.get() {
+            log(self.ctx, LogLevel::Warning, format!("RX: function '{}' stopped after rx.time-limit-ms ({limit} ms)", r.function).as_bytes());
+            r.timed_out.set(true);
+            return Tick::Stop;
+        }
+        if running_for.as_millis() >= crate::gates::busy_threshold_ms() as u128 {
+            if !r.busy.replace(true) {
+                log(
+                    self.ctx,
+                    LogLevel::Warning,
+                    format!(
+                        "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the RX.KILL command. Script name is: {}.",
+                        running_for.as_millis(),
+                        r.function
+                    )
+                    .as_bytes(),
+                );
+            }
+            let busy = c_string(
+                format!("Redis is busy running the RX function '{}'. You can only call RX.KILL or SHUTDOWN NOSAVE.", r.function).as_bytes(),
+            );
+            // SAFETY: the ctx is the running command's; Redis serves other clients (they get
+            // -BUSY unless their command is allow-busy, like RX.KILL) and returns here.
+            unsafe { api!(RedisModule_Yield)(self.ctx, raw::REDISMODULE_YIELD_FLAG_CLIENTS as c_int, busy.as_ptr()) };
+            if r.kill_requested.get() {
+                return Tick::Stop;
+            }
+        }
+        Tick::Continue
+    }
+
+    fn interruption(&self) -> Option<String> {
+        if self.running.kill_requested.get() {
+            Some("ERR Script killed by user with RX.KILL...".into())
+        } else if self.running.timed_out.get() {
+            let limit = crate::config::TIME_LIMIT_MS.load(Ordering::Relaxed);
+            Some(format!("ERR Script stopped after running longer than rx.time-limit-ms ({limit} ms)"))
+        } else {
+            None
+        }
     }
 
     fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String> {

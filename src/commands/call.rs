@@ -1,11 +1,14 @@
 //! RX.CALL and RX.CALL_RO: run a function, mirroring FCALL and FCALL_RO, including the
 //! checks Redis makes before a script that may write is allowed to start.
 
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use super::command_callback;
 use crate::error::{RxError, RxResult};
 use crate::flags::FunctionFlags;
+use crate::running::{self, Running};
 use crate::server::{api, context_flags, Ctx, ModuleHost, ModuleReply};
 use crate::state;
 use redis_module::raw;
@@ -101,7 +104,17 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
         return Err(RxError::err("Can not execute a script with write flag using *_ro command."));
     }
     let (keys, argv) = args[3..].split_at(numkeys);
-    let host = ModuleHost::new(ctx, read_only_command || !function.flags.may_write(), function.flags.checks_oom());
+    let running = Rc::new(Running {
+        function: function.name.clone(),
+        command: args.iter().map(|a| a.to_vec()).collect(),
+        started: Instant::now(),
+        wrote: Cell::new(false),
+        kill_requested: Cell::new(false),
+        timed_out: Cell::new(false),
+        busy: Cell::new(false),
+    });
+    let _running = running::start(Rc::clone(&running));
+    let host = ModuleHost::new(ctx, read_only_command || !function.flags.may_write(), function.flags.checks_oom(), running);
     engine.call(&function.callable, &function.name, keys, argv, &host, &mut ModuleReply(ctx));
     Ok(())
 }

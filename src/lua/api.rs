@@ -11,11 +11,12 @@
 use std::cell::Cell;
 use std::ffi::c_int;
 use std::ptr;
+use std::time::Instant;
 
 use mlua::ffi;
 use sha1::{Digest, Sha1};
 
-use crate::engine::{CallOptions, Host, LogLevel};
+use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::resp::{self, RespVisitor};
 
 /// The state of the script that is running right now.
@@ -25,6 +26,10 @@ pub struct ActiveCall<'h> {
     resp3: Cell<bool>,
     /// Cleared by `redis.set_repl(redis.REPL_NONE)`.
     replicate: Cell<bool>,
+    started: Instant,
+    /// Set for a library body: past it, the load fails with a timeout.
+    load_deadline: Option<Instant>,
+    timed_out: Cell<bool>,
 }
 
 thread_local! {
@@ -38,7 +43,26 @@ pub struct ActiveGuard {
 
 impl<'h> ActiveCall<'h> {
     pub fn new(host: &'h dyn Host) -> Self {
-        ActiveCall { host, resp3: Cell::new(false), replicate: Cell::new(true) }
+        ActiveCall {
+            host,
+            resp3: Cell::new(false),
+            replicate: Cell::new(true),
+            started: Instant::now(),
+            load_deadline: None,
+            timed_out: Cell::new(false),
+        }
+    }
+
+    pub fn loading(host: &'h dyn Host, deadline: Instant) -> Self {
+        ActiveCall { load_deadline: Some(deadline), ..ActiveCall::new(host) }
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.get()
+    }
+
+    pub fn host(&self) -> &dyn Host {
+        self.host
     }
 
     pub fn resp3(&self) -> bool {
@@ -68,6 +92,30 @@ fn with_active<R>(f: impl FnOnce(&ActiveCall<'_>) -> R) -> Option<R> {
     }
     // SAFETY: non-null only while an ActiveGuard lives, which keeps the pointee alive.
     Some(f(unsafe { &*p }))
+}
+
+/// The instruction hook's question: may the running script go on?
+pub fn tick() -> Tick {
+    with_active(|a| match a.load_deadline {
+        Some(deadline) => {
+            if Instant::now() >= deadline {
+                a.timed_out.set(true);
+                Tick::Stop
+            } else {
+                Tick::Continue
+            }
+        }
+        None => a.host.tick(a.started.elapsed()),
+    })
+    .unwrap_or(Tick::Continue)
+}
+
+/// `interrupted()` for the prelude's pcall/xpcall/coroutine wrappers: a killed script must
+/// not be able to swallow its own kill.
+pub unsafe extern "C-unwind" fn rx_interrupted(l: *mut ffi::lua_State) -> c_int {
+    let stopped = with_active(|a| a.timed_out.get() || a.host.interruption().is_some()).unwrap_or(false);
+    ffi::lua_pushboolean(l, stopped as c_int);
+    1
 }
 
 // ---- small Lua helpers ------------------------------------------------------------------

@@ -7,14 +7,12 @@ pub mod cmsgpack;
 pub mod convert;
 pub mod lstruct;
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mlua::chunk::ChunkMode;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 
-use crate::engine::{Host, Registration};
+use crate::engine::{Host, Registration, Tick};
 use crate::flags::FunctionFlags;
 use crate::reply::ReplySink;
 use api::ActiveCall;
@@ -22,10 +20,9 @@ use api::ActiveCall;
 const PRELUDE: &str = include_str!("prelude.lua");
 /// The chunk name Redis gives library code; errors read `user_function:<line>: ...`.
 const LIBRARY_CHUNK_NAME: &str = "@user_function";
-/// How often the load-timeout hook looks at the clock.
-const LOAD_HOOK_INSTRUCTIONS: u32 = 10_000;
-/// A backstop against memory bombs until the configurable cap exists: far above anything
-/// a sane script needs, far below what would make Redis's allocator abort the server.
+/// How often the hook looks at the clock.
+const HOOK_INSTRUCTIONS: u32 = 100_000;
+/// The VM's memory cap until `rx.memory-limit-mb` says otherwise.
 const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
 /// A compiled function, as the registry stores it.
@@ -88,13 +85,21 @@ impl LuaEngine {
             .load(PRELUDE)
             .set_name("=rx")
             .set_mode(ChunkMode::Text)
-            .call((redis, cjson, cmsgpack, lstruct))?;
+            // SAFETY: a lua_CFunction written against the C API in `api`.
+            .call((redis, cjson, cmsgpack, lstruct, unsafe { lua.create_c_function(api::rx_interrupted)? }))?;
 
         // Nothing dangerous stays reachable, even from the real globals.
         for name in ["debug", "jit", "io", "os", "package", "require", "dofile", "loadfile", "print", "module", "newproxy", "getfenv", "setfenv"] {
             globals.raw_set(name, Value::Nil)?;
         }
         lua.gc_collect()?;
+        // One hook for the VM's whole life: it enforces the load timeout and lets the host
+        // serve other clients, kill, or time out a running function. Every
+        // HOOK_INSTRUCTIONS instructions costs nothing measurable (PLATFORM.md).
+        lua.set_hook(HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS), |_, _| match api::tick() {
+            Tick::Continue => Ok(VmState::Continue),
+            Tick::Stop => Err(mlua::Error::runtime("script interrupted")),
+        })?;
         Ok(LuaEngine {
             env: sandbox.get("env")?,
             begin_load: sandbox.get("begin_load")?,
@@ -132,33 +137,19 @@ impl LuaEngine {
             .into_function()
             .map_err(|e| format!("ERR Error compiling function: {}", lua_error_message(&e)))?;
 
-        let active = ActiveCall::new(host);
+        let active = ActiveCall::loading(host, Instant::now() + timeout);
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
-        let timed_out = Rc::new(Cell::new(false));
-        let deadline = Instant::now() + timeout;
-        let flag = Rc::clone(&timed_out);
-        self.lua
-            .set_hook(HookTriggers::new().every_nth_instruction(LOAD_HOOK_INSTRUCTIONS), move |_, _| {
-                if Instant::now() >= deadline {
-                    flag.set(true);
-                    return Err(mlua::Error::runtime("load timeout"));
-                }
-                Ok(VmState::Continue)
-            })
-            .map_err(|e| format!("ERR {e}"))?;
-
         let ran = self
             .begin_load
             .call::<()>(())
             .and_then(|_| self.invoke.call::<(bool, Value)>((chunk, Value::Nil, Value::Nil)));
-        self.lua.remove_hook();
         let registered: mlua::Result<Table> = self.finish_load.call(());
 
-        let (ok, err) = ran.map_err(|e| format!("ERR Error registering functions: ERR {}", lua_error_message(&e)))?;
-        if timed_out.get() {
+        if active.timed_out() {
             return Err(format!("ERR Error registering functions: ERR {command} timeout"));
         }
+        let (ok, err) = ran.map_err(|e| format!("ERR Error registering functions: ERR {}", lua_error_message(&e)))?;
         if !ok {
             let text = error_table_message(&err);
             return Err(format!("ERR Error registering functions: {}", String::from_utf8_lossy(&text)));
@@ -205,7 +196,11 @@ impl LuaEngine {
         match result {
             Ok((true, value)) => convert::lua_to_reply(&value, sink, active.resp3()),
             Ok((false, err)) => {
-                let msg = error_table_message(&err);
+                // A kill or a time limit replaces whatever error the script was left with.
+                let msg = match active.host().interruption() {
+                    Some(text) => text.into_bytes(),
+                    None => error_table_message(&err),
+                };
                 let located = match &err {
                     Value::Table(t) => match (t.raw_get::<Value>("source"), t.raw_get::<Value>("line")) {
                         (Ok(Value::String(src)), Ok(line @ (Value::Integer(_) | Value::Number(_)))) => {
@@ -226,8 +221,16 @@ impl LuaEngine {
                 };
                 sink.error(&located.unwrap_or(msg));
             }
-            Err(e) => sink.error(format!("ERR {}", lua_error_message(&e)).as_bytes()),
+            Err(e) => match active.host().interruption() {
+                Some(text) => sink.error(text.as_bytes()),
+                None => sink.error(format!("ERR {}", lua_error_message(&e)).as_bytes()),
+            },
         }
+    }
+
+    /// Caps the VM's memory; allocations past it fail with "not enough memory".
+    pub fn set_memory_limit(&self, bytes: usize) -> mlua::Result<()> {
+        self.lua.set_memory_limit(bytes).map(|_| ())
     }
 
     fn string_array(&self, items: &[&[u8]]) -> mlua::Result<Table> {

@@ -1,7 +1,7 @@
 -- Builds the sandbox every RX function runs in. Runs once per VM, with the full standard
 -- library still reachable; everything it keeps private stays in this chunk's upvalues.
 -- Arguments: the redis API table (filled by Rust), and the codec libraries.
-local redis_api, cjson, cmsgpack, struct = ...
+local redis_api, cjson, cmsgpack, struct, interrupted = ...
 
 local debug_getinfo, setfenv, getmetatable, setmetatable = debug.getinfo, setfenv, getmetatable, setmetatable
 local type, tostring, error, rawequal = type, tostring, error, rawequal
@@ -79,6 +79,21 @@ do
     if select('#', ...) == 0 then return false, 'attempt to call a boolean value' end
     return finish(pcall(...))
   end
+end
+
+-- A killed or timed-out script must not catch its own end: the protected-call forms
+-- re-raise once the host has interrupted the script.
+do
+  local xpcall, resume, error = xpcall, coroutine.resume, error
+  local user_pcall = G.pcall
+  local function check(ok, ...)
+    if not ok and interrupted() then error((...), 0) end
+    return ok, ...
+  end
+  G.pcall = function(...) return check(user_pcall(...)) end
+  G.xpcall = function(f, handler, ...) return check(xpcall(f, handler, ...)) end
+  -- (coroutine.wrap re-raises errors by itself.)
+  coroutine.resume = function(co, ...) return check(resume(co, ...)) end
 end
 
 -- Align LuaJIT's libraries with Redis's Lua 5.1 (compat functions in, extensions out).

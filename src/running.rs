@@ -1,0 +1,40 @@
+//! The function running right now, for RX.KILL, busy replies and RX.STATS.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+pub struct Running {
+    pub function: String,
+    /// The command and arguments that started it, for `running_script`.
+    pub command: Vec<Vec<u8>>,
+    pub started: Instant,
+    /// A write command ran: the function can no longer be killed.
+    pub wrote: Cell<bool>,
+    pub kill_requested: Cell<bool>,
+    pub timed_out: Cell<bool>,
+    /// Past the busy threshold: other clients are being told BUSY.
+    pub busy: Cell<bool>,
+}
+
+thread_local! {
+    static RUNNING: RefCell<Option<Rc<Running>>> = const { RefCell::new(None) };
+}
+
+/// Marks `running` as the running function until the guard drops.
+pub struct RunningGuard;
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.borrow_mut().take());
+    }
+}
+
+pub fn start(running: Rc<Running>) -> RunningGuard {
+    RUNNING.with(|r| *r.borrow_mut() = Some(running));
+    RunningGuard
+}
+
+pub fn current() -> Option<Rc<Running>> {
+    RUNNING.with(|r| r.borrow().clone())
+}
