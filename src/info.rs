@@ -53,6 +53,31 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
         let r = s.registry.borrow();
         (r.library_count(), r.function_count(), s.engine.used_memory())
     });
+    // Per function, in the style of INFO commandstats (`cmdstat_get:calls=...`).
+    let per_function: Vec<(String, String, [u64; 3])> = state::with(|s| {
+        s.registry
+            .borrow()
+            .functions()
+            .map(|f| {
+                let st = f.stats.borrow();
+                let line = format!(
+                    "calls={},errors={},refusals={},usec={},usec_per_call={},max_usec={},p50_usec={},p99_usec={},p999_usec={},redis_calls={}",
+                    st.calls,
+                    st.errors,
+                    st.refusal_count(),
+                    st.total_us,
+                    st.avg_us(),
+                    st.max_us,
+                    st.percentile_us(0.5),
+                    st.percentile_us(0.99),
+                    st.percentile_us(0.999),
+                    st.redis_calls
+                );
+                (format!("fn_{}", f.name), line, [st.calls, st.errors, st.refusal_count()])
+            })
+            .collect()
+    });
+    let totals = per_function.iter().fold([0u64; 3], |acc, (_, _, t)| [acc[0] + t[0], acc[1] + t[1], acc[2] + t[2]]);
     // SAFETY: ctx is the live info context; field names are NUL-terminated.
     unsafe {
         api!(RedisModule_InfoAddSection)(ctx, c"".as_ptr() as *mut _);
@@ -63,6 +88,14 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
         add(c"functions", functions as i64);
         add(c"vm_memory_bytes", memory as i64);
         add(c"aof_rewrite_keeps_libraries", AOF_REWRITE_KEEPS_LIBRARIES.load(Ordering::Relaxed) as i64);
+        add(c"calls", totals[0] as i64);
+        add(c"errors", totals[1] as i64);
+        add(c"refusals", totals[2] as i64);
+        for (name, line, _) in &per_function {
+            let name = crate::server::c_string(name.as_bytes());
+            let line = crate::server::c_string(line.as_bytes());
+            api!(RedisModule_InfoAddFieldCString)(ctx, name.as_ptr() as *mut _, line.as_ptr() as *mut _);
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod resp;
 pub mod running;
 pub mod server;
 pub mod state;
+pub mod stats;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -2,6 +2,7 @@
 //! load/replace/delete/flush. Pure: generic over the engine's callable handle `F`,
 //! so it knows nothing of mlua or the module API.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -15,6 +16,8 @@ pub struct FunctionInfo<F> {
     pub description: Option<Vec<u8>>,
     pub flags: FunctionFlags,
     pub callable: F,
+    /// Kept with the function: replacing or deleting its library starts them afresh.
+    pub stats: RefCell<crate::stats::FunctionStats>,
 }
 
 #[derive(Debug)]
@@ -177,6 +180,11 @@ impl<F> Registry<F> {
             .filter(move |l| pattern.map_or(true, |p| glob_match(p, l.name.as_bytes(), true)))
     }
 
+    /// Every function, by library then registration order.
+    pub fn functions(&self) -> impl Iterator<Item = &Rc<FunctionInfo<F>>> {
+        self.libraries.values().flat_map(|l| l.functions.iter())
+    }
+
     pub fn library_count(&self) -> usize {
         self.libraries.len()
     }
@@ -207,6 +215,7 @@ mod tests {
                         description: None,
                         flags: FunctionFlags::empty(),
                         callable: i as u32,
+                        stats: Default::default(),
                     })
                 })
                 .collect(),

@@ -19,6 +19,43 @@ pub trait ReplySink {
     fn verbatim(&mut self, format: &[u8], s: &[u8]);
 }
 
+/// Passes replies through and remembers whether the top-level reply was an error.
+pub struct ErrorObserver<'a> {
+    inner: &'a mut dyn ReplySink,
+    started: bool,
+    pub error: Option<String>,
+}
+
+impl<'a> ErrorObserver<'a> {
+    pub fn new(inner: &'a mut dyn ReplySink) -> Self {
+        ErrorObserver { inner, started: false, error: None }
+    }
+
+    fn first(&mut self) -> bool {
+        !std::mem::replace(&mut self.started, true)
+    }
+}
+
+impl ReplySink for ErrorObserver<'_> {
+    fn simple(&mut self, s: &[u8]) { self.first(); self.inner.simple(s) }
+    fn error(&mut self, s: &[u8]) {
+        if self.first() {
+            self.error = Some(String::from_utf8_lossy(s).into_owned());
+        }
+        self.inner.error(s)
+    }
+    fn integer(&mut self, v: i64) { self.first(); self.inner.integer(v) }
+    fn bulk(&mut self, s: &[u8]) { self.first(); self.inner.bulk(s) }
+    fn null(&mut self) { self.first(); self.inner.null() }
+    fn array(&mut self, len: usize) { self.first(); self.inner.array(len) }
+    fn map(&mut self, len: usize) { self.first(); self.inner.map(len) }
+    fn set(&mut self, len: usize) { self.first(); self.inner.set(len) }
+    fn double(&mut self, v: f64) { self.first(); self.inner.double(v) }
+    fn boolean(&mut self, v: bool) { self.first(); self.inner.boolean(v) }
+    fn big_number(&mut self, s: &[u8]) { self.first(); self.inner.big_number(s) }
+    fn verbatim(&mut self, f: &[u8], s: &[u8]) { self.first(); self.inner.verbatim(f, s) }
+}
+
 /// Redis's own rule for status and error lines: CR and LF become spaces.
 pub fn single_line(s: &[u8]) -> Vec<u8> {
     s.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }).collect()
@@ -121,6 +158,20 @@ mod tests {
         w.null();
         w.verbatim(b"txt", b"hi");
         assert_eq!(w.out, b"*2\r\n*2\r\n$3\r\n1.5\r\n:0\r\n$-1\r\n$2\r\nhi\r\n");
+    }
+
+    #[test]
+    fn observer_sees_only_a_top_level_error() {
+        let mut w = RespWriter::new(2);
+        let mut o = ErrorObserver::new(&mut w);
+        o.array(1);
+        o.error(b"ERR nested");
+        assert_eq!(o.error, None);
+        let mut w = RespWriter::new(2);
+        let mut o = ErrorObserver::new(&mut w);
+        o.error(b"WRONGTYPE top");
+        assert_eq!(o.error.as_deref(), Some("WRONGTYPE top"));
+        assert_eq!(w.out, b"-WRONGTYPE top\r\n");
     }
 
     #[test]

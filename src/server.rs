@@ -182,6 +182,7 @@ pub struct ModuleHost {
     /// the script sees in Redis (its own client) and the caller does not see.
     caller_db: std::cell::Cell<Option<c_int>>,
     running: Rc<Running>,
+    redis_calls: std::cell::Cell<u64>,
 }
 
 impl Drop for ModuleHost {
@@ -244,7 +245,12 @@ impl ModuleHost {
     }
 
     pub fn new(ctx: Ctx, read_only: bool, check_oom: bool, running: Rc<Running>) -> Self {
-        ModuleHost { ctx, read_only, check_oom, caller_db: std::cell::Cell::new(None), running }
+        ModuleHost { ctx, read_only, check_oom, caller_db: std::cell::Cell::new(None), running, redis_calls: Default::default() }
+    }
+
+    /// How many commands the script ran through redis.call/pcall.
+    pub fn redis_calls(&self) -> u64 {
+        self.redis_calls.get()
     }
 
     /// Notes that the script wrote, which makes it unkillable (as in Redis).
@@ -405,6 +411,7 @@ impl Host for ModuleHost {
         let Some((name, rest)) = argv.split_first() else {
             return Err("ERR Please specify at least one argument for this redis lib call".into());
         };
+        self.redis_calls.set(self.redis_calls.get() + 1);
         if name.contains(&0) {
             return Err(self.refusal_text(2));
         }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::command_callback;
 use crate::error::{RxError, RxResult};
 use crate::flags::FunctionFlags;
+use crate::reply::ErrorObserver;
 use crate::running::{self, Running};
 use crate::server::{api, context_flags, Ctx, ModuleHost, ModuleReply};
 use crate::state;
@@ -98,10 +99,14 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
         (Rc::clone(&s.engine), f)
     });
     let function = function.ok_or_else(|| RxError::err("Function not found"))?;
-    refuse_before_running(ctx, function.flags)?;
+    let refused = |e: RxError| {
+        function.stats.borrow_mut().record_refusal(e.text());
+        e
+    };
+    refuse_before_running(ctx, function.flags).map_err(refused)?;
     let numkeys = parse_numkeys(args[2], args.len() - 3)?;
     if read_only_command && function.flags.may_write() {
-        return Err(RxError::err("Can not execute a script with write flag using *_ro command."));
+        return Err(refused(RxError::err("Can not execute a script with write flag using *_ro command.")));
     }
     let (keys, argv) = args[3..].split_at(numkeys);
     let running = Rc::new(Running {
@@ -115,7 +120,12 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
     });
     let _running = running::start(Rc::clone(&running));
     let host = ModuleHost::new(ctx, read_only_command || !function.flags.may_write(), function.flags.checks_oom(), running);
-    engine.call(&function.callable, &function.name, keys, argv, &host, &mut ModuleReply(ctx));
+    let mut client = ModuleReply(ctx);
+    let mut reply = ErrorObserver::new(&mut client);
+    let started = Instant::now();
+    engine.call(&function.callable, &function.name, keys, argv, &host, &mut reply);
+    let took = started.elapsed();
+    function.stats.borrow_mut().record_call(took, host.redis_calls(), reply.error.as_deref());
     Ok(())
 }
 

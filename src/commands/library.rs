@@ -55,6 +55,7 @@ pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library
                     description: r.description,
                     flags: r.flags,
                     callable: r.callable,
+                    stats: Default::default(),
                 })
             })
             .collect(),

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod call;
 pub mod kill;
 pub mod library;
+pub mod stats;
 
 use std::ffi::{c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -75,6 +76,7 @@ fn table() -> Vec<(&'static str, Callback, &'static str)> {
         ("rx.restore", backup::rx_restore_cb, "write deny-oom deny-script"),
         ("rx.import", backup::rx_import_cb, "write deny-oom deny-script"),
         ("rx.kill", kill::rx_kill_cb, "readonly allow-busy deny-script"),
+        ("rx.stats", stats::rx_stats_cb, "readonly allow-busy deny-script"),
         ("rx.call", call::rx_call_cb, "may-replicate deny-script allow-stale getkeys-api no-mandatory-keys"),
         ("rx.call_ro", call::rx_call_ro_cb, "readonly deny-script allow-stale getkeys-api no-mandatory-keys"),
     ]

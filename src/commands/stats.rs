@@ -1,0 +1,178 @@
+//! RX.STATS: Redis's FUNCTION STATS shape (the running function, engine counts), then
+//! numbers per function. It also answers while a function is busy (allow-busy).
+
+use super::{command_callback, reply_ok};
+use crate::error::{RxError, RxResult};
+use crate::reply::ReplySink;
+use crate::running;
+use crate::server::{Ctx, ModuleReply};
+use crate::state;
+use crate::stats::FunctionStats;
+
+command_callback!(rx_stats_cb, rx_stats);
+
+enum Filter {
+    All,
+    Library(String),
+    Function(String),
+}
+
+/// RX.STATS [LIBRARY <name> | FUNCTION <name>] | RX.STATS RESET
+fn rx_stats(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    let filter = match args.get(1..).unwrap_or_default() {
+        [] => Filter::All,
+        [reset] if reset.eq_ignore_ascii_case(b"reset") => {
+            state::with(|s| s.registry.borrow().functions().for_each(|f| f.stats.borrow_mut().reset()));
+            reply_ok(ctx);
+            return Ok(());
+        }
+        [kind, name] if kind.eq_ignore_ascii_case(b"library") => Filter::Library(String::from_utf8_lossy(name).into_owned()),
+        [kind, name] if kind.eq_ignore_ascii_case(b"function") => Filter::Function(String::from_utf8_lossy(name).to_ascii_lowercase()),
+        [other, ..] => return Err(RxError::err(format!("Unknown argument {}", String::from_utf8_lossy(other)))),
+    };
+    let mut out = ModuleReply(ctx);
+    out.map(4);
+    out.bulk(b"running_script");
+    match running::current() {
+        None => out.null(),
+        Some(r) => {
+            out.map(3);
+            out.bulk(b"name");
+            out.bulk(r.function.as_bytes());
+            out.bulk(b"command");
+            out.array(r.command.len());
+            for a in &r.command {
+                out.bulk(a);
+            }
+            out.bulk(b"duration_ms");
+            out.integer(r.started.elapsed().as_millis() as i64);
+        }
+    }
+    state::with(|s| {
+        let registry = s.registry.borrow();
+        out.bulk(b"engines");
+        out.map(1);
+        out.bulk(b"LUA");
+        out.map(2);
+        out.bulk(b"libraries_count");
+        out.integer(registry.library_count() as i64);
+        out.bulk(b"functions_count");
+        out.integer(registry.function_count() as i64);
+        out.bulk(b"vm_memory_bytes");
+        out.integer(s.engine.used_memory() as i64);
+        let selected: Vec<_> = registry
+            .functions()
+            .filter(|f| match &filter {
+                Filter::All => true,
+                Filter::Library(l) => &f.library == l,
+                Filter::Function(n) => f.name.eq_ignore_ascii_case(n),
+            })
+            .collect();
+        out.bulk(b"functions");
+        out.map(selected.len());
+        for f in selected {
+            out.bulk(f.name.as_bytes());
+            write_function_stats(&mut out, &f.library, &f.stats.borrow());
+        }
+    });
+    Ok(())
+}
+
+fn write_counts(out: &mut dyn ReplySink, counts: &std::collections::BTreeMap<String, u64>) {
+    out.map(counts.len());
+    for (code, n) in counts {
+        out.bulk(code.as_bytes());
+        out.integer(*n as i64);
+    }
+}
+
+/// The number of fields `write_function_stats` writes.
+const FUNCTION_STATS_FIELDS: usize = 15;
+
+fn write_function_stats(out: &mut dyn ReplySink, library: &str, s: &FunctionStats) {
+    out.map(FUNCTION_STATS_FIELDS);
+    out.bulk(b"library");
+    out.bulk(library.as_bytes());
+    for (name, v) in [("calls", s.calls), ("errors", s.errors)] {
+        out.bulk(name.as_bytes());
+        out.integer(v as i64);
+    }
+    out.bulk(b"errors_by_code");
+    write_counts(out, &s.errors_by_code);
+    out.bulk(b"refusals");
+    write_counts(out, &s.refusals);
+    for (name, v) in [
+        ("total_us", s.total_us),
+        ("avg_us", s.avg_us()),
+        ("max_us", s.max_us),
+        ("p50_us", s.percentile_us(0.5)),
+        ("p99_us", s.percentile_us(0.99)),
+        ("p999_us", s.percentile_us(0.999)),
+        ("redis_calls", s.redis_calls),
+    ] {
+        out.bulk(name.as_bytes());
+        out.integer(v as i64);
+    }
+    out.bulk(b"redis_calls_per_call");
+    out.double(if s.calls == 0 { 0.0 } else { s.redis_calls as f64 / s.calls as f64 });
+    out.bulk(b"last_error");
+    match &s.last_error {
+        Some((e, _)) => out.bulk(e.as_bytes()),
+        None => out.null(),
+    }
+    out.bulk(b"last_error_time_ms");
+    match &s.last_error {
+        Some((_, at)) => out.integer(*at as i64),
+        None => out.null(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reply::RespWriter;
+    use std::time::Duration;
+
+    /// The declared map length must match what is written, or clients wait forever.
+    #[test]
+    fn function_stats_reply_is_complete_resp() {
+        for resp in [2u8, 3] {
+            let mut fresh = RespWriter::new(resp);
+            write_function_stats(&mut fresh, "lib", &FunctionStats::default());
+            let mut used = FunctionStats::default();
+            used.record_call(Duration::from_micros(5), 1, Some("WRONGTYPE x"));
+            used.record_refusal("OOM y");
+            let mut busy = RespWriter::new(resp);
+            write_function_stats(&mut busy, "lib", &used);
+            for w in [fresh, busy] {
+                let tree = crate::resp::parse_tree(&w.out).unwrap();
+                let consumed = crate::resp::visit(&w.out, &mut Counter).unwrap();
+                assert_eq!(consumed, w.out.len(), "RESP{resp}: trailing bytes");
+                let crate::resp::Tree::List(items) = tree else { panic!() };
+                assert_eq!(items.len(), 2 * FUNCTION_STATS_FIELDS);
+            }
+        }
+    }
+
+    struct Counter;
+    impl crate::resp::RespVisitor for Counter {
+        fn status(&mut self, _: &[u8]) {}
+        fn error(&mut self, _: &[u8]) {}
+        fn integer(&mut self, _: i64) {}
+        fn bulk(&mut self, _: &[u8]) {}
+        fn null_resp2(&mut self) {}
+        fn null(&mut self) {}
+        fn double(&mut self, _: f64) {}
+        fn boolean(&mut self, _: bool) {}
+        fn big_number(&mut self, _: &[u8]) {}
+        fn verbatim(&mut self, _: &[u8], _: &[u8]) {}
+        fn begin_array(&mut self, _: usize) {}
+        fn array_element(&mut self, _: usize) {}
+        fn begin_map(&mut self, _: usize) {}
+        fn map_entry(&mut self) {}
+        fn end_map(&mut self) {}
+        fn begin_set(&mut self, _: usize) {}
+        fn set_member(&mut self) {}
+        fn end_set(&mut self) {}
+    }
+}

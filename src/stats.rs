@@ -1,0 +1,111 @@
+//! Per-function statistics: calls, errors by code, refusals, latency. Pure.
+//!
+//! Counting a call costs two clock reads and a histogram increment (see `make bench`).
+//! The latency histogram (HDR, 2 significant digits, 1 us to 1 h) is created on a
+//! function's first call, so idle functions cost nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+
+#[derive(Debug, Default, Clone)]
+pub struct FunctionStats {
+    pub calls: u64,
+    pub errors: u64,
+    /// Error replies by their code (`ERR`, `WRONGTYPE`, ...).
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Calls refused before running, by code (`OOM`, `READONLY`, ...).
+    pub refusals: BTreeMap<String, u64>,
+    pub total_us: u64,
+    pub max_us: u64,
+    pub redis_calls: u64,
+    pub last_error: Option<(String, u64)>,
+    latency: Option<Histogram<u32>>,
+}
+
+/// The code of an error text: its first word.
+pub fn error_code(text: &str) -> &str {
+    text.split(' ').next().unwrap_or("ERR")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl FunctionStats {
+    /// Records one call that ran; `error` is its error reply, if it failed.
+    pub fn record_call(&mut self, took: Duration, redis_calls: u64, error: Option<&str>) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        self.calls += 1;
+        self.total_us += us;
+        self.max_us = self.max_us.max(us);
+        self.redis_calls += redis_calls;
+        let h = self.latency.get_or_insert_with(|| {
+            Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("static histogram bounds are valid")
+        });
+        h.saturating_record(us.max(1));
+        if let Some(e) = error {
+            self.errors += 1;
+            *self.errors_by_code.entry(error_code(e).to_string()).or_default() += 1;
+            self.last_error = Some((e.to_string(), now_ms()));
+        }
+    }
+
+    /// Records a call refused before it ran.
+    pub fn record_refusal(&mut self, error: &str) {
+        *self.refusals.entry(error_code(error).to_string()).or_default() += 1;
+        self.last_error = Some((error.to_string(), now_ms()));
+    }
+
+    pub fn refusal_count(&self) -> u64 {
+        self.refusals.values().sum()
+    }
+
+    pub fn avg_us(&self) -> u64 {
+        if self.calls == 0 { 0 } else { self.total_us / self.calls }
+    }
+
+    /// Latency at `quantile` (0.5, 0.99, 0.999), in microseconds; 0 before any call.
+    pub fn percentile_us(&self, quantile: f64) -> u64 {
+        self.latency.as_ref().map_or(0, |h| h.value_at_quantile(quantile))
+    }
+
+    pub fn reset(&mut self) {
+        *self = FunctionStats::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_errors_and_refusals_by_code() {
+        let mut s = FunctionStats::default();
+        s.record_call(Duration::from_micros(10), 2, None);
+        s.record_call(Duration::from_micros(30), 1, Some("WRONGTYPE Operation against a key"));
+        s.record_call(Duration::from_micros(20), 0, Some("ERR boom"));
+        s.record_refusal("OOM command not allowed");
+        assert_eq!((s.calls, s.errors, s.redis_calls), (3, 2, 3));
+        assert_eq!(s.errors_by_code.get("WRONGTYPE"), Some(&1));
+        assert_eq!(s.errors_by_code.get("ERR"), Some(&1));
+        assert_eq!(s.refusals.get("OOM"), Some(&1));
+        assert_eq!((s.total_us, s.max_us, s.avg_us()), (60, 30, 20));
+        assert_eq!(s.last_error.as_ref().unwrap().0, "OOM command not allowed");
+    }
+
+    #[test]
+    fn percentiles_within_histogram_precision() {
+        let mut s = FunctionStats::default();
+        for us in 1..=1000u64 {
+            s.record_call(Duration::from_micros(us), 0, None);
+        }
+        let within = |got: u64, want: u64| (got as f64 - want as f64).abs() <= want as f64 * 0.01 + 1.0;
+        assert!(within(s.percentile_us(0.5), 500), "{}", s.percentile_us(0.5));
+        assert!(within(s.percentile_us(0.99), 990), "{}", s.percentile_us(0.99));
+        assert!(within(s.percentile_us(0.999), 999), "{}", s.percentile_us(0.999));
+        s.reset();
+        assert_eq!((s.calls, s.percentile_us(0.5)), (0, 0));
+    }
+}
