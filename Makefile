@@ -9,7 +9,7 @@ PORT ?= 6379
 # tests), its tools, and libclang + clang's headers for redis-module's bindgen.
 DEB_PACKAGES := redis-server redis-tools libclang1-14 libclang-common-14-dev
 
-.PHONY: all deps build test unit run lint clean
+.PHONY: all deps build test unit run lint bench clean
 
 all: build
 
@@ -38,6 +38,10 @@ unit:
 
 run: build
 	redis-server --port $(PORT) --loadmodule $(MODULE)
+
+# RX against native FCALL in one server; writes bench/results.txt.
+bench: build
+	bench/run.sh
 
 lint:
 	$(CARGO) fmt --check

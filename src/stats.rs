@@ -95,6 +95,23 @@ mod tests {
         assert_eq!(s.last_error.as_ref().unwrap().0, "OOM command not allowed");
     }
 
+    /// `make bench` runs this to show what counting costs on top of a call.
+    #[test]
+    #[ignore]
+    fn stats_bookkeeping_cost() {
+        let mut s = FunctionStats::default();
+        let rounds = 2_000_000u32;
+        let t = std::time::Instant::now();
+        for i in 0..rounds {
+            let started = std::time::Instant::now();
+            let took = started.elapsed();
+            s.record_call(took, std::hint::black_box(i as u64 & 3), None);
+        }
+        let ns = t.elapsed().as_nanos() as f64 / rounds as f64;
+        println!("  {ns:.1} ns per call");
+        assert_eq!(s.calls, rounds as u64);
+    }
+
     #[test]
     fn percentiles_within_histogram_precision() {
         let mut s = FunctionStats::default();
