@@ -31,7 +31,7 @@ unsafe extern "C" fn set_numeric(name: *const c_char, val: c_longlong, privdata:
     // SAFETY: as above; name is the NUL-terminated config name.
     (*(privdata as *const AtomicI64)).store(val, Ordering::Relaxed);
     if CStr::from_ptr(name).to_bytes() == b"memory-limit-mb" {
-        apply_memory_limit();
+        crate::server::guarded("rx.memory-limit-mb", (), apply_memory_limit);
     }
     raw::REDISMODULE_OK as c_int
 }

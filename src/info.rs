@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redis_module::{raw, Context, RedisValue};
 
 use crate::engine::LogLevel;
-use crate::server::{api, log, Ctx};
+use crate::server::{api, guarded, log, Ctx};
 use crate::state;
 
 static AOF_REWRITE_KEEPS_LIBRARIES: AtomicBool = AtomicBool::new(true);
@@ -43,12 +43,18 @@ pub fn check_aof_preamble(ctx: Ctx) {
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_config_change(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, _sub: u64, _data: *mut std::ffi::c_void) {
-    crate::gates::invalidate();
-    crate::gates::refresh_busy_threshold(ctx);
-    check_aof_preamble(ctx);
+    guarded("the config event", (), || {
+        crate::gates::invalidate();
+        crate::gates::refresh_busy_threshold(ctx);
+        check_aof_preamble(ctx);
+    });
 }
 
-extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
+    guarded("INFO rx", (), || write_info(ctx, for_crash_report));
+}
+
+fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
     let (libraries, functions, memory) = state::with(|s| {
         let r = s.registry.borrow();
         (r.library_count(), r.function_count(), s.engine.used_memory())

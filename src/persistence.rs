@@ -12,7 +12,7 @@ use redis_module::raw;
 
 use crate::commands::library::load_library;
 use crate::engine::LogLevel;
-use crate::server::{api, log};
+use crate::server::{api, guarded, log};
 use crate::state;
 
 /// Redis requires exactly nine characters.
@@ -66,17 +66,19 @@ extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
     if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
         return;
     }
-    save(rdb, &library_sources());
+    guarded("aux_save", (), || save(rdb, &library_sources()));
 }
 
 extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
     if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
         return;
     }
-    let sources = library_sources();
-    if !sources.is_empty() {
-        save(rdb, &sources);
-    }
+    guarded("aux_save2", (), || {
+        let sources = library_sources();
+        if !sources.is_empty() {
+            save(rdb, &sources);
+        }
+    });
 }
 
 extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int) -> c_int {
@@ -151,8 +153,10 @@ extern "C" fn on_loading(_ctx: *mut raw::RedisModuleCtx, _event: raw::RedisModul
         raw::REDISMODULE_SUBEVENT_LOADING_REPL_START,
     ];
     if starts.contains(&subevent) {
-        let removed = state::with(|s| s.registry.borrow_mut().flush());
-        drop(removed);
+        guarded("the loading event", (), || {
+            let removed = state::with(|s| s.registry.borrow_mut().flush());
+            drop(removed);
+        });
     }
 }
 

@@ -44,6 +44,18 @@ fn errno() -> c_int {
     unsafe { *__errno_location() }
 }
 
+/// Runs a callback Redis made into the module, turning a panic into a log line and
+/// `fallback`: a panic must never unwind into Redis (it would abort the server).
+pub fn guarded<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            log(std::ptr::null_mut(), LogLevel::Warning, format!("RX internal error (panic) in {what}").as_bytes());
+            fallback
+        }
+    }
+}
+
 /// A NUL-terminated copy of `s`, cut at its first NUL (C APIs would stop there anyway).
 pub fn c_string(s: &[u8]) -> CString {
     let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());

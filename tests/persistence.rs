@@ -1240,3 +1240,59 @@ fn import_reaches_replica_and_aof() {
     let mut m = master.conn();
     assert_eq!(rx_list(&mut m), libs, "master restarted from its AOF after RX.IMPORT");
 }
+
+/// The module type id Redis writes for RX's aux data: nine 6-bit name characters, then a
+/// 10-bit encoding version (moduleTypeEncodeId).
+fn rx_module_type_id(encver: u64) -> u64 {
+    const CHARSET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut id = 0u64;
+    for c in b"rxlibrary" {
+        id = (id << 6) | CHARSET.iter().position(|x| x == c).unwrap() as u64;
+    }
+    (id << 10) | encver
+}
+
+#[test]
+fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
+    // Checksums off, so the RDB can be edited and still pass Redis's own checks.
+    let mut s = Server::start_with(&["--rdbchecksum", "no"], &[]);
+    let mut c = s.conn();
+    c.q(&["RX.LOAD", "#!lua name=future\nredis.register_function('f', function() return 1 end)"]).ok();
+    c.q(&["SET", "k", "v"]).ok();
+    c.q(&["SAVE"]).ok();
+    let rdb = s.dir().join("dump.rdb");
+    let mut bytes = std::fs::read(&rdb).unwrap();
+    // The aux record: opcode 0xF7 (MODULE_AUX), then the id as a 64-bit length (0x81 + BE).
+    let mut needle = vec![0xF7u8, 0x81];
+    needle.extend_from_slice(&rx_module_type_id(1).to_be_bytes());
+    let at = bytes.windows(needle.len()).position(|w| w == needle.as_slice()).expect("RX aux record in the RDB");
+    bytes[at + 2..at + 10].copy_from_slice(&rx_module_type_id(2).to_be_bytes());
+    drop(c);
+    s.stop();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("newer-rdb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("dump.rdb"), &bytes).unwrap();
+
+    // Start a server on that RDB by hand: it must refuse to load it, not half-load it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = dir.join("newer.log");
+    let status = std::process::Command::new(common::redis_server_bin())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir", dir.to_str().unwrap(), "--save", ""])
+        .args(["--logfile", log.to_str().unwrap(), "--loadmodule", common::module_path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // Redis aborts the load and then runs its RDB checker, whose exit code is 0, so the
+    // evidence is the log: RX's reason, Redis's refusal, and no "Ready" line.
+    let _ = status;
+    assert!(!text.contains("Ready to accept connections"), "the server accepted an RDB from a newer RX encoding:\n{text}");
+    assert!(text.contains("module AUX data for the module type 'rxlibrary'"), "{text}");
+    assert!(
+        text.contains("RX: the RDB holds RX libraries in encoding 2, newer than this RX reads (1); refusing to load them"),
+        "no clear log line:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
