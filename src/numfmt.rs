@@ -6,6 +6,11 @@ pub fn format_g(v: f64, precision: usize) -> String {
         return if v.is_sign_negative() { "-0".into() } else { "0".into() };
     }
     let p = precision.max(1);
+    // Integers below 10^p print as themselves; this is the common case (counters, scores)
+    // and avoids exact float formatting.
+    if v.fract() == 0.0 && v.abs() < 10f64.powi(p.min(17) as i32) {
+        return (v as i64).to_string();
+    }
     // Scientific form with p significant digits decides the exponent, as C does.
     let sci = format!("{:.*e}", p - 1, v);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
@@ -48,6 +53,10 @@ mod tests {
             (1e15, 14, "1e+15"),
             (123456789012.0, 14, "123456789012"),
             (0.0, 17, "0"),
+            (-42.0, 17, "-42"),
+            (99999999999999.0, 14, "99999999999999"),
+            (100000000000000.0, 14, "1e+14"),
+            (12345678901234567.0, 17, "12345678901234568"),
         ];
         for (v, p, want) in cases {
             assert_eq!(format_g(*v, *p), *want, "{v} %.{p}g");

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 pub struct Running {
     pub function: String,
-    /// The command and arguments that started it, for `running_script`.
-    pub command: Vec<Vec<u8>>,
+    /// The command and arguments that started it, for `running_script`; copied only when
+    /// the function turns busy (the only time anyone can look).
+    pub command: RefCell<Vec<Vec<u8>>>,
     pub started: Instant,
     /// A write command ran: the function can no longer be killed.
     pub wrote: Cell<bool>,

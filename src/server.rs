@@ -93,10 +93,19 @@ thread_local! {
 
 /// Whether `name` is a write command (`COMMAND INFO`'s flags), cached per name.
 fn is_write_command(ctx: Ctx, name: &[u8]) -> bool {
-    let key = name.to_ascii_lowercase();
-    if let Some(known) = WRITE_COMMANDS.with(|w| w.borrow().get(&key).copied()) {
+    let mut buf = [0u8; 64];
+    let lower: &[u8] = if name.len() <= buf.len() {
+        for (d, s) in buf.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        &buf[..name.len()]
+    } else {
+        return false; // no Redis command has such a name
+    };
+    if let Some(known) = WRITE_COMMANDS.with(|w| w.borrow().get(lower).copied()) {
         return known;
     }
+    let key = lower.to_vec();
     // SAFETY: "cb" takes a C string and a (buffer, length) pair; the reply is freed here.
     let is_write = unsafe {
         let reply = api!(RedisModule_Call)(ctx, c"COMMAND".as_ptr(), c"cb".as_ptr(), c"INFO".as_ptr(), key.as_ptr() as *const c_char, key.len());
@@ -182,8 +191,10 @@ fn blocking_stream_read(name: &[u8], args: &[&[u8]]) -> Option<String> {
 }
 
 /// `redis.call` from a function, through `RedisModule_Call` in script mode.
-pub struct ModuleHost {
+pub struct ModuleHost<'a> {
     ctx: Ctx,
+    /// The RX.CALL arguments, copied into `running` if the function turns busy.
+    command: &'a [&'a [u8]],
     /// `no-writes` function or `RX.CALL_RO`: write commands are refused.
     read_only: bool,
     /// Refuse deny-oom commands over maxmemory (functions without `allow-oom`).
@@ -197,7 +208,7 @@ pub struct ModuleHost {
     redis_calls: std::cell::Cell<u64>,
 }
 
-impl Drop for ModuleHost {
+impl Drop for ModuleHost<'_> {
     fn drop(&mut self) {
         if let Some(db) = self.caller_db.get() {
             // SAFETY: the ctx outlives the host, which lives inside the command call.
@@ -205,6 +216,9 @@ impl Drop for ModuleHost {
         }
     }
 }
+
+/// Arguments passed as buffers; more go as a `v` array.
+const MAX_BUFFER_ARGS: usize = 16;
 
 /// `RedisModule_Call` with each argument passed as a buffer (`b`), so Redis builds fresh
 /// objects exactly as its own scripting does (a `v` array would be retained, which keeps
@@ -215,21 +229,21 @@ macro_rules! call_with_buffers {
     };
 }
 
-impl ModuleHost {
+impl ModuleHost<'_> {
     /// Runs the command; returns the reply (null on refusal), errno, and the argument
     /// strings when the `v` fallback made them.
-    fn raw_call(&self, name: &CString, rest: &[&[u8]], options: CallOptions) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
-        const MAX_BUFFER_ARGS: usize = 16;
+    fn raw_call(&self, name: &std::ffi::CStr, rest: &[&[u8]], options: CallOptions) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
+        let mut fmt_buf = [0u8; 32];
         if rest.len() > MAX_BUFFER_ARGS {
             let args = ArgStrings::new(self.ctx, rest);
             // SAFETY: the "v" format takes (RedisModuleString **argv, size_t argc); both stay
             // valid for the call, and the name and format are NUL-terminated.
             let reply = unsafe {
-                api!(RedisModule_Call)(self.ctx, name.as_ptr(), self.format(options, None).as_ptr(), args.items.as_ptr(), args.items.len())
+                api!(RedisModule_Call)(self.ctx, name.as_ptr(), self.format(options, None, &mut fmt_buf).as_ptr(), args.items.as_ptr(), args.items.len())
             };
             return (reply, errno(), Some(args));
         }
-        let fmt = self.format(options, Some(rest.len()));
+        let fmt = self.format(options, Some(rest.len()), &mut fmt_buf);
         let (ctx, n, f) = (self.ctx, name.as_ptr(), fmt.as_ptr());
         // SAFETY: one (pointer, length) pair per `b` in the format, each valid for the call.
         let reply = unsafe {
@@ -256,8 +270,11 @@ impl ModuleHost {
         (reply, errno(), None)
     }
 
-    pub fn new(ctx: Ctx, read_only: bool, check_oom: bool, running: Rc<Running>) -> Self {
-        ModuleHost { ctx, read_only, check_oom, caller_db: std::cell::Cell::new(None), running, redis_calls: Default::default() }
+}
+
+impl<'a> ModuleHost<'a> {
+    pub fn new(ctx: Ctx, read_only: bool, check_oom: bool, running: Rc<Running>, command: &'a [&'a [u8]]) -> Self {
+        ModuleHost { ctx, command, read_only, check_oom, caller_db: std::cell::Cell::new(None), running, redis_calls: Default::default() }
     }
 
     /// How many commands the script ran through redis.call/pcall.
@@ -289,29 +306,35 @@ impl ModuleHost {
         }
     }
 
-    /// The call format: `n` buffer arguments (or a `v` array when `None`), then the flags.
-    /// S: script mode; C: the caller's ACL; !: replicate effects; W: no writes;
-    /// M: deny-oom check; 3: RESP3 replies.
-    fn format(&self, options: CallOptions, buffers: Option<usize>) -> CString {
-        let mut f = Vec::with_capacity(24);
+    /// The call format, NUL-terminated in `buf`: `n` buffer arguments (or a `v` array when
+    /// `None`), then the flags. S: script mode; C: the caller's ACL; !: replicate effects;
+    /// W: no writes; M: deny-oom check; 3: RESP3 replies.
+    fn format<'b>(&self, options: CallOptions, buffers: Option<usize>, buf: &'b mut [u8; 32]) -> &'b std::ffi::CStr {
+        let mut n = 0;
+        let mut push = |c: u8| {
+            buf[n] = c;
+            n += 1;
+        };
         match buffers {
-            Some(n) => f.resize(n, b'b'),
-            None => f.push(b'v'),
+            Some(count) => (0..count.min(MAX_BUFFER_ARGS)).for_each(|_| push(b'b')),
+            None => push(b'v'),
         }
-        f.extend_from_slice(b"SC");
+        push(b'S');
+        push(b'C');
         if options.replicate {
-            f.push(b'!');
+            push(b'!');
         }
         if self.read_only {
-            f.push(b'W');
+            push(b'W');
         }
         if self.check_oom {
-            f.push(b'M');
+            push(b'M');
         }
         if options.resp3 {
-            f.push(b'3');
+            push(b'3');
         }
-        CString::new(f).unwrap_or_default()
+        push(0);
+        std::ffi::CStr::from_bytes_with_nul(&buf[..n]).unwrap_or(c"")
     }
 
     /// The error Redis's own script engine gives for a refusal `RedisModule_Call` reports
@@ -361,7 +384,7 @@ impl Drop for CurrentUser {
     }
 }
 
-impl ModuleHost {
+impl ModuleHost<'_> {
     /// `RedisModule_Call` reports every ACL denial as EACCES; Redis's script engine says
     /// whether a key, a channel or the command itself was denied. Work out which.
     fn acl_refusal(&self, name: &[u8], args: &ArgStrings) -> String {
@@ -418,7 +441,7 @@ impl ModuleHost {
     }
 }
 
-impl Host for ModuleHost {
+impl Host for ModuleHost<'_> {
     fn call(&self, argv: &[&[u8]], options: CallOptions, on_reply: &mut dyn FnMut(&[u8])) -> Result<(), String> {
         let Some((name, rest)) = argv.split_first() else {
             return Err("ERR Please specify at least one argument for this redis lib call".into());
@@ -431,14 +454,22 @@ impl Host for ModuleHost {
             return Err(refusal);
         }
         let is_select = name.eq_ignore_ascii_case(b"select");
-        let name = c_string(name);
+        let mut name_buf = [0u8; 64];
+        let owned_name;
+        let name: &std::ffi::CStr = if name.len() < name_buf.len() {
+            name_buf[..name.len()].copy_from_slice(name);
+            std::ffi::CStr::from_bytes_until_nul(&name_buf).unwrap_or(c"")
+        } else {
+            owned_name = c_string(name);
+            &owned_name
+        };
         set_errno(0);
         let (reply, err, args) = self.raw_call(&name, rest, options);
         if reply.is_null() {
             const EACCES: c_int = 13;
             if err == EACCES {
                 let args = args.unwrap_or_else(|| ArgStrings::new(self.ctx, rest));
-                return Err(self.acl_refusal(name.as_bytes(), &args));
+                return Err(self.acl_refusal(name.to_bytes(), &args));
             }
             return Err(self.refusal_text(err));
         }
@@ -471,6 +502,7 @@ impl Host for ModuleHost {
         }
         if running_for.as_millis() >= crate::gates::busy_threshold_ms() as u128 {
             if !r.busy.replace(true) {
+                *r.command.borrow_mut() = self.command.iter().map(|a| a.to_vec()).collect();
                 log(
                     self.ctx,
                     LogLevel::Warning,

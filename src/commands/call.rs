@@ -111,7 +111,7 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
     let (keys, argv) = args[3..].split_at(numkeys);
     let running = Rc::new(Running {
         function: function.name.clone(),
-        command: args.iter().map(|a| a.to_vec()).collect(),
+        command: Default::default(),
         started: Instant::now(),
         wrote: Cell::new(false),
         kill_requested: Cell::new(false),
@@ -119,7 +119,7 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
         busy: Cell::new(false),
     });
     let _running = running::start(Rc::clone(&running));
-    let host = ModuleHost::new(ctx, read_only_command || !function.flags.may_write(), function.flags.checks_oom(), running);
+    let host = ModuleHost::new(ctx, read_only_command || !function.flags.may_write(), function.flags.checks_oom(), running, args);
     let mut client = ModuleReply(ctx);
     let mut reply = ErrorObserver::new(&mut client);
     let started = Instant::now();

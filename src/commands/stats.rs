@@ -40,8 +40,9 @@ fn rx_stats(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
             out.bulk(b"name");
             out.bulk(r.function.as_bytes());
             out.bulk(b"command");
-            out.array(r.command.len());
-            for a in &r.command {
+            let command = r.command.borrow();
+            out.array(command.len());
+            for a in command.iter() {
                 out.bulk(a);
             }
             out.bulk(b"duration_ms");

@@ -4,7 +4,9 @@
 //! `ok`, `double`, `big_number`, `verbatim_string`, `map` and `set` before being read as
 //! an array that stops at the first nil.
 
-use mlua::{Table, Value};
+use std::ffi::c_int;
+
+use mlua::ffi;
 
 use crate::reply::ReplySink;
 
@@ -18,96 +20,153 @@ pub fn truncate_number(n: f64) -> i64 {
     }
 }
 
-/// Writes `value` to `sink`. `script_resp3` is whether the script called `redis.setresp(3)`.
-pub fn lua_to_reply(value: &Value, sink: &mut dyn ReplySink, script_resp3: bool) {
-    match value {
-        Value::String(s) => sink.bulk(&s.as_bytes()),
-        Value::Boolean(b) => {
+/// Writes the value at stack index `idx` to `sink`, reading it directly with the Lua C
+/// API (the hot path: no intermediate values). `script_resp3` is whether the script called
+/// `redis.setresp(3)`.
+///
+/// # Safety
+/// `l` must be a valid state with at least 8 free stack slots (checked again per nesting
+/// level), and `idx` must be a valid absolute index.
+pub unsafe fn raw_to_reply(l: *mut ffi::lua_State, idx: c_int, sink: &mut dyn ReplySink, script_resp3: bool) {
+    match ffi::lua_type(l, idx) {
+        ffi::LUA_TSTRING => sink.bulk(raw_bytes(l, idx)),
+        ffi::LUA_TBOOLEAN => {
+            let b = ffi::lua_toboolean(l, idx) != 0;
             if script_resp3 {
-                sink.boolean(*b)
-            } else if *b {
+                sink.boolean(b)
+            } else if b {
                 sink.integer(1)
             } else {
                 sink.null()
             }
         }
-        Value::Integer(i) => sink.integer(*i),
-        Value::Number(n) => sink.integer(truncate_number(*n)),
-        Value::Table(t) => table_to_reply(t, sink, script_resp3),
+        ffi::LUA_TNUMBER => sink.integer(truncate_number(ffi::lua_tonumber(l, idx))),
+        ffi::LUA_TTABLE => raw_table_to_reply(l, idx, sink, script_resp3),
         _ => sink.null(),
     }
 }
 
-fn string_field(t: &Table, key: &str) -> Option<mlua::LuaString> {
-    match t.raw_get::<Value>(key) {
-        Ok(Value::String(s)) => Some(s),
-        _ => None,
+unsafe fn raw_bytes<'a>(l: *mut ffi::lua_State, idx: c_int) -> &'a [u8] {
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(l, idx, &mut len);
+    if p.is_null() {
+        &[]
+    } else {
+        // SAFETY: the string stays on the stack while the caller uses the slice.
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
     }
 }
 
-fn table_to_reply(t: &Table, sink: &mut dyn ReplySink, script_resp3: bool) {
-    if let Some(err) = string_field(t, "err") {
-        return sink.error(&err.as_bytes());
+/// Pushes `t[field]` (raw) and returns its type; the caller pops it.
+unsafe fn raw_field(l: *mut ffi::lua_State, t: c_int, field: &std::ffi::CStr) -> c_int {
+    ffi::lua_pushstring(l, field.as_ptr());
+    ffi::lua_rawget(l, t)
+}
+
+unsafe fn raw_table_to_reply(l: *mut ffi::lua_State, t: c_int, sink: &mut dyn ReplySink, resp3: bool) {
+    if ffi::lua_checkstack(l, 8) == 0 {
+        return sink.error(b"ERR reached lua stack limit");
     }
-    if let Some(ok) = string_field(t, "ok") {
-        return sink.simple(&ok.as_bytes());
+    if raw_field(l, t, c"err") == ffi::LUA_TSTRING {
+        sink.error(raw_bytes(l, -1));
+        return ffi::lua_pop(l, 1);
     }
-    match t.raw_get::<Value>("double") {
-        Ok(Value::Number(n)) => return sink.double(n),
-        Ok(Value::Integer(i)) => return sink.double(i as f64),
-        _ => {}
+    ffi::lua_pop(l, 1);
+    if raw_field(l, t, c"ok") == ffi::LUA_TSTRING {
+        sink.simple(raw_bytes(l, -1));
+        return ffi::lua_pop(l, 1);
     }
-    if let Some(big) = string_field(t, "big_number") {
-        let clean = crate::reply::single_line(&big.as_bytes());
-        return sink.big_number(&clean);
+    ffi::lua_pop(l, 1);
+    if raw_field(l, t, c"double") == ffi::LUA_TNUMBER {
+        sink.double(ffi::lua_tonumber(l, -1));
+        return ffi::lua_pop(l, 1);
     }
-    if let Ok(Value::Table(v)) = t.raw_get::<Value>("verbatim_string") {
-        if let (Some(format), Some(s)) = (string_field(&v, "format"), string_field(&v, "string")) {
-            return sink.verbatim(&format.as_bytes(), &s.as_bytes());
+    ffi::lua_pop(l, 1);
+    if raw_field(l, t, c"big_number") == ffi::LUA_TSTRING {
+        sink.big_number(&crate::reply::single_line(raw_bytes(l, -1)));
+        return ffi::lua_pop(l, 1);
+    }
+    ffi::lua_pop(l, 1);
+    if raw_field(l, t, c"verbatim_string") == ffi::LUA_TTABLE {
+        let v = ffi::lua_gettop(l);
+        let f = raw_field(l, v, c"format");
+        let s = raw_field(l, v, c"string");
+        if f == ffi::LUA_TSTRING && s == ffi::LUA_TSTRING {
+            sink.verbatim(raw_bytes(l, -2), raw_bytes(l, -1));
+            return ffi::lua_pop(l, 3);
         }
+        ffi::lua_pop(l, 2);
     }
-    if let Ok(Value::Table(m)) = t.raw_get::<Value>("map") {
-        let pairs: Vec<(Value, Value)> = m.pairs::<Value, Value>().filter_map(Result::ok).collect();
-        sink.map(pairs.len());
-        for (k, v) in &pairs {
-            lua_to_reply(k, sink, script_resp3);
-            lua_to_reply(v, sink, script_resp3);
+    ffi::lua_pop(l, 1);
+    if raw_field(l, t, c"map") == ffi::LUA_TTABLE {
+        let m = ffi::lua_gettop(l);
+        sink.map(raw_count(l, m));
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, m) != 0 {
+            let top = ffi::lua_gettop(l);
+            raw_to_reply(l, top - 1, sink, resp3);
+            raw_to_reply(l, top, sink, resp3);
+            ffi::lua_pop(l, 1);
         }
-        return;
+        return ffi::lua_pop(l, 1);
     }
-    if let Ok(Value::Table(s)) = t.raw_get::<Value>("set") {
-        let members: Vec<Value> = s.pairs::<Value, Value>().filter_map(|kv| kv.ok().map(|(k, _)| k)).collect();
-        sink.set(members.len());
-        for m in &members {
-            lua_to_reply(m, sink, script_resp3);
+    ffi::lua_pop(l, 1);
+    if raw_field(l, t, c"set") == ffi::LUA_TTABLE {
+        let m = ffi::lua_gettop(l);
+        sink.set(raw_count(l, m));
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, m) != 0 {
+            raw_to_reply(l, ffi::lua_gettop(l) - 1, sink, resp3);
+            ffi::lua_pop(l, 1);
         }
-        return;
+        return ffi::lua_pop(l, 1);
     }
-    let mut items = Vec::new();
-    for i in 1.. {
-        match t.raw_get::<Value>(i) {
-            Ok(Value::Nil) | Err(_) => break,
-            Ok(v) => items.push(v),
-        }
+    ffi::lua_pop(l, 1);
+    // An array, up to the first nil.
+    let mut len = 0;
+    while ffi::lua_rawgeti(l, t, (len + 1) as _) != ffi::LUA_TNIL {
+        ffi::lua_pop(l, 1);
+        len += 1;
     }
-    sink.array(items.len());
-    for v in &items {
-        lua_to_reply(v, sink, script_resp3);
+    ffi::lua_pop(l, 1);
+    sink.array(len);
+    for i in 1..=len {
+        ffi::lua_rawgeti(l, t, i as _);
+        raw_to_reply(l, ffi::lua_gettop(l), sink, resp3);
+        ffi::lua_pop(l, 1);
     }
+}
+
+/// The number of entries `lua_next` visits in table `t`.
+unsafe fn raw_count(l: *mut ffi::lua_State, t: c_int) -> usize {
+    let mut n = 0;
+    ffi::lua_pushnil(l);
+    while ffi::lua_next(l, t) != 0 {
+        ffi::lua_pop(l, 1);
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reply::RespWriter;
-    use mlua::Lua;
+    use mlua::{Lua, Value};
 
     fn reply_bytes(src: &str, resp: u8, script_resp3: bool) -> Vec<u8> {
         let lua = Lua::new();
         let v: Value = lua.load(src).eval().unwrap();
-        let mut w = RespWriter::new(resp);
-        lua_to_reply(&v, &mut w, script_resp3);
-        w.out
+        let mut raw = RespWriter::new(resp);
+        // SAFETY: exec_raw hands over a valid state with the value pushed at the top.
+        unsafe {
+            lua.exec_raw::<()>(v, |l| {
+                raw_to_reply(l, ffi::lua_gettop(l), &mut raw, script_resp3);
+                ffi::lua_settop(l, 0);
+            })
+            .unwrap();
+        }
+        raw.out
     }
 
     fn reply(src: &str, resp: u8, script_resp3: bool) -> String {
@@ -157,3 +216,4 @@ mod tests {
         assert_eq!(reply_bytes("return '\\0\\255\\r\\n'", 2, false), b"$4\r\n\0\xff\r\n\r\n");
     }
 }
+

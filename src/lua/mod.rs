@@ -10,7 +10,9 @@ pub mod lstruct;
 use std::time::{Duration, Instant};
 
 use mlua::chunk::ChunkMode;
-use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use std::ffi::c_int;
+
+use mlua::{ffi, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 
 use crate::engine::{Host, Registration, Tick};
 use crate::flags::FunctionFlags;
@@ -177,6 +179,10 @@ impl LuaEngine {
     }
 
     /// Runs a function and writes its reply (or its error) to `sink`.
+    ///
+    /// The whole call happens inside one protected section with the raw Lua API: KEYS and
+    /// ARGV are built, `invoke` runs the function under the error handler, and the result
+    /// goes straight from the Lua stack to `sink`.
     pub fn call(
         &self,
         callable: &LuaCallable,
@@ -189,42 +195,35 @@ impl LuaEngine {
         let active = ActiveCall::new(host);
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
-        let result = self
-            .string_array(keys)
-            .and_then(|k| Ok((k, self.string_array(args)?)))
-            .and_then(|(k, a)| self.invoke.call::<(bool, Value)>((callable, k, a)));
-        match result {
-            Ok((true, value)) => convert::lua_to_reply(&value, sink, active.resp3()),
-            Ok((false, err)) => {
-                // A kill or a time limit replaces whatever error the script was left with.
-                let msg = match active.host().interruption() {
-                    Some(text) => text.into_bytes(),
-                    None => error_table_message(&err),
-                };
-                let located = match &err {
-                    Value::Table(t) => match (t.raw_get::<Value>("source"), t.raw_get::<Value>("line")) {
-                        (Ok(Value::String(src)), Ok(line @ (Value::Integer(_) | Value::Number(_)))) => {
-                            let line = match line {
-                                Value::Integer(i) => i,
-                                Value::Number(n) => n as i64,
-                                _ => 0,
-                            };
-                            let mut m = msg.clone();
-                            m.extend_from_slice(format!(" script: {function_name}, on ").as_bytes());
-                            m.extend_from_slice(&src.as_bytes());
-                            m.extend_from_slice(format!(":{line}.").as_bytes());
-                            Some(m)
-                        }
-                        _ => None,
-                    },
-                    _ => None,
-                };
-                sink.error(&located.unwrap_or(msg));
-            }
-            Err(e) => match active.host().interruption() {
-                Some(text) => sink.error(text.as_bytes()),
-                None => sink.error(format!("ERR {}", lua_error_message(&e)).as_bytes()),
-            },
+        let mut replied = false;
+        // SAFETY: exec_raw runs the closure inside a protected call, with `invoke` and the
+        // callable pushed at indexes 1 and 2 and room checked below; every stack index used
+        // is one this closure pushed.
+        let result = unsafe {
+            self.lua.exec_raw::<()>((&self.invoke, callable), |l| {
+                if ffi::lua_checkstack(l, 8) == 0 {
+                    return;
+                }
+                push_string_array(l, keys);
+                push_string_array(l, args);
+                ffi::lua_call(l, 3, 2);
+                let (ok, value) = (ffi::lua_gettop(l) - 1, ffi::lua_gettop(l));
+                if ffi::lua_toboolean(l, ok) != 0 {
+                    convert::raw_to_reply(l, value, sink, active.resp3());
+                } else {
+                    sink.error(&raw_error_text(l, value, function_name, active.host().interruption()));
+                }
+                replied = true;
+                ffi::lua_settop(l, 0);
+            })
+        };
+        if !replied {
+            let text = match (&result, active.host().interruption()) {
+                (_, Some(text)) => text,
+                (Err(e), None) => format!("ERR {}", lua_error_message(e)),
+                (Ok(()), None) => "ERR reached lua stack limit".into(),
+            };
+            sink.error(text.as_bytes());
         }
     }
 
@@ -233,13 +232,60 @@ impl LuaEngine {
         self.lua.set_memory_limit(bytes).map(|_| ())
     }
 
-    fn string_array(&self, items: &[&[u8]]) -> mlua::Result<Table> {
-        let t = self.lua.create_table_with_capacity(items.len(), 0)?;
-        for (i, item) in items.iter().enumerate() {
-            t.raw_set(i + 1, self.lua.create_string(item)?)?;
-        }
-        Ok(t)
+}
+
+/// Pushes a new array of byte strings.
+unsafe fn push_string_array(l: *mut ffi::lua_State, items: &[&[u8]]) {
+    ffi::lua_createtable(l, items.len().min(i32::MAX as usize) as c_int, 0);
+    for (i, item) in items.iter().enumerate() {
+        ffi::lua_pushlstring(l, item.as_ptr().cast(), item.len());
+        ffi::lua_rawseti(l, -2, (i + 1) as ffi::lua_Integer);
     }
+}
+
+/// The error reply for a failed call, from the handler's `{err=, source=, line=}` at
+/// `idx`: Redis's "<err> script: <function>, on <source>:<line>.". A kill or a time
+/// limit replaces the error text but keeps the location.
+unsafe fn raw_error_text(l: *mut ffi::lua_State, idx: c_int, function_name: &str, interruption: Option<String>) -> Vec<u8> {
+    let field = |name: &std::ffi::CStr| -> (c_int, Vec<u8>, f64) {
+        ffi::lua_pushstring(l, name.as_ptr());
+        let t = ffi::lua_rawget(l, idx);
+        let mut len = 0usize;
+        let bytes = if t == ffi::LUA_TSTRING {
+            let p = ffi::lua_tolstring(l, -1, &mut len);
+            std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
+        } else {
+            Vec::new()
+        };
+        let n = if t == ffi::LUA_TNUMBER { ffi::lua_tonumber(l, -1) } else { 0.0 };
+        ffi::lua_pop(l, 1);
+        (t, bytes, n)
+    };
+    let (mut msg, located) = match ffi::lua_type(l, idx) {
+        ffi::LUA_TTABLE => {
+            let (t, err, _) = field(c"err");
+            let msg = if t == ffi::LUA_TSTRING { err } else { b"ERR unknown error".to_vec() };
+            let (ts, source, _) = field(c"source");
+            let (tl, _, line) = field(c"line");
+            let located = (ts == ffi::LUA_TSTRING && tl == ffi::LUA_TNUMBER).then_some((source, line as i64));
+            (msg, located)
+        }
+        ffi::LUA_TSTRING => {
+            let mut len = 0usize;
+            let p = ffi::lua_tolstring(l, idx, &mut len);
+            ([&b"ERR "[..], std::slice::from_raw_parts(p.cast::<u8>(), len)].concat(), None)
+        }
+        _ => (b"ERR unknown error".to_vec(), None),
+    };
+    if let Some(text) = interruption {
+        msg = text.into_bytes();
+    }
+    if let Some((source, line)) = located {
+        msg.extend_from_slice(format!(" script: {function_name}, on ").as_bytes());
+        msg.extend_from_slice(&source);
+        msg.extend_from_slice(format!(":{line}.").as_bytes());
+    }
+    msg
 }
 
 /// The `err` text of an error value the handler produced (or Lua's own message).
