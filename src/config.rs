@@ -27,7 +27,12 @@ unsafe extern "C" fn get_numeric(_name: *const c_char, privdata: *mut c_void) ->
     (*(privdata as *const AtomicI64)).load(Ordering::Relaxed)
 }
 
-unsafe extern "C" fn set_numeric(name: *const c_char, val: c_longlong, privdata: *mut c_void, _err: *mut *mut raw::RedisModuleString) -> c_int {
+unsafe extern "C" fn set_numeric(
+    name: *const c_char,
+    val: c_longlong,
+    privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
     // SAFETY: as above; name is the NUL-terminated config name.
     (*(privdata as *const AtomicI64)).store(val, Ordering::Relaxed);
     if CStr::from_ptr(name).to_bytes() == b"memory-limit-mb" {
@@ -46,7 +51,13 @@ pub fn apply_memory_limit() {
 
 pub fn register(ctx: Ctx) -> Result<(), String> {
     let configs: [(&CStr, &AtomicI64, i64, i64, i64); 2] = [
-        (c"memory-limit-mb", &MEMORY_LIMIT_MB, MEMORY_LIMIT_MB_DEFAULT, MEMORY_LIMIT_MB_MIN, MEMORY_LIMIT_MB_MAX),
+        (
+            c"memory-limit-mb",
+            &MEMORY_LIMIT_MB,
+            MEMORY_LIMIT_MB_DEFAULT,
+            MEMORY_LIMIT_MB_MIN,
+            MEMORY_LIMIT_MB_MAX,
+        ),
         (c"time-limit-ms", &TIME_LIMIT_MS, 0, 0, TIME_LIMIT_MS_MAX),
     ];
     for (name, value, default, min, max) in configs {
@@ -66,7 +77,10 @@ pub fn register(ctx: Ctx) -> Result<(), String> {
             )
         };
         if r != raw::REDISMODULE_OK as c_int {
-            return Err(format!("could not register config rx.{}", name.to_string_lossy()));
+            return Err(format!(
+                "could not register config rx.{}",
+                name.to_string_lossy()
+            ));
         }
     }
     // SAFETY: as above; applies values from module arguments and the config file.

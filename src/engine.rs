@@ -52,7 +52,12 @@ pub trait Host {
     /// which may be an error reply. `Err` carries a refusal made before the command ran
     /// (unknown command, arity, ACL, OOM, write in a read-only script...), as a full error
     /// text with its code.
-    fn call(&self, argv: &[&[u8]], options: CallOptions, on_reply: &mut dyn FnMut(&[u8])) -> Result<(), String>;
+    fn call(
+        &self,
+        argv: &[&[u8]],
+        options: CallOptions,
+        on_reply: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), String>;
     /// `redis.acl_check_cmd`: `Err` for an unknown command.
     fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String>;
     fn log(&self, level: LogLevel, msg: &[u8]);

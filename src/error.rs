@@ -47,7 +47,10 @@ mod tests {
 
     #[test]
     fn err_prefixes_code_once() {
-        assert_eq!(RxError::err("Function not found").text(), "ERR Function not found");
+        assert_eq!(
+            RxError::err("Function not found").text(),
+            "ERR Function not found"
+        );
         assert_eq!(RxError::coded("WRONGTYPE x").text(), "WRONGTYPE x");
         assert_eq!(
             RxError::wrong_arity("rx.call").text(),

@@ -33,11 +33,17 @@ impl FunctionFlags {
 
     /// The flag named `name`, or `None` for an unknown name.
     pub fn from_name(name: &[u8]) -> Option<FunctionFlags> {
-        Self::NAMES.iter().find(|(n, _)| n.as_bytes() == name).map(|(_, f)| *f)
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| n.as_bytes() == name)
+            .map(|(_, f)| *f)
     }
 
     pub fn names(self) -> impl Iterator<Item = &'static str> {
-        Self::NAMES.iter().filter(move |(_, f)| self.contains(*f)).map(|(n, _)| *n)
+        Self::NAMES
+            .iter()
+            .filter(move |(_, f)| self.contains(*f))
+            .map(|(n, _)| *n)
     }
 
     /// A function that may write must pass the write gates (replica, disk, min-replicas).

@@ -45,10 +45,14 @@ pub fn check_write_gates(ctx: Ctx) -> RxResult<()> {
         return Err(RxError::coded(RDB_ERROR));
     }
     if reading.aof_error {
-        return Err(RxError::coded("MISCONF Errors writing to the AOF file: see the server log"));
+        return Err(RxError::coded(
+            "MISCONF Errors writing to the AOF file: see the server log",
+        ));
     }
     if reading.not_enough_replicas {
-        return Err(RxError::coded("NOREPLICAS Not enough good replicas to write."));
+        return Err(RxError::coded(
+            "NOREPLICAS Not enough good replicas to write.",
+        ));
     }
     Ok(())
 }
@@ -65,7 +69,11 @@ fn config(c: &Context, name: &str) -> String {
 }
 
 fn info_field(info: &str, field: &str) -> Option<String> {
-    info.lines().find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+    info.lines().find_map(|l| {
+        l.strip_prefix(field)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
 }
 
 fn info(c: &Context, section: &str) -> String {
@@ -89,12 +97,18 @@ fn read(ctx: Ctx) -> Reading {
     let not_enough_replicas = if min_replicas > 0 && max_lag > 0 {
         let replication = info(&c, "replication");
         let is_master = info_field(&replication, "role").as_deref() == Some("master");
-        let good: i64 = info_field(&replication, "min_slaves_good_slaves").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let good: i64 = info_field(&replication, "min_slaves_good_slaves")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         is_master && good < min_replicas
     } else {
         false
     };
-    Reading { rdb_error, aof_error, not_enough_replicas }
+    Reading {
+        rdb_error,
+        aof_error,
+        not_enough_replicas,
+    }
 }
 
 thread_local! {

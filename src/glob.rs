@@ -3,7 +3,11 @@
 
 pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
     if nocase {
-        return glob_match(&pattern.to_ascii_lowercase(), &text.to_ascii_lowercase(), false);
+        return glob_match(
+            &pattern.to_ascii_lowercase(),
+            &text.to_ascii_lowercase(),
+            false,
+        );
     }
     let (mut p, mut t) = (0usize, 0usize);
     // Backtracking point for the last `*`: (pattern index after it, text index).
@@ -77,7 +81,10 @@ fn match_class(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
             matched |= pattern[i + 1] == c;
             i += 2;
         } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
-            let (lo, hi) = (pattern[i].min(pattern[i + 2]), pattern[i].max(pattern[i + 2]));
+            let (lo, hi) = (
+                pattern[i].min(pattern[i + 2]),
+                pattern[i].max(pattern[i + 2]),
+            );
             matched |= lo <= c && c <= hi;
             i += 3;
         } else {
@@ -112,12 +119,17 @@ mod tests {
         for (p, t) in yes {
             assert!(glob_match(p.as_bytes(), t.as_bytes(), false), "{p} ~ {t}");
         }
-        let no: &[(&str, &str)] = &[("a*", "bac"), ("a?c", "ac"), ("a[^b]c", "abc"), ("A*", "abc"), ("abc", "abcd")];
+        let no: &[(&str, &str)] = &[
+            ("a*", "bac"),
+            ("a?c", "ac"),
+            ("a[^b]c", "abc"),
+            ("A*", "abc"),
+            ("abc", "abcd"),
+        ];
         for (p, t) in no {
             assert!(!glob_match(p.as_bytes(), t.as_bytes(), false), "{p} !~ {t}");
         }
         assert!(glob_match(b"A*", b"abc", true));
-        {
-        }
+        {}
     }
 }

@@ -50,7 +50,10 @@ pub fn parse_header(code: &[u8]) -> Result<LibraryHeader, HeaderError> {
         return Err(HeaderError::Missing);
     }
     // Redis reads the header as a C string: a NUL before the newline hides the newline.
-    let line_end = code.iter().position(|&b| b == b'\n' || b == 0).ok_or(HeaderError::Invalid)?;
+    let line_end = code
+        .iter()
+        .position(|&b| b == b'\n' || b == 0)
+        .ok_or(HeaderError::Invalid)?;
     if code[line_end] == 0 {
         return Err(HeaderError::Invalid);
     }
@@ -66,7 +69,9 @@ pub fn parse_header(code: &[u8]) -> Result<LibraryHeader, HeaderError> {
             }
             name = Some(value.to_vec());
         } else {
-            return Err(HeaderError::UnknownField(String::from_utf8_lossy(part).into_owned()));
+            return Err(HeaderError::UnknownField(
+                String::from_utf8_lossy(part).into_owned(),
+            ));
         }
     }
     let name = name.ok_or(HeaderError::NameNotGiven)?;
@@ -198,7 +203,10 @@ mod tests {
             ("#!lua name=x", HeaderError::Invalid),
             ("#!lua name=\"x\nq", HeaderError::Invalid),
             ("#!lua name=x name=y\n", HeaderError::NameGivenTwice),
-            ("#!lua name=x foo=bar\n", HeaderError::UnknownField("foo=bar".into())),
+            (
+                "#!lua name=x foo=bar\n",
+                HeaderError::UnknownField("foo=bar".into()),
+            ),
             ("#!lua name=a\0b\nx", HeaderError::Invalid),
             ("#!lua foo\n", HeaderError::UnknownField("foo".into())),
             ("#!lua\n", HeaderError::NameNotGiven),
@@ -217,7 +225,10 @@ mod tests {
 
     #[test]
     fn messages_match_native_redis() {
-        assert_eq!(HeaderError::UnknownEngine("js".into()).message(), "Engine 'js' not found");
+        assert_eq!(
+            HeaderError::UnknownEngine("js".into()).message(),
+            "Engine 'js' not found"
+        );
         assert_eq!(
             HeaderError::UnknownField("foo".into()).message(),
             "Invalid metadata value given: foo"

@@ -42,7 +42,12 @@ pub fn check_aof_preamble(ctx: Ctx) {
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_config_change(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, _sub: u64, _data: *mut std::ffi::c_void) {
+extern "C" fn on_config_change(
+    ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    _sub: u64,
+    _data: *mut std::ffi::c_void,
+) {
     guarded("the config event", (), || {
         crate::gates::invalidate();
         crate::gates::refresh_busy_threshold(ctx);
@@ -57,7 +62,11 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
 fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
     let (libraries, functions, memory) = state::with(|s| {
         let r = s.registry.borrow();
-        (r.library_count(), r.function_count(), s.engine.used_memory())
+        (
+            r.library_count(),
+            r.function_count(),
+            s.engine.used_memory(),
+        )
     });
     // Per function, in the style of INFO commandstats (`cmdstat_get:calls=...`).
     let per_function: Vec<(String, String, [u64; 3])> = state::with(|s| {
@@ -83,7 +92,9 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
             })
             .collect()
     });
-    let totals = per_function.iter().fold([0u64; 3], |acc, (_, _, t)| [acc[0] + t[0], acc[1] + t[1], acc[2] + t[2]]);
+    let totals = per_function.iter().fold([0u64; 3], |acc, (_, _, t)| {
+        [acc[0] + t[0], acc[1] + t[1], acc[2] + t[2]]
+    });
     // SAFETY: ctx is the live info context; field names are NUL-terminated.
     unsafe {
         api!(RedisModule_InfoAddSection)(ctx, c"".as_ptr() as *mut _);
@@ -93,20 +104,30 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
         add(c"libraries", libraries as i64);
         add(c"functions", functions as i64);
         add(c"vm_memory_bytes", memory as i64);
-        add(c"aof_rewrite_keeps_libraries", AOF_REWRITE_KEEPS_LIBRARIES.load(Ordering::Relaxed) as i64);
+        add(
+            c"aof_rewrite_keeps_libraries",
+            AOF_REWRITE_KEEPS_LIBRARIES.load(Ordering::Relaxed) as i64,
+        );
         add(c"calls", totals[0] as i64);
         add(c"errors", totals[1] as i64);
         add(c"refusals", totals[2] as i64);
         for (name, line, _) in &per_function {
             let name = crate::server::c_string(name.as_bytes());
             let line = crate::server::c_string(line.as_bytes());
-            api!(RedisModule_InfoAddFieldCString)(ctx, name.as_ptr() as *mut _, line.as_ptr() as *mut _);
+            api!(RedisModule_InfoAddFieldCString)(
+                ctx,
+                name.as_ptr() as *mut _,
+                line.as_ptr() as *mut _,
+            );
         }
     }
 }
 
 pub fn register(ctx: Ctx) {
-    let event = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_CONFIG, dataver: 1 };
+    let event = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_CONFIG,
+        dataver: 1,
+    };
     // SAFETY: called from OnLoad with its context; the callbacks are plain extern fns.
     unsafe {
         api!(RedisModule_RegisterInfoFunc)(ctx, Some(info));

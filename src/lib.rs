@@ -4,6 +4,10 @@
 //! plain Rust; `engine` is the boundary; `lua` is the engine; `server`, `gates`, `state`
 //! and `commands` are the module glue.
 
+// The glue's functions take the context pointer Redis hands to the running callback and
+// pass it straight back to the module API; they never dereference it themselves.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 pub mod commands;
 pub mod config;
 pub mod engine;
@@ -48,7 +52,11 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     let raw_ctx = ctx.ctx;
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        server::log(std::ptr::null_mut(), engine::LogLevel::Warning, format!("RX panic: {info}").as_bytes());
+        server::log(
+            std::ptr::null_mut(),
+            engine::LogLevel::Warning,
+            format!("RX panic: {info}").as_bytes(),
+        );
         previous_hook(info);
     }));
     let (text, num) = server::server_version();
@@ -59,7 +67,10 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
             return Status::Err;
         }
     };
-    state::install(state::ModuleState { engine: Rc::new(engine), registry: RefCell::new(Registry::new()) });
+    state::install(state::ModuleState {
+        engine: Rc::new(engine),
+        registry: RefCell::new(Registry::new()),
+    });
     if let Err(e) = commands::register_all(raw_ctx) {
         ctx.log_warning(&format!("RX: {e}"));
         return Status::Err;

@@ -3,7 +3,11 @@
 /// Formats `v` like C's `printf("%.{precision}g", v)` for finite values.
 pub fn format_g(v: f64, precision: usize) -> String {
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let p = precision.max(1);
     // Integers below 10^p print as themselves; this is the common case (counters, scores)
@@ -38,6 +42,7 @@ mod tests {
     use super::format_g;
 
     #[test]
+    #[allow(clippy::approx_constant)]
     fn matches_c_printf() {
         let cases: &[(f64, usize, &str)] = &[
             (1.5, 17, "1.5"),

@@ -76,7 +76,9 @@ pub fn decode(payload: &[u8]) -> Result<Vec<&[u8]>, PayloadError> {
     let mut out = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
         let len = read_u32(&mut pos)?;
-        let code = body.get(pos..pos.checked_add(len).ok_or(PayloadError::Corrupt)?).ok_or(PayloadError::Corrupt)?;
+        let code = body
+            .get(pos..pos.checked_add(len).ok_or(PayloadError::Corrupt)?)
+            .ok_or(PayloadError::Corrupt)?;
         pos += len;
         out.push(code);
     }
@@ -97,7 +99,10 @@ mod tests {
     #[test]
     fn round_trip() {
         let p = sample();
-        assert_eq!(decode(&p).unwrap(), vec![&b"#!lua name=a\nx"[..], b"#!lua name=b\n\x00\xff"]);
+        assert_eq!(
+            decode(&p).unwrap(),
+            vec![&b"#!lua name=a\nx"[..], b"#!lua name=b\n\x00\xff"]
+        );
         assert_eq!(decode(&encode([])).unwrap(), Vec::<&[u8]>::new());
     }
 

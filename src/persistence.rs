@@ -49,7 +49,13 @@ pub static LIBRARY_TYPE: RedisType = RedisType::new(
 );
 
 fn library_sources() -> Vec<Vec<u8>> {
-    state::with(|s| s.registry.borrow().list(None).map(|l| l.code.clone()).collect())
+    state::with(|s| {
+        s.registry
+            .borrow()
+            .list(None)
+            .map(|l| l.code.clone())
+            .collect()
+    })
 }
 
 fn save(rdb: *mut raw::RedisModuleIO, sources: &[Vec<u8>]) {
@@ -103,7 +109,9 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
             // The registry was reset when loading started; REPLACE covers an RDB that
             // carries a library twice.
             load_library(std::ptr::null_mut(), &code, true, "RX.LOAD").map_err(|e| {
-                let name = crate::header::parse_header(&code).map(|h| h.name).unwrap_or_default();
+                let name = crate::header::parse_header(&code)
+                    .map(|h| h.name)
+                    .unwrap_or_default();
                 format!("RX: failed loading library '{name}' from the RDB: {e}")
             })?;
         }
@@ -116,7 +124,11 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
             failed
         }
         Err(_) => {
-            log(std::ptr::null_mut(), LogLevel::Warning, b"RX: internal error while loading libraries from the RDB");
+            log(
+                std::ptr::null_mut(),
+                LogLevel::Warning,
+                b"RX: internal error while loading libraries from the RDB",
+            );
             failed
         }
     }
@@ -146,7 +158,12 @@ fn read_sources(rdb: *mut raw::RedisModuleIO) -> Result<Vec<Vec<u8>>, String> {
 
 /// Resets the registry whenever Redis starts loading a dataset (RDB, AOF or a replication
 /// stream), so that what it carries is exactly what RX holds afterwards.
-extern "C" fn on_loading(_ctx: *mut raw::RedisModuleCtx, _event: raw::RedisModuleEvent, subevent: u64, _data: *mut std::ffi::c_void) {
+extern "C" fn on_loading(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut std::ffi::c_void,
+) {
     let starts = [
         raw::REDISMODULE_SUBEVENT_LOADING_RDB_START,
         raw::REDISMODULE_SUBEVENT_LOADING_AOF_START,
@@ -161,7 +178,10 @@ extern "C" fn on_loading(_ctx: *mut raw::RedisModuleCtx, _event: raw::RedisModul
 }
 
 pub fn subscribe_to_loading(ctx: *mut raw::RedisModuleCtx) {
-    let event = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_LOADING, dataver: 1 };
+    let event = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_LOADING,
+        dataver: 1,
+    };
     // SAFETY: called from OnLoad with its context; the callback is a plain extern fn.
     unsafe { api!(RedisModule_SubscribeToServerEvent)(ctx, event, Some(on_loading)) };
 }

@@ -72,20 +72,30 @@ fn fold(name: &[u8]) -> Box<[u8]> {
 
 impl<F> Clone for Library<F> {
     fn clone(&self) -> Self {
-        Library { name: self.name.clone(), code: self.code.clone(), functions: self.functions.clone() }
+        Library {
+            name: self.name.clone(),
+            code: self.code.clone(),
+            functions: self.functions.clone(),
+        }
     }
 }
 
 /// A shallow copy: the functions themselves are shared.
 impl<F> Clone for Registry<F> {
     fn clone(&self) -> Self {
-        Registry { libraries: self.libraries.clone(), functions: self.functions.clone() }
+        Registry {
+            libraries: self.libraries.clone(),
+            functions: self.functions.clone(),
+        }
     }
 }
 
 impl<F> Default for Registry<F> {
     fn default() -> Self {
-        Registry { libraries: BTreeMap::new(), functions: HashMap::new() }
+        Registry {
+            libraries: BTreeMap::new(),
+            functions: HashMap::new(),
+        }
     }
 }
 
@@ -105,7 +115,11 @@ impl<F> Registry<F> {
     /// Installs a compiled library. Every check happens before anything changes, so a
     /// failure leaves the registry (and any library being replaced) exactly as it was.
     /// Returns the replaced library, if any.
-    pub fn install(&mut self, lib: Library<F>, replace: bool) -> Result<Option<Library<F>>, RegistryError> {
+    pub fn install(
+        &mut self,
+        lib: Library<F>,
+        replace: bool,
+    ) -> Result<Option<Library<F>>, RegistryError> {
         self.check_loadable(&lib.name, replace)?;
         if lib.functions.is_empty() {
             return Err(RegistryError::NoFunctions);
@@ -129,7 +143,11 @@ impl<F> Registry<F> {
 
     /// Installs a batch of libraries, all or nothing: on any error the registry is exactly
     /// as before. Returns the libraries that were replaced or flushed.
-    pub fn install_all(&mut self, libs: Vec<Library<F>>, policy: RestorePolicy) -> Result<Vec<Library<F>>, RegistryError> {
+    pub fn install_all(
+        &mut self,
+        libs: Vec<Library<F>>,
+        policy: RestorePolicy,
+    ) -> Result<Vec<Library<F>>, RegistryError> {
         let mut next = self.clone();
         let mut removed = Vec::new();
         if policy == RestorePolicy::Flush {
@@ -174,10 +192,13 @@ impl<F> Registry<F> {
 
     /// Libraries in name order, optionally filtered by a Redis glob pattern (which, as in
     /// Redis, ignores case).
-    pub fn list<'a>(&'a self, pattern: Option<&'a [u8]>) -> impl Iterator<Item = &'a Library<F>> + 'a {
+    pub fn list<'a>(
+        &'a self,
+        pattern: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = &'a Library<F>> + 'a {
         self.libraries
             .values()
-            .filter(move |l| pattern.map_or(true, |p| glob_match(p, l.name.as_bytes(), true)))
+            .filter(move |l| pattern.is_none_or(|p| glob_match(p, l.name.as_bytes(), true)))
     }
 
     /// Every function, by library then registration order.
@@ -235,7 +256,10 @@ mod tests {
     fn existing_library_needs_replace() {
         let mut r = Registry::new();
         r.install(lib("a", &["f"]), false).unwrap();
-        assert_eq!(r.install(lib("a", &["g"]), false).unwrap_err(), RegistryError::LibraryExists("a".into()));
+        assert_eq!(
+            r.install(lib("a", &["g"]), false).unwrap_err(),
+            RegistryError::LibraryExists("a".into())
+        );
         assert!(r.function(b"f").is_some());
         let old = r.install(lib("a", &["g"]), true).unwrap().unwrap();
         assert_eq!(old.functions[0].name, "f");
@@ -255,7 +279,10 @@ mod tests {
         assert_eq!(r.function(b"g").unwrap().library, "b");
         assert!(r.function(b"f2").is_none());
         // An empty replacement is refused the same way.
-        assert_eq!(r.install(lib("a", &[]), true).unwrap_err(), RegistryError::NoFunctions);
+        assert_eq!(
+            r.install(lib("a", &[]), true).unwrap_err(),
+            RegistryError::NoFunctions
+        );
         assert_eq!(r.library("a").unwrap().functions.len(), 1);
     }
 
@@ -273,7 +300,10 @@ mod tests {
         r.install(lib("a", &["Hello", "hello"]), false).unwrap();
         assert_eq!(r.function(b"HELLO").unwrap().name, "hello");
         assert_eq!(r.function(b"Hello").unwrap().name, "hello");
-        assert_eq!(r.install(lib("b", &["HeLLo"]), false).unwrap_err(), RegistryError::FunctionExists("HeLLo".into()));
+        assert_eq!(
+            r.install(lib("b", &["HeLLo"]), false).unwrap_err(),
+            RegistryError::FunctionExists("HeLLo".into())
+        );
         r.delete("a").unwrap();
         assert!(r.function(b"hello").is_none());
     }
@@ -284,20 +314,42 @@ mod tests {
         r.install(lib("a", &["f"]), false).unwrap();
         r.install(lib("b", &["g"]), false).unwrap();
         // APPEND: an existing library aborts everything, including the new ones before it.
-        let err = r.install_all(vec![lib("c", &["h"]), lib("a", &["f2"])], RestorePolicy::Append).unwrap_err();
+        let err = r
+            .install_all(
+                vec![lib("c", &["h"]), lib("a", &["f2"])],
+                RestorePolicy::Append,
+            )
+            .unwrap_err();
         assert_eq!(err, RegistryError::LibraryExists("a".into()));
         assert!(r.library("c").is_none());
         // A function owned by another library aborts too.
-        let err = r.install_all(vec![lib("c", &["h"]), lib("d", &["g"])], RestorePolicy::Replace).unwrap_err();
+        let err = r
+            .install_all(
+                vec![lib("c", &["h"]), lib("d", &["g"])],
+                RestorePolicy::Replace,
+            )
+            .unwrap_err();
         assert_eq!(err, RegistryError::FunctionExists("g".into()));
         assert!(r.library("c").is_none() && r.function(b"h").is_none());
         // REPLACE keeps others; FLUSH drops them.
-        r.install_all(vec![lib("a", &["f3"]), lib("c", &["h"])], RestorePolicy::Replace).unwrap();
-        assert_eq!(r.list(None).map(|l| l.name.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        r.install_all(
+            vec![lib("a", &["f3"]), lib("c", &["h"])],
+            RestorePolicy::Replace,
+        )
+        .unwrap();
+        assert_eq!(
+            r.list(None).map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
         assert!(r.function(b"f").is_none() && r.function(b"f3").is_some());
-        let removed = r.install_all(vec![lib("z", &["zz"])], RestorePolicy::Flush).unwrap();
+        let removed = r
+            .install_all(vec![lib("z", &["zz"])], RestorePolicy::Flush)
+            .unwrap();
         assert_eq!(removed.len(), 3);
-        assert_eq!(r.list(None).map(|l| l.name.as_str()).collect::<Vec<_>>(), ["z"]);
+        assert_eq!(
+            r.list(None).map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["z"]
+        );
         assert!(r.function(b"g").is_none());
     }
 

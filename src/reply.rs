@@ -28,7 +28,11 @@ pub struct ErrorObserver<'a> {
 
 impl<'a> ErrorObserver<'a> {
     pub fn new(inner: &'a mut dyn ReplySink) -> Self {
-        ErrorObserver { inner, started: false, error: None }
+        ErrorObserver {
+            inner,
+            started: false,
+            error: None,
+        }
     }
 
     fn first(&mut self) -> bool {
@@ -37,28 +41,63 @@ impl<'a> ErrorObserver<'a> {
 }
 
 impl ReplySink for ErrorObserver<'_> {
-    fn simple(&mut self, s: &[u8]) { self.first(); self.inner.simple(s) }
+    fn simple(&mut self, s: &[u8]) {
+        self.first();
+        self.inner.simple(s)
+    }
     fn error(&mut self, s: &[u8]) {
         if self.first() {
             self.error = Some(String::from_utf8_lossy(s).into_owned());
         }
         self.inner.error(s)
     }
-    fn integer(&mut self, v: i64) { self.first(); self.inner.integer(v) }
-    fn bulk(&mut self, s: &[u8]) { self.first(); self.inner.bulk(s) }
-    fn null(&mut self) { self.first(); self.inner.null() }
-    fn array(&mut self, len: usize) { self.first(); self.inner.array(len) }
-    fn map(&mut self, len: usize) { self.first(); self.inner.map(len) }
-    fn set(&mut self, len: usize) { self.first(); self.inner.set(len) }
-    fn double(&mut self, v: f64) { self.first(); self.inner.double(v) }
-    fn boolean(&mut self, v: bool) { self.first(); self.inner.boolean(v) }
-    fn big_number(&mut self, s: &[u8]) { self.first(); self.inner.big_number(s) }
-    fn verbatim(&mut self, f: &[u8], s: &[u8]) { self.first(); self.inner.verbatim(f, s) }
+    fn integer(&mut self, v: i64) {
+        self.first();
+        self.inner.integer(v)
+    }
+    fn bulk(&mut self, s: &[u8]) {
+        self.first();
+        self.inner.bulk(s)
+    }
+    fn null(&mut self) {
+        self.first();
+        self.inner.null()
+    }
+    fn array(&mut self, len: usize) {
+        self.first();
+        self.inner.array(len)
+    }
+    fn map(&mut self, len: usize) {
+        self.first();
+        self.inner.map(len)
+    }
+    fn set(&mut self, len: usize) {
+        self.first();
+        self.inner.set(len)
+    }
+    fn double(&mut self, v: f64) {
+        self.first();
+        self.inner.double(v)
+    }
+    fn boolean(&mut self, v: bool) {
+        self.first();
+        self.inner.boolean(v)
+    }
+    fn big_number(&mut self, s: &[u8]) {
+        self.first();
+        self.inner.big_number(s)
+    }
+    fn verbatim(&mut self, f: &[u8], s: &[u8]) {
+        self.first();
+        self.inner.verbatim(f, s)
+    }
 }
 
 /// Redis's own rule for status and error lines: CR and LF become spaces.
 pub fn single_line(s: &[u8]) -> Vec<u8> {
-    s.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }).collect()
+    s.iter()
+        .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+        .collect()
 }
 
 /// Formats a double the way Redis's `addReplyDouble` does (`%.17g`, and `inf`/`-inf`/`nan`).
@@ -66,7 +105,11 @@ pub fn format_double(v: f64) -> String {
     if v.is_nan() {
         "nan".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         crate::numfmt::format_g(v, 17)
     }
@@ -80,7 +123,10 @@ pub struct RespWriter {
 
 impl RespWriter {
     pub fn new(resp: u8) -> Self {
-        RespWriter { out: Vec::new(), resp }
+        RespWriter {
+            out: Vec::new(),
+            resp,
+        }
     }
 
     fn line(&mut self, prefix: u8, body: &[u8]) {
@@ -106,30 +152,51 @@ impl ReplySink for RespWriter {
         self.out.extend_from_slice(b"\r\n");
     }
     fn null(&mut self) {
-        if self.resp == 3 { self.out.extend_from_slice(b"_\r\n") } else { self.out.extend_from_slice(b"$-1\r\n") }
+        if self.resp == 3 {
+            self.out.extend_from_slice(b"_\r\n")
+        } else {
+            self.out.extend_from_slice(b"$-1\r\n")
+        }
     }
     fn array(&mut self, len: usize) {
         self.line(b'*', len.to_string().as_bytes());
     }
     fn map(&mut self, len: usize) {
-        if self.resp == 3 { self.line(b'%', len.to_string().as_bytes()) } else { self.array(len * 2) }
+        if self.resp == 3 {
+            self.line(b'%', len.to_string().as_bytes())
+        } else {
+            self.array(len * 2)
+        }
     }
     fn set(&mut self, len: usize) {
-        if self.resp == 3 { self.line(b'~', len.to_string().as_bytes()) } else { self.array(len) }
+        if self.resp == 3 {
+            self.line(b'~', len.to_string().as_bytes())
+        } else {
+            self.array(len)
+        }
     }
     fn double(&mut self, v: f64) {
         let s = format_double(v);
-        if self.resp == 3 { self.line(b',', s.as_bytes()) } else { self.bulk(s.as_bytes()) }
+        if self.resp == 3 {
+            self.line(b',', s.as_bytes())
+        } else {
+            self.bulk(s.as_bytes())
+        }
     }
     fn boolean(&mut self, v: bool) {
         if self.resp == 3 {
-            self.out.extend_from_slice(if v { b"#t\r\n" } else { b"#f\r\n" })
+            self.out
+                .extend_from_slice(if v { b"#t\r\n" } else { b"#f\r\n" })
         } else {
             self.integer(v as i64)
         }
     }
     fn big_number(&mut self, s: &[u8]) {
-        if self.resp == 3 { self.line(b'(', s) } else { self.bulk(s) }
+        if self.resp == 3 {
+            self.line(b'(', s)
+        } else {
+            self.bulk(s)
+        }
     }
     fn verbatim(&mut self, format: &[u8], s: &[u8]) {
         if self.resp == 3 {
@@ -183,6 +250,9 @@ mod tests {
         w.null();
         w.verbatim(b"txt", b"hi");
         w.error(b"ERR a\r\nb");
-        assert_eq!(w.out, b"%1\r\n,inf\r\n#t\r\n_\r\n=6\r\ntxt:hi\r\n-ERR a  b\r\n");
+        assert_eq!(
+            w.out,
+            b"%1\r\n,inf\r\n#t\r\n_\r\n=6\r\ntxt:hi\r\n-ERR a  b\r\n"
+        );
     }
 }

@@ -48,14 +48,20 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn line(&mut self) -> Result<&'a [u8], RespError> {
         let rest = self.buf.get(self.pos..).ok_or(RespError)?;
-        let end = rest.windows(2).position(|w| w == b"\r\n").ok_or(RespError)?;
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or(RespError)?;
         self.pos += end + 2;
         Ok(&rest[..end])
     }
 
     fn int_line(&mut self) -> Result<i64, RespError> {
         let l = self.line()?;
-        std::str::from_utf8(l).ok().and_then(|s| s.parse().ok()).ok_or(RespError)
+        std::str::from_utf8(l)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(RespError)
     }
 
     fn len_line(&mut self) -> Result<Option<usize>, RespError> {
@@ -158,7 +164,10 @@ fn parse_double(l: &[u8]) -> Result<f64, RespError> {
         b"inf" => Ok(f64::INFINITY),
         b"-inf" => Ok(f64::NEG_INFINITY),
         b"nan" | b"-nan" => Ok(f64::NAN),
-        _ => std::str::from_utf8(l).ok().and_then(|s| s.parse().ok()).ok_or(RespError),
+        _ => std::str::from_utf8(l)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(RespError),
     }
 }
 
@@ -177,7 +186,10 @@ impl Tree {
     /// In a flat key/value list, the value that follows `key`.
     pub fn field(&self, key: &[u8]) -> Option<&Tree> {
         match self {
-            Tree::List(items) => items.chunks(2).find(|kv| kv[0] == Tree::Str(key.to_vec())).and_then(|kv| kv.get(1)),
+            Tree::List(items) => items
+                .chunks(2)
+                .find(|kv| kv[0] == Tree::Str(key.to_vec()))
+                .and_then(|kv| kv.get(1)),
             _ => None,
         }
     }
@@ -185,7 +197,9 @@ impl Tree {
 
 /// Reads one reply into a `Tree`.
 pub fn parse_tree(buf: &[u8]) -> Result<Tree, RespError> {
-    let mut b = TreeBuilder { stack: vec![Vec::new()] };
+    let mut b = TreeBuilder {
+        stack: vec![Vec::new()],
+    };
     visit(buf, &mut b)?;
     b.stack.pop().and_then(|mut top| top.pop()).ok_or(RespError)
 }
@@ -212,25 +226,57 @@ impl TreeBuilder {
 }
 
 impl RespVisitor for TreeBuilder {
-    fn status(&mut self, s: &[u8]) { self.push(Tree::Str(s.to_vec())) }
-    fn error(&mut self, s: &[u8]) { self.push(Tree::Error(s.to_vec())) }
-    fn integer(&mut self, v: i64) { self.push(Tree::Int(v)) }
-    fn bulk(&mut self, s: &[u8]) { self.push(Tree::Str(s.to_vec())) }
-    fn null_resp2(&mut self) { self.push(Tree::Null) }
-    fn null(&mut self) { self.push(Tree::Null) }
-    fn double(&mut self, v: f64) { self.push(Tree::Str(v.to_string().into_bytes())) }
-    fn boolean(&mut self, v: bool) { self.push(Tree::Int(v as i64)) }
-    fn big_number(&mut self, s: &[u8]) { self.push(Tree::Str(s.to_vec())) }
-    fn verbatim(&mut self, _: &[u8], s: &[u8]) { self.push(Tree::Str(s.to_vec())) }
-    fn begin_array(&mut self, _: usize) { self.open() }
+    fn status(&mut self, s: &[u8]) {
+        self.push(Tree::Str(s.to_vec()))
+    }
+    fn error(&mut self, s: &[u8]) {
+        self.push(Tree::Error(s.to_vec()))
+    }
+    fn integer(&mut self, v: i64) {
+        self.push(Tree::Int(v))
+    }
+    fn bulk(&mut self, s: &[u8]) {
+        self.push(Tree::Str(s.to_vec()))
+    }
+    fn null_resp2(&mut self) {
+        self.push(Tree::Null)
+    }
+    fn null(&mut self) {
+        self.push(Tree::Null)
+    }
+    fn double(&mut self, v: f64) {
+        self.push(Tree::Str(v.to_string().into_bytes()))
+    }
+    fn boolean(&mut self, v: bool) {
+        self.push(Tree::Int(v as i64))
+    }
+    fn big_number(&mut self, s: &[u8]) {
+        self.push(Tree::Str(s.to_vec()))
+    }
+    fn verbatim(&mut self, _: &[u8], s: &[u8]) {
+        self.push(Tree::Str(s.to_vec()))
+    }
+    fn begin_array(&mut self, _: usize) {
+        self.open()
+    }
     fn array_element(&mut self, _: usize) {}
-    fn end_array(&mut self) { self.close() }
-    fn begin_map(&mut self, _: usize) { self.open() }
+    fn end_array(&mut self) {
+        self.close()
+    }
+    fn begin_map(&mut self, _: usize) {
+        self.open()
+    }
     fn map_entry(&mut self) {}
-    fn end_map(&mut self) { self.close() }
-    fn begin_set(&mut self, _: usize) { self.open() }
+    fn end_map(&mut self) {
+        self.close()
+    }
+    fn begin_set(&mut self, _: usize) {
+        self.open()
+    }
     fn set_member(&mut self) {}
-    fn end_set(&mut self) { self.close() }
+    fn end_set(&mut self) {
+        self.close()
+    }
 }
 
 struct Skip;
@@ -265,25 +311,67 @@ mod tests {
     struct Trace(String);
 
     impl RespVisitor for Trace {
-        fn status(&mut self, s: &[u8]) { self.0 += &format!("ok({}) ", String::from_utf8_lossy(s)); }
-        fn error(&mut self, s: &[u8]) { self.0 += &format!("err({}) ", String::from_utf8_lossy(s)); }
-        fn integer(&mut self, v: i64) { self.0 += &format!("int({v}) "); }
-        fn bulk(&mut self, s: &[u8]) { self.0 += &format!("bulk({:?}) ", s); }
-        fn null_resp2(&mut self) { self.0 += "nil2 "; }
-        fn null(&mut self) { self.0 += "nil3 "; }
-        fn double(&mut self, v: f64) { self.0 += &format!("dbl({v}) "); }
-        fn boolean(&mut self, v: bool) { self.0 += &format!("bool({v}) "); }
-        fn big_number(&mut self, s: &[u8]) { self.0 += &format!("big({}) ", String::from_utf8_lossy(s)); }
-        fn verbatim(&mut self, f: &[u8], s: &[u8]) { self.0 += &format!("verb({},{}) ", String::from_utf8_lossy(f), String::from_utf8_lossy(s)); }
-        fn begin_array(&mut self, n: usize) { self.0 += &format!("[{n} "); }
-        fn array_element(&mut self, i: usize) { self.0 += &format!("@{i} "); }
-        fn end_array(&mut self) { self.0 += "] "; }
-        fn begin_map(&mut self, n: usize) { self.0 += &format!("{{{n} "); }
-        fn map_entry(&mut self) { self.0 += "kv "; }
-        fn end_map(&mut self) { self.0 += "} "; }
-        fn begin_set(&mut self, n: usize) { self.0 += &format!("~{n} "); }
-        fn set_member(&mut self) { self.0 += "m "; }
-        fn end_set(&mut self) { self.0 += "~ "; }
+        fn status(&mut self, s: &[u8]) {
+            self.0 += &format!("ok({}) ", String::from_utf8_lossy(s));
+        }
+        fn error(&mut self, s: &[u8]) {
+            self.0 += &format!("err({}) ", String::from_utf8_lossy(s));
+        }
+        fn integer(&mut self, v: i64) {
+            self.0 += &format!("int({v}) ");
+        }
+        fn bulk(&mut self, s: &[u8]) {
+            self.0 += &format!("bulk({:?}) ", s);
+        }
+        fn null_resp2(&mut self) {
+            self.0 += "nil2 ";
+        }
+        fn null(&mut self) {
+            self.0 += "nil3 ";
+        }
+        fn double(&mut self, v: f64) {
+            self.0 += &format!("dbl({v}) ");
+        }
+        fn boolean(&mut self, v: bool) {
+            self.0 += &format!("bool({v}) ");
+        }
+        fn big_number(&mut self, s: &[u8]) {
+            self.0 += &format!("big({}) ", String::from_utf8_lossy(s));
+        }
+        fn verbatim(&mut self, f: &[u8], s: &[u8]) {
+            self.0 += &format!(
+                "verb({},{}) ",
+                String::from_utf8_lossy(f),
+                String::from_utf8_lossy(s)
+            );
+        }
+        fn begin_array(&mut self, n: usize) {
+            self.0 += &format!("[{n} ");
+        }
+        fn array_element(&mut self, i: usize) {
+            self.0 += &format!("@{i} ");
+        }
+        fn end_array(&mut self) {
+            self.0 += "] ";
+        }
+        fn begin_map(&mut self, n: usize) {
+            self.0 += &format!("{{{n} ");
+        }
+        fn map_entry(&mut self) {
+            self.0 += "kv ";
+        }
+        fn end_map(&mut self) {
+            self.0 += "} ";
+        }
+        fn begin_set(&mut self, n: usize) {
+            self.0 += &format!("~{n} ");
+        }
+        fn set_member(&mut self) {
+            self.0 += "m ";
+        }
+        fn end_set(&mut self) {
+            self.0 += "~ ";
+        }
     }
 
     fn trace(buf: &[u8]) -> (String, usize) {
@@ -304,12 +392,18 @@ mod tests {
 
     #[test]
     fn binary_bulk_with_crlf_inside() {
-        assert_eq!(trace(b"$4\r\n\r\n\x00\xff\r\n"), ("bulk([13, 10, 0, 255])".into(), 10));
+        assert_eq!(
+            trace(b"$4\r\n\r\n\x00\xff\r\n"),
+            ("bulk([13, 10, 0, 255])".into(), 10)
+        );
     }
 
     #[test]
     fn nested_arrays() {
-        assert_eq!(trace(b"*2\r\n:1\r\n*1\r\n$-1\r\n").0, "[2 int(1) @1 [1 nil2 @1 ] @2 ]");
+        assert_eq!(
+            trace(b"*2\r\n:1\r\n*1\r\n$-1\r\n").0,
+            "[2 int(1) @1 [1 nil2 @1 ] @2 ]"
+        );
     }
 
     #[test]
@@ -319,7 +413,10 @@ mod tests {
         assert_eq!(trace(b",1.5\r\n").0, "dbl(1.5)");
         assert_eq!(trace(b",-inf\r\n").0, "dbl(-inf)");
         assert_eq!(trace(b"#t\r\n").0, "bool(true)");
-        assert_eq!(trace(b"(123456789012345678901234567890\r\n").0, "big(123456789012345678901234567890)");
+        assert_eq!(
+            trace(b"(123456789012345678901234567890\r\n").0,
+            "big(123456789012345678901234567890)"
+        );
         assert_eq!(trace(b"=7\r\ntxt:abc\r\n").0, "verb(txt,abc)");
         assert_eq!(trace(b"_\r\n").0, "nil3");
         assert_eq!(trace(b"|1\r\n+k\r\n+v\r\n:5\r\n").0, "int(5)");
@@ -327,9 +424,17 @@ mod tests {
 
     #[test]
     fn tree_of_a_function_list() {
-        let t = parse_tree(b"*1\r\n*4\r\n$12\r\nlibrary_name\r\n$1\r\na\r\n$12\r\nlibrary_code\r\n$3\r\nx\ny\r\n").unwrap();
-        let Tree::List(libs) = &t else { panic!("{t:?}") };
-        assert_eq!(libs[0].field(b"library_code"), Some(&Tree::Str(b"x\ny".to_vec())));
+        let t = parse_tree(
+            b"*1\r\n*4\r\n$12\r\nlibrary_name\r\n$1\r\na\r\n$12\r\nlibrary_code\r\n$3\r\nx\ny\r\n",
+        )
+        .unwrap();
+        let Tree::List(libs) = &t else {
+            panic!("{t:?}")
+        };
+        assert_eq!(
+            libs[0].field(b"library_code"),
+            Some(&Tree::Str(b"x\ny".to_vec()))
+        );
         assert_eq!(libs[0].field(b"nope"), None);
         assert_eq!(parse_tree(b"*0\r\n").unwrap(), Tree::List(vec![]));
         assert_eq!(parse_tree(b":5\r\n").unwrap(), Tree::Int(5));
@@ -337,7 +442,15 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error_not_a_panic() {
-        for bad in [&b""[..], b"$5\r\nab\r\n", b"*2\r\n:1\r\n", b"?x\r\n", b":x\r\n", b"=2\r\nab\r\n", b"$-5\r\n"] {
+        for bad in [
+            &b""[..],
+            b"$5\r\nab\r\n",
+            b"*2\r\n:1\r\n",
+            b"?x\r\n",
+            b":x\r\n",
+            b"=2\r\nab\r\n",
+            b"$-5\r\n",
+        ] {
             let mut t = Trace::default();
             let r = visit(bad, &mut t);
             if bad == b"$-5\r\n" {

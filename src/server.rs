@@ -8,10 +8,10 @@ use std::os::raw::c_char;
 use redis_module::raw;
 
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
+use crate::reply::{single_line, ReplySink};
 use crate::running::Running;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use crate::reply::{single_line, ReplySink};
 
 pub type Ctx = *mut raw::RedisModuleCtx;
 
@@ -24,7 +24,10 @@ macro_rules! api {
         {
             #[allow(unused_unsafe)]
             let f = unsafe { redis_module::raw::$name };
-            f.expect(concat!(stringify!($name), " is not available on this server"))
+            f.expect(concat!(
+                stringify!($name),
+                " is not available on this server"
+            ))
         }
     };
 }
@@ -50,7 +53,11 @@ pub fn guarded<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(_) => {
-            log(std::ptr::null_mut(), LogLevel::Warning, format!("RX internal error (panic) in {what}").as_bytes());
+            log(
+                std::ptr::null_mut(),
+                LogLevel::Warning,
+                format!("RX internal error (panic) in {what}").as_bytes(),
+            );
             fallback
         }
     }
@@ -83,7 +90,10 @@ pub fn log(ctx: Ctx, level: LogLevel, msg: &[u8]) {
 pub fn server_version() -> (String, u32) {
     // SAFETY: a plain getter without arguments.
     let v = unsafe { raw::RedisModule_GetServerVersion.map(|f| f()).unwrap_or(0) } as u32;
-    (format!("{}.{}.{}", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff), v)
+    (
+        format!("{}.{}.{}", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff),
+        v,
+    )
 }
 
 thread_local! {
@@ -108,13 +118,24 @@ fn is_write_command(ctx: Ctx, name: &[u8]) -> bool {
     let key = lower.to_vec();
     // SAFETY: "cb" takes a C string and a (buffer, length) pair; the reply is freed here.
     let is_write = unsafe {
-        let reply = api!(RedisModule_Call)(ctx, c"COMMAND".as_ptr(), c"cb".as_ptr(), c"INFO".as_ptr(), key.as_ptr() as *const c_char, key.len());
+        let reply = api!(RedisModule_Call)(
+            ctx,
+            c"COMMAND".as_ptr(),
+            c"cb".as_ptr(),
+            c"INFO".as_ptr(),
+            key.as_ptr() as *const c_char,
+            key.len(),
+        );
         if reply.is_null() {
             false
         } else {
             let mut len = 0usize;
             let p = api!(RedisModule_CallReplyProto)(reply, &mut len);
-            let tree = if p.is_null() { None } else { crate::resp::parse_tree(std::slice::from_raw_parts(p.cast::<u8>(), len)).ok() };
+            let tree = if p.is_null() {
+                None
+            } else {
+                crate::resp::parse_tree(std::slice::from_raw_parts(p.cast::<u8>(), len)).ok()
+            };
             api!(RedisModule_FreeCallReply)(reply);
             use crate::resp::Tree;
             match tree {
@@ -184,7 +205,9 @@ fn blocking_stream_read(name: &[u8], args: &[&[u8]]) -> Option<String> {
             return None;
         }
         if a.eq_ignore_ascii_case(b"block") && i + 1 < args.len() {
-            return Some(format!("ERR {label} command is not allowed with BLOCK option from scripts"));
+            return Some(format!(
+                "ERR {label} command is not allowed with BLOCK option from scripts"
+            ));
         }
     }
     None
@@ -232,14 +255,25 @@ macro_rules! call_with_buffers {
 impl ModuleHost<'_> {
     /// Runs the command; returns the reply (null on refusal), errno, and the argument
     /// strings when the `v` fallback made them.
-    fn raw_call(&self, name: &std::ffi::CStr, rest: &[&[u8]], options: CallOptions) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
+    fn raw_call(
+        &self,
+        name: &std::ffi::CStr,
+        rest: &[&[u8]],
+        options: CallOptions,
+    ) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
         let mut fmt_buf = [0u8; 32];
         if rest.len() > MAX_BUFFER_ARGS {
             let args = ArgStrings::new(self.ctx, rest);
             // SAFETY: the "v" format takes (RedisModuleString **argv, size_t argc); both stay
             // valid for the call, and the name and format are NUL-terminated.
             let reply = unsafe {
-                api!(RedisModule_Call)(self.ctx, name.as_ptr(), self.format(options, None, &mut fmt_buf).as_ptr(), args.items.as_ptr(), args.items.len())
+                api!(RedisModule_Call)(
+                    self.ctx,
+                    name.as_ptr(),
+                    self.format(options, None, &mut fmt_buf).as_ptr(),
+                    args.items.as_ptr(),
+                    args.items.len(),
+                )
             };
             return (reply, errno(), Some(args));
         }
@@ -269,12 +303,25 @@ impl ModuleHost<'_> {
         };
         (reply, errno(), None)
     }
-
 }
 
 impl<'a> ModuleHost<'a> {
-    pub fn new(ctx: Ctx, read_only: bool, check_oom: bool, running: Rc<Running>, command: &'a [&'a [u8]]) -> Self {
-        ModuleHost { ctx, command, read_only, check_oom, caller_db: std::cell::Cell::new(None), running, redis_calls: Default::default() }
+    pub fn new(
+        ctx: Ctx,
+        read_only: bool,
+        check_oom: bool,
+        running: Rc<Running>,
+        command: &'a [&'a [u8]],
+    ) -> Self {
+        ModuleHost {
+            ctx,
+            command,
+            read_only,
+            check_oom,
+            caller_db: std::cell::Cell::new(None),
+            running,
+            redis_calls: Default::default(),
+        }
     }
 
     /// How many commands the script ran through redis.call/pcall.
@@ -284,7 +331,8 @@ impl<'a> ModuleHost<'a> {
 
     /// Notes that the script wrote, which makes it unkillable (as in Redis).
     fn note_write(&self, name: &[u8], proto: &[u8]) {
-        if !self.running.wrote.get() && !proto.starts_with(b"-") && is_write_command(self.ctx, name) {
+        if !self.running.wrote.get() && !proto.starts_with(b"-") && is_write_command(self.ctx, name)
+        {
             self.running.wrote.set(true);
         }
     }
@@ -294,13 +342,18 @@ impl<'a> ModuleHost<'a> {
         if !proto.starts_with(b"+OK") {
             return;
         }
-        let Some(db) = rest.first().and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| d.parse::<c_int>().ok()) else {
+        let Some(db) = rest
+            .first()
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.parse::<c_int>().ok())
+        else {
             return;
         };
         // SAFETY: the ctx is live for the command.
         unsafe {
             if self.caller_db.get().is_none() {
-                self.caller_db.set(Some(api!(RedisModule_GetSelectedDb)(self.ctx)));
+                self.caller_db
+                    .set(Some(api!(RedisModule_GetSelectedDb)(self.ctx)));
             }
             api!(RedisModule_SelectDb)(self.ctx, db);
         }
@@ -309,7 +362,12 @@ impl<'a> ModuleHost<'a> {
     /// The call format, NUL-terminated in `buf`: `n` buffer arguments (or a `v` array when
     /// `None`), then the flags. S: script mode; C: the caller's ACL; !: replicate effects;
     /// W: no writes; M: deny-oom check; 3: RESP3 replies.
-    fn format<'b>(&self, options: CallOptions, buffers: Option<usize>, buf: &'b mut [u8; 32]) -> &'b std::ffi::CStr {
+    fn format<'b>(
+        &self,
+        options: CallOptions,
+        buffers: Option<usize>,
+        buf: &'b mut [u8; 32],
+    ) -> &'b std::ffi::CStr {
         let mut n = 0;
         let mut push = |c: u8| {
             buf[n] = c;
@@ -350,8 +408,12 @@ impl<'a> ModuleHost<'a> {
             ENOENT => "ERR Unknown Redis command called from script".into(),
             EINVAL => "ERR Wrong number of args calling Redis command from script".into(),
             ESPIPE => "ERR This Redis command is not allowed from script".into(),
-            EACCES => "ERR The user executing the script can't run this command or subcommand".into(), // refined by acl_refusal
-            ENOSPC if self.read_only => "ERR Write commands are not allowed from read-only scripts.".into(),
+            EACCES => {
+                "ERR The user executing the script can't run this command or subcommand".into()
+            } // refined by acl_refusal
+            ENOSPC if self.read_only => {
+                "ERR Write commands are not allowed from read-only scripts.".into()
+            }
             ENOSPC => "OOM command not allowed when used memory > 'maxmemory'.".into(),
             EROFS => "READONLY You can't write against a read only replica.".into(),
             other => format!("ERR RX could not run the command (errno {other})"),
@@ -390,8 +452,11 @@ impl ModuleHost<'_> {
     fn acl_refusal(&self, name: &[u8], args: &ArgStrings) -> String {
         const KEY: &str = "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments";
         const CHANNEL: &str = "ERR The user executing the script can't publish to the channel mentioned in the command";
-        const COMMAND: &str = "ERR The user executing the script can't run this command or subcommand";
-        let Some(user) = CurrentUser::of(self.ctx) else { return COMMAND.into() };
+        const COMMAND: &str =
+            "ERR The user executing the script can't run this command or subcommand";
+        let Some(user) = CurrentUser::of(self.ctx) else {
+            return COMMAND.into();
+        };
         let name_str = ArgStrings::new(self.ctx, &[name]);
         let mut argv = Vec::with_capacity(args.items.len() + 1);
         argv.push(name_str.items[0]);
@@ -402,7 +467,13 @@ impl ModuleHost<'_> {
             let mut num = 0 as c_int;
             let mut flags: *mut c_int = std::ptr::null_mut();
             let positions = match raw::RedisModule_GetCommandKeysWithFlags {
-                Some(f) => f(self.ctx, argv.as_mut_ptr(), argv.len() as c_int, &mut num, &mut flags),
+                Some(f) => f(
+                    self.ctx,
+                    argv.as_mut_ptr(),
+                    argv.len() as c_int,
+                    &mut num,
+                    &mut flags,
+                ),
                 None => std::ptr::null_mut(),
             };
             let mut key_denied = false;
@@ -413,10 +484,17 @@ impl ModuleHost<'_> {
                     let access = (raw::REDISMODULE_CMD_KEY_ACCESS
                         | raw::REDISMODULE_CMD_KEY_INSERT
                         | raw::REDISMODULE_CMD_KEY_DELETE
-                        | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
-                    let key_flags = if flags.is_null() { 0 } else { *flags.add(i) & access };
+                        | raw::REDISMODULE_CMD_KEY_UPDATE)
+                        as c_int;
+                    let key_flags = if flags.is_null() {
+                        0
+                    } else {
+                        *flags.add(i) & access
+                    };
                     if let Some(key) = argv.get(pos) {
-                        if api!(RedisModule_ACLCheckKeyPermissions)(user.0, *key, key_flags) != raw::REDISMODULE_OK as c_int {
+                        if api!(RedisModule_ACLCheckKeyPermissions)(user.0, *key, key_flags)
+                            != raw::REDISMODULE_OK as c_int
+                        {
                             key_denied = true;
                         }
                     }
@@ -429,9 +507,14 @@ impl ModuleHost<'_> {
             if key_denied {
                 return KEY.into();
             }
-            let publishes = name.eq_ignore_ascii_case(b"publish") || name.eq_ignore_ascii_case(b"spublish");
+            let publishes =
+                name.eq_ignore_ascii_case(b"publish") || name.eq_ignore_ascii_case(b"spublish");
             if publishes && argv.len() > 1 {
-                let ok = api!(RedisModule_ACLCheckChannelPermissions)(user.0, argv[1], raw::REDISMODULE_CMD_CHANNEL_PUBLISH as c_int);
+                let ok = api!(RedisModule_ACLCheckChannelPermissions)(
+                    user.0,
+                    argv[1],
+                    raw::REDISMODULE_CMD_CHANNEL_PUBLISH as c_int,
+                );
                 if ok != raw::REDISMODULE_OK as c_int {
                     return CHANNEL.into();
                 }
@@ -442,7 +525,12 @@ impl ModuleHost<'_> {
 }
 
 impl Host for ModuleHost<'_> {
-    fn call(&self, argv: &[&[u8]], options: CallOptions, on_reply: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+    fn call(
+        &self,
+        argv: &[&[u8]],
+        options: CallOptions,
+        on_reply: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), String> {
         let Some((name, rest)) = argv.split_first() else {
             return Err("ERR Please specify at least one argument for this redis lib call".into());
         };
@@ -464,7 +552,7 @@ impl Host for ModuleHost<'_> {
             &owned_name
         };
         set_errno(0);
-        let (reply, err, args) = self.raw_call(&name, rest, options);
+        let (reply, err, args) = self.raw_call(name, rest, options);
         if reply.is_null() {
             const EACCES: c_int = 13;
             if err == EACCES {
@@ -479,7 +567,11 @@ impl Host for ModuleHost<'_> {
         // SAFETY: the reply is live until `reply` drops; the proto buffer belongs to it.
         let proto = unsafe {
             let p = api!(RedisModule_CallReplyProto)(reply.0, &mut len);
-            if p.is_null() { &[][..] } else { std::slice::from_raw_parts(p.cast::<u8>(), len) }
+            if p.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(p.cast::<u8>(), len)
+            }
         };
         if is_select {
             self.follow_select(rest, proto);
@@ -496,7 +588,15 @@ impl Host for ModuleHost<'_> {
         }
         let limit = crate::config::TIME_LIMIT_MS.load(Ordering::Relaxed);
         if limit > 0 && running_for.as_millis() >= limit as u128 && !r.wrote.get() {
-            log(self.ctx, LogLevel::Warning, format!("RX: function '{}' stopped after rx.time-limit-ms ({limit} ms)", r.function).as_bytes());
+            log(
+                self.ctx,
+                LogLevel::Warning,
+                format!(
+                    "RX: function '{}' stopped after rx.time-limit-ms ({limit} ms)",
+                    r.function
+                )
+                .as_bytes(),
+            );
             r.timed_out.set(true);
             return Tick::Stop;
         }
@@ -519,7 +619,13 @@ impl Host for ModuleHost<'_> {
             );
             // SAFETY: the ctx is the running command's; Redis serves other clients (they get
             // -BUSY unless their command is allow-busy, like RX.KILL) and returns here.
-            unsafe { api!(RedisModule_Yield)(self.ctx, raw::REDISMODULE_YIELD_FLAG_CLIENTS as c_int, busy.as_ptr()) };
+            unsafe {
+                api!(RedisModule_Yield)(
+                    self.ctx,
+                    raw::REDISMODULE_YIELD_FLAG_CLIENTS as c_int,
+                    busy.as_ptr(),
+                )
+            };
             if r.kill_requested.get() {
                 return Tick::Stop;
             }
@@ -532,19 +638,27 @@ impl Host for ModuleHost<'_> {
             Some("ERR Script killed by user with RX.KILL...".into())
         } else if self.running.timed_out.get() {
             let limit = crate::config::TIME_LIMIT_MS.load(Ordering::Relaxed);
-            Some(format!("ERR Script stopped after running longer than rx.time-limit-ms ({limit} ms)"))
+            Some(format!(
+                "ERR Script stopped after running longer than rx.time-limit-ms ({limit} ms)"
+            ))
         } else {
             None
         }
     }
 
     fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String> {
-        let Some(user) = CurrentUser::of(self.ctx) else { return Ok(false) };
+        let Some(user) = CurrentUser::of(self.ctx) else {
+            return Ok(false);
+        };
         let args = ArgStrings::new(self.ctx, argv);
         // SAFETY: the user and the argument strings stay alive for the call.
         unsafe {
             set_errno(0);
-            let r = api!(RedisModule_ACLCheckCommandPermissions)(user.0, args.items.as_ptr() as *mut _, args.items.len() as c_int);
+            let r = api!(RedisModule_ACLCheckCommandPermissions)(
+                user.0,
+                args.items.as_ptr() as *mut _,
+                args.items.len() as c_int,
+            );
             let err = errno();
             if r == raw::REDISMODULE_OK as c_int {
                 Ok(true)
@@ -579,7 +693,9 @@ impl ReplySink for ModuleReply {
         unsafe { api!(RedisModule_ReplyWithLongLong)(self.0, v) };
     }
     fn bulk(&mut self, s: &[u8]) {
-        unsafe { api!(RedisModule_ReplyWithStringBuffer)(self.0, s.as_ptr() as *const c_char, s.len()) };
+        unsafe {
+            api!(RedisModule_ReplyWithStringBuffer)(self.0, s.as_ptr() as *const c_char, s.len())
+        };
     }
     fn null(&mut self) {
         unsafe { api!(RedisModule_ReplyWithNull)(self.0) };
@@ -600,10 +716,19 @@ impl ReplySink for ModuleReply {
         unsafe { api!(RedisModule_ReplyWithBool)(self.0, v as c_int) };
     }
     fn big_number(&mut self, s: &[u8]) {
-        unsafe { api!(RedisModule_ReplyWithBigNumber)(self.0, s.as_ptr() as *const c_char, s.len()) };
+        unsafe {
+            api!(RedisModule_ReplyWithBigNumber)(self.0, s.as_ptr() as *const c_char, s.len())
+        };
     }
     fn verbatim(&mut self, format: &[u8], s: &[u8]) {
         let f = c_string(format);
-        unsafe { api!(RedisModule_ReplyWithVerbatimStringType)(self.0, s.as_ptr() as *const c_char, s.len(), f.as_ptr()) };
+        unsafe {
+            api!(RedisModule_ReplyWithVerbatimStringType)(
+                self.0,
+                s.as_ptr() as *const c_char,
+                s.len(),
+                f.as_ptr(),
+            )
+        };
     }
 }

@@ -30,7 +30,10 @@ pub fn error_code(text: &str) -> &str {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl FunctionStats {
@@ -42,19 +45,26 @@ impl FunctionStats {
         self.max_us = self.max_us.max(us);
         self.redis_calls += redis_calls;
         let h = self.latency.get_or_insert_with(|| {
-            Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("static histogram bounds are valid")
+            Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                .expect("static histogram bounds are valid")
         });
         h.saturating_record(us.max(1));
         if let Some(e) = error {
             self.errors += 1;
-            *self.errors_by_code.entry(error_code(e).to_string()).or_default() += 1;
+            *self
+                .errors_by_code
+                .entry(error_code(e).to_string())
+                .or_default() += 1;
             self.last_error = Some((e.to_string(), now_ms()));
         }
     }
 
     /// Records a call refused before it ran.
     pub fn record_refusal(&mut self, error: &str) {
-        *self.refusals.entry(error_code(error).to_string()).or_default() += 1;
+        *self
+            .refusals
+            .entry(error_code(error).to_string())
+            .or_default() += 1;
         self.last_error = Some((error.to_string(), now_ms()));
     }
 
@@ -63,12 +73,14 @@ impl FunctionStats {
     }
 
     pub fn avg_us(&self) -> u64 {
-        if self.calls == 0 { 0 } else { self.total_us / self.calls }
+        self.total_us.checked_div(self.calls).unwrap_or(0)
     }
 
     /// Latency at `quantile` (0.5, 0.99, 0.999), in microseconds; 0 before any call.
     pub fn percentile_us(&self, quantile: f64) -> u64 {
-        self.latency.as_ref().map_or(0, |h| h.value_at_quantile(quantile))
+        self.latency
+            .as_ref()
+            .map_or(0, |h| h.value_at_quantile(quantile))
     }
 
     pub fn reset(&mut self) {
@@ -84,7 +96,11 @@ mod tests {
     fn counts_errors_and_refusals_by_code() {
         let mut s = FunctionStats::default();
         s.record_call(Duration::from_micros(10), 2, None);
-        s.record_call(Duration::from_micros(30), 1, Some("WRONGTYPE Operation against a key"));
+        s.record_call(
+            Duration::from_micros(30),
+            1,
+            Some("WRONGTYPE Operation against a key"),
+        );
         s.record_call(Duration::from_micros(20), 0, Some("ERR boom"));
         s.record_refusal("OOM command not allowed");
         assert_eq!((s.calls, s.errors, s.redis_calls), (3, 2, 3));
@@ -118,10 +134,23 @@ mod tests {
         for us in 1..=1000u64 {
             s.record_call(Duration::from_micros(us), 0, None);
         }
-        let within = |got: u64, want: u64| (got as f64 - want as f64).abs() <= want as f64 * 0.01 + 1.0;
-        assert!(within(s.percentile_us(0.5), 500), "{}", s.percentile_us(0.5));
-        assert!(within(s.percentile_us(0.99), 990), "{}", s.percentile_us(0.99));
-        assert!(within(s.percentile_us(0.999), 999), "{}", s.percentile_us(0.999));
+        let within =
+            |got: u64, want: u64| (got as f64 - want as f64).abs() <= want as f64 * 0.01 + 1.0;
+        assert!(
+            within(s.percentile_us(0.5), 500),
+            "{}",
+            s.percentile_us(0.5)
+        );
+        assert!(
+            within(s.percentile_us(0.99), 990),
+            "{}",
+            s.percentile_us(0.99)
+        );
+        assert!(
+            within(s.percentile_us(0.999), 999),
+            "{}",
+            s.percentile_us(0.999)
+        );
         s.reset();
         assert_eq!((s.calls, s.percentile_us(0.5)), (0, 0));
     }

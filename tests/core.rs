@@ -23,13 +23,23 @@ end)
 ";
 
 fn load_both(c: &mut Conn) {
-    assert_eq!(c.q(&["FUNCTION", "LOAD", "REPLACE", LIB]).ok(), Reply::Bulk(b"corelib".to_vec()));
-    assert_eq!(c.q(&["RX.LOAD", "REPLACE", LIB]).ok(), Reply::Bulk(b"corelib".to_vec()));
+    assert_eq!(
+        c.q(&["FUNCTION", "LOAD", "REPLACE", LIB]).ok(),
+        Reply::Bulk(b"corelib".to_vec())
+    );
+    assert_eq!(
+        c.q(&["RX.LOAD", "REPLACE", LIB]).ok(),
+        Reply::Bulk(b"corelib".to_vec())
+    );
 }
 
 /// Runs `FCALL`/`FCALL_RO` and the RX equivalent with the same arguments; returns both.
 fn both(c: &mut Conn, ro: bool, args: &[&str]) -> (Reply, Reply) {
-    let (native, rx) = if ro { ("FCALL_RO", "RX.CALL_RO") } else { ("FCALL", "RX.CALL") };
+    let (native, rx) = if ro {
+        ("FCALL_RO", "RX.CALL_RO")
+    } else {
+        ("FCALL", "RX.CALL")
+    };
     let mut n = vec![native];
     n.extend_from_slice(args);
     let mut r = vec![rx];
@@ -40,7 +50,10 @@ fn both(c: &mut Conn, ro: bool, args: &[&str]) -> (Reply, Reply) {
 fn info_field(c: &mut Conn, section: &str, field: &str) -> Option<String> {
     let info = c.q(&["INFO", section]);
     let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
+    text.lines().find_map(|l| {
+        l.strip_prefix(&format!("{field}:"))
+            .map(|v| v.trim().to_string())
+    })
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -58,7 +71,10 @@ fn command_getkeys_reports_declared_keys_like_fcall() {
     load_both(&mut c);
     let native = c.q(&["COMMAND", "GETKEYS", "FCALL", "echo", "2", "a", "b", "c"]);
     let rx = c.q(&["COMMAND", "GETKEYS", "RX.CALL", "echo", "2", "a", "b", "c"]);
-    assert_eq!(rx, Reply::Array(vec![Reply::Bulk(b"a".to_vec()), Reply::Bulk(b"b".to_vec())]));
+    assert_eq!(
+        rx,
+        Reply::Array(vec![Reply::Bulk(b"a".to_vec()), Reply::Bulk(b"b".to_vec())])
+    );
     assert_eq!(rx, native);
     let rx_ro = c.q(&["COMMAND", "GETKEYS", "RX.CALL_RO", "r", "1", "k"]);
     assert_eq!(rx_ro, Reply::Array(vec![Reply::Bulk(b"k".to_vec())]));
@@ -83,11 +99,22 @@ redis.register_function('call_fcall', function() return redis.pcall('FCALL', 'ec
     c.q(&["RX.LOAD", lib]).ok();
     for f in ["call_rx", "load_rx", "call_eval", "call_fcall"] {
         let r = c.q(&["RX.CALL", f, "0"]);
-        assert_eq!(r.err_text(), Some("ERR This Redis command is not allowed from script"), "{f}");
+        assert_eq!(
+            r.err_text(),
+            Some("ERR This Redis command is not allowed from script"),
+            "{f}"
+        );
     }
     // EVAL -> RX.CALL: refused by Redis before the module runs (no nested script run).
-    let r = c.q(&["EVAL", "return redis.pcall('RX.CALL', 'echo', '0', 'x')", "0"]);
-    assert_eq!(r.err_text(), Some("ERR This Redis command is not allowed from script"));
+    let r = c.q(&[
+        "EVAL",
+        "return redis.pcall('RX.CALL', 'echo', '0', 'x')",
+        "0",
+    ]);
+    assert_eq!(
+        r.err_text(),
+        Some("ERR This Redis command is not allowed from script")
+    );
     assert_eq!(c.q(&["PING"]), Reply::Status("PONG".into()));
     assert_eq!(c.q(&["RX.LIST", "LIBRARYNAME", "zz"]), Reply::Array(vec![]));
 }
@@ -101,14 +128,26 @@ fn library_load_times_out_at_500ms_and_the_server_stays_healthy() {
     let start = Instant::now();
     let rx = c.q(&["RX.LOAD", code]);
     let took = start.elapsed();
-    assert_eq!(native.err_text(), Some("ERR Error registering functions: ERR FUNCTION LOAD timeout"));
-    assert_eq!(rx.err_text(), Some("ERR Error registering functions: ERR RX.LOAD timeout"));
-    assert!(took >= Duration::from_millis(450), "stopped too early: {took:?}");
+    assert_eq!(
+        native.err_text(),
+        Some("ERR Error registering functions: ERR FUNCTION LOAD timeout")
+    );
+    assert_eq!(
+        rx.err_text(),
+        Some("ERR Error registering functions: ERR RX.LOAD timeout")
+    );
+    assert!(
+        took >= Duration::from_millis(450),
+        "stopped too early: {took:?}"
+    );
     assert_eq!(c.q(&["PING"]), Reply::Status("PONG".into()));
     assert_eq!(c.q(&["RX.LIST"]), Reply::Array(vec![]));
     // The VM is usable afterwards.
     load_both(&mut c);
-    assert_eq!(c.q(&["RX.CALL", "echo", "0", "ok"]), Reply::Bulk(b"ok".to_vec()));
+    assert_eq!(
+        c.q(&["RX.CALL", "echo", "0", "ok"]),
+        Reply::Bulk(b"ok".to_vec())
+    );
 }
 
 #[test]
@@ -125,7 +164,11 @@ redis.register_function('table', function() local t = {} for i = 1, 2^40 do t[i]
     for f in ["rep", "double", "table"] {
         let r = c.q(&["RX.CALL", f, "0"]);
         assert!(r.is_error(), "{f} should fail, got {r:?}");
-        assert_eq!(c.q(&["RX.CALL", "echo", "0", "still"]), Reply::Bulk(b"still".to_vec()), "after {f}");
+        assert_eq!(
+            c.q(&["RX.CALL", "echo", "0", "still"]),
+            Reply::Bulk(b"still".to_vec()),
+            "after {f}"
+        );
     }
     assert_eq!(c.q(&["PING"]), Reply::Status("PONG".into()));
 }
@@ -151,14 +194,32 @@ fn bad_arity_and_numkeys_are_errors() {
     let s = Server::start();
     let mut c = s.conn();
     load_both(&mut c);
-    assert_eq!(c.q(&["RX.CALL"]).err_text(), Some("ERR wrong number of arguments for 'rx.call' command"));
-    assert_eq!(c.q(&["RX.CALL", "echo"]).err_text(), Some("ERR wrong number of arguments for 'rx.call' command"));
-    assert_eq!(c.q(&["RX.CALL_RO", "r"]).err_text(), Some("ERR wrong number of arguments for 'rx.call_ro' command"));
-    assert_eq!(c.q(&["RX.LOAD"]).err_text(), Some("ERR wrong number of arguments for 'rx.load' command"));
-    assert_eq!(c.q(&["RX.DELETE"]).err_text(), Some("ERR wrong number of arguments for 'rx.delete' command"));
+    assert_eq!(
+        c.q(&["RX.CALL"]).err_text(),
+        Some("ERR wrong number of arguments for 'rx.call' command")
+    );
+    assert_eq!(
+        c.q(&["RX.CALL", "echo"]).err_text(),
+        Some("ERR wrong number of arguments for 'rx.call' command")
+    );
+    assert_eq!(
+        c.q(&["RX.CALL_RO", "r"]).err_text(),
+        Some("ERR wrong number of arguments for 'rx.call_ro' command")
+    );
+    assert_eq!(
+        c.q(&["RX.LOAD"]).err_text(),
+        Some("ERR wrong number of arguments for 'rx.load' command")
+    );
+    assert_eq!(
+        c.q(&["RX.DELETE"]).err_text(),
+        Some("ERR wrong number of arguments for 'rx.delete' command")
+    );
     for (numkeys, want) in [
         ("-1", "ERR Number of keys can't be negative"),
-        ("3", "ERR Number of keys can't be greater than number of args"),
+        (
+            "3",
+            "ERR Number of keys can't be greater than number of args",
+        ),
         ("x", "ERR Bad number of keys provided"),
         ("99999999999999999999", "ERR Bad number of keys provided"),
     ] {
@@ -184,22 +245,41 @@ fn read_only_replica_refuses_writing_functions_and_replicates_libraries_and_writ
     // Load again now that the replica is attached, and watch it arrive.
     m.q(&["RX.LOAD", "REPLACE", LIB]).ok();
     wait_until("library on replica", Duration::from_secs(5), || {
-        r.q(&["RX.LIST", "LIBRARYNAME", "corelib"]).as_array().map_or(false, |a| a.len() == 1)
+        r.q(&["RX.LIST", "LIBRARYNAME", "corelib"])
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
     });
     // Writes made by a function reach the replica as effects.
     m.q(&["RX.CALL", "w", "1", "k", "v1"]).ok();
-    wait_until("write on replica", Duration::from_secs(5), || r.q(&["GET", "k"]) == Reply::Bulk(b"v1".to_vec()));
+    wait_until("write on replica", Duration::from_secs(5), || {
+        r.q(&["GET", "k"]) == Reply::Bulk(b"v1".to_vec())
+    });
     assert_eq!(r.q(&["GET", "counter"]), Reply::Bulk(b"1".to_vec()));
     // redis.set_repl(REPL_NONE) keeps a write off the replica, for FCALL and RX.CALL alike.
-    for (cmd, a, b) in [("FCALL", "n:local", "n:both"), ("RX.CALL", "x:local", "x:both")] {
-        assert_eq!(m.q(&[cmd, "norepl", "2", a, b]), Reply::Bulk(b"done".to_vec()));
-        wait_until("replicated write", Duration::from_secs(5), || r.q(&["EXISTS", b]) == Reply::Int(1));
-        assert_eq!(r.q(&["EXISTS", a]), Reply::Int(0), "{cmd}: REPL_NONE write reached the replica");
+    for (cmd, a, b) in [
+        ("FCALL", "n:local", "n:both"),
+        ("RX.CALL", "x:local", "x:both"),
+    ] {
+        assert_eq!(
+            m.q(&[cmd, "norepl", "2", a, b]),
+            Reply::Bulk(b"done".to_vec())
+        );
+        wait_until("replicated write", Duration::from_secs(5), || {
+            r.q(&["EXISTS", b]) == Reply::Int(1)
+        });
+        assert_eq!(
+            r.q(&["EXISTS", a]),
+            Reply::Int(0),
+            "{cmd}: REPL_NONE write reached the replica"
+        );
         assert_eq!(m.q(&["EXISTS", a]), Reply::Int(1));
     }
     // A function that may write is refused on the read-only replica, exactly as FCALL.
     let (n, x) = both(&mut r, false, &["w", "1", "k", "v2"]);
-    assert_eq!(x.err_text(), Some("READONLY You can't write against a read only replica."));
+    assert_eq!(
+        x.err_text(),
+        Some("READONLY You can't write against a read only replica.")
+    );
     assert_eq!(n, x);
     // no-writes functions run there.
     let (n, x) = both(&mut r, true, &["r", "1", "k"]);
@@ -218,10 +298,14 @@ fn stale_replica_runs_only_allow_stale_functions() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port().to_string();
     drop(dead);
-    c.q(&["CONFIG", "SET", "replica-serve-stale-data", "no"]).ok();
+    c.q(&["CONFIG", "SET", "replica-serve-stale-data", "no"])
+        .ok();
     c.q(&["REPLICAOF", "127.0.0.1", &dead_port]).ok();
     let (n, x) = both(&mut c, true, &["r", "1", "k"]);
-    assert_eq!(x.err_text(), Some("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."));
+    assert_eq!(
+        x.err_text(),
+        Some("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.")
+    );
     assert_eq!(n, x);
     let (n, x) = both(&mut c, true, &["stale_ok", "0"]);
     assert_eq!(x, Reply::Bulk(b"served".to_vec()));
@@ -238,7 +322,10 @@ fn min_replicas_refuses_writing_functions_like_fcall() {
     // The write gate reading is cached briefly; wait it out.
     std::thread::sleep(Duration::from_millis(150));
     let (n, x) = both(&mut c, false, &["w", "1", "k", "v"]);
-    assert_eq!(x.err_text(), Some("NOREPLICAS Not enough good replicas to write."));
+    assert_eq!(
+        x.err_text(),
+        Some("NOREPLICAS Not enough good replicas to write.")
+    );
     assert_eq!(n, x);
     let (n, x) = both(&mut c, false, &["r", "1", "k"]);
     assert_eq!(n, x);
@@ -264,7 +351,12 @@ fn disk_errors_refuse_writing_functions_like_fcall() {
     });
     std::thread::sleep(Duration::from_millis(150));
     let (n, x) = both(&mut c, false, &["w", "1", "k", "v"]);
-    assert!(x.err_text().unwrap_or_default().starts_with("MISCONF Redis is configured to save RDB snapshots"), "{x:?}");
+    assert!(
+        x.err_text()
+            .unwrap_or_default()
+            .starts_with("MISCONF Redis is configured to save RDB snapshots"),
+        "{x:?}"
+    );
     assert_eq!(n, x);
     let (n, x) = both(&mut c, true, &["r", "1", "k"]);
     assert_eq!(n, x);

@@ -109,7 +109,10 @@ const ERROR_NAME_MAP: &[(&str, &str)] = &[
 ];
 
 fn normalize_error_text(s: &str, native_args: &[Vec<u8>]) -> String {
-    let sub = native_args.get(1).map(|a| String::from_utf8_lossy(a).to_string()).unwrap_or_default();
+    let sub = native_args
+        .get(1)
+        .map(|a| String::from_utf8_lossy(a).to_string())
+        .unwrap_or_default();
     let mut s = s.to_string();
     for (rx, native) in ERROR_NAME_MAP {
         if s.contains(rx) {
@@ -250,12 +253,19 @@ fn parse_command_line(raw: &str, lineno: usize, file: &str) -> Option<Line> {
         None => (false, t2),
     };
     let args = tokenize(body).unwrap_or_else(|e| panic!("{}:{}: {}: {}", file, lineno, e, raw));
-    Some(Line { text: t.to_string(), lineno, args, unordered, documented_difference })
+    Some(Line {
+        text: t.to_string(),
+        lineno,
+        args,
+        unordered,
+        documented_difference,
+    })
 }
 
 fn parse_case_file(path: &Path) -> Vec<Case> {
     let file = path.file_name().unwrap().to_string_lossy().to_string();
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {}", path.display(), e));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {}", path.display(), e));
     let mut cases: Vec<Case> = Vec::new();
     #[derive(PartialEq)]
     enum Sec {
@@ -276,19 +286,30 @@ fn parse_case_file(path: &Path) -> Vec<Case> {
     }
     for (idx, line) in text.lines().enumerate() {
         let lineno = idx + 1;
-        if line.starts_with("@@") {
+        if let Some(section) = line.strip_prefix("@@") {
             if sec == Sec::Lib {
                 flush_lib(&mut cases, &mut lib_buf);
             }
             if let Some(name) = line.strip_prefix("@@@") {
                 let name = name.trim();
                 assert!(!name.is_empty(), "{}:{}: empty case name", file, lineno);
-                cases.push(Case { name: name.to_string(), file: file.clone(), libs: vec![], run: vec![], teardown: vec![] });
+                cases.push(Case {
+                    name: name.to_string(),
+                    file: file.clone(),
+                    libs: vec![],
+                    run: vec![],
+                    teardown: vec![],
+                });
                 sec = Sec::Intro;
                 continue;
             }
-            assert!(sec != Sec::Header, "{}:{}: section before the first @@@ case", file, lineno);
-            sec = match line[2..].trim() {
+            assert!(
+                sec != Sec::Header,
+                "{}:{}: section before the first @@@ case",
+                file,
+                lineno
+            );
+            sec = match section.trim() {
                 "lib" => Sec::Lib,
                 "run" => Sec::Run,
                 "teardown" => Sec::Teardown,
@@ -300,7 +321,13 @@ fn parse_case_file(path: &Path) -> Vec<Case> {
             Sec::Header => {}
             Sec::Intro => {
                 let t = line.trim();
-                assert!(t.is_empty() || t.starts_with('#'), "{}:{}: text outside a section: {}", file, lineno, line);
+                assert!(
+                    t.is_empty() || t.starts_with('#'),
+                    "{}:{}: text outside a section: {}",
+                    file,
+                    lineno,
+                    line
+                );
             }
             Sec::Lib => lib_buf.push(line),
             Sec::Run => {
@@ -339,7 +366,10 @@ fn load_corpus() -> Vec<Case> {
     let mut seen = std::collections::HashMap::new();
     for c in &all {
         if let Some(prev) = seen.insert(c.name.clone(), c.file.clone()) {
-            panic!("duplicate case name {:?} (in {} and {})", c.name, prev, c.file);
+            panic!(
+                "duplicate case name {:?} (in {} and {})",
+                c.name, prev, c.file
+            );
         }
     }
     all
@@ -349,13 +379,25 @@ fn load_corpus() -> Vec<Case> {
 // Reply normalisation
 
 /// Copy one frame from `b[*pos..]` to `out`, rewriting error texts with `f`.
-fn map_errors(b: &[u8], pos: &mut usize, out: &mut Vec<u8>, f: &dyn Fn(&str) -> String) -> Result<(), String> {
+fn map_errors(
+    b: &[u8],
+    pos: &mut usize,
+    out: &mut Vec<u8>,
+    f: &dyn Fn(&str) -> String,
+) -> Result<(), String> {
     let start = *pos;
-    let end_line = b[start..].windows(2).position(|w| w == b"\r\n").ok_or("unterminated")? + start;
+    let end_line = b[start..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .ok_or("unterminated")?
+        + start;
     let line = &b[start..end_line];
     *pos = end_line + 2;
     let n = || -> Result<i64, String> {
-        std::str::from_utf8(&line[1..]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| "bad length".to_string())
+        std::str::from_utf8(&line[1..])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "bad length".to_string())
     };
     match line.first().copied().ok_or("empty")? {
         b'-' => {
@@ -400,7 +442,9 @@ fn map_errors(b: &[u8], pos: &mut usize, out: &mut Vec<u8>, f: &dyn Fn(&str) -> 
 fn normalize_rx_reply(b: &[u8], native_args: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut pos = 0;
-    match map_errors(b, &mut pos, &mut out, &|t: &str| normalize_error_text(t, native_args)) {
+    match map_errors(b, &mut pos, &mut out, &|t: &str| {
+        normalize_error_text(t, native_args)
+    }) {
         Ok(()) if pos == b.len() => out,
         _ => b.to_vec(),
     }
@@ -450,25 +494,54 @@ struct Crash {
 }
 
 fn run_side(server: &Server, case: &Case, proto: u8, side: Side) -> Result<Vec<Recorded>, Crash> {
-    let mut c = Conn::try_connect(server.port()).map_err(|e| Crash { command: "<connect>".into(), error: e.to_string() })?;
+    let mut c = Conn::try_connect(server.port()).map_err(|e| Crash {
+        command: "<connect>".into(),
+        error: e.to_string(),
+    })?;
     let mut exec = |args: Vec<Vec<u8>>, label: &str| -> Result<Vec<u8>, Crash> {
-        c.try_raw(&args).map_err(|e| Crash { command: label.to_string(), error: e.to_string() })
+        c.try_raw(&args).map_err(|e| Crash {
+            command: label.to_string(),
+            error: e.to_string(),
+        })
     };
     let p = proto.to_string();
-    for setup in [vec!["HELLO", p.as_str()], vec!["FLUSHALL"], vec!["FUNCTION", "FLUSH"], vec!["RX.FLUSH"]] {
+    for setup in [
+        vec!["HELLO", p.as_str()],
+        vec!["FLUSHALL"],
+        vec!["FUNCTION", "FLUSH"],
+        vec!["RX.FLUSH"],
+    ] {
         let args: Vec<Vec<u8>> = setup.iter().map(|s| s.as_bytes().to_vec()).collect();
         exec(args, &setup.join(" "))?;
     }
     let mut rec = Vec::new();
     for (i, lib) in case.libs.iter().enumerate() {
         let args = match side {
-            Side::Native => vec![b"FUNCTION".to_vec(), b"LOAD".to_vec(), lib.as_bytes().to_vec()],
+            Side::Native => vec![
+                b"FUNCTION".to_vec(),
+                b"LOAD".to_vec(),
+                lib.as_bytes().to_vec(),
+            ],
             Side::Rx => vec![b"RX.LOAD".to_vec(), lib.as_bytes().to_vec()],
         };
-        let label = format!("<load lib #{}: {}>", i + 1, lib.lines().next().unwrap_or(""));
-        let native_args = vec![b"FUNCTION".to_vec(), b"LOAD".to_vec(), lib.as_bytes().to_vec()];
+        let label = format!(
+            "<load lib #{}: {}>",
+            i + 1,
+            lib.lines().next().unwrap_or("")
+        );
+        let native_args = vec![
+            b"FUNCTION".to_vec(),
+            b"LOAD".to_vec(),
+            lib.as_bytes().to_vec(),
+        ];
         let bytes = exec(args, &label)?;
-        rec.push(Recorded { label, args: native_args, bytes, unordered: false, documented_difference: false });
+        rec.push(Recorded {
+            label,
+            args: native_args,
+            bytes,
+            unordered: false,
+            documented_difference: false,
+        });
     }
     for l in &case.run {
         let args = match side {
@@ -510,7 +583,14 @@ fn shorten(s: &str) -> String {
         return s.to_string();
     }
     let head: String = s.chars().take(2000).collect();
-    let tail: String = s.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = s
+        .chars()
+        .rev()
+        .take(600)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("{} ...[{} chars elided]... {}", head, s.len() - 2600, tail)
 }
 
@@ -522,8 +602,13 @@ fn crash_log_excerpt(log: &str) -> String {
         None => log,
     };
     let lines: Vec<&str> = run.lines().collect();
-    if let Some(i) = lines.iter().position(|l| l.contains("crashed by signal") || l.contains("ASSERTION FAILED") || l.contains("panicked")) {
-        let st = lines.iter().position(|l| l.contains("STACK TRACE")).unwrap_or(i);
+    if let Some(i) = lines.iter().position(|l| {
+        l.contains("crashed by signal") || l.contains("ASSERTION FAILED") || l.contains("panicked")
+    }) {
+        let st = lines
+            .iter()
+            .position(|l| l.contains("STACK TRACE"))
+            .unwrap_or(i);
         let from = i.min(st);
         return lines[from.saturating_sub(2)..(from + 45).min(lines.len())].join("\n");
     }
@@ -539,10 +624,21 @@ fn differential_corpus() {
     let native_only = env_flag("RX_DIFF_NATIVE_ONLY");
     let dump = env_flag("RX_DIFF_DUMP");
     let filter = std::env::var("RX_DIFF_FILTER").unwrap_or_default();
-    let cases: Vec<Case> = load_corpus().into_iter().filter(|c| c.name.contains(&filter)).collect();
-    assert!(!cases.is_empty(), "no cases match RX_DIFF_FILTER={:?}", filter);
+    let cases: Vec<Case> = load_corpus()
+        .into_iter()
+        .filter(|c| c.name.contains(&filter))
+        .collect();
+    assert!(
+        !cases.is_empty(),
+        "no cases match RX_DIFF_FILTER={:?}",
+        filter
+    );
 
-    let mut server = if native_only { Server::start_native(&[]) } else { Server::start() };
+    let mut server = if native_only {
+        Server::start_native(&[])
+    } else {
+        Server::start()
+    };
     let (a_side, b_side, b_name) = if native_only {
         (Side::Native, Side::Native, "native(2nd)")
     } else {
@@ -560,7 +656,8 @@ fn differential_corpus() {
                     Ok(r) => runs.push(r),
                     Err(crash) => {
                         // A crashing server may still be writing its crash report.
-                        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+                        let deadline =
+                            std::time::Instant::now() + std::time::Duration::from_secs(3);
                         while server.is_alive() && std::time::Instant::now() < deadline {
                             std::thread::sleep(std::time::Duration::from_millis(50));
                         }
@@ -590,7 +687,12 @@ fn differential_corpus() {
                 }
             }
             if a.len() != b.len() {
-                failures.push(format!("case {:?}: different number of replies ({} vs {})", case.name, a.len(), b.len()));
+                failures.push(format!(
+                    "case {:?}: different number of replies ({} vs {})",
+                    case.name,
+                    a.len(),
+                    b.len()
+                ));
                 continue;
             }
             for (ra, rb) in a.iter().zip(b.iter()) {
@@ -606,14 +708,23 @@ fn differential_corpus() {
                     continue;
                 }
                 compared += 1;
-                let bn = if b_side == Side::Rx { normalize_rx_reply(&rb.bytes, &ra.args) } else { rb.bytes.clone() };
+                let bn = if b_side == Side::Rx {
+                    normalize_rx_reply(&rb.bytes, &ra.args)
+                } else {
+                    rb.bytes.clone()
+                };
                 let same = if ra.unordered {
                     unordered_canon(&ra.bytes) == unordered_canon(&bn)
                 } else {
                     ra.bytes == bn
                 };
                 if !same {
-                    let first_diff = ra.bytes.iter().zip(bn.iter()).position(|(x, y)| x != y).unwrap_or(ra.bytes.len().min(bn.len()));
+                    let first_diff = ra
+                        .bytes
+                        .iter()
+                        .zip(bn.iter())
+                        .position(|(x, y)| x != y)
+                        .unwrap_or(ra.bytes.len().min(bn.len()));
                     failures.push(format!(
                         "MISMATCH case {:?} ({}) RESP{} {}\n    native: {}\n    {:>6}: {}{}{}",
                         case.name,
@@ -623,9 +734,18 @@ fn differential_corpus() {
                         shorten(&escape_bytes(&ra.bytes)),
                         b_name,
                         shorten(&escape_bytes(&rb.bytes)),
-                        if bn != rb.bytes { format!("\n    (rx normalised: {})", shorten(&escape_bytes(&bn))) } else { String::new() },
+                        if bn != rb.bytes {
+                            format!("\n    (rx normalised: {})", shorten(&escape_bytes(&bn)))
+                        } else {
+                            String::new()
+                        },
                         if ra.bytes.len() > 200 || bn.len() > 200 {
-                            format!("\n    (lengths {} vs {}, first difference at byte {})", ra.bytes.len(), bn.len(), first_diff)
+                            format!(
+                                "\n    (lengths {} vs {}, first difference at byte {})",
+                                ra.bytes.len(),
+                                bn.len(),
+                                first_diff
+                            )
                         } else {
                             String::new()
                         }
@@ -640,8 +760,17 @@ fn differential_corpus() {
     for f in &failures {
         println!("{}\n", f);
     }
-    println!("{} cases, {} commands compared, {} failures", cases.len(), compared, failures.len());
-    assert!(failures.is_empty(), "{} differential failures (see output above)", failures.len());
+    println!(
+        "{} cases, {} commands compared, {} failures",
+        cases.len(),
+        compared,
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} differential failures (see output above)",
+        failures.len()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -661,7 +790,10 @@ fn runner_tokenizer() {
             b"plain".to_vec()
         ]
     );
-    assert_eq!(tokenize(r#"SET "" ''"#).unwrap(), vec![b"SET".to_vec(), vec![], vec![]]);
+    assert_eq!(
+        tokenize(r#"SET "" ''"#).unwrap(),
+        vec![b"SET".to_vec(), vec![], vec![]]
+    );
     assert_eq!(tokenize("\"\\xff\\xFE\"").unwrap(), vec![vec![0xff, 0xfe]]);
     assert!(tokenize("\"unterminated").is_err());
     assert!(tokenize("\"a\"b").is_err());
@@ -672,11 +804,17 @@ fn runner_tokenizer() {
 #[test]
 fn runner_command_mapping() {
     let m = |s: &str| -> Vec<String> {
-        to_rx(&tokenize(s).unwrap()).iter().map(|a| String::from_utf8_lossy(a).to_string()).collect()
+        to_rx(&tokenize(s).unwrap())
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect()
     };
     assert_eq!(m("FCALL f 0 a"), vec!["RX.CALL", "f", "0", "a"]);
     assert_eq!(m("fcall_ro f 0"), vec!["RX.CALL_RO", "f", "0"]);
-    assert_eq!(m("function load replace code"), vec!["RX.LOAD", "replace", "code"]);
+    assert_eq!(
+        m("function load replace code"),
+        vec!["RX.LOAD", "replace", "code"]
+    );
     assert_eq!(m("FUNCTION List WITHCODE"), vec!["RX.LIST", "WITHCODE"]);
     assert_eq!(m("FUNCTION DELETE x"), vec!["RX.DELETE", "x"]);
     assert_eq!(m("FUNCTION FLUSH"), vec!["RX.FLUSH"]);
@@ -689,20 +827,33 @@ fn runner_command_mapping() {
 fn runner_error_normalisation() {
     let args = tokenize("FUNCTION FLUSH ASYNC SYNC").unwrap();
     assert_eq!(
-        normalize_rx_reply(b"-ERR wrong number of arguments for 'rx.flush' command\r\n", &args),
-        b"-ERR unknown subcommand or wrong number of arguments for 'FLUSH'. Try FUNCTION HELP.\r\n".to_vec()
+        normalize_rx_reply(
+            b"-ERR wrong number of arguments for 'rx.flush' command\r\n",
+            &args
+        ),
+        b"-ERR unknown subcommand or wrong number of arguments for 'FLUSH'. Try FUNCTION HELP.\r\n"
+            .to_vec()
     );
     let args = tokenize("FCALL").unwrap();
     assert_eq!(
-        normalize_rx_reply(b"-ERR wrong number of arguments for 'rx.call' command\r\n", &args),
+        normalize_rx_reply(
+            b"-ERR wrong number of arguments for 'rx.call' command\r\n",
+            &args
+        ),
         b"-ERR wrong number of arguments for 'fcall' command\r\n".to_vec()
     );
     assert_eq!(
-        normalize_rx_reply(b"-ERR wrong number of arguments for 'rx.call_ro' command\r\n", &args),
+        normalize_rx_reply(
+            b"-ERR wrong number of arguments for 'rx.call_ro' command\r\n",
+            &args
+        ),
         b"-ERR wrong number of arguments for 'fcall_ro' command\r\n".to_vec()
     );
     assert_eq!(
-        normalize_rx_reply(b"-ERR wrong number of arguments for 'rx.load' command\r\n", &args),
+        normalize_rx_reply(
+            b"-ERR wrong number of arguments for 'rx.load' command\r\n",
+            &args
+        ),
         b"-ERR wrong number of arguments for 'function|load' command\r\n".to_vec()
     );
     assert_eq!(
@@ -711,7 +862,10 @@ fn runner_error_normalisation() {
     );
     // Nested errors are rewritten, bulk strings are not; blob errors get a new length.
     assert_eq!(
-        normalize_rx_reply(b"*3\r\n$7\r\nRX.CALL\r\n-ERR RX.CALL x\r\n!10\r\nRX.LOAD xy\r\n", &args),
+        normalize_rx_reply(
+            b"*3\r\n$7\r\nRX.CALL\r\n-ERR RX.CALL x\r\n!10\r\nRX.LOAD xy\r\n",
+            &args
+        ),
         b"*3\r\n$7\r\nRX.CALL\r\n-ERR FCALL x\r\n!16\r\nFUNCTION LOAD xy\r\n".to_vec()
     );
     // Maps and attributes are walked too.
@@ -731,12 +885,16 @@ fn runner_unordered_comparison() {
         unordered_canon(b"%2\r\n+x\r\n:1\r\n+y\r\n:2\r\n"),
         unordered_canon(b"%2\r\n+y\r\n:2\r\n+x\r\n:1\r\n")
     );
-    assert_ne!(unordered_canon(b"~2\r\n+x\r\n+y\r\n"), unordered_canon(b"*2\r\n+x\r\n+y\r\n"));
+    assert_ne!(
+        unordered_canon(b"~2\r\n+x\r\n+y\r\n"),
+        unordered_canon(b"*2\r\n+x\r\n+y\r\n")
+    );
 }
 
 #[test]
 fn runner_case_file_parsing() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("case-parse-{}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("case-parse-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("t.case");
     std::fs::write(
@@ -747,11 +905,20 @@ fn runner_case_file_parsing() {
     let cases = parse_case_file(&f);
     assert_eq!(cases.len(), 2);
     assert_eq!(cases[0].name, "one");
-    assert_eq!(cases[0].libs, vec!["#!lua name=a\nline2".to_string(), "#!lua name=b".to_string()]);
+    assert_eq!(
+        cases[0].libs,
+        vec![
+            "#!lua name=a\nline2".to_string(),
+            "#!lua name=b".to_string()
+        ]
+    );
     assert_eq!(cases[0].run.len(), 2);
     assert!(!cases[0].run[0].unordered);
     assert!(cases[0].run[1].unordered);
-    assert_eq!(cases[0].run[1].args, vec![b"SMEMBERS".to_vec(), b"s".to_vec()]);
+    assert_eq!(
+        cases[0].run[1].args,
+        vec![b"SMEMBERS".to_vec(), b"s".to_vec()]
+    );
     assert_eq!(cases[0].teardown.len(), 1);
     assert_eq!(cases[1].run[0].args, vec![b"PING".to_vec()]);
     std::fs::remove_dir_all(&dir).ok();

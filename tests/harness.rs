@@ -18,7 +18,10 @@ fn raw_framing_of_simple_and_nested_replies() {
         b"return {1, {'a', {}, {2, {'b'}}}, 'c'}",
         b"0",
     ]);
-    assert_eq!(r, b"*3\r\n:1\r\n*3\r\n$1\r\na\r\n*0\r\n*2\r\n:2\r\n*1\r\n$1\r\nb\r\n$1\r\nc\r\n");
+    assert_eq!(
+        r,
+        b"*3\r\n:1\r\n*3\r\n$1\r\na\r\n*0\r\n*2\r\n:2\r\n*1\r\n$1\r\nb\r\n$1\r\nc\r\n"
+    );
     assert_eq!(
         parse_reply(&r),
         Reply::Array(vec![
@@ -26,7 +29,10 @@ fn raw_framing_of_simple_and_nested_replies() {
             Reply::Array(vec![
                 Reply::Bulk(b"a".to_vec()),
                 Reply::Array(vec![]),
-                Reply::Array(vec![Reply::Int(2), Reply::Array(vec![Reply::Bulk(b"b".to_vec())])]),
+                Reply::Array(vec![
+                    Reply::Int(2),
+                    Reply::Array(vec![Reply::Bulk(b"b".to_vec())])
+                ]),
             ]),
             Reply::Bulk(b"c".to_vec()),
         ])
@@ -36,10 +42,27 @@ fn raw_framing_of_simple_and_nested_replies() {
     // Pipeline.
     let rs = c.pipeline(vec![
         vec![b"ECHO".to_vec(), b"x".to_vec()],
-        vec![b"LPUSH".to_vec(), b"l".to_vec(), b"a".to_vec(), b"b".to_vec()],
-        vec![b"LRANGE".to_vec(), b"l".to_vec(), b"0".to_vec(), b"-1".to_vec()],
+        vec![
+            b"LPUSH".to_vec(),
+            b"l".to_vec(),
+            b"a".to_vec(),
+            b"b".to_vec(),
+        ],
+        vec![
+            b"LRANGE".to_vec(),
+            b"l".to_vec(),
+            b"0".to_vec(),
+            b"-1".to_vec(),
+        ],
     ]);
-    assert_eq!(rs, vec![b"$1\r\nx\r\n".to_vec(), b":2\r\n".to_vec(), b"*2\r\n$1\r\nb\r\n$1\r\na\r\n".to_vec()]);
+    assert_eq!(
+        rs,
+        vec![
+            b"$1\r\nx\r\n".to_vec(),
+            b":2\r\n".to_vec(),
+            b"*2\r\n$1\r\nb\r\n$1\r\na\r\n".to_vec()
+        ]
+    );
 }
 
 #[test]
@@ -48,22 +71,55 @@ fn resp3_maps_sets_doubles_after_hello_3() {
     let mut c = s.conn();
     let hello = c.q(&["HELLO", "3"]);
     match &hello {
-        Reply::Map(kv) => assert!(kv.iter().any(|(k, v)| k.as_str() == Some("proto") && *v == Reply::Int(3))),
+        Reply::Map(kv) => assert!(kv
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("proto") && *v == Reply::Int(3))),
         other => panic!("HELLO 3 should be a map: {:?}", other),
     }
     c.q(&["HSET", "h", "f", "v"]).ok();
-    assert_eq!(c.raw(&[&b"HGETALL"[..], b"h"]), b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    assert_eq!(
+        c.raw(&[&b"HGETALL"[..], b"h"]),
+        b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    );
     c.q(&["SADD", "s", "m"]).ok();
     assert_eq!(c.raw(&[&b"SMEMBERS"[..], b"s"]), b"~1\r\n$1\r\nm\r\n");
     c.q(&["ZADD", "z", "1.5", "a"]).ok();
-    assert_eq!(c.cmd(&[&b"ZSCORE"[..], b"z", b"a"]), Reply::Double("1.5".into()));
+    assert_eq!(
+        c.cmd(&[&b"ZSCORE"[..], b"z", b"a"]),
+        Reply::Double("1.5".into())
+    );
     assert_eq!(c.raw(&[&b"GET"[..], b"nokey"]), b"_\r\n");
-    assert_eq!(c.cmd(&[&b"EVAL"[..], b"redis.setresp(3) return redis.call('HGETALL', 'h')", b"0"]),
-        Reply::Map(vec![(Reply::Bulk(b"f".to_vec()), Reply::Bulk(b"v".to_vec()))]));
-    assert_eq!(c.cmd(&[&b"EVAL"[..], b"return {double=3.5}", b"0"]), Reply::Double("3.5".into()));
-    assert_eq!(c.cmd(&[&b"EVAL"[..], b"return {big_number='123456789012345678901234567890'}", b"0"]),
-        Reply::BigNumber("123456789012345678901234567890".into()));
-    assert_eq!(c.cmd(&[&b"EVAL"[..], b"redis.setresp(3) return redis.call('EXISTS', 'h') == 1", b"0"]), Reply::Bool(true));
+    assert_eq!(
+        c.cmd(&[
+            &b"EVAL"[..],
+            b"redis.setresp(3) return redis.call('HGETALL', 'h')",
+            b"0"
+        ]),
+        Reply::Map(vec![(
+            Reply::Bulk(b"f".to_vec()),
+            Reply::Bulk(b"v".to_vec())
+        )])
+    );
+    assert_eq!(
+        c.cmd(&[&b"EVAL"[..], b"return {double=3.5}", b"0"]),
+        Reply::Double("3.5".into())
+    );
+    assert_eq!(
+        c.cmd(&[
+            &b"EVAL"[..],
+            b"return {big_number='123456789012345678901234567890'}",
+            b"0"
+        ]),
+        Reply::BigNumber("123456789012345678901234567890".into())
+    );
+    assert_eq!(
+        c.cmd(&[
+            &b"EVAL"[..],
+            b"redis.setresp(3) return redis.call('EXISTS', 'h') == 1",
+            b"0"
+        ]),
+        Reply::Bool(true)
+    );
     // A client-side-caching push does not get confused with replies.
     c.q(&["CLIENT", "TRACKING", "on"]).ok();
     c.q(&["GET", "k1"]);
@@ -80,17 +136,36 @@ fn errors_are_replies_not_failures() {
     let mut c = s.conn();
     let r = c.q(&["NOSUCHCOMMAND", "a"]);
     assert!(r.is_error());
-    assert!(r.err_text().unwrap().starts_with("ERR unknown command 'NOSUCHCOMMAND'"), "{:?}", r);
+    assert!(
+        r.err_text()
+            .unwrap()
+            .starts_with("ERR unknown command 'NOSUCHCOMMAND'"),
+        "{:?}",
+        r
+    );
     c.q(&["SET", "k", "v"]).ok();
-    assert_eq!(c.raw(&[&b"INCR"[..], b"k"]), b"-ERR value is not an integer or out of range\r\n");
+    assert_eq!(
+        c.raw(&[&b"INCR"[..], b"k"]),
+        b"-ERR value is not an integer or out of range\r\n"
+    );
     assert_eq!(
         c.q(&["LPUSH", "k", "x"]).err_text(),
         Some("WRONGTYPE Operation against a key holding the wrong kind of value")
     );
-    assert_eq!(c.q(&["FUNCTION", "LOAD"]).err_text(), Some("ERR wrong number of arguments for 'function|load' command"));
+    assert_eq!(
+        c.q(&["FUNCTION", "LOAD"]).err_text(),
+        Some("ERR wrong number of arguments for 'function|load' command")
+    );
     // Errors nested inside an array.
-    let r = c.cmd(&[&b"EVAL"[..], b"return {1, redis.error_reply('MY bad')}", b"0"]);
-    assert_eq!(r, Reply::Array(vec![Reply::Int(1), Reply::Error("MY bad".into())]));
+    let r = c.cmd(&[
+        &b"EVAL"[..],
+        b"return {1, redis.error_reply('MY bad')}",
+        b"0",
+    ]);
+    assert_eq!(
+        r,
+        Reply::Array(vec![Reply::Int(1), Reply::Error("MY bad".into())])
+    );
 }
 
 #[test]

@@ -63,7 +63,10 @@ fn probe(c: &mut Conn, lib: &str) -> (Reply, Reply) {
     match lib {
         "liba" => (c.q(&["RX.CALL_RO", "a_echo", "0", "probe"]), bulk("probe")),
         "libb" => (c.q(&["RX.CALL_RO", "b_ver", "0"]), bulk("libb:clé")),
-        "libc" => (c.q(&["RX.CALL_RO", "c_sum", "0", "1", "2", "3"]), Reply::Int(6)),
+        "libc" => (
+            c.q(&["RX.CALL_RO", "c_sum", "0", "1", "2", "3"]),
+            Reply::Int(6),
+        ),
         "libbig" => (c.q(&["RX.CALL_RO", "big_len", "0"]), Reply::Int(BIG_LEN)),
         _ => panic!("no probe for {lib}"),
     }
@@ -79,7 +82,11 @@ fn assert_callable(c: &mut Conn, libs: &[&str], ctx: &str) {
 fn assert_absent(c: &mut Conn, libs: &[&str], ctx: &str) {
     for lib in libs {
         let (got, _) = probe(c, lib);
-        assert_eq!(got.err_text(), Some("ERR Function not found"), "{ctx}: {lib} should be gone");
+        assert_eq!(
+            got.err_text(),
+            Some("ERR Function not found"),
+            "{ctx}: {lib} should be gone"
+        );
     }
 }
 
@@ -97,13 +104,19 @@ fn ok() -> Reply {
 fn info_field(c: &mut Conn, section: &str, field: &str) -> Option<String> {
     let info = c.q(&["INFO", section]);
     let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
+    text.lines().find_map(|l| {
+        l.strip_prefix(&format!("{field}:"))
+            .map(|v| v.trim().to_string())
+    })
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -133,7 +146,12 @@ fn lib_names(list: &Reply) -> Vec<String> {
         .as_array()
         .expect("list is an array")
         .iter()
-        .map(|lib| lib.as_array().expect("library entry")[1].as_str().expect("library name").to_string())
+        .map(|lib| {
+            lib.as_array().expect("library entry")[1]
+                .as_str()
+                .expect("library name")
+                .to_string()
+        })
         .collect();
     v.sort();
     v
@@ -156,7 +174,9 @@ fn normalize(list: &Reply) -> Reply {
                             if let Reply::Array(fkv) = f {
                                 for j in (0..fkv.len()).step_by(2) {
                                     if fkv[j].as_str() == Some("flags") {
-                                        if let Reply::Array(flags) | Reply::Set(flags) = &mut fkv[j + 1] {
+                                        if let Reply::Array(flags) | Reply::Set(flags) =
+                                            &mut fkv[j + 1]
+                                        {
                                             flags.sort_by_key(|x| key(x));
                                         }
                                     }
@@ -179,7 +199,11 @@ fn native_list(c: &mut Conn) -> Reply {
 }
 
 fn digest(c: &mut Conn) -> String {
-    c.q(&["DEBUG", "DIGEST"]).ok().as_str().expect("digest").to_string()
+    c.q(&["DEBUG", "DIGEST"])
+        .ok()
+        .as_str()
+        .expect("digest")
+        .to_string()
 }
 
 fn rx_dump(c: &mut Conn) -> Vec<u8> {
@@ -215,11 +239,15 @@ fn wait_synced(m: &mut Conn, r: &mut Conn) {
     wait_until("replica link up", Duration::from_secs(30), || {
         info_field(r, "replication", "master_link_status").as_deref() == Some("up")
     });
-    wait_until("replica offset to reach the master's", Duration::from_secs(30), || {
-        let mo = info_field(m, "replication", "master_repl_offset");
-        let ro = info_field(r, "replication", "master_repl_offset");
-        mo.is_some() && mo == ro
-    });
+    wait_until(
+        "replica offset to reach the master's",
+        Duration::from_secs(30),
+        || {
+            let mo = info_field(m, "replication", "master_repl_offset");
+            let ro = info_field(r, "replication", "master_repl_offset");
+            mo.is_some() && mo == ro
+        },
+    );
 }
 
 /// Everything in the AOF's command files (`appendonlydir/*.aof`; an RDB preamble base is
@@ -230,7 +258,7 @@ fn aof_commands(dir: &Path) -> Vec<u8> {
     let mut files: Vec<_> = std::fs::read_dir(&d)
         .unwrap_or_else(|e| panic!("read {}: {e}", d.display()))
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().map_or(false, |x| x == "aof"))
+        .filter(|p| p.extension().is_some_and(|x| x == "aof"))
         .collect();
     files.sort();
     for f in files {
@@ -241,7 +269,10 @@ fn aof_commands(dir: &Path) -> Vec<u8> {
 
 fn aof_file_names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir.join("appendonlydir"))
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -257,17 +288,25 @@ fn contains_ci(hay: &[u8], needle: &str) -> bool {
 fn rewrite_aof(c: &mut Conn) {
     let r = c.q(&["BGREWRITEAOF"]);
     let text = r.as_str().unwrap_or_default().to_string();
-    assert!(text.starts_with("Background append only file rewriting"), "BGREWRITEAOF: {r:?}");
+    assert!(
+        text.starts_with("Background append only file rewriting"),
+        "BGREWRITEAOF: {r:?}"
+    );
     wait_until("AOF rewrite to finish", Duration::from_secs(30), || {
         info_field(c, "persistence", "aof_rewrite_in_progress").as_deref() == Some("0")
             && info_field(c, "persistence", "aof_rewrite_scheduled").as_deref() == Some("0")
     });
-    assert_eq!(info_field(c, "persistence", "aof_last_bgrewrite_status").as_deref(), Some("ok"));
+    assert_eq!(
+        info_field(c, "persistence", "aof_last_bgrewrite_status").as_deref(),
+        Some("ok")
+    );
 }
 
 /// Log lines at warning level (`#`) that mention `aof-use-rdb-preamble`.
 fn preamble_warnings(log: &str) -> usize {
-    log.lines().filter(|l| l.contains(" # ") && l.contains("aof-use-rdb-preamble")).count()
+    log.lines()
+        .filter(|l| l.contains(" # ") && l.contains("aof-use-rdb-preamble"))
+        .count()
 }
 
 /// SIGKILL the server (the harness's `restart` kills with `Child::kill`, i.e. SIGKILL on
@@ -291,7 +330,10 @@ fn save_and_restart_restores_every_library_and_function() {
         load(&mut c, lib);
     }
     assert_eq!(c.q(&["RX.CALL", "a_incr", "1", "n", "5"]), Reply::Int(5));
-    assert_eq!(c.q(&["RX.CALL", "b_hset", "1", "h", "f", "v"]), Reply::Int(1));
+    assert_eq!(
+        c.q(&["RX.CALL", "b_hset", "1", "h", "f", "v"]),
+        Reply::Int(1)
+    );
     let libs = rx_list(&mut c);
     let data = digest(&mut c);
     let all = ["liba", "libb", "libc", "libbig"];
@@ -304,11 +346,20 @@ fn save_and_restart_restores_every_library_and_function() {
     assert_eq!(digest(&mut c), data);
     assert_callable(&mut c, &all, "after SAVE + restart");
     assert_eq!(c.q(&["RX.CALL", "a_incr", "1", "n", "1"]), Reply::Int(6));
-    assert_eq!(c.q(&["RX.CALL", "c_push", "1", "l", "x", "y"]), Reply::Int(2));
+    assert_eq!(
+        c.q(&["RX.CALL", "c_push", "1", "l", "x", "y"]),
+        Reply::Int(2)
+    );
     // The restored libraries are registered, not only listed: their names and their
     // function names are taken.
-    assert!(c.q(&["RX.LOAD", LIB_A]).is_error(), "liba loaded twice after restore");
-    assert!(c.q(&["RX.LOAD", LIB_X_STEALS_A_ECHO]).is_error(), "a_echo taken twice after restore");
+    assert!(
+        c.q(&["RX.LOAD", LIB_A]).is_error(),
+        "liba loaded twice after restore"
+    );
+    assert!(
+        c.q(&["RX.LOAD", LIB_X_STEALS_A_ECHO]).is_error(),
+        "a_echo taken twice after restore"
+    );
     assert_eq!(c.q(&["RX.CALL", "a_echo", "0", "still"]), bulk("still"));
 
     // SHUTDOWN SAVE and start again.
@@ -339,7 +390,11 @@ fn debug_reload_resets_the_registry_to_what_the_rdb_carries() {
     // Load the RDB saved before libc was loaded and libb deleted.
     assert_eq!(c.q(&["DEBUG", "RELOAD", "NOSAVE"]), ok());
     assert_eq!(rx_names(&mut c), vec!["liba", "libb"]);
-    assert_eq!(normalize(&rx_list(&mut c)), normalize(&native_list(&mut c)), "RX vs native after DEBUG RELOAD NOSAVE");
+    assert_eq!(
+        normalize(&rx_list(&mut c)),
+        normalize(&native_list(&mut c)),
+        "RX vs native after DEBUG RELOAD NOSAVE"
+    );
     assert_callable(&mut c, &["liba", "libb"], "after DEBUG RELOAD NOSAVE");
     assert_absent(&mut c, &["libc"], "after DEBUG RELOAD NOSAVE");
     // libc's name and functions are free again.
@@ -358,7 +413,11 @@ fn debug_reload_resets_the_registry_to_what_the_rdb_carries() {
     load(&mut c, LIB_A);
     c.q(&["FUNCTION", "LOAD", LIB_A]).ok();
     assert_eq!(c.q(&["DEBUG", "RELOAD", "NOSAVE"]), ok());
-    assert_eq!(rx_list(&mut c), Reply::Array(vec![]), "library loaded after an empty SAVE survived DEBUG RELOAD NOSAVE");
+    assert_eq!(
+        rx_list(&mut c),
+        Reply::Array(vec![]),
+        "library loaded after an empty SAVE survived DEBUG RELOAD NOSAVE"
+    );
     assert_eq!(native_list(&mut c), Reply::Array(vec![]));
     assert_absent(&mut c, &["liba"], "after reloading an empty RDB");
     load(&mut c, LIB_A);
@@ -385,11 +444,22 @@ fn full_sync_gives_a_replica_every_library_and_drops_its_own() {
         let mut r = replica.conn();
         load(&mut r, LIB_C);
         r.q(&["FUNCTION", "LOAD", LIB_C]).ok();
-        assert_eq!(r.q(&["REPLICAOF", "127.0.0.1", &master.port().to_string()]), ok());
+        assert_eq!(
+            r.q(&["REPLICAOF", "127.0.0.1", &master.port().to_string()]),
+            ok()
+        );
         wait_synced(&mut m, &mut r);
         let ctx = format!("diskless sync {diskless}");
-        assert_eq!(rx_list(&mut r), rx_list(&mut m), "{ctx}: replica's libraries");
-        assert_eq!(native_list(&mut r), Reply::Array(vec![]), "{ctx}: native reference dropped the replica's own library");
+        assert_eq!(
+            rx_list(&mut r),
+            rx_list(&mut m),
+            "{ctx}: replica's libraries"
+        );
+        assert_eq!(
+            native_list(&mut r),
+            Reply::Array(vec![]),
+            "{ctx}: native reference dropped the replica's own library"
+        );
         assert_callable(&mut r, &["liba", "libb", "libbig"], &ctx);
         assert_absent(&mut r, &["libc"], &ctx);
         assert_eq!(digest(&mut r), digest(&mut m), "{ctx}: dataset");
@@ -398,7 +468,11 @@ fn full_sync_gives_a_replica_every_library_and_drops_its_own() {
         let replica2 = start_replica_of(&master);
         let mut r2 = replica2.conn();
         wait_synced(&mut m, &mut r2);
-        assert_eq!(rx_list(&mut r2), rx_list(&mut m), "{ctx}: second replica's libraries");
+        assert_eq!(
+            rx_list(&mut r2),
+            rx_list(&mut m),
+            "{ctx}: second replica's libraries"
+        );
         assert_callable(&mut r2, &["liba", "libb", "libbig"], &ctx);
     }
 }
@@ -428,7 +502,11 @@ fn attached_replica_follows_load_delete_flush_and_restore() {
     assert_absent(&mut r, &["libb"], "replica after RX.DELETE");
     assert_eq!(rx_restore(&mut m, &d_ab, Some("REPLACE")), ok());
     check(&mut m, &mut r, "RX.RESTORE REPLACE");
-    assert_callable(&mut r, &["liba", "libb"], "replica after RX.RESTORE REPLACE");
+    assert_callable(
+        &mut r,
+        &["liba", "libb"],
+        "replica after RX.RESTORE REPLACE",
+    );
     assert_eq!(m.q(&["RX.FLUSH"]), ok());
     check(&mut m, &mut r, "RX.FLUSH");
     assert_eq!(rx_names(&mut r), Vec::<String>::new());
@@ -471,13 +549,22 @@ fn promoted_replica_runs_every_function() {
     drop(master);
 
     assert_eq!(r.q(&["REPLICAOF", "NO", "ONE"]), ok());
-    assert_eq!(info_field(&mut r, "replication", "role").as_deref(), Some("master"));
+    assert_eq!(
+        info_field(&mut r, "replication", "role").as_deref(),
+        Some("master")
+    );
     assert_eq!(rx_list(&mut r), libs);
     assert_callable(&mut r, &["liba", "libb", "libc"], "promoted replica");
     // Writing functions run now, on the replicated data.
     assert_eq!(r.q(&["RX.CALL", "a_incr", "1", "n", "1"]), Reply::Int(11));
-    assert_eq!(r.q(&["RX.CALL", "a_stamp", "2", "stamp", "cnt"]), Reply::Int(1));
-    assert_eq!(r.q(&["RX.CALL", "b_hset", "1", "h", "g", "w"]), Reply::Int(2));
+    assert_eq!(
+        r.q(&["RX.CALL", "a_stamp", "2", "stamp", "cnt"]),
+        Reply::Int(1)
+    );
+    assert_eq!(
+        r.q(&["RX.CALL", "b_hset", "1", "h", "g", "w"]),
+        Reply::Int(2)
+    );
     assert_eq!(r.q(&["RX.CALL", "c_push", "1", "l", "c"]), Reply::Int(3));
     assert_eq!(r.q(&["RX.CALL", "c_sum", "0", "4", "5"]), Reply::Int(9));
     assert_eq!(r.q(&["RX.CALL", "b_ver", "0"]), bulk("libb:clé"));
@@ -507,25 +594,44 @@ fn function_writes_reach_replica_and_aof_as_effects_not_reruns() {
     load(&mut m, LIB_FX);
     for i in 0..200 {
         let key = format!("stamp:{}", i % 7);
-        assert_eq!(m.q(&["RX.CALL", "fx_stamp", "2", &key, "fx:counter"]), Reply::Int(i + 1));
+        assert_eq!(
+            m.q(&["RX.CALL", "fx_stamp", "2", &key, "fx:counter"]),
+            Reply::Int(i + 1)
+        );
     }
     wait_synced(&mut m, &mut r);
     // TIME differs on every run: a replica re-running the function would hold other values.
-    assert_eq!(digest(&mut r), digest(&mut m), "replica dataset differs from the master's");
+    assert_eq!(
+        digest(&mut r),
+        digest(&mut m),
+        "replica dataset differs from the master's"
+    );
     for k in ["stamp:0", "stamp:6", "fx:counter"] {
         assert_eq!(r.q(&["GET", k]), m.q(&["GET", k]), "{k}");
     }
-    assert_eq!(r.q(&["LRANGE", "fx:log", "0", "-1"]), m.q(&["LRANGE", "fx:log", "0", "-1"]));
+    assert_eq!(
+        r.q(&["LRANGE", "fx:log", "0", "-1"]),
+        m.q(&["LRANGE", "fx:log", "0", "-1"])
+    );
 
     // The AOF holds the commands the function ran, in MULTI/EXEC, and never RX.CALL.
     let aof = aof_commands(master.dir());
     assert!(contains_ci(&aof, "RX.LOAD"), "RX.LOAD missing from the AOF");
-    assert!(!contains_ci(&aof, "RX.CALL"), "RX.CALL was propagated to the AOF");
+    assert!(
+        !contains_ci(&aof, "RX.CALL"),
+        "RX.CALL was propagated to the AOF"
+    );
     assert!(!contains_ci(&aof, "\r\nTIME\r\n"), "TIME in the AOF");
     for cmd in ["MULTI", "EXEC", "SET", "INCR", "RPUSH", "ZADD"] {
-        assert!(contains_ci(&aof, &format!("\r\n{cmd}\r\n")), "{cmd} missing from the AOF");
+        assert!(
+            contains_ci(&aof, &format!("\r\n{cmd}\r\n")),
+            "{cmd} missing from the AOF"
+        );
     }
-    let multis = String::from_utf8_lossy(&aof).to_ascii_lowercase().matches("\r\nmulti\r\n").count();
+    let multis = String::from_utf8_lossy(&aof)
+        .to_ascii_lowercase()
+        .matches("\r\nmulti\r\n")
+        .count();
     assert!(multis >= 200, "{multis} MULTI in the AOF for 200 calls");
 }
 
@@ -568,7 +674,9 @@ fn ten_thousand_mixed_function_writes_leave_master_and_replica_identical() {
 
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = move |n: u64| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
     let mut total = 0;
@@ -578,10 +686,32 @@ fn ten_thousand_mixed_function_writes_leave_master_and_replica_identical() {
             let k = next(200);
             let v = next(1_000_000);
             let args: Vec<String> = match next(7) {
-                0 => vec!["m_incrby".into(), "1".into(), format!("mix:n:{k}"), format!("{}", v as i64 - 500_000)],
-                1 => vec!["m_hset".into(), "1".into(), format!("mix:h:{}", k % 50), format!("f{}", v % 100), v.to_string()],
-                2 => vec!["m_lpush".into(), "1".into(), format!("mix:l:{}", k % 30), v.to_string()],
-                3 => vec!["m_setex".into(), "2".into(), format!("mix:s:{k}"), format!("mix:n:{k}"), v.to_string()],
+                0 => vec![
+                    "m_incrby".into(),
+                    "1".into(),
+                    format!("mix:n:{k}"),
+                    format!("{}", v as i64 - 500_000),
+                ],
+                1 => vec![
+                    "m_hset".into(),
+                    "1".into(),
+                    format!("mix:h:{}", k % 50),
+                    format!("f{}", v % 100),
+                    v.to_string(),
+                ],
+                2 => vec![
+                    "m_lpush".into(),
+                    "1".into(),
+                    format!("mix:l:{}", k % 30),
+                    v.to_string(),
+                ],
+                3 => vec![
+                    "m_setex".into(),
+                    "2".into(),
+                    format!("mix:s:{k}"),
+                    format!("mix:n:{k}"),
+                    v.to_string(),
+                ],
                 4 => vec!["m_time".into(), "1".into(), format!("mix:t:{}", k % 20)],
                 5 => vec!["m_zadd".into(), "1".into(), "mix:z".into(), format!("m{k}")],
                 _ => vec!["m_del".into(), "1".into(), format!("mix:n:{}", k % 40)],
@@ -600,7 +730,11 @@ fn ten_thousand_mixed_function_writes_leave_master_and_replica_identical() {
     wait_synced(&mut m, &mut r);
     let md = digest(&mut m);
     assert_ne!(md, "0".repeat(40), "master dataset is empty");
-    assert_eq!(digest(&mut r), md, "replica dataset differs after 10,000 function calls");
+    assert_eq!(
+        digest(&mut r),
+        md,
+        "replica dataset differs after 10,000 function calls"
+    );
     assert_eq!(r.q(&["DBSIZE"]), m.q(&["DBSIZE"]));
     assert_eq!(r.q(&["GET", "mix:calls"]), m.q(&["GET", "mix:calls"]));
 }
@@ -628,7 +762,7 @@ fn aof_restart_restores_every_library_and_key() {
     load(&mut c, &big_lib());
     assert_eq!(c.q(&["RX.DELETE", "libb"]), ok());
     assert_eq!(rx_restore(&mut c, &d_abc, Some("REPLACE")), ok()); // liba (original), libb, libc, libbig
-    // Failures in the middle change nothing, now or on replay.
+                                                                   // Failures in the middle change nothing, now or on replay.
     assert!(rx_restore(&mut c, &d_abc, Some("APPEND")).is_error());
     assert!(c.q(&["RX.LOAD", LIB_C]).is_error());
     assert_eq!(c.q(&["RX.DELETE", "libc"]), ok());
@@ -643,18 +777,33 @@ fn aof_restart_restores_every_library_and_key() {
     for cmd in ["RX.LOAD", "RX.DELETE", "RX.FLUSH", "MULTI", "EXEC"] {
         assert!(contains_ci(&aof, cmd), "{cmd} missing from the AOF");
     }
-    assert!(!contains_ci(&aof, "RX.CALL"), "RX.CALL was propagated to the AOF");
+    assert!(
+        !contains_ci(&aof, "RX.CALL"),
+        "RX.CALL was propagated to the AOF"
+    );
 
     s.restart_graceful(false);
     let mut c = s.conn();
-    assert_eq!(rx_list(&mut c), libs, "after SHUTDOWN NOSAVE + restart from the AOF");
+    assert_eq!(
+        rx_list(&mut c),
+        libs,
+        "after SHUTDOWN NOSAVE + restart from the AOF"
+    );
     assert_eq!(digest(&mut c), data);
-    assert_callable(&mut c, &["liba", "libb", "libbig"], "after restart from the AOF");
+    assert_callable(
+        &mut c,
+        &["liba", "libb", "libbig"],
+        "after restart from the AOF",
+    );
     assert_absent(&mut c, &["libc"], "after restart from the AOF");
 
     kill9_and_restart(&mut s);
     let mut c = s.conn();
-    assert_eq!(rx_list(&mut c), libs, "after kill -9 + restart from the AOF");
+    assert_eq!(
+        rx_list(&mut c),
+        libs,
+        "after kill -9 + restart from the AOF"
+    );
     assert_eq!(digest(&mut c), data);
 
     // Reloading the AOF in place (DEBUG LOADAOF) gives the same state, not duplicates.
@@ -666,15 +815,34 @@ fn aof_restart_restores_every_library_and_key() {
 
 #[test]
 fn aof_rewrite_with_rdb_preamble_keeps_libraries() {
-    let mut s = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always", "--aof-use-rdb-preamble", "yes"], &[]);
+    let mut s = Server::start_with(
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--aof-use-rdb-preamble",
+            "yes",
+        ],
+        &[],
+    );
     let mut c = s.conn();
-    assert_eq!(info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref(), Some("1"));
+    assert_eq!(
+        info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref(),
+        Some("1")
+    );
     for lib in [LIB_A, LIB_B] {
         load(&mut c, lib);
     }
     c.q(&["RX.CALL", "a_incr", "1", "n", "3"]).ok();
     rewrite_aof(&mut c);
-    assert!(aof_file_names(s.dir()).iter().any(|f| f.ends_with(".base.rdb")), "no RDB base: {:?}", aof_file_names(s.dir()));
+    assert!(
+        aof_file_names(s.dir())
+            .iter()
+            .any(|f| f.ends_with(".base.rdb")),
+        "no RDB base: {:?}",
+        aof_file_names(s.dir())
+    );
     // After the rewrite: into the new incremental file.
     load(&mut c, LIB_C);
     c.q(&["RX.CALL", "c_push", "1", "l", "x"]).ok();
@@ -685,7 +853,11 @@ fn aof_rewrite_with_rdb_preamble_keeps_libraries() {
     let mut c = s.conn();
     assert_eq!(rx_list(&mut c), libs, "after BGREWRITEAOF + restart");
     assert_eq!(digest(&mut c), data);
-    assert_callable(&mut c, &["liba", "libb", "libc"], "after BGREWRITEAOF + restart");
+    assert_callable(
+        &mut c,
+        &["liba", "libb", "libc"],
+        "after BGREWRITEAOF + restart",
+    );
 
     // A second rewrite, then a graceful restart.
     rewrite_aof(&mut c);
@@ -693,16 +865,38 @@ fn aof_rewrite_with_rdb_preamble_keeps_libraries() {
     let mut c = s.conn();
     assert_eq!(rx_list(&mut c), libs, "after a second rewrite + restart");
     assert_eq!(digest(&mut c), data);
-    assert_eq!(preamble_warnings(&s.log()), 0, "warned although the preamble is on:\n{}", s.log());
+    assert_eq!(
+        preamble_warnings(&s.log()),
+        0,
+        "warned although the preamble is on:\n{}",
+        s.log()
+    );
 }
 
 #[test]
 fn aof_rewrite_without_rdb_preamble_drops_libraries_and_says_so() {
-    let mut s = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always", "--aof-use-rdb-preamble", "no"], &[]);
+    let mut s = Server::start_with(
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--aof-use-rdb-preamble",
+            "no",
+        ],
+        &[],
+    );
     let mut c = s.conn();
     // Said at startup, in the log and in INFO.
-    wait_until("startup warning about aof-use-rdb-preamble", Duration::from_secs(5), || preamble_warnings(&s.log()) >= 1);
-    assert_eq!(info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref(), Some("0"));
+    wait_until(
+        "startup warning about aof-use-rdb-preamble",
+        Duration::from_secs(5),
+        || preamble_warnings(&s.log()) >= 1,
+    );
+    assert_eq!(
+        info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref(),
+        Some("0")
+    );
 
     for lib in [LIB_A, LIB_B] {
         load(&mut c, lib);
@@ -713,12 +907,22 @@ fn aof_rewrite_without_rdb_preamble_drops_libraries_and_says_so() {
     let libs = rx_list(&mut c);
     kill9_and_restart(&mut s);
     let mut c = s.conn();
-    assert_eq!(rx_list(&mut c), libs, "before any rewrite, the AOF replays RX.LOAD");
+    assert_eq!(
+        rx_list(&mut c),
+        libs,
+        "before any rewrite, the AOF replays RX.LOAD"
+    );
 
     // A rewrite without the preamble writes only commands for keys: libraries are gone
     // after the next restart, keys are not.
     rewrite_aof(&mut c);
-    assert!(aof_file_names(s.dir()).iter().any(|f| f.ends_with(".base.aof")), "no AOF base: {:?}", aof_file_names(s.dir()));
+    assert!(
+        aof_file_names(s.dir())
+            .iter()
+            .any(|f| f.ends_with(".base.aof")),
+        "no AOF base: {:?}",
+        aof_file_names(s.dir())
+    );
     // Loaded after the rewrite: in the new incremental file, so it survives.
     load(&mut c, LIB_C);
     let data = digest(&mut c);
@@ -726,20 +930,43 @@ fn aof_rewrite_without_rdb_preamble_drops_libraries_and_says_so() {
     let mut c = s.conn();
     assert_eq!(digest(&mut c), data, "keys must survive the rewrite");
     assert_eq!(c.q(&["GET", "n"]), bulk("3"));
-    assert_eq!(rx_names(&mut c), vec!["libc"], "libraries from before the rewrite should be gone");
-    assert_absent(&mut c, &["liba", "libb"], "after a rewrite without the preamble");
+    assert_eq!(
+        rx_names(&mut c),
+        vec!["libc"],
+        "libraries from before the rewrite should be gone"
+    );
+    assert_absent(
+        &mut c,
+        &["liba", "libb"],
+        "after a rewrite without the preamble",
+    );
     assert_callable(&mut c, &["libc"], "loaded after the rewrite");
     // Warned again at this startup; INFO still says so.
-    assert!(preamble_warnings(&s.log()) >= 2, "no warning at restart:\n{}", s.log());
-    assert_eq!(info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref(), Some("0"));
+    assert!(
+        preamble_warnings(&s.log()) >= 2,
+        "no warning at restart:\n{}",
+        s.log()
+    );
+    assert_eq!(
+        info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref(),
+        Some("0")
+    );
 }
 
 #[test]
 fn aof_preamble_setting_changed_at_runtime_updates_info_and_warns() {
     let mut s = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always"], &[]);
     let mut c = s.conn();
-    assert_eq!(info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref(), Some("1"));
-    assert_eq!(preamble_warnings(&s.log()), 0, "warned with the default configuration:\n{}", s.log());
+    assert_eq!(
+        info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        preamble_warnings(&s.log()),
+        0,
+        "warned with the default configuration:\n{}",
+        s.log()
+    );
     load(&mut c, LIB_A);
 
     assert_eq!(c.q(&["CONFIG", "SET", "aof-use-rdb-preamble", "no"]), ok());
@@ -748,12 +975,18 @@ fn aof_preamble_setting_changed_at_runtime_updates_info_and_warns() {
     });
     // Warned when configured (at the latest by the time a rewrite has run).
     rewrite_aof(&mut c);
-    assert!(preamble_warnings(&s.log()) >= 1, "no warning after CONFIG SET aof-use-rdb-preamble no:\n{}", s.log());
+    assert!(
+        preamble_warnings(&s.log()) >= 1,
+        "no warning after CONFIG SET aof-use-rdb-preamble no:\n{}",
+        s.log()
+    );
 
     assert_eq!(c.q(&["CONFIG", "SET", "aof-use-rdb-preamble", "yes"]), ok());
-    wait_until("INFO rx to show the change back", Duration::from_secs(5), || {
-        info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref() == Some("1")
-    });
+    wait_until(
+        "INFO rx to show the change back",
+        Duration::from_secs(5),
+        || info_field(&mut c, "rx", "rx_aof_rewrite_keeps_libraries").as_deref() == Some("1"),
+    );
     // With the preamble back on, a rewrite keeps the libraries again.
     load(&mut c, LIB_B);
     rewrite_aof(&mut c);
@@ -761,7 +994,11 @@ fn aof_preamble_setting_changed_at_runtime_updates_info_and_warns() {
     kill9_and_restart(&mut s);
     let mut c = s.conn();
     assert_eq!(rx_list(&mut c), libs);
-    assert_callable(&mut c, &["liba", "libb"], "after the preamble was turned back on");
+    assert_callable(
+        &mut c,
+        &["liba", "libb"],
+        "after the preamble was turned back on",
+    );
 }
 
 #[test]
@@ -798,28 +1035,46 @@ redis.register_function('k_incr', function(keys) return redis.call('INCR', keys[
         }
     });
 
-    wait_until("200 acknowledged increments", Duration::from_secs(20), || acked.load(Ordering::SeqCst) >= 200);
+    wait_until(
+        "200 acknowledged increments",
+        Duration::from_secs(20),
+        || acked.load(Ordering::SeqCst) >= 200,
+    );
     // A library loaded in the middle of the load must survive too.
     load(&mut c, LIB_B);
     let libs = rx_list(&mut c);
     let mark = acked.load(Ordering::SeqCst);
-    wait_until("200 more acknowledged increments", Duration::from_secs(20), || {
-        acked.load(Ordering::SeqCst) >= mark + 200
-    });
+    wait_until(
+        "200 more acknowledged increments",
+        Duration::from_secs(20),
+        || acked.load(Ordering::SeqCst) >= mark + 200,
+    );
 
     kill9_and_restart(&mut s);
-    let last = writer.join().expect("writer thread").expect("writer saw only increments");
+    let last = writer
+        .join()
+        .expect("writer thread")
+        .expect("writer saw only increments");
     assert!(last >= mark + 200, "writer acked {last}");
     let mut c = s.conn();
     let got = c.q(&["GET", "kill:ctr"]);
-    let value: i64 = got.as_str().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("kill:ctr after restart: {got:?}"));
+    let value: i64 = got
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("kill:ctr after restart: {got:?}"));
     eprintln!("kill -9 after {last} acknowledged increments; {value} after restart");
     // Every acknowledged increment is there; at most the one in flight is extra.
     assert!(value >= last, "lost acknowledged writes: {value} < {last}");
-    assert!(value <= last + 1, "more increments than were sent: {value} > {last} + 1");
+    assert!(
+        value <= last + 1,
+        "more increments than were sent: {value} > {last} + 1"
+    );
     assert_eq!(rx_list(&mut c), libs, "libraries after kill -9");
     assert_callable(&mut c, &["liba", "libb"], "after kill -9");
-    assert_eq!(c.q(&["RX.CALL", "k_incr", "1", "kill:ctr"]), Reply::Int(value + 1));
+    assert_eq!(
+        c.q(&["RX.CALL", "k_incr", "1", "kill:ctr"]),
+        Reply::Int(value + 1)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -950,29 +1205,56 @@ fn restore_policies_behave_like_function_restore() {
     let rx = restore_scenario(&mut c, Side::Rx);
     assert_eq!(native.len(), rx.len());
     for ((what, nr, nl), (_, xr, xl)) in native.iter().zip(rx.iter()) {
-        assert_eq!(xr.is_error(), nr.is_error(), "{what}: RX {xr:?} vs native {nr:?}");
+        assert_eq!(
+            xr.is_error(),
+            nr.is_error(),
+            "{what}: RX {xr:?} vs native {nr:?}"
+        );
         if !nr.is_error() && !matches!(nr, Reply::Bulk(_)) {
             assert_eq!(xr, nr, "{what}: reply");
         }
         assert_eq!(xl, nl, "{what}: libraries after the step (RX vs native)");
     }
     // RX's own wording.
-    let by = |what: &str| rx.iter().find(|(w, _, _)| w == what).unwrap_or_else(|| panic!("{what}")).1.clone();
+    let by = |what: &str| {
+        rx.iter()
+            .find(|(w, _, _)| w == what)
+            .unwrap_or_else(|| panic!("{what}"))
+            .1
+            .clone()
+    };
     let lists = |what: &str| lib_names(&rx.iter().find(|(w, _, _)| w == what).unwrap().2);
-    for w in ["restore (append) with liba present", "restore APPEND with liba present"] {
-        assert_eq!(by(w).err_text(), Some("ERR Library liba already exists"), "{w}");
+    for w in [
+        "restore (append) with liba present",
+        "restore APPEND with liba present",
+    ] {
+        assert_eq!(
+            by(w).err_text(),
+            Some("ERR Library liba already exists"),
+            "{w}"
+        );
         assert_eq!(lists(w), vec!["liba"], "{w}");
     }
     assert_eq!(by("restore REPLACE"), ok());
     assert_eq!(lists("restore REPLACE"), vec!["liba", "libb", "libc"]);
     assert_eq!(by("restore FLUSH"), ok());
     assert_eq!(lists("restore FLUSH"), vec!["liba", "libb"]);
-    for w in ["restore (append) with a_echo owned by libx", "restore REPLACE with a_echo owned by libx"] {
-        assert_eq!(by(w).err_text(), Some("ERR Function a_echo already exists"), "{w}");
+    for w in [
+        "restore (append) with a_echo owned by libx",
+        "restore REPLACE with a_echo owned by libx",
+    ] {
+        assert_eq!(
+            by(w).err_text(),
+            Some("ERR Function a_echo already exists"),
+            "{w}"
+        );
         assert_eq!(lists(w), vec!["libx"], "{w}");
     }
     assert_eq!(by("restore FLUSH with a_echo owned by libx"), ok());
-    assert_eq!(lists("restore FLUSH with a_echo owned by libx"), vec!["liba", "libb"]);
+    assert_eq!(
+        lists("restore FLUSH with a_echo owned by libx"),
+        vec!["liba", "libb"]
+    );
     assert_eq!(
         by("restore BOGUS").err_text(),
         Some("ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.")
@@ -1003,7 +1285,11 @@ fn restore_policy_is_case_insensitive_like_native() {
     let d = rx_dump(&mut c);
     let nd = Side::Native.dump(&mut c);
     for p in ["flush", "Replace", "replace", "Flush"] {
-        assert_eq!(Side::Native.restore(&mut c, &nd, Some(p)), ok(), "native {p}");
+        assert_eq!(
+            Side::Native.restore(&mut c, &nd, Some(p)),
+            ok(),
+            "native {p}"
+        );
         assert_eq!(rx_restore(&mut c, &d, Some(p)), ok(), "RX {p}");
     }
     let n = Side::Native.restore(&mut c, &nd, Some("append"));
@@ -1022,7 +1308,11 @@ fn restore_refuses_corrupt_and_foreign_payloads_without_changing_anything() {
     c.q(&["FUNCTION", "LOAD", LIB_A]).ok();
     c.q(&["SET", "k", "v"]).ok();
     let d = rx_dump(&mut c);
-    assert!(d.len() > 100, "dump of three libraries is {} bytes", d.len());
+    assert!(
+        d.len() > 100,
+        "dump of three libraries is {} bytes",
+        d.len()
+    );
     let before = rx_list(&mut c);
     let native_before = native_list(&mut c);
     let data = digest(&mut c);
@@ -1030,7 +1320,10 @@ fn restore_refuses_corrupt_and_foreign_payloads_without_changing_anything() {
     let n = d.len();
     let mut corrupt: Vec<(String, Vec<u8>)> = vec![];
     for cut in [n - 1, n - 20, n / 2, n / 3] {
-        corrupt.push((format!("truncated to {cut} of {n} bytes"), d[..cut].to_vec()));
+        corrupt.push((
+            format!("truncated to {cut} of {n} bytes"),
+            d[..cut].to_vec(),
+        ));
     }
     for pos in [n / 3, n / 2, n - 25, n - 1] {
         for bit in [0u8, 7] {
@@ -1057,7 +1350,11 @@ fn restore_refuses_corrupt_and_foreign_payloads_without_changing_anything() {
             for policy in [None, Some("APPEND"), Some("REPLACE"), Some("FLUSH")] {
                 let r = rx_restore(&mut c, payload, policy);
                 assert_eq!(r.err_text(), Some(want), "{what}, policy {policy:?}");
-                assert_eq!(rx_list(&mut c), before, "{what}, policy {policy:?}: libraries changed");
+                assert_eq!(
+                    rx_list(&mut c),
+                    before,
+                    "{what}, policy {policy:?}: libraries changed"
+                );
             }
         }
     }
@@ -1127,7 +1424,11 @@ fn assert_same_as_fcall(c: &mut Conn, fns: &[&str]) {
             let a: Vec<&str> = a.iter().map(String::as_str).collect();
             c.q(&a)
         };
-        let (ncmd, xcmd) = if *ro { ("FCALL_RO", "RX.CALL_RO") } else { ("FCALL", "RX.CALL") };
+        let (ncmd, xcmd) = if *ro {
+            ("FCALL_RO", "RX.CALL_RO")
+        } else {
+            ("FCALL", "RX.CALL")
+        };
         let n = run(c, ncmd, "nat");
         let x = run(c, xcmd, "rx");
         assert_eq!(x, n, "{xcmd} {f} vs {ncmd}");
@@ -1152,7 +1453,9 @@ fn import_copies_native_libraries_atomically() {
     c.q(&["RX.DELETE", "rxonly"]).ok();
     assert_eq!(normalize(&rx_list(&mut c)), normalize(&native_list(&mut c)));
     load(&mut c, RXONLY);
-    let all = ["n1_echo", "n1_incr", "n2_hash", "n2_stale", "n3_err", "n3_json", "n4_sum"];
+    let all = [
+        "n1_echo", "n1_incr", "n2_hash", "n2_stale", "n3_err", "n3_json", "n4_sum",
+    ];
     assert_same_as_fcall(&mut c, &all);
     let after_import = rx_list(&mut c);
 
@@ -1160,19 +1463,30 @@ fn import_copies_native_libraries_atomically() {
     c.q(&["FUNCTION", "LOAD", "REPLACE", N2_V2]).ok();
     c.q(&["FUNCTION", "LOAD", N4]).ok();
     let r = c.q(&["RX.IMPORT"]);
-    let e = r.err_text().unwrap_or_else(|| panic!("RX.IMPORT over existing libraries: {r:?}"));
+    let e = r
+        .err_text()
+        .unwrap_or_else(|| panic!("RX.IMPORT over existing libraries: {r:?}"));
     assert!(
-        ["n1", "n2", "n3"].iter().any(|n| e == format!("ERR Library {n} already exists")),
+        ["n1", "n2", "n3"]
+            .iter()
+            .any(|n| e == format!("ERR Library {n} already exists")),
         "RX.IMPORT error: {e}"
     );
-    assert_eq!(rx_list(&mut c), after_import, "a refused RX.IMPORT changed RX's libraries");
+    assert_eq!(
+        rx_list(&mut c),
+        after_import,
+        "a refused RX.IMPORT changed RX's libraries"
+    );
     assert_absent_fn(&mut c, "n4_sum");
 
     // Exactly one conflicting name: the error names it.
     c.q(&["RX.DELETE", "n1"]).ok();
     c.q(&["RX.DELETE", "n3"]).ok();
     let before = rx_list(&mut c);
-    assert_eq!(c.q(&["RX.IMPORT"]).err_text(), Some("ERR Library n2 already exists"));
+    assert_eq!(
+        c.q(&["RX.IMPORT"]).err_text(),
+        Some("ERR Library n2 already exists")
+    );
     assert_eq!(rx_list(&mut c), before);
     assert_absent_fn(&mut c, "n1_echo");
 
@@ -1180,17 +1494,30 @@ fn import_copies_native_libraries_atomically() {
     assert_eq!(c.q(&["RX.IMPORT", "REPLACE"]), Reply::Int(4));
     assert_eq!(rx_names(&mut c), vec!["n1", "n2", "n3", "n4", "rxonly"]);
     c.q(&["RX.DELETE", "rxonly"]).ok();
-    assert_eq!(normalize(&rx_list(&mut c)), normalize(&native_list(&mut c)), "after RX.IMPORT REPLACE");
-    assert_eq!(c.q(&["RX.CALL", "n2_stale", "0"]), Reply::Status("FINE v2".into()));
+    assert_eq!(
+        normalize(&rx_list(&mut c)),
+        normalize(&native_list(&mut c)),
+        "after RX.IMPORT REPLACE"
+    );
+    assert_eq!(
+        c.q(&["RX.CALL", "n2_stale", "0"]),
+        Reply::Status("FINE v2".into())
+    );
     assert_same_as_fcall(&mut c, &all);
 
     // A function name owned by an RX library that is not being replaced: refused, no change.
     c.q(&["RX.DELETE", "n4"]).ok();
-    load(&mut c, "#!lua name=thief\nredis.register_function('n4_sum', function() return 0 end)");
+    load(
+        &mut c,
+        "#!lua name=thief\nredis.register_function('n4_sum', function() return 0 end)",
+    );
     let before = rx_list(&mut c);
     for args in [&["RX.IMPORT"][..], &["RX.IMPORT", "REPLACE"][..]] {
         let r = c.q(args);
-        assert!(r.is_error(), "{args:?} with n4_sum owned by another RX library: {r:?}");
+        assert!(
+            r.is_error(),
+            "{args:?} with n4_sum owned by another RX library: {r:?}"
+        );
         assert_eq!(rx_list(&mut c), before, "{args:?}: libraries changed");
     }
     assert_eq!(c.q(&["RX.CALL", "n4_sum", "0", "1", "2"]), Reply::Int(0));
@@ -1204,12 +1531,20 @@ fn import_copies_native_libraries_atomically() {
     assert_eq!(c.q(&["RX.IMPORT", "REPLACE"]), Reply::Int(4));
     let libs = rx_list(&mut c);
     assert_eq!(c.q(&["DEBUG", "RELOAD"]), ok());
-    assert_eq!(rx_list(&mut c), libs, "imported libraries after DEBUG RELOAD");
+    assert_eq!(
+        rx_list(&mut c),
+        libs,
+        "imported libraries after DEBUG RELOAD"
+    );
     assert_same_as_fcall(&mut c, &all);
 }
 
 fn assert_absent_fn(c: &mut Conn, f: &str) {
-    assert_eq!(c.q(&["RX.CALL", f, "0"]).err_text(), Some("ERR Function not found"), "{f}");
+    assert_eq!(
+        c.q(&["RX.CALL", f, "0"]).err_text(),
+        Some("ERR Function not found"),
+        "{f}"
+    );
 }
 
 #[test]
@@ -1226,19 +1561,29 @@ fn import_reaches_replica_and_aof() {
     wait_synced(&mut m, &mut r);
     let libs = rx_list(&mut m);
     assert_eq!(rx_list(&mut r), libs, "replica after RX.IMPORT");
-    assert_eq!(r.q(&["RX.CALL_RO", "n2_stale", "0"]), Reply::Status("FINE".into()));
+    assert_eq!(
+        r.q(&["RX.CALL_RO", "n2_stale", "0"]),
+        Reply::Status("FINE".into())
+    );
     m.q(&["FUNCTION", "LOAD", "REPLACE", N2_V2]).ok();
     assert_eq!(m.q(&["RX.IMPORT", "REPLACE"]), Reply::Int(2));
     wait_synced(&mut m, &mut r);
     let libs = rx_list(&mut m);
     assert_eq!(rx_list(&mut r), libs, "replica after RX.IMPORT REPLACE");
-    assert_eq!(r.q(&["RX.CALL_RO", "n2_stale", "0"]), Reply::Status("FINE v2".into()));
+    assert_eq!(
+        r.q(&["RX.CALL_RO", "n2_stale", "0"]),
+        Reply::Status("FINE v2".into())
+    );
 
     drop(r);
     drop(replica);
     master.restart_graceful(false);
     let mut m = master.conn();
-    assert_eq!(rx_list(&mut m), libs, "master restarted from its AOF after RX.IMPORT");
+    assert_eq!(
+        rx_list(&mut m),
+        libs,
+        "master restarted from its AOF after RX.IMPORT"
+    );
 }
 
 /// The module type id Redis writes for RX's aux data: nine 6-bit name characters, then a
@@ -1255,9 +1600,13 @@ fn rx_module_type_id(encver: u64) -> u64 {
 #[test]
 fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
     // Checksums off, so the RDB can be edited and still pass Redis's own checks.
-    let mut s = Server::start_with(&["--rdbchecksum", "no"], &[]);
+    let s = Server::start_with(&["--rdbchecksum", "no"], &[]);
     let mut c = s.conn();
-    c.q(&["RX.LOAD", "#!lua name=future\nredis.register_function('f', function() return 1 end)"]).ok();
+    c.q(&[
+        "RX.LOAD",
+        "#!lua name=future\nredis.register_function('f', function() return 1 end)",
+    ])
+    .ok();
     c.q(&["SET", "k", "v"]).ok();
     c.q(&["SAVE"]).ok();
     let rdb = s.dir().join("dump.rdb");
@@ -1265,21 +1614,43 @@ fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
     // The aux record: opcode 0xF7 (MODULE_AUX), then the id as a 64-bit length (0x81 + BE).
     let mut needle = vec![0xF7u8, 0x81];
     needle.extend_from_slice(&rx_module_type_id(1).to_be_bytes());
-    let at = bytes.windows(needle.len()).position(|w| w == needle.as_slice()).expect("RX aux record in the RDB");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("RX aux record in the RDB");
     bytes[at + 2..at + 10].copy_from_slice(&rx_module_type_id(2).to_be_bytes());
     drop(c);
     s.stop();
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("newer-rdb-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("newer-rdb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("dump.rdb"), &bytes).unwrap();
 
     // Start a server on that RDB by hand: it must refuse to load it, not half-load it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let log = dir.join("newer.log");
     let status = std::process::Command::new(common::redis_server_bin())
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir", dir.to_str().unwrap(), "--save", ""])
-        .args(["--logfile", log.to_str().unwrap(), "--loadmodule", common::module_path().to_str().unwrap()])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--save",
+            "",
+        ])
+        .args([
+            "--logfile",
+            log.to_str().unwrap(),
+            "--loadmodule",
+            common::module_path().to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
@@ -1288,8 +1659,14 @@ fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
     // Redis aborts the load and then runs its RDB checker, whose exit code is 0, so the
     // evidence is the log: RX's reason, Redis's refusal, and no "Ready" line.
     let _ = status;
-    assert!(!text.contains("Ready to accept connections"), "the server accepted an RDB from a newer RX encoding:\n{text}");
-    assert!(text.contains("module AUX data for the module type 'rxlibrary'"), "{text}");
+    assert!(
+        !text.contains("Ready to accept connections"),
+        "the server accepted an RDB from a newer RX encoding:\n{text}"
+    );
+    assert!(
+        text.contains("module AUX data for the module type 'rxlibrary'"),
+        "{text}"
+    );
     assert!(
         text.contains("RX: the RDB holds RX libraries in encoding 2, newer than this RX reads (1); refusing to load them"),
         "no clear log line:\n{text}"

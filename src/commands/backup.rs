@@ -7,9 +7,9 @@ use std::os::raw::c_char;
 use super::library::compile_library;
 use super::{command_callback, replicate_verbatim, reply_ok};
 use crate::error::{RxError, RxResult};
+use crate::lua::LuaCallable;
 use crate::payload;
 use crate::registry::{Library, RegistryError, RestorePolicy};
-use crate::lua::LuaCallable;
 use crate::reply::ReplySink;
 use crate::resp::{parse_tree, Tree};
 use crate::server::{api, Ctx, ModuleReply};
@@ -24,7 +24,13 @@ fn rx_dump(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     if args.len() != 1 {
         return Err(RxError::wrong_arity("rx.dump"));
     }
-    let sources: Vec<Vec<u8>> = state::with(|s| s.registry.borrow().list(None).map(|l| l.code.clone()).collect());
+    let sources: Vec<Vec<u8>> = state::with(|s| {
+        s.registry
+            .borrow()
+            .list(None)
+            .map(|l| l.code.clone())
+            .collect()
+    });
     let payload = payload::encode(sources.iter().map(|c| c.as_slice()));
     ModuleReply(ctx).bulk(&payload);
     Ok(())
@@ -36,21 +42,32 @@ fn parse_policy(arg: Option<&&[u8]>) -> RxResult<RestorePolicy> {
         Some(p) if p.eq_ignore_ascii_case(b"append") => Ok(RestorePolicy::Append),
         Some(p) if p.eq_ignore_ascii_case(b"replace") => Ok(RestorePolicy::Replace),
         Some(p) if p.eq_ignore_ascii_case(b"flush") => Ok(RestorePolicy::Flush),
-        Some(_) => Err(RxError::err("Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.")),
+        Some(_) => Err(RxError::err(
+            "Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+        )),
     }
 }
 
 /// Compiles every source, then installs them all or none.
-fn install_batch(ctx: Ctx, sources: &[&[u8]], policy: RestorePolicy, command: &str) -> RxResult<()> {
+fn install_batch(
+    ctx: Ctx,
+    sources: &[&[u8]],
+    policy: RestorePolicy,
+    command: &str,
+) -> RxResult<()> {
     let mut libraries: Vec<Library<LuaCallable>> = Vec::with_capacity(sources.len());
     for code in sources {
         libraries.push(compile_library(ctx, code, command)?);
     }
-    let removed = state::with(|s| s.registry.borrow_mut().install_all(libraries, policy)).map_err(|e| match e {
-        // FUNCTION RESTORE words this one without quotes, unlike FUNCTION LOAD.
-        RegistryError::LibraryExists(name) => RxError::err(format!("Library {name} already exists")),
-        other => RxError::err(other.message()),
-    })?;
+    let removed = state::with(|s| s.registry.borrow_mut().install_all(libraries, policy)).map_err(
+        |e| match e {
+            // FUNCTION RESTORE words this one without quotes, unlike FUNCTION LOAD.
+            RegistryError::LibraryExists(name) => {
+                RxError::err(format!("Library {name} already exists"))
+            }
+            other => RxError::err(other.message()),
+        },
+    )?;
     drop(removed);
     Ok(())
 }
@@ -72,13 +89,23 @@ fn rx_restore(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
 fn native_library_sources(ctx: Ctx) -> RxResult<Vec<Vec<u8>>> {
     // SAFETY: plain C strings for the "cc" format; the reply is freed before returning.
     let tree = unsafe {
-        let reply = api!(RedisModule_Call)(ctx, c"FUNCTION".as_ptr(), c"cc".as_ptr(), c"LIST".as_ptr(), c"WITHCODE".as_ptr());
+        let reply = api!(RedisModule_Call)(
+            ctx,
+            c"FUNCTION".as_ptr(),
+            c"cc".as_ptr(),
+            c"LIST".as_ptr(),
+            c"WITHCODE".as_ptr(),
+        );
         if reply.is_null() {
             return Err(RxError::err("could not list the native libraries"));
         }
         let mut len = 0usize;
         let p = api!(RedisModule_CallReplyProto)(reply, &mut len);
-        let tree = if p.is_null() { None } else { parse_tree(std::slice::from_raw_parts(p.cast::<u8>(), len)).ok() };
+        let tree = if p.is_null() {
+            None
+        } else {
+            parse_tree(std::slice::from_raw_parts(p.cast::<u8>(), len)).ok()
+        };
         api!(RedisModule_FreeCallReply)(reply);
         tree
     };
@@ -101,14 +128,24 @@ fn rx_import(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     let policy = match args.len() {
         1 => RestorePolicy::Append,
         2 if args[1].eq_ignore_ascii_case(b"replace") => RestorePolicy::Replace,
-        2 => return Err(RxError::err(format!("Unknown option given: {}", String::from_utf8_lossy(args[1])))),
+        2 => {
+            return Err(RxError::err(format!(
+                "Unknown option given: {}",
+                String::from_utf8_lossy(args[1])
+            )))
+        }
         _ => return Err(RxError::wrong_arity("rx.import")),
     };
     let sources = native_library_sources(ctx)?;
     let refs: Vec<&[u8]> = sources.iter().map(|c| c.as_slice()).collect();
     install_batch(ctx, &refs, policy, "RX.IMPORT")?;
     let payload = payload::encode(refs.iter().copied());
-    let policy_name = CString::new(if policy == RestorePolicy::Replace { "REPLACE" } else { "APPEND" }).unwrap_or_default();
+    let policy_name = CString::new(if policy == RestorePolicy::Replace {
+        "REPLACE"
+    } else {
+        "APPEND"
+    })
+    .unwrap_or_default();
     // SAFETY: "bc" takes (buffer, length) and a C string, all valid for the call.
     unsafe {
         api!(RedisModule_Replicate)(

@@ -31,11 +31,15 @@ fn rx_call_ro(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
 pub fn parse_numkeys(raw_numkeys: &[u8], available: usize) -> RxResult<usize> {
     let n: i64 = std::str::from_utf8(raw_numkeys)
         .ok()
-        .filter(|s| !s.starts_with('+') && !(s.len() > 1 && s.starts_with('0')) && !s.starts_with("-0"))
+        .filter(|s| {
+            !(s.starts_with('+') || (s.len() > 1 && s.starts_with('0')) || s.starts_with("-0"))
+        })
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| RxError::err("Bad number of keys provided"))?;
     if n > available as i64 {
-        return Err(RxError::err("Number of keys can't be greater than number of args"));
+        return Err(RxError::err(
+            "Number of keys can't be greater than number of args",
+        ));
     }
     if n < 0 {
         return Err(RxError::err("Number of keys can't be negative"));
@@ -61,10 +65,17 @@ fn refuse_before_running(ctx: Ctx, flags: FunctionFlags) -> RxResult<()> {
     let state = context_flags(ctx);
     let has = |f: u32| state & f != 0;
     if flags.checks_oom() && has(raw::REDISMODULE_CTX_FLAGS_OOM) {
-        return Err(RxError::coded("OOM command not allowed when used memory > 'maxmemory'."));
+        return Err(RxError::coded(
+            "OOM command not allowed when used memory > 'maxmemory'.",
+        ));
     }
-    if flags.may_write() && has(raw::REDISMODULE_CTX_FLAGS_SLAVE) && has(raw::REDISMODULE_CTX_FLAGS_READONLY) {
-        return Err(RxError::coded("READONLY You can't write against a read only replica."));
+    if flags.may_write()
+        && has(raw::REDISMODULE_CTX_FLAGS_SLAVE)
+        && has(raw::REDISMODULE_CTX_FLAGS_READONLY)
+    {
+        return Err(RxError::coded(
+            "READONLY You can't write against a read only replica.",
+        ));
     }
     if !flags.contains(FunctionFlags::ALLOW_STALE)
         && has(raw::REDISMODULE_CTX_FLAGS_SLAVE)
@@ -79,7 +90,9 @@ fn refuse_before_running(ctx: Ctx, flags: FunctionFlags) -> RxResult<()> {
         crate::gates::check_write_gates(ctx)?;
     }
     if flags.contains(FunctionFlags::NO_CLUSTER) && has(raw::REDISMODULE_CTX_FLAGS_CLUSTER) {
-        return Err(RxError::err("Can not run script on cluster, 'no-cluster' flag is set."));
+        return Err(RxError::err(
+            "Can not run script on cluster, 'no-cluster' flag is set.",
+        ));
     }
     Ok(())
 }
@@ -90,7 +103,11 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
         report_keys(ctx, args);
         return Ok(());
     }
-    let command = if read_only_command { "rx.call_ro" } else { "rx.call" };
+    let command = if read_only_command {
+        "rx.call_ro"
+    } else {
+        "rx.call"
+    };
     if args.len() < 3 {
         return Err(RxError::wrong_arity(command));
     }
@@ -106,7 +123,9 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
     refuse_before_running(ctx, function.flags).map_err(refused)?;
     let numkeys = parse_numkeys(args[2], args.len() - 3)?;
     if read_only_command && function.flags.may_write() {
-        return Err(refused(RxError::err("Can not execute a script with write flag using *_ro command.")));
+        return Err(refused(RxError::err(
+            "Can not execute a script with write flag using *_ro command.",
+        )));
     }
     let (keys, argv) = args[3..].split_at(numkeys);
     let running = Rc::new(Running {
@@ -119,13 +138,29 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
         busy: Cell::new(false),
     });
     let _running = running::start(Rc::clone(&running));
-    let host = ModuleHost::new(ctx, read_only_command || !function.flags.may_write(), function.flags.checks_oom(), running, args);
+    let host = ModuleHost::new(
+        ctx,
+        read_only_command || !function.flags.may_write(),
+        function.flags.checks_oom(),
+        running,
+        args,
+    );
     let mut client = ModuleReply(ctx);
     let mut reply = ErrorObserver::new(&mut client);
     let started = Instant::now();
-    engine.call(&function.callable, &function.name, keys, argv, &host, &mut reply);
+    engine.call(
+        &function.callable,
+        &function.name,
+        keys,
+        argv,
+        &host,
+        &mut reply,
+    );
     let took = started.elapsed();
-    function.stats.borrow_mut().record_call(took, host.redis_calls(), reply.error.as_deref());
+    function
+        .stats
+        .borrow_mut()
+        .record_call(took, host.redis_calls(), reply.error.as_deref());
     Ok(())
 }
 
@@ -137,13 +172,25 @@ mod tests {
     fn numkeys_rules_match_fcall() {
         assert_eq!(parse_numkeys(b"2", 3).unwrap(), 2);
         assert_eq!(parse_numkeys(b"0", 0).unwrap(), 0);
-        assert_eq!(parse_numkeys(b"-1", 3).unwrap_err().text(), "ERR Number of keys can't be negative");
+        assert_eq!(
+            parse_numkeys(b"-1", 3).unwrap_err().text(),
+            "ERR Number of keys can't be negative"
+        );
         assert_eq!(
             parse_numkeys(b"4", 3).unwrap_err().text(),
             "ERR Number of keys can't be greater than number of args"
         );
-        assert_eq!(parse_numkeys(b"x", 3).unwrap_err().text(), "ERR Bad number of keys provided");
-        assert_eq!(parse_numkeys(b"1.5", 3).unwrap_err().text(), "ERR Bad number of keys provided");
-        assert_eq!(parse_numkeys(b"", 3).unwrap_err().text(), "ERR Bad number of keys provided");
+        assert_eq!(
+            parse_numkeys(b"x", 3).unwrap_err().text(),
+            "ERR Bad number of keys provided"
+        );
+        assert_eq!(
+            parse_numkeys(b"1.5", 3).unwrap_err().text(),
+            "ERR Bad number of keys provided"
+        );
+        assert_eq!(
+            parse_numkeys(b"", 3).unwrap_err().text(),
+            "ERR Bad number of keys provided"
+        );
     }
 }

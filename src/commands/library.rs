@@ -27,7 +27,8 @@ command_callback!(rx_flush_cb, rx_flush);
 pub fn load_library(ctx: Ctx, code: &[u8], replace: bool, command: &str) -> RxResult<String> {
     let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
     // Redis checks this before running any of the library's code.
-    state::with(|s| s.registry.borrow().check_loadable(&header.name, replace)).map_err(|e| RxError::err(e.message()))?;
+    state::with(|s| s.registry.borrow().check_loadable(&header.name, replace))
+        .map_err(|e| RxError::err(e.message()))?;
     let library = compile_library(ctx, code, command)?;
     let replaced = state::with(|s| s.registry.borrow_mut().install(library, replace))
         .map_err(|e| RxError::err(e.message()))?;
@@ -72,7 +73,10 @@ fn rx_load(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         if opt.eq_ignore_ascii_case(b"replace") {
             replace = true;
         } else {
-            return Err(RxError::err(format!("Unknown option given: {}", String::from_utf8_lossy(opt))));
+            return Err(RxError::err(format!(
+                "Unknown option given: {}",
+                String::from_utf8_lossy(opt)
+            )));
         }
     }
     let name = load_library(ctx, args[args.len() - 1], replace, "RX.LOAD")?;
@@ -97,7 +101,10 @@ fn rx_list(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
             i += 1;
             pattern = Some(args[i]);
         } else {
-            return Err(RxError::err(format!("Unknown argument {}", String::from_utf8_lossy(arg))));
+            return Err(RxError::err(format!(
+                "Unknown argument {}",
+                String::from_utf8_lossy(arg)
+            )));
         }
         i += 1;
     }
@@ -149,7 +156,8 @@ fn rx_delete(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         return Err(RxError::wrong_arity("rx.delete"));
     }
     let name = String::from_utf8_lossy(args[1]);
-    let removed = state::with(|s| s.registry.borrow_mut().delete(&name)).map_err(|e| RxError::err(e.message()))?;
+    let removed = state::with(|s| s.registry.borrow_mut().delete(&name))
+        .map_err(|e| RxError::err(e.message()))?;
     drop(removed);
     replicate_verbatim(ctx);
     reply_ok(ctx);

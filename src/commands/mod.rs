@@ -13,15 +13,20 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use redis_module::raw;
 
-use crate::error::RxError;
-use crate::server::{api, log, Ctx, ModuleReply};
 use crate::engine::LogLevel;
+use crate::error::RxError;
 use crate::reply::ReplySink;
+use crate::server::{api, log, Ctx, ModuleReply};
 
 pub type Handler = fn(Ctx, &[&[u8]]) -> Result<(), RxError>;
 
 /// Runs `handler` for one command invocation.
-pub fn dispatch(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c_int, handler: Handler) -> c_int {
+pub fn dispatch(
+    ctx: Ctx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    handler: Handler,
+) -> c_int {
     let args: Vec<&[u8]> = (0..argc.max(0) as usize)
         .map(|i| {
             let mut len = 0usize;
@@ -41,7 +46,11 @@ pub fn dispatch(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c_int, h
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            log(ctx, LogLevel::Warning, format!("RX internal error (panic): {what}").as_bytes());
+            log(
+                ctx,
+                LogLevel::Warning,
+                format!("RX internal error (panic): {what}").as_bytes(),
+            );
             ModuleReply(ctx).error(b"ERR RX internal error, see the server log");
         }
     }
@@ -62,7 +71,8 @@ macro_rules! command_callback {
 }
 pub(crate) use command_callback;
 
-type Callback = extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
+type Callback =
+    extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
 
 /// Every RX command: name, callback, flags. Key positions of RX.CALL/RX.CALL_RO come from
 /// their getkeys callback (`getkeys-api`), so `COMMAND GETKEYS` and cluster routing work.
@@ -73,12 +83,36 @@ fn table() -> Vec<(&'static str, Callback, &'static str)> {
         ("rx.delete", library::rx_delete_cb, "write deny-script"),
         ("rx.flush", library::rx_flush_cb, "write deny-script"),
         ("rx.dump", backup::rx_dump_cb, "readonly deny-script"),
-        ("rx.restore", backup::rx_restore_cb, "write deny-oom deny-script"),
-        ("rx.import", backup::rx_import_cb, "write deny-oom deny-script"),
-        ("rx.kill", kill::rx_kill_cb, "readonly allow-busy deny-script"),
-        ("rx.stats", stats::rx_stats_cb, "readonly allow-busy deny-script"),
-        ("rx.call", call::rx_call_cb, "may-replicate deny-script allow-stale getkeys-api no-mandatory-keys"),
-        ("rx.call_ro", call::rx_call_ro_cb, "readonly deny-script allow-stale getkeys-api no-mandatory-keys"),
+        (
+            "rx.restore",
+            backup::rx_restore_cb,
+            "write deny-oom deny-script",
+        ),
+        (
+            "rx.import",
+            backup::rx_import_cb,
+            "write deny-oom deny-script",
+        ),
+        (
+            "rx.kill",
+            kill::rx_kill_cb,
+            "readonly allow-busy deny-script",
+        ),
+        (
+            "rx.stats",
+            stats::rx_stats_cb,
+            "readonly allow-busy deny-script",
+        ),
+        (
+            "rx.call",
+            call::rx_call_cb,
+            "may-replicate deny-script allow-stale getkeys-api no-mandatory-keys",
+        ),
+        (
+            "rx.call_ro",
+            call::rx_call_ro_cb,
+            "readonly deny-script allow-stale getkeys-api no-mandatory-keys",
+        ),
     ]
 }
 
@@ -87,7 +121,9 @@ pub fn register_all(ctx: Ctx) -> Result<(), String> {
         let n = CString::new(name).map_err(|e| e.to_string())?;
         let f = CString::new(flags).map_err(|e| e.to_string())?;
         // SAFETY: called from the module's OnLoad with its context; strings are NUL-terminated.
-        let r = unsafe { api!(RedisModule_CreateCommand)(ctx, n.as_ptr(), Some(cb), f.as_ptr(), 0, 0, 0) };
+        let r = unsafe {
+            api!(RedisModule_CreateCommand)(ctx, n.as_ptr(), Some(cb), f.as_ptr(), 0, 0, 0)
+        };
         if r != raw::REDISMODULE_OK as c_int {
             return Err(format!("could not register {name}"));
         }

@@ -22,13 +22,27 @@ fn rx_stats(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     let filter = match args.get(1..).unwrap_or_default() {
         [] => Filter::All,
         [reset] if reset.eq_ignore_ascii_case(b"reset") => {
-            state::with(|s| s.registry.borrow().functions().for_each(|f| f.stats.borrow_mut().reset()));
+            state::with(|s| {
+                s.registry
+                    .borrow()
+                    .functions()
+                    .for_each(|f| f.stats.borrow_mut().reset())
+            });
             reply_ok(ctx);
             return Ok(());
         }
-        [kind, name] if kind.eq_ignore_ascii_case(b"library") => Filter::Library(String::from_utf8_lossy(name).into_owned()),
-        [kind, name] if kind.eq_ignore_ascii_case(b"function") => Filter::Function(String::from_utf8_lossy(name).to_ascii_lowercase()),
-        [other, ..] => return Err(RxError::err(format!("Unknown argument {}", String::from_utf8_lossy(other)))),
+        [kind, name] if kind.eq_ignore_ascii_case(b"library") => {
+            Filter::Library(String::from_utf8_lossy(name).into_owned())
+        }
+        [kind, name] if kind.eq_ignore_ascii_case(b"function") => {
+            Filter::Function(String::from_utf8_lossy(name).to_ascii_lowercase())
+        }
+        [other, ..] => {
+            return Err(RxError::err(format!(
+                "Unknown argument {}",
+                String::from_utf8_lossy(other)
+            )))
+        }
     };
     let mut out = ModuleReply(ctx);
     out.map(4);
@@ -115,7 +129,11 @@ fn write_function_stats(out: &mut dyn ReplySink, library: &str, s: &FunctionStat
         out.integer(v as i64);
     }
     out.bulk(b"redis_calls_per_call");
-    out.double(if s.calls == 0 { 0.0 } else { s.redis_calls as f64 / s.calls as f64 });
+    out.double(if s.calls == 0 {
+        0.0
+    } else {
+        s.redis_calls as f64 / s.calls as f64
+    });
     out.bulk(b"last_error");
     match &s.last_error {
         Some((e, _)) => out.bulk(e.as_bytes()),
@@ -149,7 +167,9 @@ mod tests {
                 let tree = crate::resp::parse_tree(&w.out).unwrap();
                 let consumed = crate::resp::visit(&w.out, &mut Counter).unwrap();
                 assert_eq!(consumed, w.out.len(), "RESP{resp}: trailing bytes");
-                let crate::resp::Tree::List(items) = tree else { panic!() };
+                let crate::resp::Tree::List(items) = tree else {
+                    panic!()
+                };
                 assert_eq!(items.len(), 2 * FUNCTION_STATS_FIELDS);
             }
         }

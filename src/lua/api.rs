@@ -54,7 +54,10 @@ impl<'h> ActiveCall<'h> {
     }
 
     pub fn loading(host: &'h dyn Host, deadline: Instant) -> Self {
-        ActiveCall { load_deadline: Some(deadline), ..ActiveCall::new(host) }
+        ActiveCall {
+            load_deadline: Some(deadline),
+            ..ActiveCall::new(host)
+        }
     }
 
     pub fn timed_out(&self) -> bool {
@@ -74,8 +77,10 @@ impl<'h> ActiveCall<'h> {
     pub unsafe fn enter(&self) -> ActiveGuard {
         // SAFETY: the lifetime is erased only for the guard's duration, and the guard is
         // dropped before `self` (the caller's contract), so no dangling pointer survives.
-        let erased = self as *const ActiveCall<'h> as *const ActiveCall<'static>;
-        ActiveGuard { previous: ACTIVE.with(|a| a.replace(erased)) }
+        let erased = (self as *const ActiveCall<'h>).cast::<ActiveCall<'static>>();
+        ActiveGuard {
+            previous: ACTIVE.with(|a| a.replace(erased)),
+        }
     }
 }
 
@@ -112,8 +117,11 @@ pub fn tick() -> Tick {
 
 /// `interrupted()` for the prelude's pcall/xpcall/coroutine wrappers: a killed script must
 /// not be able to swallow its own kill.
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn rx_interrupted(l: *mut ffi::lua_State) -> c_int {
-    let stopped = with_active(|a| a.timed_out.get() || a.host.interruption().is_some()).unwrap_or(false);
+    let stopped =
+        with_active(|a| a.timed_out.get() || a.host.interruption().is_some()).unwrap_or(false);
     ffi::lua_pushboolean(l, stopped as c_int);
     1
 }
@@ -164,7 +172,7 @@ fn raise_text(s: &str) -> Vec<u8> {
 }
 
 /// The bytes of argument `idx` if it is a string or a number (numbers as `%.17g`).
-unsafe fn arg_bytes<'a>(l: *mut ffi::lua_State, idx: c_int, numbuf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+unsafe fn arg_bytes(l: *mut ffi::lua_State, idx: c_int, numbuf: &mut Vec<u8>) -> Option<&[u8]> {
     match ffi::lua_type(l, idx) {
         ffi::LUA_TSTRING => {
             let mut len = 0usize;
@@ -174,7 +182,9 @@ unsafe fn arg_bytes<'a>(l: *mut ffi::lua_State, idx: c_int, numbuf: &'a mut Vec<
         }
         ffi::LUA_TNUMBER => {
             numbuf.clear();
-            numbuf.extend_from_slice(crate::numfmt::format_g(ffi::lua_tonumber(l, idx), 17).as_bytes());
+            numbuf.extend_from_slice(
+                crate::numfmt::format_g(ffi::lua_tonumber(l, idx), 17).as_bytes(),
+            );
             Some(&numbuf[..])
         }
         _ => None,
@@ -182,10 +192,15 @@ unsafe fn arg_bytes<'a>(l: *mut ffi::lua_State, idx: c_int, numbuf: &'a mut Vec<
 }
 
 /// Collects all arguments as byte strings, Redis's rules for `redis.call` arguments.
-unsafe fn command_args(l: *mut ffi::lua_State, numbufs: &mut Vec<Vec<u8>>) -> Result<Vec<(*const u8, usize)>, Vec<u8>> {
+unsafe fn command_args(
+    l: *mut ffi::lua_State,
+    numbufs: &mut Vec<Vec<u8>>,
+) -> Result<Vec<(*const u8, usize)>, Vec<u8>> {
     let argc = ffi::lua_gettop(l);
     if argc == 0 {
-        return Err(raise_text("Please specify at least one argument for this redis lib call"));
+        return Err(raise_text(
+            "Please specify at least one argument for this redis lib call",
+        ));
     }
     let mut out = Vec::with_capacity(argc as usize);
     for i in 1..=argc {
@@ -198,10 +213,17 @@ unsafe fn command_args(l: *mut ffi::lua_State, numbufs: &mut Vec<Vec<u8>>) -> Re
             ffi::LUA_TNUMBER => {
                 let s = crate::numfmt::format_g(ffi::lua_tonumber(l, i), 17).into_bytes();
                 numbufs.push(s);
-                let last = numbufs.last().map(|v| (v.as_ptr(), v.len())).unwrap_or((ptr::null(), 0));
+                let last = numbufs
+                    .last()
+                    .map(|v| (v.as_ptr(), v.len()))
+                    .unwrap_or((ptr::null(), 0));
                 out.push(last);
             }
-            _ => return Err(raise_text("Lua redis lib command arguments must be strings or integers")),
+            _ => {
+                return Err(raise_text(
+                    "Lua redis lib command arguments must be strings or integers",
+                ))
+            }
         }
     }
     Ok(out)
@@ -224,15 +246,25 @@ unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
     };
     // SAFETY: each (ptr, len) points into a Lua string on this call's stack or into
     // `numbufs`, both alive until this function returns.
-    let argv: Vec<&[u8]> = parts.iter().map(|&(p, n)| std::slice::from_raw_parts(p, n)).collect();
+    let argv: Vec<&[u8]> = parts
+        .iter()
+        .map(|&(p, n)| std::slice::from_raw_parts(p, n))
+        .collect();
     if ffi::lua_checkstack(l, 8) == 0 {
         drop((argv, parts, numbufs));
         raise(l, raise_text("reached lua stack limit"));
     }
     let mut pushed_error: Option<Vec<u8>> = None;
     let outcome = with_active(|active| {
-        let options = CallOptions { resp3: active.resp3(), replicate: active.replicate.get() };
-        let mut pusher = LuaPusher { l, error_on_top: false, depth_ok: true };
+        let options = CallOptions {
+            resp3: active.resp3(),
+            replicate: active.replicate.get(),
+        };
+        let mut pusher = LuaPusher {
+            l,
+            error_on_top: false,
+            depth_ok: true,
+        };
         let r = active.host.call(&argv, options, &mut |proto: &[u8]| {
             if resp::visit(proto, &mut pusher).is_err() {
                 pusher.reset_to_error(b"ERR RX could not read the reply");
@@ -245,7 +277,9 @@ unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
     drop(numbufs);
     match outcome {
         None => pushed_error = Some(raise_text("redis.call is not allowed here")),
-        Some((Err(refusal), _)) => pushed_error = Some(error_table_text(format!("-{refusal}").as_bytes())),
+        Some((Err(refusal), _)) => {
+            pushed_error = Some(error_table_text(format!("-{refusal}").as_bytes()))
+        }
         Some((Ok(()), true)) if raise_errors => {
             // The command ran and failed: raise the `{err=...}` table already on the stack.
             ffi::lua_error(l)
@@ -261,10 +295,14 @@ unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
     1
 }
 
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_call(l: *mut ffi::lua_State) -> c_int {
     call_common(l, true)
 }
 
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_pcall(l: *mut ffi::lua_State) -> c_int {
     call_common(l, false)
 }
@@ -397,6 +435,8 @@ impl RespVisitor for LuaPusher {
 
 // ---- the rest of the redis table ---------------------------------------------------------
 
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_sha1hex(l: *mut ffi::lua_State) -> c_int {
     if ffi::lua_gettop(l) != 1 {
         raise(l, raise_text("wrong number of arguments"));
@@ -430,7 +470,11 @@ unsafe fn reply_helper(l: *mut ffi::lua_State, field: &std::ffi::CStr, add_dash:
     let p = ffi::lua_tolstring(l, 1, &mut len);
     let s = std::slice::from_raw_parts(p.cast::<u8>(), len);
     if add_dash {
-        let text = if s.starts_with(b"-") { error_table_text(s) } else { error_table_text(&[b"-", s].concat()) };
+        let text = if s.starts_with(b"-") {
+            error_table_text(s)
+        } else {
+            error_table_text(&[b"-", s].concat())
+        };
         push_error_table(l, &text);
     } else {
         ffi::lua_createtable(l, 0, 1);
@@ -440,21 +484,30 @@ unsafe fn reply_helper(l: *mut ffi::lua_State, field: &std::ffi::CStr, add_dash:
     1
 }
 
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_error_reply(l: *mut ffi::lua_State) -> c_int {
     reply_helper(l, c"err", true)
 }
 
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_status_reply(l: *mut ffi::lua_State) -> c_int {
     reply_helper(l, c"ok", false)
 }
 
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_log(l: *mut ffi::lua_State) -> c_int {
     let argc = ffi::lua_gettop(l);
     if argc < 2 {
         raise(l, raise_text("redis.log() requires two arguments or more."));
     }
     if ffi::lua_isnumber(l, 1) == 0 {
-        raise(l, raise_text("First argument must be a number (log level)."));
+        raise(
+            l,
+            raise_text("First argument must be a number (log level)."),
+        );
     }
     let Some(level) = LogLevel::from_number(ffi::lua_tonumber(l, 1)) else {
         raise(l, raise_text("Invalid debug level."));
@@ -481,6 +534,8 @@ pub unsafe extern "C-unwind" fn redis_log(l: *mut ffi::lua_State) -> c_int {
     0
 }
 
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_setresp(l: *mut ffi::lua_State) -> c_int {
     if ffi::lua_gettop(l) != 1 {
         raise(l, raise_text("redis.setresp() requires one argument."));
@@ -494,6 +549,8 @@ pub unsafe extern "C-unwind" fn redis_setresp(l: *mut ffi::lua_State) -> c_int {
     0
 }
 
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_acl_check_cmd(l: *mut ffi::lua_State) -> c_int {
     let mut numbufs = Vec::new();
     let parts = match command_args(l, &mut numbufs) {
@@ -503,7 +560,10 @@ pub unsafe extern "C-unwind" fn redis_acl_check_cmd(l: *mut ffi::lua_State) -> c
             raise(l, e)
         }
     };
-    let argv: Vec<&[u8]> = parts.iter().map(|&(p, n)| std::slice::from_raw_parts(p, n)).collect();
+    let argv: Vec<&[u8]> = parts
+        .iter()
+        .map(|&(p, n)| std::slice::from_raw_parts(p, n))
+        .collect();
     let r = with_active(|a| a.host.acl_check(&argv));
     drop((argv, parts, numbufs));
     match r {
@@ -519,6 +579,8 @@ pub unsafe extern "C-unwind" fn redis_acl_check_cmd(l: *mut ffi::lua_State) -> c
 /// `redis.set_repl`: `REPL_NONE` stops propagating the commands that follow; any other
 /// value propagates them to both the AOF and replicas (the module API cannot target just
 /// one of them; see README).
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_set_repl(l: *mut ffi::lua_State) -> c_int {
     if ffi::lua_gettop(l) != 1 {
         // Redis's own (inaccurate) wording.
@@ -526,7 +588,12 @@ pub unsafe extern "C-unwind" fn redis_set_repl(l: *mut ffi::lua_State) -> c_int 
     }
     let v = ffi::lua_tonumber(l, -1) as i64;
     if v & !3 != 0 {
-        raise(l, raise_text("Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE."));
+        raise(
+            l,
+            raise_text(
+                "Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
+            ),
+        );
     }
     with_active(|a| a.replicate.set(v != 0));
     0
@@ -538,7 +605,10 @@ mod tests {
 
     #[test]
     fn error_text_follows_redis_rules() {
-        assert_eq!(error_table_text(b"-WRONGTYPE Operation against"), b"WRONGTYPE Operation against");
+        assert_eq!(
+            error_table_text(b"-WRONGTYPE Operation against"),
+            b"WRONGTYPE Operation against"
+        );
         assert_eq!(error_table_text(b"-thing"), b"ERR thing");
         assert_eq!(error_table_text(b"thing here"), b"ERR thing here");
         assert_eq!(error_table_text(b"-MY thing\r\n"), b"MY thing");

@@ -13,7 +13,8 @@ use crate::reply::ReplySink;
 /// C's `(long long)` cast of a double as x86-64 performs it: out-of-range and NaN values
 /// become `i64::MIN`.
 pub fn truncate_number(n: f64) -> i64 {
-    if n.is_nan() || n >= 9.223_372_036_854_775_807e18 || n < -9.223_372_036_854_775_808e18 {
+    // i64::MAX as f64 is 2^63, just past the range.
+    if n.is_nan() || !(i64::MIN as f64..i64::MAX as f64).contains(&n) {
         i64::MIN
     } else {
         n as i64
@@ -27,7 +28,12 @@ pub fn truncate_number(n: f64) -> i64 {
 /// # Safety
 /// `l` must be a valid state with at least 8 free stack slots (checked again per nesting
 /// level), and `idx` must be a valid absolute index.
-pub unsafe fn raw_to_reply(l: *mut ffi::lua_State, idx: c_int, sink: &mut dyn ReplySink, script_resp3: bool) {
+pub unsafe fn raw_to_reply(
+    l: *mut ffi::lua_State,
+    idx: c_int,
+    sink: &mut dyn ReplySink,
+    script_resp3: bool,
+) {
     match ffi::lua_type(l, idx) {
         ffi::LUA_TSTRING => sink.bulk(raw_bytes(l, idx)),
         ffi::LUA_TBOOLEAN => {
@@ -63,7 +69,12 @@ unsafe fn raw_field(l: *mut ffi::lua_State, t: c_int, field: &std::ffi::CStr) ->
     ffi::lua_rawget(l, t)
 }
 
-unsafe fn raw_table_to_reply(l: *mut ffi::lua_State, t: c_int, sink: &mut dyn ReplySink, resp3: bool) {
+unsafe fn raw_table_to_reply(
+    l: *mut ffi::lua_State,
+    t: c_int,
+    sink: &mut dyn ReplySink,
+    resp3: bool,
+) {
     if ffi::lua_checkstack(l, 8) == 0 {
         return sink.error(b"ERR reached lua stack limit");
     }
@@ -188,9 +199,15 @@ mod tests {
 
     #[test]
     fn arrays_stop_at_first_nil() {
-        assert_eq!(reply("return {1, 2, nil, 3}", 2, false), "*2\r\n:1\r\n:2\r\n");
+        assert_eq!(
+            reply("return {1, 2, nil, 3}", 2, false),
+            "*2\r\n:1\r\n:2\r\n"
+        );
         assert_eq!(reply("return {a = 1}", 2, false), "*0\r\n");
-        assert_eq!(reply("return {1, {2, 'x'}}", 2, false), "*2\r\n:1\r\n*2\r\n:2\r\n$1\r\nx\r\n");
+        assert_eq!(
+            reply("return {1, {2, 'x'}}", 2, false),
+            "*2\r\n:1\r\n*2\r\n:2\r\n$1\r\nx\r\n"
+        );
     }
 
     #[test]
@@ -201,19 +218,37 @@ mod tests {
         assert_eq!(reply("return {double = 1.5}", 3, false), ",1.5\r\n");
         assert_eq!(reply("return {double = 1.5}", 2, false), "$3\r\n1.5\r\n");
         assert_eq!(reply("return {big_number = '123'}", 3, false), "(123\r\n");
-        assert_eq!(reply("return {map = {a = 1}}", 3, false), "%1\r\n$1\r\na\r\n:1\r\n");
-        assert_eq!(reply("return {map = {a = 1}}", 2, false), "*2\r\n$1\r\na\r\n:1\r\n");
-        assert_eq!(reply("return {set = {x = true}}", 3, false), "~1\r\n$1\r\nx\r\n");
         assert_eq!(
-            reply("return {verbatim_string = {format = 'txt', string = 'hi'}}", 3, false),
+            reply("return {map = {a = 1}}", 3, false),
+            "%1\r\n$1\r\na\r\n:1\r\n"
+        );
+        assert_eq!(
+            reply("return {map = {a = 1}}", 2, false),
+            "*2\r\n$1\r\na\r\n:1\r\n"
+        );
+        assert_eq!(
+            reply("return {set = {x = true}}", 3, false),
+            "~1\r\n$1\r\nx\r\n"
+        );
+        assert_eq!(
+            reply(
+                "return {verbatim_string = {format = 'txt', string = 'hi'}}",
+                3,
+                false
+            ),
             "=6\r\ntxt:hi\r\n"
         );
-        assert_eq!(reply("return {1, {err = 'x'}}", 2, false), "*2\r\n:1\r\n-x\r\n");
+        assert_eq!(
+            reply("return {1, {err = 'x'}}", 2, false),
+            "*2\r\n:1\r\n-x\r\n"
+        );
     }
 
     #[test]
     fn binary_strings_round_trip() {
-        assert_eq!(reply_bytes("return '\\0\\255\\r\\n'", 2, false), b"$4\r\n\0\xff\r\n\r\n");
+        assert_eq!(
+            reply_bytes("return '\\0\\255\\r\\n'", 2, false),
+            b"$4\r\n\0\xff\r\n\r\n"
+        );
     }
 }
-

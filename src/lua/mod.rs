@@ -65,16 +65,36 @@ impl LuaEngine {
             redis.raw_set("pcall", lua.create_c_function(api::redis_pcall)?)?;
             redis.raw_set("log", lua.create_c_function(api::redis_log)?)?;
             redis.raw_set("sha1hex", lua.create_c_function(api::redis_sha1hex)?)?;
-            redis.raw_set("error_reply", lua.create_c_function(api::redis_error_reply)?)?;
-            redis.raw_set("status_reply", lua.create_c_function(api::redis_status_reply)?)?;
+            redis.raw_set(
+                "error_reply",
+                lua.create_c_function(api::redis_error_reply)?,
+            )?;
+            redis.raw_set(
+                "status_reply",
+                lua.create_c_function(api::redis_status_reply)?,
+            )?;
             redis.raw_set("setresp", lua.create_c_function(api::redis_setresp)?)?;
-            redis.raw_set("acl_check_cmd", lua.create_c_function(api::redis_acl_check_cmd)?)?;
+            redis.raw_set(
+                "acl_check_cmd",
+                lua.create_c_function(api::redis_acl_check_cmd)?,
+            )?;
             redis.raw_set("set_repl", lua.create_c_function(api::redis_set_repl)?)?;
         }
-        for (name, v) in [("LOG_DEBUG", 0), ("LOG_VERBOSE", 1), ("LOG_NOTICE", 2), ("LOG_WARNING", 3)] {
+        for (name, v) in [
+            ("LOG_DEBUG", 0),
+            ("LOG_VERBOSE", 1),
+            ("LOG_NOTICE", 2),
+            ("LOG_WARNING", 3),
+        ] {
             redis.raw_set(name, v)?;
         }
-        for (name, v) in [("REPL_NONE", 0), ("REPL_AOF", 1), ("REPL_SLAVE", 2), ("REPL_REPLICA", 2), ("REPL_ALL", 3)] {
+        for (name, v) in [
+            ("REPL_NONE", 0),
+            ("REPL_AOF", 1),
+            ("REPL_SLAVE", 2),
+            ("REPL_REPLICA", 2),
+            ("REPL_ALL", 3),
+        ] {
             redis.raw_set(name, v)?;
         }
         redis.raw_set("REDIS_VERSION", version.text.as_str())?;
@@ -88,20 +108,28 @@ impl LuaEngine {
             .set_name("=rx")
             .set_mode(ChunkMode::Text)
             // SAFETY: a lua_CFunction written against the C API in `api`.
-            .call((redis, cjson, cmsgpack, lstruct, unsafe { lua.create_c_function(api::rx_interrupted)? }))?;
+            .call((redis, cjson, cmsgpack, lstruct, unsafe {
+                lua.create_c_function(api::rx_interrupted)?
+            }))?;
 
         // Nothing dangerous stays reachable, even from the real globals.
-        for name in ["debug", "jit", "io", "os", "package", "require", "dofile", "loadfile", "print", "module", "newproxy", "getfenv", "setfenv"] {
+        for name in [
+            "debug", "jit", "io", "os", "package", "require", "dofile", "loadfile", "print",
+            "module", "newproxy", "getfenv", "setfenv",
+        ] {
             globals.raw_set(name, Value::Nil)?;
         }
         lua.gc_collect()?;
         // One hook for the VM's whole life: it enforces the load timeout and lets the host
         // serve other clients, kill, or time out a running function. Every
         // HOOK_INSTRUCTIONS instructions costs nothing measurable (PLATFORM.md).
-        lua.set_hook(HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS), |_, _| match api::tick() {
-            Tick::Continue => Ok(VmState::Continue),
-            Tick::Stop => Err(mlua::Error::runtime("script interrupted")),
-        })?;
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS),
+            |_, _| match api::tick() {
+                Tick::Continue => Ok(VmState::Continue),
+                Tick::Stop => Err(mlua::Error::runtime("script interrupted")),
+            },
+        )?;
         Ok(LuaEngine {
             env: sandbox.get("env")?,
             begin_load: sandbox.get("begin_load")?,
@@ -142,19 +170,29 @@ impl LuaEngine {
         let active = ActiveCall::loading(host, Instant::now() + timeout);
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
-        let ran = self
-            .begin_load
-            .call::<()>(())
-            .and_then(|_| self.invoke.call::<(bool, Value)>((chunk, Value::Nil, Value::Nil)));
+        let ran = self.begin_load.call::<()>(()).and_then(|_| {
+            self.invoke
+                .call::<(bool, Value)>((chunk, Value::Nil, Value::Nil))
+        });
         let registered: mlua::Result<Table> = self.finish_load.call(());
 
         if active.timed_out() {
-            return Err(format!("ERR Error registering functions: ERR {command} timeout"));
+            return Err(format!(
+                "ERR Error registering functions: ERR {command} timeout"
+            ));
         }
-        let (ok, err) = ran.map_err(|e| format!("ERR Error registering functions: ERR {}", lua_error_message(&e)))?;
+        let (ok, err) = ran.map_err(|e| {
+            format!(
+                "ERR Error registering functions: ERR {}",
+                lua_error_message(&e)
+            )
+        })?;
         if !ok {
             let text = error_table_message(&err);
-            return Err(format!("ERR Error registering functions: {}", String::from_utf8_lossy(&text)));
+            return Err(format!(
+                "ERR Error registering functions: {}",
+                String::from_utf8_lossy(&text)
+            ));
         }
         let registered = registered.map_err(|e| format!("ERR {e}"))?;
         let mut out = Vec::new();
@@ -167,9 +205,12 @@ impl LuaEngine {
                     flags.insert(f);
                 }
             }
-            let description: Option<mlua::LuaString> = entry.get("description").map_err(|e| format!("ERR {e}"))?;
+            let description: Option<mlua::LuaString> =
+                entry.get("description").map_err(|e| format!("ERR {e}"))?;
             out.push(Registration {
-                name: entry.get::<String>("name").map_err(|e| format!("ERR {e}"))?,
+                name: entry
+                    .get::<String>("name")
+                    .map_err(|e| format!("ERR {e}"))?,
                 description: description.map(|d| d.as_bytes().to_vec()),
                 flags,
                 callable: entry.get("callback").map_err(|e| format!("ERR {e}"))?,
@@ -211,7 +252,12 @@ impl LuaEngine {
                 if ffi::lua_toboolean(l, ok) != 0 {
                     convert::raw_to_reply(l, value, sink, active.resp3());
                 } else {
-                    sink.error(&raw_error_text(l, value, function_name, active.host().interruption()));
+                    sink.error(&raw_error_text(
+                        l,
+                        value,
+                        function_name,
+                        active.host().interruption(),
+                    ));
                 }
                 replied = true;
                 ffi::lua_settop(l, 0);
@@ -231,7 +277,6 @@ impl LuaEngine {
     pub fn set_memory_limit(&self, bytes: usize) -> mlua::Result<()> {
         self.lua.set_memory_limit(bytes).map(|_| ())
     }
-
 }
 
 /// Pushes a new array of byte strings.
@@ -246,7 +291,12 @@ unsafe fn push_string_array(l: *mut ffi::lua_State, items: &[&[u8]]) {
 /// The error reply for a failed call, from the handler's `{err=, source=, line=}` at
 /// `idx`: Redis's "<err> script: <function>, on <source>:<line>.". A kill or a time
 /// limit replaces the error text but keeps the location.
-unsafe fn raw_error_text(l: *mut ffi::lua_State, idx: c_int, function_name: &str, interruption: Option<String>) -> Vec<u8> {
+unsafe fn raw_error_text(
+    l: *mut ffi::lua_State,
+    idx: c_int,
+    function_name: &str,
+    interruption: Option<String>,
+) -> Vec<u8> {
     let field = |name: &std::ffi::CStr| -> (c_int, Vec<u8>, f64) {
         ffi::lua_pushstring(l, name.as_ptr());
         let t = ffi::lua_rawget(l, idx);
@@ -257,23 +307,39 @@ unsafe fn raw_error_text(l: *mut ffi::lua_State, idx: c_int, function_name: &str
         } else {
             Vec::new()
         };
-        let n = if t == ffi::LUA_TNUMBER { ffi::lua_tonumber(l, -1) } else { 0.0 };
+        let n = if t == ffi::LUA_TNUMBER {
+            ffi::lua_tonumber(l, -1)
+        } else {
+            0.0
+        };
         ffi::lua_pop(l, 1);
         (t, bytes, n)
     };
     let (mut msg, located) = match ffi::lua_type(l, idx) {
         ffi::LUA_TTABLE => {
             let (t, err, _) = field(c"err");
-            let msg = if t == ffi::LUA_TSTRING { err } else { b"ERR unknown error".to_vec() };
+            let msg = if t == ffi::LUA_TSTRING {
+                err
+            } else {
+                b"ERR unknown error".to_vec()
+            };
             let (ts, source, _) = field(c"source");
             let (tl, _, line) = field(c"line");
-            let located = (ts == ffi::LUA_TSTRING && tl == ffi::LUA_TNUMBER).then_some((source, line as i64));
+            let located =
+                (ts == ffi::LUA_TSTRING && tl == ffi::LUA_TNUMBER).then_some((source, line as i64));
             (msg, located)
         }
         ffi::LUA_TSTRING => {
             let mut len = 0usize;
             let p = ffi::lua_tolstring(l, idx, &mut len);
-            ([&b"ERR "[..], std::slice::from_raw_parts(p.cast::<u8>(), len)].concat(), None)
+            (
+                [
+                    &b"ERR "[..],
+                    std::slice::from_raw_parts(p.cast::<u8>(), len),
+                ]
+                .concat(),
+                None,
+            )
         }
         _ => (b"ERR unknown error".to_vec(), None),
     };

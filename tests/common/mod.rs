@@ -43,7 +43,10 @@ pub fn module_path() -> PathBuf {
 
 fn fresh_dir() -> PathBuf {
     let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("redis")
         .join(format!("srv-{}-{}-{}", std::process::id(), n, t));
@@ -165,21 +168,31 @@ impl Server {
             }
             let _ = child.wait();
             let log = std::fs::read(&log_path)
-                .map(|b| String::from_utf8_lossy(&b[(log_offset as usize).min(b.len())..]).to_string())
+                .map(|b| {
+                    String::from_utf8_lossy(&b[(log_offset as usize).min(b.len())..]).to_string()
+                })
                 .unwrap_or_default();
-            if log.contains("Address already in use") || log.contains("Could not create server TCP") {
+            if log.contains("Address already in use") || log.contains("Could not create server TCP")
+            {
                 last_err = log;
                 continue;
             }
             panic!(
                 "redis-server {} (port {}, dir {}); log:\n{}",
-                if exited { "exited during startup".to_string() } else { format!("did not answer PING within {:?}", STARTUP_DEADLINE) },
+                if exited {
+                    "exited during startup".to_string()
+                } else {
+                    format!("did not answer PING within {:?}", STARTUP_DEADLINE)
+                },
                 port,
                 self.dir.display(),
                 log
             );
         }
-        panic!("redis-server could not find a free port after {} attempts; last log:\n{}", PORT_ATTEMPTS, last_err);
+        panic!(
+            "redis-server could not find a free port after {} attempts; last log:\n{}",
+            PORT_ATTEMPTS, last_err
+        );
     }
 
     pub fn port(&self) -> u16 {
@@ -236,7 +249,10 @@ impl Server {
             return;
         }
         if let Ok(mut c) = Conn::try_connect(self.port) {
-            let _ = c.send(&[&b"SHUTDOWN"[..], if save { &b"SAVE"[..] } else { &b"NOSAVE"[..] }]);
+            let _ = c.send(&[
+                &b"SHUTDOWN"[..],
+                if save { &b"SAVE"[..] } else { &b"NOSAVE"[..] },
+            ]);
             let _ = c.read_frame();
         }
         if let Some(mut c) = self.child.take() {
@@ -278,7 +294,9 @@ impl Drop for Server {
 fn ping(port: u16) -> bool {
     match Conn::try_connect(port) {
         Ok(mut c) => {
-            c.stream.set_read_timeout(Some(Duration::from_millis(500))).ok();
+            c.stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .ok();
             matches!(c.try_raw(&[b"PING"]), Ok(ref r) if r == b"+PONG\r\n")
         }
         Err(_) => false,
@@ -356,7 +374,8 @@ impl Reply {
 /// Parse exactly one frame (as returned by [`Conn::raw`]). Attributes are dropped.
 pub fn parse_reply(bytes: &[u8]) -> Reply {
     let mut pos = 0;
-    let r = parse_at(bytes, &mut pos).unwrap_or_else(|e| panic!("bad RESP ({}): {}", e, escape_bytes(bytes)));
+    let r = parse_at(bytes, &mut pos)
+        .unwrap_or_else(|e| panic!("bad RESP ({}): {}", e, escape_bytes(bytes)));
     r
 }
 
@@ -422,7 +441,10 @@ fn parse_at(b: &[u8], pos: &mut usize) -> Result<Reply, String> {
             let n = num(l)?;
             let v = blob_at(b, pos, n)?;
             if v.len() >= 4 && v[3] == b':' {
-                Reply::Verbatim(String::from_utf8_lossy(&v[..3]).to_string(), v[4..].to_vec())
+                Reply::Verbatim(
+                    String::from_utf8_lossy(&v[..3]).to_string(),
+                    v[4..].to_vec(),
+                )
             } else {
                 Reply::Verbatim(String::new(), v)
             }
@@ -513,7 +535,12 @@ impl Conn {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_nodelay(true).ok();
-        Ok(Conn { stream, buf: Vec::new(), pos: 0, pushes: Vec::new() })
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+            pushes: Vec::new(),
+        })
     }
 
     pub fn set_read_timeout(&self, d: Duration) {
@@ -534,7 +561,10 @@ impl Conn {
         let mut tmp = [0u8; 65536];
         let n = self.stream.read(&mut tmp)?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed by server"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed by server",
+            ));
         }
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(())
@@ -575,7 +605,12 @@ impl Conn {
             std::str::from_utf8(&line[1..])
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| bad(&format!("bad length in {:?}", String::from_utf8_lossy(&line))))
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "bad length in {:?}",
+                        String::from_utf8_lossy(&line)
+                    ))
+                })
         };
         match line[0] {
             b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Ok(()),
@@ -636,7 +671,13 @@ impl Conn {
     /// Send one command and return the exact bytes of its reply.
     pub fn raw<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Vec<u8> {
         self.try_raw(args).unwrap_or_else(|e| {
-            panic!("I/O error on {:?}: {}", args.iter().map(|a| String::from_utf8_lossy(a.as_ref()).to_string()).collect::<Vec<_>>(), e)
+            panic!(
+                "I/O error on {:?}: {}",
+                args.iter()
+                    .map(|a| String::from_utf8_lossy(a.as_ref()).to_string())
+                    .collect::<Vec<_>>(),
+                e
+            )
         })
     }
 
@@ -657,6 +698,8 @@ impl Conn {
             out.extend_from_slice(&encode_command(c));
         }
         self.stream.write_all(&out).expect("pipeline write");
-        cmds.iter().map(|_| self.read_frame().expect("pipeline read")).collect()
+        cmds.iter()
+            .map(|_| self.read_frame().expect("pipeline read"))
+            .collect()
     }
 }
