@@ -49,8 +49,9 @@ pub fn apply_memory_limit() {
     });
 }
 
-pub fn register(ctx: Ctx) -> Result<(), String> {
-    let configs: [(&CStr, &AtomicI64, i64, i64, i64); 2] = [
+/// The numeric configs: name, storage, default, min, max.
+fn numeric_configs() -> [(&'static CStr, &'static AtomicI64, i64, i64, i64); 2] {
+    [
         (
             c"memory-limit-mb",
             &MEMORY_LIMIT_MB,
@@ -59,8 +60,45 @@ pub fn register(ctx: Ctx) -> Result<(), String> {
             MEMORY_LIMIT_MB_MAX,
         ),
         (c"time-limit-ms", &TIME_LIMIT_MS, 0, 0, TIME_LIMIT_MS_MAX),
-    ];
-    for (name, value, default, min, max) in configs {
+    ]
+}
+
+/// Module arguments: `<config> <value>` pairs (`memory-limit-mb 512 time-limit-ms 2000`).
+/// Returns the value each named config starts from.
+pub fn parse_module_args(args: &[Vec<u8>]) -> Result<Vec<(&'static str, i64)>, String> {
+    if !args.len().is_multiple_of(2) {
+        return Err("module arguments must be <config> <value> pairs".into());
+    }
+    let known = numeric_configs();
+    let mut out = Vec::new();
+    for pair in args.chunks(2) {
+        let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+        let Some((cname, _, _, min, max)) =
+            known.iter().find(|(n, ..)| n.to_bytes() == name.as_bytes())
+        else {
+            return Err(format!("unknown module argument '{name}'"));
+        };
+        let value: i64 = std::str::from_utf8(&pair[1])
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|v| (*min..=*max).contains(v))
+            .ok_or_else(|| {
+                format!("module argument '{name}' must be an integer between {min} and {max}")
+            })?;
+        out.push((cname.to_str().unwrap_or_default(), value));
+    }
+    Ok(out)
+}
+
+/// Registers the configs; `module_args` (from `parse_module_args`) set their starting
+/// values, and the server's own config (`rx.<name>` lines) still overrides them.
+pub fn register(ctx: Ctx, module_args: &[(&'static str, i64)]) -> Result<(), String> {
+    for (name, value, default, min, max) in numeric_configs() {
+        let default = module_args
+            .iter()
+            .rev()
+            .find(|(n, _)| n.as_bytes() == name.to_bytes())
+            .map_or(default, |(_, v)| *v);
         // SAFETY: called from OnLoad; the statics live forever.
         let r = unsafe {
             api!(RedisModule_RegisterNumericConfig)(
@@ -89,4 +127,34 @@ pub fn register(ctx: Ctx) -> Result<(), String> {
     }
     apply_memory_limit();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_module_args;
+
+    fn args(a: &[&str]) -> Vec<Vec<u8>> {
+        a.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn module_args_are_validated_pairs() {
+        assert_eq!(parse_module_args(&[]).unwrap(), vec![]);
+        assert_eq!(
+            parse_module_args(&args(&["TIME-LIMIT-MS", "200", "memory-limit-mb", "512"])).unwrap(),
+            vec![("time-limit-ms", 200), ("memory-limit-mb", 512)]
+        );
+        assert!(parse_module_args(&args(&["time-limit-ms"]))
+            .unwrap_err()
+            .contains("pairs"));
+        assert!(parse_module_args(&args(&["nope", "1"]))
+            .unwrap_err()
+            .contains("unknown module argument 'nope'"));
+        assert!(parse_module_args(&args(&["memory-limit-mb", "0"]))
+            .unwrap_err()
+            .contains("between 1 and"));
+        assert!(parse_module_args(&args(&["time-limit-ms", "x"]))
+            .unwrap_err()
+            .contains("integer"));
+    }
 }

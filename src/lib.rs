@@ -48,7 +48,15 @@ const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
 #[cfg(test)]
 const ALLOCATOR: Allocator = std::alloc::System;
 
-fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_slice().to_vec()).collect();
+    let module_args = match config::parse_module_args(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.log_warning(&format!("RX: {e}"));
+            return Status::Err;
+        }
+    };
     let raw_ctx = ctx.ctx;
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -75,7 +83,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("RX: {e}"));
         return Status::Err;
     }
-    if let Err(e) = config::register(raw_ctx) {
+    if let Err(e) = config::register(raw_ctx, &module_args) {
         ctx.log_warning(&format!("RX: {e}"));
         return Status::Err;
     }

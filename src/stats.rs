@@ -78,9 +78,11 @@ impl FunctionStats {
 
     /// Latency at `quantile` (0.5, 0.99, 0.999), in microseconds; 0 before any call.
     pub fn percentile_us(&self, quantile: f64) -> u64 {
+        // The histogram answers with its bucket's upper bound, which can exceed the real
+        // maximum; no percentile is above it.
         self.latency
             .as_ref()
-            .map_or(0, |h| h.value_at_quantile(quantile))
+            .map_or(0, |h| h.value_at_quantile(quantile).min(self.max_us))
     }
 
     pub fn reset(&mut self) {
@@ -153,5 +155,8 @@ mod tests {
         );
         s.reset();
         assert_eq!((s.calls, s.percentile_us(0.5)), (0, 0));
+        // A single call: every percentile is that call, never above it.
+        s.record_call(Duration::from_micros(23_081), 0, None);
+        assert!(s.percentile_us(0.5) <= 23_081 && s.percentile_us(0.999) <= s.max_us);
     }
 }

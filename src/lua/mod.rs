@@ -32,6 +32,7 @@ pub type LuaCallable = Function;
 
 pub struct LuaEngine {
     lua: Lua,
+    memory_limit: std::cell::Cell<usize>,
     env: Table,
     begin_load: Function,
     finish_load: Function,
@@ -123,7 +124,9 @@ impl LuaEngine {
         // One hook for the VM's whole life: it enforces the load timeout and lets the host
         // serve other clients, kill, or time out a running function. Every
         // HOOK_INSTRUCTIONS instructions costs nothing measurable (PLATFORM.md).
-        lua.set_hook(
+        // A global hook, so coroutines are interrupted too (mlua's per-thread hook only fires
+        // in the thread it was set on).
+        lua.set_global_hook(
             HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS),
             |_, _| match api::tick() {
                 Tick::Continue => Ok(VmState::Continue),
@@ -131,6 +134,7 @@ impl LuaEngine {
             },
         )?;
         Ok(LuaEngine {
+            memory_limit: std::cell::Cell::new(DEFAULT_MEMORY_LIMIT),
             env: sandbox.get("env")?,
             begin_load: sandbox.get("begin_load")?,
             finish_load: sandbox.get("finish_load")?,
@@ -263,6 +267,12 @@ impl LuaEngine {
                 ffi::lua_settop(l, 0);
             })
         };
+        // A failed allocation does not make LuaJIT collect, so the garbage of a call that hit
+        // the memory cap would keep later calls failing: collect fully after a call that
+        // leaves the VM near its cap.
+        if self.near_memory_limit() {
+            let _ = self.lua.gc_collect();
+        }
         if !replied {
             let text = match (&result, active.host().interruption()) {
                 (_, Some(text)) => text,
@@ -275,7 +285,13 @@ impl LuaEngine {
 
     /// Caps the VM's memory; allocations past it fail with "not enough memory".
     pub fn set_memory_limit(&self, bytes: usize) -> mlua::Result<()> {
+        self.memory_limit.set(bytes);
         self.lua.set_memory_limit(bytes).map(|_| ())
+    }
+
+    /// More than half of the cap in use: worth a full collection.
+    fn near_memory_limit(&self) -> bool {
+        self.lua.used_memory() > self.memory_limit.get() / 2
     }
 }
 
