@@ -39,7 +39,9 @@ fn now_ms() -> u64 {
 impl FunctionStats {
     /// Records one call that ran; `error` is its error reply, if it failed.
     pub fn record_call(&mut self, took: Duration, redis_calls: u64, error: Option<&str>) {
-        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        // Whole microseconds, rounded up (at least 1), the same in the totals, the maximum
+        // and the histogram, so no percentile can exceed the maximum.
+        let us = took.as_nanos().div_ceil(1000).clamp(1, u64::MAX as u128) as u64;
         self.calls += 1;
         self.total_us += us;
         self.max_us = self.max_us.max(us);
@@ -48,7 +50,7 @@ impl FunctionStats {
             Histogram::new_with_bounds(1, 3_600_000_000, 2)
                 .expect("static histogram bounds are valid")
         });
-        h.saturating_record(us.max(1));
+        h.saturating_record(us);
         if let Some(e) = error {
             self.errors += 1;
             *self

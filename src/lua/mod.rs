@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cjson;
 pub mod cmsgpack;
+mod codec_glue;
 pub mod convert;
 pub mod lstruct;
 
