@@ -33,6 +33,11 @@ pub trait RespVisitor {
     fn end_set(&mut self);
 }
 
+/// The length of the one complete reply at the start of `buf`.
+pub fn frame_len(buf: &[u8]) -> Result<usize, RespError> {
+    visit(buf, &mut Skip)
+}
+
 /// Visits exactly one reply at the start of `buf`; returns the bytes consumed.
 pub fn visit<V: RespVisitor>(buf: &[u8], visitor: &mut V) -> Result<usize, RespError> {
     let mut r = Reader { buf, pos: 0 };

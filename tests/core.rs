@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Conn, Reply, Server};
+use common::{info_field, wait_until, Conn, Reply, Server};
 use std::time::{Duration, Instant};
 
 /// The same library, loadable natively and into RX.
@@ -45,23 +45,6 @@ fn both(c: &mut Conn, ro: bool, args: &[&str]) -> (Reply, Reply) {
     let mut r = vec![rx];
     r.extend_from_slice(args);
     (c.q(&n), c.q(&r))
-}
-
-fn info_field(c: &mut Conn, section: &str, field: &str) -> Option<String> {
-    let info = c.q(&["INFO", section]);
-    let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
-    text.lines().find_map(|l| {
-        l.strip_prefix(&format!("{field}:"))
-            .map(|v| v.trim().to_string())
-    })
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

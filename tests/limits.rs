@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Conn, Reply, Server};
+use common::{info_field, wait_until, Conn, Reply, Server};
 use std::collections::BTreeMap;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,23 +35,6 @@ const UNKILLABLE: &str = "UNKILLABLE Sorry the script already executed write com
 
 fn busy_text(function: &str) -> String {
     format!("BUSY Redis is busy running the RX function '{function}'. You can only call RX.KILL or SHUTDOWN NOSAVE.")
-}
-
-fn info_field(c: &mut Conn, section: &str, field: &str) -> Option<String> {
-    let info = c.q(&["INFO", section]);
-    let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
-    text.lines().find_map(|l| {
-        l.strip_prefix(&format!("{field}:"))
-            .map(|v| v.trim().to_string())
-    })
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn bulk(s: &str) -> Reply {

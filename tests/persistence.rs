@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::{parse_reply, Conn, Reply, Server};
+use common::{info_field, parse_reply, wait_until, Conn, Reply, Server};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------
 // Libraries
@@ -99,26 +99,6 @@ fn bulk(s: &str) -> Reply {
 
 fn ok() -> Reply {
     Reply::Status("OK".into())
-}
-
-fn info_field(c: &mut Conn, section: &str, field: &str) -> Option<String> {
-    let info = c.q(&["INFO", section]);
-    let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
-    text.lines().find_map(|l| {
-        l.strip_prefix(&format!("{field}:"))
-            .map(|v| v.trim().to_string())
-    })
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn load(c: &mut Conn, code: &str) {

@@ -703,3 +703,25 @@ impl Conn {
             .collect()
     }
 }
+
+// ---------------------------------------------------------------------------
+// Waiting and INFO helpers shared by the test files
+
+/// The value of `field` in `INFO <section>`.
+pub fn info_field(c: &mut Conn, section: &str, field: &str) -> Option<String> {
+    let info = c.q(&["INFO", section]);
+    let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
+    text.lines().find_map(|l| {
+        l.strip_prefix(&format!("{field}:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// Polls `f` every 20 ms until it holds; fails the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
