@@ -73,6 +73,10 @@ pub fn parse_module_args(args: &[Vec<u8>]) -> Result<Vec<(&'static str, i64)>, S
     let mut out = Vec::new();
     for pair in args.chunks(2) {
         let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+        if name == "stdlib" {
+            // Handled by `stdlib::Selection::parse`.
+            continue;
+        }
         let Some((cname, _, _, min, max)) =
             known.iter().find(|(n, ..)| n.to_bytes() == name.as_bytes())
         else {

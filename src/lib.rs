@@ -28,6 +28,7 @@ pub mod running;
 pub mod server;
 pub mod state;
 pub mod stats;
+pub mod stdlib;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -57,6 +58,19 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             return Status::Err;
         }
     };
+    let stdlib_selection = args
+        .chunks(2)
+        .find(|p| p[0].eq_ignore_ascii_case(b"stdlib"))
+        .map_or(Ok(stdlib::Selection::All), |p| {
+            stdlib::Selection::parse(&p[1])
+        });
+    match stdlib_selection {
+        Ok(s) => stdlib::set_selection(s),
+        Err(e) => {
+            ctx.log_warning(&format!("RX: {e}"));
+            return Status::Err;
+        }
+    }
     let raw_ctx = ctx.ctx;
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -89,6 +103,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }
     persistence::subscribe_to_loading(raw_ctx);
     info::register(raw_ctx);
+    stdlib::load_missing(raw_ctx);
     Status::Ok
 }
 

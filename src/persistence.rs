@@ -157,7 +157,8 @@ fn read_sources(rdb: *mut raw::RedisModuleIO) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// Resets the registry whenever Redis starts loading a dataset (RDB, AOF or a replication
-/// stream), so that what it carries is exactly what RX holds afterwards.
+/// stream), so that what it carries is exactly what RX holds afterwards; once loading ends,
+/// adds the selected bundled libraries that the dataset did not carry.
 extern "C" fn on_loading(
     _ctx: *mut raw::RedisModuleCtx,
     _event: raw::RedisModuleEvent,
@@ -169,6 +170,11 @@ extern "C" fn on_loading(
         raw::REDISMODULE_SUBEVENT_LOADING_AOF_START,
         raw::REDISMODULE_SUBEVENT_LOADING_REPL_START,
     ];
+    if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+        guarded("the loading event", (), || {
+            crate::stdlib::load_missing(std::ptr::null_mut())
+        });
+    }
     if starts.contains(&subevent) {
         guarded("the loading event", (), || {
             let removed = state::with(|s| s.registry.borrow_mut().flush());
