@@ -37,6 +37,10 @@ unit:
 	$(CARGO) test --release --lib
 
 run: build
+	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then \
+	  echo "port $(PORT) is already in use (installing redis-server may have started the system service);"; \
+	  echo "stop it, or run: make run PORT=6380"; exit 1; \
+	fi
 	redis-server --port $(PORT) --loadmodule $(MODULE)
 
 # RX against native FCALL in one server; writes bench/results.txt.
