@@ -13,7 +13,17 @@ use crate::server::{log, Ctx};
 use crate::state;
 
 /// Name and source of every bundled library.
-pub const BUNDLED: &[(&str, &str)] = &[];
+pub const BUNDLED: &[(&str, &str)] = &[
+    ("cache", include_str!("../lua-stdlib/cache.lua")),
+    ("cart", include_str!("../lua-stdlib/cart.lua")),
+    ("counter", include_str!("../lua-stdlib/counter.lua")),
+    ("ecommerce", include_str!("../lua-stdlib/ecommerce.lua")),
+    ("lock", include_str!("../lua-stdlib/lock.lua")),
+    ("queue", include_str!("../lua-stdlib/queue.lua")),
+    ("ratelimit", include_str!("../lua-stdlib/ratelimit.lua")),
+    ("session", include_str!("../lua-stdlib/session.lua")),
+    ("workflow", include_str!("../lua-stdlib/workflow.lua")),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {

@@ -122,6 +122,15 @@ impl Server {
             a.push("--loadmodule".into());
             a.push(module_path().to_string_lossy().to_string());
             a.extend(self.module_args.iter().cloned());
+            // Tests load the libraries they need; the bundled ones only when asked for.
+            if !self
+                .module_args
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case("stdlib"))
+            {
+                a.push("stdlib".into());
+                a.push("none".into());
+            }
         }
         a.extend(self.server_args.iter().cloned());
         a
