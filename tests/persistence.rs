@@ -1608,37 +1608,9 @@ fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
     std::fs::write(dir.join("dump.rdb"), &bytes).unwrap();
 
     // Start a server on that RDB by hand: it must refuse to load it, not half-load it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = dir.join("newer.log");
-    let status = std::process::Command::new(common::redis_server_bin())
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--save",
-            "",
-        ])
-        .args([
-            "--logfile",
-            log.to_str().unwrap(),
-            "--loadmodule",
-            common::module_path().to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (_, text) = common::run_to_exit(&dir, &[]);
     // Redis aborts the load and then runs its RDB checker, whose exit code is 0, so the
     // evidence is the log: RX's reason, Redis's refusal, and no "Ready" line.
-    let _ = status;
     assert!(
         !text.contains("Ready to accept connections"),
         "the server accepted an RDB from a newer RX encoding:\n{text}"

@@ -77,38 +77,8 @@ fn an_unknown_library_in_the_argument_refuses_to_load_the_module() {
         .join(format!("bad-stdlib-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("redis.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let status = std::process::Command::new(common::redis_server_bin())
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--save",
-            "",
-        ])
-        .args([
-            "--logfile",
-            log.to_str().unwrap(),
-            "--loadmodule",
-            common::module_path().to_str().unwrap(),
-            "stdlib",
-            "lock,nope",
-        ])
-        .status()
-        .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        !status.success(),
-        "the server started with a bad stdlib argument"
-    );
+    let (started, text) = common::run_to_exit(&dir, &["stdlib", "lock,nope"]);
+    assert!(!started, "the server started with a bad stdlib argument");
     assert!(text.contains("unknown stdlib library 'nope'"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -734,3 +734,36 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs redis-server with RX in `dir` and `module_args` until it exits (for start-ups that
+/// must fail); returns whether it exited successfully and its log.
+pub fn run_to_exit(dir: &Path, module_args: &[&str]) -> (bool, String) {
+    let log = dir.join("redis.log");
+    let port = free_port().to_string();
+    let status = Command::new(redis_server_bin())
+        .args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--save",
+            "",
+        ])
+        .args([
+            "--logfile",
+            log.to_str().unwrap(),
+            "--loadmodule",
+            module_path().to_str().unwrap(),
+        ])
+        .args(module_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-server runs");
+    (
+        status.success(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
