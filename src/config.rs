@@ -17,6 +17,10 @@ pub const MEMORY_LIMIT_MB_DEFAULT: i64 = 1024;
 const MEMORY_LIMIT_MB_MIN: i64 = 1;
 const MEMORY_LIMIT_MB_MAX: i64 = 1 << 20;
 
+/// How many scripts that arrived through RX.EVAL the cache keeps (least recently used go
+/// first); scripts loaded with RX.SCRIPT LOAD are never evicted.
+pub static SCRIPT_CACHE_SIZE: AtomicI64 = AtomicI64::new(500);
+
 /// A hard limit past which a function that has not written is stopped without anyone
 /// calling RX.KILL. 0 (the default, as in Redis) means no limit.
 pub static TIME_LIMIT_MS: AtomicI64 = AtomicI64::new(0);
@@ -50,7 +54,7 @@ pub fn apply_memory_limit() {
 }
 
 /// The numeric configs: name, storage, default, min, max.
-fn numeric_configs() -> [(&'static CStr, &'static AtomicI64, i64, i64, i64); 2] {
+fn numeric_configs() -> [(&'static CStr, &'static AtomicI64, i64, i64, i64); 3] {
     [
         (
             c"memory-limit-mb",
@@ -60,6 +64,7 @@ fn numeric_configs() -> [(&'static CStr, &'static AtomicI64, i64, i64, i64); 2] 
             MEMORY_LIMIT_MB_MAX,
         ),
         (c"time-limit-ms", &TIME_LIMIT_MS, 0, 0, TIME_LIMIT_MS_MAX),
+        (c"script-cache-size", &SCRIPT_CACHE_SIZE, 500, 0, 1_000_000),
     ]
 }
 

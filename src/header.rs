@@ -89,7 +89,7 @@ pub fn parse_header(code: &[u8]) -> Result<LibraryHeader, HeaderError> {
 /// Splits a line into arguments the way Redis's `sdssplitargs` does: whitespace separates,
 /// double quotes allow `\n`-style and `\xHH` escapes, single quotes are literal.
 /// `None` for unbalanced quotes or a closing quote not followed by a space.
-fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let mut i = 0;
     let n = line.len();

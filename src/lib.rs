@@ -25,6 +25,7 @@ pub mod registry;
 pub mod reply;
 pub mod resp;
 pub mod running;
+pub mod scripts;
 pub mod server;
 pub mod state;
 pub mod stats;
@@ -92,6 +93,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     state::install(state::ModuleState {
         engine: Rc::new(engine),
         registry: RefCell::new(Registry::new()),
+        scripts: RefCell::new(Default::default()),
     });
     if let Err(e) = commands::register_all(raw_ctx) {
         ctx.log_warning(&format!("RX: {e}"));

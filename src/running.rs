@@ -4,7 +4,16 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
+/// What is running: RX.KILL stops functions, RX.SCRIPT KILL stops scripts, as in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Function,
+    Script,
+}
+
 pub struct Running {
+    pub kind: RunKind,
+    /// The function's name, or the script's SHA1.
     pub function: String,
     /// The command and arguments that started it, for `running_script`; copied only when
     /// the function turns busy (the only time anyone can look).
@@ -16,6 +25,29 @@ pub struct Running {
     pub timed_out: Cell<bool>,
     /// Past the busy threshold: other clients are being told BUSY.
     pub busy: Cell<bool>,
+}
+
+impl Running {
+    pub fn new(kind: RunKind, name: &str) -> Running {
+        Running {
+            kind,
+            function: name.to_string(),
+            command: Default::default(),
+            started: Instant::now(),
+            wrote: Cell::new(false),
+            kill_requested: Cell::new(false),
+            timed_out: Cell::new(false),
+            busy: Cell::new(false),
+        }
+    }
+
+    /// The command that stops this kind of run.
+    pub fn kill_command(&self) -> &'static str {
+        match self.kind {
+            RunKind::Function => "RX.KILL",
+            RunKind::Script => "RX.SCRIPT KILL",
+        }
+    }
 }
 
 thread_local! {

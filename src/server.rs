@@ -9,7 +9,7 @@ use redis_module::raw;
 
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::reply::{single_line, ReplySink};
-use crate::running::Running;
+use crate::running::{RunKind, Running};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
@@ -607,15 +607,25 @@ impl Host for ModuleHost<'_> {
                     self.ctx,
                     LogLevel::Warning,
                     format!(
-                        "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the RX.KILL command. Script name is: {}.",
+                        "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the {} command. Script name is: {}.",
                         running_for.as_millis(),
+                        r.kill_command(),
                         r.function
                     )
                     .as_bytes(),
                 );
             }
             let busy = c_string(
-                format!("Redis is busy running the RX function '{}'. You can only call RX.KILL or SHUTDOWN NOSAVE.", r.function).as_bytes(),
+                match r.kind {
+                    RunKind::Function => format!(
+                        "Redis is busy running the RX function '{}'. You can only call RX.KILL or SHUTDOWN NOSAVE.",
+                        r.function
+                    ),
+                    RunKind::Script => {
+                        "Redis is busy running an RX script. You can only call RX.SCRIPT KILL or SHUTDOWN NOSAVE.".to_string()
+                    }
+                }
+                .as_bytes(),
             );
             // SAFETY: the ctx is the running command's; Redis serves other clients (they get
             // -BUSY unless their command is allow-busy, like RX.KILL) and returns here.
@@ -635,7 +645,10 @@ impl Host for ModuleHost<'_> {
 
     fn interruption(&self) -> Option<String> {
         if self.running.kill_requested.get() {
-            Some("ERR Script killed by user with RX.KILL...".into())
+            Some(format!(
+                "ERR Script killed by user with {}...",
+                self.running.kill_command()
+            ))
         } else if self.running.timed_out.get() {
             let limit = crate::config::TIME_LIMIT_MS.load(Ordering::Relaxed);
             Some(format!(

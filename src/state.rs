@@ -9,10 +9,12 @@ use std::rc::Rc;
 
 use crate::lua::{LuaCallable, LuaEngine};
 use crate::registry::Registry;
+use crate::scripts::ScriptCache;
 
 pub struct ModuleState {
     pub engine: Rc<LuaEngine>,
     pub registry: RefCell<Registry<LuaCallable>>,
+    pub scripts: RefCell<ScriptCache<LuaCallable>>,
 }
 
 thread_local! {

@@ -627,7 +627,13 @@ fn stats_map(c: &mut Conn, filter: &[&str]) -> BTreeMap<String, Reply> {
     let m = map_of(&c.q(&args));
     assert_eq!(
         m.keys().collect::<Vec<_>>(),
-        ["engines", "functions", "running_script", "vm_memory_bytes"],
+        [
+            "engines",
+            "functions",
+            "running_script",
+            "scripts",
+            "vm_memory_bytes"
+        ],
         "RX.STATS keys"
     );
     m
@@ -812,7 +818,7 @@ fn rx_stats_counts_calls_errors_and_refusals_exactly() {
     let top = r
         .as_array()
         .unwrap_or_else(|| panic!("RESP2 RX.STATS: {r:?}"));
-    assert_eq!(top.len(), 8, "{r:?}");
+    assert_eq!(top.len(), 10, "{r:?}");
     assert_eq!(
         (&top[0], &top[1], &top[2], &top[4], &top[6]),
         (

@@ -1,7 +1,6 @@
 //! RX.CALL and RX.CALL_RO: run a function, mirroring FCALL and FCALL_RO, including the
 //! checks Redis makes before a script that may write is allowed to start.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -9,7 +8,7 @@ use super::command_callback;
 use crate::error::{RxError, RxResult};
 use crate::flags::FunctionFlags;
 use crate::reply::ErrorObserver;
-use crate::running::{self, Running};
+use crate::running::{self, RunKind, Running};
 use crate::server::{api, context_flags, Ctx, ModuleHost, ModuleReply};
 use crate::state;
 use redis_module::raw;
@@ -48,7 +47,7 @@ pub fn parse_numkeys(raw_numkeys: &[u8], available: usize) -> RxResult<usize> {
 }
 
 /// Answers `COMMAND GETKEYS` and cluster routing: the keys follow numkeys.
-fn report_keys(ctx: Ctx, args: &[&[u8]]) {
+pub fn report_keys(ctx: Ctx, args: &[&[u8]]) {
     if args.len() < 3 {
         return;
     }
@@ -61,7 +60,7 @@ fn report_keys(ctx: Ctx, args: &[&[u8]]) {
 }
 
 /// What processCommand would refuse for a script with these flags, with its error text.
-fn refuse_before_running(ctx: Ctx, flags: FunctionFlags) -> RxResult<()> {
+pub fn refuse_before_running(ctx: Ctx, flags: FunctionFlags) -> RxResult<()> {
     let state = context_flags(ctx);
     let has = |f: u32| state & f != 0;
     if flags.checks_oom() && has(raw::REDISMODULE_CTX_FLAGS_OOM) {
@@ -128,40 +127,54 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
         )));
     }
     let (keys, argv) = args[3..].split_at(numkeys);
-    let running = Rc::new(Running {
-        function: function.name.clone(),
-        command: Default::default(),
-        started: Instant::now(),
-        wrote: Cell::new(false),
-        kill_requested: Cell::new(false),
-        timed_out: Cell::new(false),
-        busy: Cell::new(false),
-    });
-    let _running = running::start(Rc::clone(&running));
-    let host = ModuleHost::new(
+    let host_read_only = read_only_command || !function.flags.may_write();
+    execute(
         ctx,
-        read_only_command || !function.flags.may_write(),
-        function.flags.checks_oom(),
-        running,
-        args,
+        Execution {
+            kind: RunKind::Function,
+            name: &function.name,
+            command: args,
+            read_only: host_read_only,
+            check_oom: function.flags.checks_oom(),
+        },
+        &function.stats,
+        |host, reply| engine.call(&function.callable, &function.name, keys, argv, host, reply),
     );
+    Ok(())
+}
+
+/// How a function or script runs.
+pub struct Execution<'a> {
+    pub kind: RunKind,
+    /// The function name, or the script's SHA1.
+    pub name: &'a str,
+    /// The whole command, for RX.STATS while it runs.
+    pub command: &'a [&'a [u8]],
+    /// Write commands are refused inside (no-writes, or a _RO command).
+    pub read_only: bool,
+    /// Deny-oom commands are refused inside over maxmemory.
+    pub check_oom: bool,
+}
+
+/// Runs a function or script that passed its checks: marks it running (for RX.KILL,
+/// RX.SCRIPT KILL and RX.STATS), gives it a host, replies, and records its statistics.
+pub fn execute(
+    ctx: Ctx,
+    run: Execution<'_>,
+    stats: &std::cell::RefCell<crate::stats::FunctionStats>,
+    body: impl FnOnce(&ModuleHost<'_>, &mut dyn crate::reply::ReplySink),
+) {
+    let running = Rc::new(Running::new(run.kind, run.name));
+    let _running = running::start(Rc::clone(&running));
+    let host = ModuleHost::new(ctx, run.read_only, run.check_oom, running, run.command);
     let mut client = ModuleReply(ctx);
     let mut reply = ErrorObserver::new(&mut client);
     let started = Instant::now();
-    engine.call(
-        &function.callable,
-        &function.name,
-        keys,
-        argv,
-        &host,
-        &mut reply,
-    );
+    body(&host, &mut reply);
     let took = started.elapsed();
-    function
-        .stats
+    stats
         .borrow_mut()
         .record_call(took, host.redis_calls(), reply.error.as_deref());
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use super::{command_callback, reply_ok};
 use crate::error::{RxError, RxResult};
-use crate::running;
+use crate::running::{self, RunKind};
 use crate::server::Ctx;
 
 command_callback!(rx_kill_cb, rx_kill);
@@ -13,7 +13,7 @@ fn rx_kill(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     if args.len() != 1 {
         return Err(RxError::wrong_arity("rx.kill"));
     }
-    let Some(running) = running::current() else {
+    let Some(running) = running::current().filter(|r| r.kind == RunKind::Function) else {
         return Err(RxError::coded("NOTBUSY No scripts in execution right now."));
     };
     if running.wrote.get() {

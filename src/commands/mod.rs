@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod call;
+pub mod eval;
 pub mod kill;
 pub mod library;
 pub mod stats;
@@ -103,6 +104,27 @@ fn table() -> Vec<(&'static str, Callback, &'static str)> {
             stats::rx_stats_cb,
             "readonly allow-busy deny-script",
         ),
+        (
+            "rx.eval",
+            eval::rx_eval_cb,
+            "may-replicate deny-script allow-stale getkeys-api no-mandatory-keys",
+        ),
+        (
+            "rx.evalsha",
+            eval::rx_evalsha_cb,
+            "may-replicate deny-script allow-stale getkeys-api no-mandatory-keys",
+        ),
+        (
+            "rx.eval_ro",
+            eval::rx_eval_ro_cb,
+            "readonly deny-script allow-stale getkeys-api no-mandatory-keys",
+        ),
+        (
+            "rx.evalsha_ro",
+            eval::rx_evalsha_ro_cb,
+            "readonly deny-script allow-stale getkeys-api no-mandatory-keys",
+        ),
+        ("rx.script", eval::rx_script_cb, "deny-script allow-busy"),
         (
             "rx.call",
             call::rx_call_cb,

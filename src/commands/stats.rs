@@ -26,7 +26,11 @@ fn rx_stats(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
                 s.registry
                     .borrow()
                     .functions()
-                    .for_each(|f| f.stats.borrow_mut().reset())
+                    .for_each(|f| f.stats.borrow_mut().reset());
+                s.scripts
+                    .borrow()
+                    .scripts()
+                    .for_each(|sc| sc.stats.borrow_mut().reset());
             });
             reply_ok(ctx);
             return Ok(());
@@ -45,7 +49,7 @@ fn rx_stats(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         }
     };
     let mut out = ModuleReply(ctx);
-    out.map(4);
+    out.map(5);
     out.bulk(b"running_script");
     match running::current() {
         None => out.null(),
@@ -88,6 +92,19 @@ fn rx_stats(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         for f in selected {
             out.bulk(f.name.as_bytes());
             write_function_stats(&mut out, &f.library, &f.stats.borrow());
+        }
+        // EVAL scripts, by SHA1 (a LIBRARY or FUNCTION filter selects none).
+        let scripts = s.scripts.borrow();
+        let mut shown: Vec<_> = match &filter {
+            Filter::All => scripts.scripts().collect(),
+            _ => Vec::new(),
+        };
+        shown.sort_by(|a, b| a.sha.cmp(&b.sha));
+        out.bulk(b"scripts");
+        out.map(shown.len());
+        for sc in shown {
+            out.bulk(sc.sha.as_bytes());
+            write_function_stats(&mut out, "", &sc.stats.borrow());
         }
     });
     Ok(())

@@ -35,6 +35,8 @@ pub struct LuaEngine {
     lua: Lua,
     memory_limit: std::cell::Cell<usize>,
     env: Table,
+    eval_env: Table,
+    invoke_script: Function,
     begin_load: Function,
     finish_load: Function,
     invoke: Function,
@@ -137,6 +139,8 @@ impl LuaEngine {
         Ok(LuaEngine {
             memory_limit: std::cell::Cell::new(DEFAULT_MEMORY_LIMIT),
             env: sandbox.get("env")?,
+            eval_env: sandbox.get("eval_env")?,
+            invoke_script: sandbox.get("invoke_script")?,
             begin_load: sandbox.get("begin_load")?,
             finish_load: sandbox.get("finish_load")?,
             invoke: sandbox.get("invoke")?,
@@ -238,6 +242,74 @@ impl LuaEngine {
         host: &dyn Host,
         sink: &mut dyn ReplySink,
     ) {
+        self.run(
+            &self.invoke,
+            callable,
+            function_name,
+            keys,
+            args,
+            host,
+            sink,
+        )
+    }
+
+    /// Runs an EVAL script: as `call`, with KEYS and ARGV set as globals for the run.
+    pub fn call_script(
+        &self,
+        callable: &LuaCallable,
+        sha: &str,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        host: &dyn Host,
+        sink: &mut dyn ReplySink,
+    ) {
+        self.run(&self.invoke_script, callable, sha, keys, args, host, sink)
+    }
+
+    /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is
+    /// not Lua) so line numbers stay those of the script, as in Redis.
+    pub fn compile_script(&self, body: &[u8]) -> Result<LuaCallable, String> {
+        // LuaJIT skips a leading `#` line and reads bytecode; Lua 5.1, as Redis runs it, sees
+        // a syntax error in both.
+        let prefix =
+            "ERR Error compiling script (new function): user_script:1: unexpected symbol near";
+        match body.first() {
+            Some(b'#') if !body.starts_with(b"#!") => return Err(format!("{prefix} '#'")),
+            Some(27) => return Err(format!("{prefix} 'char(27)'")),
+            _ => {}
+        }
+        let code: &[u8] = if body.starts_with(b"#!") {
+            body.iter()
+                .position(|&b| b == b'\n')
+                .map_or(&b""[..], |nl| &body[nl..])
+        } else {
+            body
+        };
+        self.lua
+            .load(code)
+            .set_name("@user_script")
+            .set_mode(ChunkMode::Text)
+            .set_environment(self.eval_env.clone())
+            .into_function()
+            .map_err(|e| {
+                format!(
+                    "ERR Error compiling script (new function): {}",
+                    lua_error_message(&e)
+                )
+            })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        invoker: &Function,
+        callable: &LuaCallable,
+        function_name: &str,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        host: &dyn Host,
+        sink: &mut dyn ReplySink,
+    ) {
         let active = ActiveCall::new(host);
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
@@ -246,7 +318,7 @@ impl LuaEngine {
         // callable pushed at indexes 1 and 2 and room checked below; every stack index used
         // is one this closure pushed.
         let result = unsafe {
-            self.lua.exec_raw::<()>((&self.invoke, callable), |l| {
+            self.lua.exec_raw::<()>((invoker, callable), |l| {
                 if ffi::lua_checkstack(l, 8) == 0 {
                     return;
                 }

@@ -325,7 +325,11 @@ local function on_error(err)
     -- function, else the line before its `end`, where such a return usually stands.
     local f = debug_getinfo(running, 'S')
     local line = f.linedefined
-    if f.lastlinedefined > f.linedefined then line = f.lastlinedefined - 1 end
+    if f.what == 'main' then
+      line = f.lastlinedefined -- an EVAL script's closing return is its last line
+    elseif f.lastlinedefined > f.linedefined then
+      line = f.lastlinedefined - 1
+    end
     info = { source = f.source, currentline = line }
     -- The C function's own message lost its position and name the same way; Lua 5.1
     -- would have written `user_function:<line>: bad argument #1 to 'rep' (...)`.
@@ -365,18 +369,50 @@ local function invoke(fn, keys, args)
 end
 
 -- Reading a missing global is an error, as in Redis; G is complete from here on.
-setmetatable(G, {
+local strict_globals_mt = {
   __index = function(_, k)
     error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
   end,
   __newindex = readonly_error,
   __metatable = false,
-})
+}
+setmetatable(G, strict_globals_mt)
+
+-- EVAL scripts see everything functions see, plus the KEYS and ARGV globals of the
+-- running call and the EVAL-only parts of `redis` (as in Redis). Functions never see them.
+local eval_redis = {
+  breakpoint = function() return false end, -- no debugger is ever attached
+  debug = function() end,
+  replicate_commands = function() return true end, -- effects are always replicated
+}
+setmetatable(eval_redis, { __index = redis_api })
+-- A full copy of G (which never changes after start-up), so that `_G` in a script is one
+-- table holding every global, as in Redis.
+local eval_globals = {}
+for k, v in next, G do eval_globals[k] = v end
+eval_globals.redis = readonly(eval_redis)
+setmetatable(eval_globals, strict_globals_mt)
+local eval_env = setmetatable({}, { __index = eval_globals, __newindex = readonly_error, __metatable = false })
+real_of[eval_env] = eval_globals
+visible_meta[eval_env] = readonly({})
+rawset(eval_globals, '_G', eval_env)
+
+local rawset = rawset
+local function invoke_script(fn, keys, args)
+  rawset(eval_globals, 'KEYS', keys)
+  rawset(eval_globals, 'ARGV', args)
+  local ok, result = invoke(fn, keys, args)
+  rawset(eval_globals, 'KEYS', nil)
+  rawset(eval_globals, 'ARGV', nil)
+  return ok, result
+end
 
 return {
   env = env,
+  eval_env = eval_env,
   begin_load = begin_load,
   finish_load = finish_load,
   on_error = on_error,
   invoke = invoke,
+  invoke_script = invoke_script,
 }

@@ -8,6 +8,10 @@
 //!   reply frame (`raw`) or a parsed [`Reply`] (`cmd`, `q`).
 #![allow(dead_code)]
 
+/// The differential runner (native oracle versus RX), shared by tests/differential.rs
+/// and tests/differential_eval.rs.
+pub mod differential;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

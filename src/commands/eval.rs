@@ -1,0 +1,242 @@
+//! The EVAL family: RX.EVAL, RX.EVALSHA, RX.EVAL_RO, RX.EVALSHA_RO and RX.SCRIPT, mirroring
+//! Redis 7.0's EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use super::call::{execute, parse_numkeys, refuse_before_running, report_keys, Execution};
+use super::{command_callback, reply_ok};
+use crate::error::{RxError, RxResult};
+use crate::lua::api::sha1_hex;
+use crate::lua::LuaCallable;
+use crate::reply::ReplySink;
+use crate::running::{self, RunKind};
+use crate::scripts::{parse_shebang, Script};
+use crate::server::{api, Ctx, ModuleReply};
+use crate::state;
+
+command_callback!(rx_eval_cb, rx_eval);
+command_callback!(rx_evalsha_cb, rx_evalsha);
+command_callback!(rx_eval_ro_cb, rx_eval_ro);
+command_callback!(rx_evalsha_ro_cb, rx_evalsha_ro);
+command_callback!(rx_script_cb, rx_script);
+
+/// RX.EVAL <script> <numkeys> [key ...] [arg ...]
+fn rx_eval(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    run(ctx, args, "rx.eval", false, false)
+}
+
+/// RX.EVALSHA <sha1> <numkeys> [key ...] [arg ...]
+fn rx_evalsha(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    run(ctx, args, "rx.evalsha", true, false)
+}
+
+/// RX.EVAL_RO <script> <numkeys> [key ...] [arg ...]
+fn rx_eval_ro(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    run(ctx, args, "rx.eval_ro", false, true)
+}
+
+/// RX.EVALSHA_RO <sha1> <numkeys> [key ...] [arg ...]
+fn rx_evalsha_ro(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    run(ctx, args, "rx.evalsha_ro", true, true)
+}
+
+/// Compiles `body` and adds it to the cache (pinned for SCRIPT LOAD).
+fn cache_script(ctx: Ctx, body: &[u8], pinned: bool) -> RxResult<Rc<Script<LuaCallable>>> {
+    let _ = ctx;
+    let sha = sha1_hex(body);
+    if let Some(s) = state::with(|st| st.scripts.borrow_mut().get(&sha)) {
+        if pinned {
+            let limit = crate::config::SCRIPT_CACHE_SIZE.load(Ordering::Relaxed) as usize;
+            state::with(|st| {
+                st.scripts.borrow_mut().insert(
+                    Script {
+                        sha: sha.clone(),
+                        flags: s.flags,
+                        callable: s.callable.clone(),
+                        stats: Default::default(),
+                    },
+                    true,
+                    limit,
+                )
+            });
+        }
+        return Ok(s);
+    }
+    let flags = parse_shebang(body).map_err(RxError::err)?;
+    let engine = state::with(|st| Rc::clone(&st.engine));
+    let callable = engine.compile_script(body).map_err(RxError::coded)?;
+    let limit = crate::config::SCRIPT_CACHE_SIZE.load(Ordering::Relaxed) as usize;
+    Ok(state::with(|st| {
+        st.scripts.borrow_mut().insert(
+            Script {
+                sha,
+                flags,
+                callable,
+                stats: Default::default(),
+            },
+            pinned,
+            limit,
+        )
+    }))
+}
+
+fn run(
+    ctx: Ctx,
+    args: &[&[u8]],
+    command: &str,
+    by_sha: bool,
+    read_only_command: bool,
+) -> RxResult<()> {
+    // SAFETY: ctx is the live context of this command.
+    if unsafe { api!(RedisModule_IsKeysPositionRequest)(ctx) } != 0 {
+        report_keys(ctx, args);
+        return Ok(());
+    }
+    if args.len() < 3 {
+        return Err(RxError::wrong_arity(command));
+    }
+    // EVAL checks numkeys first, with the generic integer error.
+    let numkeys = parse_numkeys(args[2], args.len() - 3).map_err(|e| {
+        if e.text() == "ERR Bad number of keys provided" {
+            RxError::err("value is not an integer or out of range")
+        } else {
+            e
+        }
+    })?;
+    let script = if by_sha {
+        let sha = String::from_utf8_lossy(args[1]).into_owned();
+        state::with(|st| st.scripts.borrow_mut().get(&sha))
+            .ok_or_else(|| RxError::coded("NOSCRIPT No matching script. Please use EVAL."))?
+    } else {
+        cache_script(ctx, args[1], false)?
+    };
+    let refused = |e: RxError| {
+        script.stats.borrow_mut().record_refusal(e.text());
+        e
+    };
+    // A script without a shebang runs in Redis's compatibility mode: nothing is checked
+    // before it starts; each command is checked as it runs.
+    let (read_only, check_oom) = match script.flags {
+        None => (read_only_command, true),
+        Some(flags) => {
+            refuse_before_running(ctx, flags).map_err(refused)?;
+            if read_only_command && flags.may_write() {
+                return Err(refused(RxError::err(
+                    "Can not execute a script with write flag using *_ro command.",
+                )));
+            }
+            (read_only_command || !flags.may_write(), flags.checks_oom())
+        }
+    };
+    let (keys, argv) = args[3..].split_at(numkeys);
+    let engine = state::with(|st| Rc::clone(&st.engine));
+    execute(
+        ctx,
+        Execution {
+            kind: RunKind::Script,
+            name: &script.sha,
+            command: args,
+            read_only,
+            check_oom,
+        },
+        &script.stats,
+        |host, reply| engine.call_script(&script.callable, &script.sha, keys, argv, host, reply),
+    );
+    Ok(())
+}
+
+/// RX.SCRIPT LOAD <script> | EXISTS <sha1> ... | FLUSH [ASYNC|SYNC] | KILL | HELP
+fn rx_script(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    let Some(sub) = args.get(1) else {
+        return Err(RxError::wrong_arity("rx.script"));
+    };
+    let sub_name = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    let arity = |n: usize, exact: bool| {
+        if (exact && args.len() != n) || (!exact && args.len() < n) {
+            Err(RxError::err(format!(
+                "wrong number of arguments for 'rx.script|{sub_name}' command"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    match sub_name.as_str() {
+        "load" => {
+            arity(3, true)?;
+            let script = cache_script(ctx, args[2], true)?;
+            ModuleReply(ctx).bulk(script.sha.as_bytes());
+        }
+        "exists" => {
+            arity(3, false)?;
+            let known: Vec<bool> = state::with(|st| {
+                let cache = st.scripts.borrow();
+                args[2..]
+                    .iter()
+                    .map(|sha| cache.contains(&String::from_utf8_lossy(sha)))
+                    .collect()
+            });
+            let mut out = ModuleReply(ctx);
+            out.array(known.len());
+            for k in known {
+                out.integer(k as i64);
+            }
+        }
+        "flush" => {
+            if args.len() > 3 {
+                return Err(RxError::err(
+                    "RX.SCRIPT FLUSH only support SYNC|ASYNC option",
+                ));
+            }
+            if let Some(mode) = args.get(2) {
+                if !mode.eq_ignore_ascii_case(b"sync") && !mode.eq_ignore_ascii_case(b"async") {
+                    return Err(RxError::err(
+                        "RX.SCRIPT FLUSH only support SYNC|ASYNC option",
+                    ));
+                }
+            }
+            state::with(|st| st.scripts.borrow_mut().flush());
+            reply_ok(ctx);
+        }
+        "kill" => {
+            arity(2, true)?;
+            let Some(r) = running::current().filter(|r| r.kind == RunKind::Script) else {
+                return Err(RxError::coded("NOTBUSY No scripts in execution right now."));
+            };
+            if r.wrote.get() {
+                return Err(RxError::coded(
+                    "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
+                ));
+            }
+            r.kill_requested.set(true);
+            reply_ok(ctx);
+        }
+        "help" => {
+            let lines = [
+                "RX.SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "EXISTS <sha1> [<sha1> ...]",
+                "    Return information about the existence of the scripts in the script cache.",
+                "FLUSH [ASYNC|SYNC]",
+                "    Flush the Lua scripts cache.",
+                "KILL",
+                "    Kill the currently executing Lua script.",
+                "LOAD <script>",
+                "    Load a script into the scripts cache without executing it.",
+                "HELP",
+                "    Print this help.",
+            ];
+            let mut out = ModuleReply(ctx);
+            out.array(lines.len());
+            for l in lines {
+                out.simple(l.as_bytes());
+            }
+        }
+        _ => {
+            return Err(RxError::err(format!(
+                "unknown subcommand '{}'. Try RX.SCRIPT HELP.",
+                String::from_utf8_lossy(sub)
+            )))
+        }
+    }
+    Ok(())
+}

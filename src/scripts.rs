@@ -1,0 +1,230 @@
+//! EVAL scripts: the shebang (`#!lua flags=...`) and the script cache. Pure.
+//!
+//! Scripts that arrived through `RX.EVAL` are evicted least-recently-used past a limit;
+//! scripts loaded with `RX.SCRIPT LOAD` are never evicted.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::flags::FunctionFlags;
+use crate::header::split_args;
+use crate::stats::FunctionStats;
+
+/// A script's flags: `None` for a script without a shebang, which runs in Redis's
+/// compatibility mode (no checks before it starts; each command is checked as it runs).
+pub type ScriptFlags = Option<FunctionFlags>;
+
+/// Parses the shebang of an EVAL script, as Redis 7.0 does. The error is the message after
+/// the `ERR ` code.
+pub fn parse_shebang(body: &[u8]) -> Result<ScriptFlags, String> {
+    if !body.starts_with(b"#!") {
+        return Ok(None);
+    }
+    // Redis requires the shebang line to end with a newline.
+    let end = body
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("Invalid script shebang")?;
+    let parts = split_args(&body[..end])
+        .filter(|p| !p.is_empty())
+        .ok_or("Invalid script shebang")?;
+    if parts[0] != b"#!lua" {
+        return Err(format!(
+            "Unexpected engine in script shebang: {}",
+            String::from_utf8_lossy(&parts[0])
+        ));
+    }
+    let mut flags = FunctionFlags::empty();
+    for part in &parts[1..] {
+        match part.strip_prefix(b"flags=") {
+            // Redis splits an empty list into no flags at all.
+            Some(b"") => {}
+            Some(list) => {
+                for name in list.split(|&b| b == b',') {
+                    let flag = FunctionFlags::from_name(name).ok_or_else(|| {
+                        format!(
+                            "Unexpected flag in script shebang: {}",
+                            String::from_utf8_lossy(name)
+                        )
+                    })?;
+                    flags.insert(flag);
+                }
+            }
+            None => {
+                return Err(format!(
+                    "Unknown lua shebang option: {}",
+                    String::from_utf8_lossy(part)
+                ))
+            }
+        }
+    }
+    Ok(Some(flags))
+}
+
+pub struct Script<F> {
+    pub sha: String,
+    pub flags: ScriptFlags,
+    pub callable: F,
+    pub stats: RefCell<FunctionStats>,
+}
+
+struct Entry<F> {
+    script: Rc<Script<F>>,
+    /// Loaded with SCRIPT LOAD: never evicted.
+    pinned: bool,
+    last_used: u64,
+}
+
+pub struct ScriptCache<F> {
+    entries: HashMap<String, Entry<F>>,
+    clock: u64,
+}
+
+impl<F> Default for ScriptCache<F> {
+    fn default() -> Self {
+        ScriptCache {
+            entries: HashMap::new(),
+            clock: 0,
+        }
+    }
+}
+
+impl<F> ScriptCache<F> {
+    /// The script with this SHA1 (any case), marked as just used.
+    pub fn get(&mut self, sha: &str) -> Option<Rc<Script<F>>> {
+        self.clock += 1;
+        let clock = self.clock;
+        let e = self.entries.get_mut(&sha.to_ascii_lowercase())?;
+        e.last_used = clock;
+        Some(Rc::clone(&e.script))
+    }
+
+    pub fn contains(&self, sha: &str) -> bool {
+        self.entries.contains_key(&sha.to_ascii_lowercase())
+    }
+
+    /// Adds a script (or pins an existing one), then evicts the least recently used
+    /// unpinned scripts beyond `limit`.
+    pub fn insert(&mut self, script: Script<F>, pinned: bool, limit: usize) -> Rc<Script<F>> {
+        self.clock += 1;
+        let clock = self.clock;
+        let sha = script.sha.clone();
+        let e = self.entries.entry(sha.clone()).or_insert_with(|| Entry {
+            script: Rc::new(script),
+            pinned,
+            last_used: clock,
+        });
+        e.pinned |= pinned;
+        e.last_used = clock;
+        let added = Rc::clone(&e.script);
+        self.evict(limit, &sha);
+        added
+    }
+
+    fn evict(&mut self, limit: usize, keep: &str) {
+        let mut unpinned: Vec<(u64, String)> = self
+            .entries
+            .iter()
+            .filter(|(k, e)| !e.pinned && k.as_str() != keep)
+            .map(|(k, e)| (e.last_used, k.clone()))
+            .collect();
+        let unpinned_total =
+            unpinned.len() + usize::from(self.entries.get(keep).is_some_and(|e| !e.pinned));
+        if unpinned_total <= limit {
+            return;
+        }
+        unpinned.sort();
+        for (_, k) in unpinned.into_iter().take(unpinned_total - limit) {
+            self.entries.remove(&k);
+        }
+    }
+
+    pub fn flush(&mut self) {
+        self.entries.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn scripts(&self) -> impl Iterator<Item = &Rc<Script<F>>> {
+        self.entries.values().map(|e| &e.script)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(sha: &str) -> Script<u32> {
+        Script {
+            sha: sha.into(),
+            flags: None,
+            callable: 0,
+            stats: Default::default(),
+        }
+    }
+
+    #[test]
+    fn shebangs_parse_like_redis() {
+        assert_eq!(parse_shebang(b"return 1").unwrap(), None);
+        assert_eq!(
+            parse_shebang(b"#!lua\nreturn 1").unwrap(),
+            Some(FunctionFlags::empty())
+        );
+        let f = parse_shebang(b"#!lua flags=no-writes,allow-oom\nreturn 1")
+            .unwrap()
+            .unwrap();
+        assert!(f.contains(FunctionFlags::NO_WRITES) && f.contains(FunctionFlags::ALLOW_OOM));
+        assert_eq!(
+            parse_shebang(b"#!lua flags=\nx").unwrap(),
+            Some(FunctionFlags::empty())
+        );
+        assert_eq!(
+            parse_shebang(b"#!js\n").unwrap_err(),
+            "Unexpected engine in script shebang: #!js"
+        );
+        assert_eq!(
+            parse_shebang(b"#!lua flags=bad\n").unwrap_err(),
+            "Unexpected flag in script shebang: bad"
+        );
+        assert_eq!(
+            parse_shebang(b"#!lua foo=bar\n").unwrap_err(),
+            "Unknown lua shebang option: foo=bar"
+        );
+        assert_eq!(
+            parse_shebang(b"#!LUA\n").unwrap_err(),
+            "Unexpected engine in script shebang: #!LUA"
+        );
+        assert_eq!(
+            parse_shebang(b"#!lua").unwrap_err(),
+            "Invalid script shebang"
+        );
+    }
+
+    #[test]
+    fn eval_scripts_are_evicted_lru_loaded_ones_never() {
+        let mut c = ScriptCache::default();
+        c.insert(script("pinned"), true, 2);
+        c.insert(script("a"), false, 2);
+        c.insert(script("b"), false, 2);
+        c.get("a"); // b is now the least recently used
+        c.insert(script("c"), false, 2);
+        assert!(c.contains("pinned") && c.contains("a") && c.contains("c") && !c.contains("b"));
+        // A limit of zero keeps only the script just added and the pinned ones.
+        c.insert(script("d"), false, 0);
+        assert!(c.contains("pinned") && c.contains("d") && !c.contains("a"));
+        // Loading an evictable script pins it.
+        c.insert(script("d"), true, 0);
+        c.insert(script("e"), false, 0);
+        assert!(c.contains("d") && c.contains("e"));
+        assert!(c.get("PINNED").is_some());
+        c.flush();
+        assert!(c.is_empty());
+    }
+}

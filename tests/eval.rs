@@ -1,0 +1,221 @@
+//! The EVAL family beyond what the differential corpus can express: the bounded script
+//! cache, RX.SCRIPT KILL against RX.KILL, per-script statistics, and replication of effects.
+
+mod common;
+
+use common::{info_field, wait_until, Conn, Reply, Server};
+use std::time::Duration;
+
+fn sha_of(c: &mut Conn, body: &str) -> String {
+    c.q(&["RX.SCRIPT", "LOAD", body])
+        .as_str()
+        .expect("a sha")
+        .to_string()
+}
+
+fn exists(c: &mut Conn, shas: &[&str]) -> Vec<i64> {
+    let mut args = vec!["RX.SCRIPT", "EXISTS"];
+    args.extend_from_slice(shas);
+    c.q(&args)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_int().unwrap())
+        .collect()
+}
+
+#[test]
+fn eval_scripts_are_evicted_least_recently_used_but_loaded_ones_never() {
+    let bodies = ["return 1", "return 2", "return 3"];
+    // SHA1s from a separate server, so the cache under test sees only EVAL.
+    let other = Server::start();
+    let mut o = other.conn();
+    let sha: Vec<String> = bodies.iter().map(|b| sha_of(&mut o, b)).collect();
+
+    let s = Server::start();
+    let mut c = s.conn();
+    assert_eq!(
+        c.q(&["CONFIG", "SET", "rx.script-cache-size", "2"]),
+        Reply::Status("OK".into())
+    );
+    let pinned = sha_of(&mut c, "return 'pinned'");
+    for b in bodies {
+        c.q(&["RX.EVAL", b, "0"]).ok();
+    }
+    // "return 1" was the least recently used EVAL script: evicted. The loaded one stays.
+    assert_eq!(
+        exists(&mut c, &[&pinned, &sha[0], &sha[1], &sha[2]]),
+        [1, 0, 1, 1]
+    );
+    assert_eq!(
+        c.q(&["RX.EVALSHA", &sha[0], "0"]).err_text(),
+        Some("NOSCRIPT No matching script. Please use EVAL.")
+    );
+    // Using a script keeps it: touch "return 2", add "return 4": "return 3" goes.
+    assert_eq!(c.q(&["RX.EVALSHA", &sha[1], "0"]), Reply::Int(2));
+    c.q(&["RX.EVAL", "return 4", "0"]).ok();
+    assert_eq!(exists(&mut c, &[&pinned, &sha[1], &sha[2]]), [1, 1, 0]);
+    assert_eq!(
+        c.q(&["RX.EVALSHA", &pinned, "0"]),
+        Reply::Bulk(b"pinned".to_vec())
+    );
+    assert_eq!(c.q(&["RX.SCRIPT", "FLUSH"]), Reply::Status("OK".into()));
+    assert_eq!(exists(&mut c, &[&pinned, &sha[1]]), [0, 0]);
+}
+
+/// Starts `cmd` on its own connection and waits until other clients see BUSY.
+/// The thread answers `None` if the server went away (SHUTDOWN NOSAVE).
+fn start_busy(s: &Server, cmd: Vec<String>) -> std::thread::JoinHandle<Option<Reply>> {
+    let port = s.port();
+    let handle = std::thread::spawn(move || {
+        let mut c = Conn::connect(port);
+        c.set_read_timeout(Duration::from_secs(30));
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        c.try_raw(&args).ok().map(|b| common::parse_reply(&b))
+    });
+    let mut probe = s.conn();
+    wait_until("BUSY", Duration::from_secs(10), || {
+        probe.q(&["PING"]).is_error()
+    });
+    handle
+}
+
+#[test]
+fn script_kill_stops_only_scripts_and_rx_kill_only_functions() {
+    let s = Server::start_with(&["--busy-reply-threshold", "100"], &[]);
+    let mut c = s.conn();
+    c.q(&[
+        "RX.LOAD",
+        "#!lua name=spin\nredis.register_function('spin', function() while true do end end)",
+    ])
+    .ok();
+
+    // A busy script: other clients are told to use RX.SCRIPT KILL; RX.KILL cannot stop it.
+    let script = start_busy(
+        &s,
+        vec!["RX.EVAL".into(), "while true do end".into(), "0".into()],
+    );
+    let busy = c.q(&["GET", "x"]);
+    assert_eq!(
+        busy.err_text(),
+        Some("BUSY Redis is busy running an RX script. You can only call RX.SCRIPT KILL or SHUTDOWN NOSAVE.")
+    );
+    assert_eq!(
+        c.q(&["RX.KILL"]).err_text(),
+        Some("NOTBUSY No scripts in execution right now.")
+    );
+    assert_eq!(c.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()));
+    let r = script.join().unwrap().expect("a reply");
+    assert!(
+        r.err_text()
+            .unwrap_or_default()
+            .starts_with("ERR Script killed by user with RX.SCRIPT KILL..."),
+        "{r:?}"
+    );
+    assert_eq!(c.q(&["PING"]), Reply::Status("PONG".into()));
+
+    // A busy function: RX.SCRIPT KILL cannot stop it; RX.KILL does.
+    let function = start_busy(&s, vec!["RX.CALL".into(), "spin".into(), "0".into()]);
+    assert_eq!(
+        c.q(&["RX.SCRIPT", "KILL"]).err_text(),
+        Some("NOTBUSY No scripts in execution right now.")
+    );
+    assert_eq!(c.q(&["RX.KILL"]), Reply::Status("OK".into()));
+    let r = function.join().unwrap().expect("a reply");
+    assert!(
+        r.err_text()
+            .unwrap_or_default()
+            .starts_with("ERR Script killed by user with RX.KILL..."),
+        "{r:?}"
+    );
+
+    // A script that wrote cannot be killed.
+    let writer = start_busy(
+        &s,
+        vec![
+            "RX.EVAL".into(),
+            "redis.call('SET', KEYS[1], 'v') while true do end".into(),
+            "1".into(),
+            "w".into(),
+        ],
+    );
+    assert!(c
+        .q(&["RX.SCRIPT", "KILL"])
+        .err_text()
+        .unwrap_or_default()
+        .starts_with("UNKILLABLE"));
+    let _ = c.try_raw(&["SHUTDOWN", "NOSAVE"]);
+    assert_eq!(
+        writer.join().unwrap(),
+        None,
+        "the unkillable script ends only with the server"
+    );
+}
+
+#[test]
+fn scripts_have_statistics_beside_functions() {
+    let s = Server::start();
+    let mut c = s.conn();
+    c.q(&["HELLO", "3"]).ok();
+    let ok = sha_of(&mut c, "return redis.call('INCR', KEYS[1])");
+    for _ in 0..3 {
+        c.q(&["RX.EVALSHA", &ok, "1", "n"]).ok();
+    }
+    c.q(&["SET", "s", "text"]).ok();
+    assert!(c.q(&["RX.EVALSHA", &ok, "1", "s"]).is_error());
+    let Reply::Map(top) = c.q(&["RX.STATS"]) else {
+        panic!("RX.STATS is a map in RESP3")
+    };
+    let scripts = top
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("scripts"))
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let Reply::Map(scripts) = scripts else {
+        panic!("{scripts:?}")
+    };
+    let (_, st) = scripts
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(ok.as_str()))
+        .unwrap();
+    let Reply::Map(st) = st else { panic!("{st:?}") };
+    let field = |name: &str| {
+        st.iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(field("calls"), Reply::Int(4));
+    assert_eq!(field("errors"), Reply::Int(1));
+    assert_eq!(field("redis_calls"), Reply::Int(4));
+    assert_eq!(c.q(&["RX.STATS", "RESET"]), Reply::Status("OK".into()));
+}
+
+#[test]
+fn eval_writes_reach_a_replica_as_effects() {
+    let master = Server::start();
+    let mut m = master.conn();
+    let port = master.port().to_string();
+    let replica = Server::start_with(&["--replicaof", "127.0.0.1", &port], &[]);
+    let mut r = replica.conn();
+    wait_until("replica link", Duration::from_secs(10), || {
+        info_field(&mut r, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    let script = "local t = redis.call('TIME') redis.call('SET', KEYS[1], t[1] .. '.' .. t[2]) return redis.call('INCR', KEYS[2])";
+    for _ in 0..50 {
+        m.q(&["RX.EVAL", script, "2", "{e}:time", "{e}:n"]).ok();
+    }
+    wait_until("replica caught up", Duration::from_secs(10), || {
+        r.q(&["GET", "{e}:n"]) == Reply::Bulk(b"50".to_vec())
+    });
+    assert_eq!(m.q(&["DEBUG", "DIGEST"]), r.q(&["DEBUG", "DIGEST"]));
+    // The replica has no script cache entry: scripts are not propagated, their effects are.
+    assert_eq!(
+        r.q(&[
+            "RX.SCRIPT",
+            "EXISTS",
+            "0000000000000000000000000000000000000000"
+        ]),
+        Reply::Array(vec![Reply::Int(0)])
+    );
+}
