@@ -68,6 +68,19 @@ for p in 1 16; do
     awk -v name="$name" -v p="$p" -v n="$native_total" -v r="$rx_total" -v k="$ROUNDS" -v nu="$nu" -v ru="$ru" \
       'BEGIN{printf "%-14s %3s %14.0f %14.0f %6.2fx %10s %10s\n", name, p, n/k, r/k, r/n, nu, ru}'
   done
+  # EVALSHA against RX.EVALSHA: the same script, loaded into both caches.
+  sha=$(cli SCRIPT LOAD "return redis.call('GET', KEYS[1])")
+  cli RX.SCRIPT LOAD "return redis.call('GET', KEYS[1])" >/dev/null
+  native_total=0; rx_total=0
+  cli CONFIG RESETSTAT >/dev/null
+  for _ in $(seq "$ROUNDS"); do
+    n=$(rps "$p" 1 EVALSHA "$sha" 1 '{b}k1'); r=$(rps "$p" 1 RX.EVALSHA "$sha" 1 '{b}k1')
+    native_total=$(awk -v a="$native_total" -v b="$n" 'BEGIN{print a+b}')
+    rx_total=$(awk -v a="$rx_total" -v b="$r" 'BEGIN{print a+b}')
+  done
+  nu=$(usec evalsha); ru=$(usec rx.evalsha)
+  awk -v p="$p" -v n="$native_total" -v r="$rx_total" -v k="$ROUNDS" -v nu="$nu" -v ru="$ru" \
+    'BEGIN{printf "%-14s %3s %14.0f %14.0f %6.2fx %10s %10s\n", "evalsha_get", p, n/k, r/k, r/n, nu, ru}'
 done
 echo
 echo "Statistics bookkeeping per call (two clock reads + counters + histogram):"
