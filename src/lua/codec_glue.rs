@@ -324,3 +324,52 @@ pub fn f2i32(x: f64) -> i32 {
         x as i32
     }
 }
+
+/// Test helpers shared by the codecs' tests.
+#[cfg(test)]
+pub mod testing {
+    use mlua::{Lua, Table};
+
+    pub type Open = fn(&Lua) -> mlua::Result<Table>;
+
+    /// A plain Lua state with the library installed as the global `name`.
+    pub fn with_lib(name: &str, open: Open) -> Lua {
+        let lua = Lua::new();
+        lua.globals().set(name, open(&lua).unwrap()).unwrap();
+        lua
+    }
+
+    /// Runs `prelude code` the way EVAL names a script; the string it returns, or a
+    /// description of anything else.
+    pub fn run(name: &str, open: Open, prelude: &str, code: &str) -> String {
+        let lua = with_lib(name, open);
+        let chunk = format!("{} {}", prelude, code);
+        match lua
+            .load(chunk.as_str())
+            .set_name("=user_script")
+            .eval::<mlua::Value>()
+        {
+            Ok(mlua::Value::String(s)) => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
+            Ok(other) => format!("<non-string result {:?}>", other),
+            Err(e) => format!("<error {}>", e),
+        }
+    }
+
+    /// Asserts every (script, native Redis output) case, listing all that differ.
+    pub fn assert_cases(name: &str, open: Open, prelude: &str, cases: &[(&str, &str)]) {
+        let mut failures = Vec::new();
+        for (code, want) in cases {
+            let got = run(name, open, prelude, code);
+            if got != *want {
+                failures.push(format!("case: {}\n  want: {}\n  got:  {}", code, want, got));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases differ:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    }
+}

@@ -750,43 +750,13 @@ mod tests {
         (r#"return show(struct.size(5))"#, r#"0"#),
     ];
 
-    fn run(code: &str) -> String {
-        let lua = Lua::new();
-        lua.globals().set("struct", open(&lua).unwrap()).unwrap();
-        let chunk = format!("{} {}", PRELUDE, code);
-        match lua
-            .load(chunk.as_str())
-            .set_name("=user_script")
-            .eval::<mlua::Value>()
-        {
-            Ok(mlua::Value::String(s)) => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
-            Ok(other) => format!("<non-string result {:?}>", other),
-            Err(e) => format!("<error {}>", e),
-        }
-    }
-
     #[test]
     fn matches_native_redis() {
-        let mut failures = Vec::new();
-        for (code, want) in CASES {
-            let got = run(code);
-            if got != *want {
-                failures.push(format!("case: {}\n  want: {}\n  got:  {}", code, want, got));
-            }
-        }
-        assert!(
-            failures.is_empty(),
-            "{} of {} cases differ:\n{}",
-            failures.len(),
-            CASES.len(),
-            failures.join("\n")
-        );
+        crate::lua::codec_glue::testing::assert_cases("struct", open, PRELUDE, CASES);
     }
 
     fn with_lib() -> Lua {
-        let lua = Lua::new();
-        lua.globals().set("struct", open(&lua).unwrap()).unwrap();
-        lua
+        crate::lua::codec_glue::testing::with_lib("struct", open)
     }
 
     /// Errors reach `pcall` as plain strings, as luaL_error's do.
