@@ -6,10 +6,9 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use redis_module::{Context, RedisValue};
-
 use crate::error::{RxError, RxResult};
-use crate::server::Ctx;
+use crate::resp::Tree;
+use crate::server::{call_tree, config_value, Ctx};
 
 /// How long a reading stays fresh. Redis itself only changes these states in its cron.
 const FRESH_FOR: Duration = Duration::from_millis(100);
@@ -57,15 +56,8 @@ pub fn check_write_gates(ctx: Ctx) -> RxResult<()> {
     Ok(())
 }
 
-fn config(c: &Context, name: &str) -> String {
-    match c.call("CONFIG", &["GET", name]) {
-        Ok(RedisValue::Array(items)) => match items.get(1) {
-            Some(RedisValue::SimpleString(s)) | Some(RedisValue::BulkString(s)) => s.clone(),
-            Some(RedisValue::StringBuffer(b)) => String::from_utf8_lossy(b).into_owned(),
-            _ => String::new(),
-        },
-        _ => String::new(),
-    }
+fn config(ctx: Ctx, name: &str) -> String {
+    config_value(ctx, name).unwrap_or_default()
 }
 
 fn info_field(info: &str, field: &str) -> Option<String> {
@@ -76,26 +68,24 @@ fn info_field(info: &str, field: &str) -> Option<String> {
     })
 }
 
-fn info(c: &Context, section: &str) -> String {
-    match c.call("INFO", &[section]) {
-        Ok(RedisValue::SimpleString(s)) | Ok(RedisValue::BulkString(s)) => s,
-        Ok(RedisValue::StringBuffer(b)) => String::from_utf8_lossy(&b).into_owned(),
+fn info(ctx: Ctx, section: &str) -> String {
+    match call_tree(ctx, c"INFO", &[section.as_bytes()]) {
+        Some(Tree::Str(text)) => String::from_utf8_lossy(&text).into_owned(),
         _ => String::new(),
     }
 }
 
 fn read(ctx: Ctx) -> Reading {
-    let c = Context::new(ctx);
-    let persistence = info(&c, "persistence");
-    let rdb_error = config(&c, "stop-writes-on-bgsave-error") == "yes"
-        && !config(&c, "save").trim().is_empty()
+    let persistence = info(ctx, "persistence");
+    let rdb_error = config(ctx, "stop-writes-on-bgsave-error") == "yes"
+        && !config(ctx, "save").trim().is_empty()
         && info_field(&persistence, "rdb_last_bgsave_status").as_deref() == Some("err");
     let aof_error = info_field(&persistence, "aof_enabled").as_deref() == Some("1")
         && info_field(&persistence, "aof_last_write_status").as_deref() == Some("err");
-    let min_replicas: i64 = config(&c, "min-replicas-to-write").parse().unwrap_or(0);
-    let max_lag: i64 = config(&c, "min-replicas-max-lag").parse().unwrap_or(0);
+    let min_replicas: i64 = config(ctx, "min-replicas-to-write").parse().unwrap_or(0);
+    let max_lag: i64 = config(ctx, "min-replicas-max-lag").parse().unwrap_or(0);
     let not_enough_replicas = if min_replicas > 0 && max_lag > 0 {
-        let replication = info(&c, "replication");
+        let replication = info(ctx, "replication");
         let is_master = info_field(&replication, "role").as_deref() == Some("master");
         let good: i64 = info_field(&replication, "min_slaves_good_slaves")
             .and_then(|v| v.parse().ok())
@@ -121,12 +111,12 @@ pub fn busy_threshold_ms() -> u64 {
 }
 
 pub fn refresh_busy_threshold(ctx: Ctx) {
-    if let Ok(ms) = config(&Context::new(ctx), "busy-reply-threshold").parse::<u64>() {
+    if let Ok(ms) = config(ctx, "busy-reply-threshold").parse::<u64>() {
         BUSY_THRESHOLD_MS.with(|b| b.set(ms));
     }
 }
 
 /// `replica-serve-stale-data`; read only on the rare path where a replica is stale.
 pub fn serve_stale_data(ctx: Ctx) -> bool {
-    config(&Context::new(ctx), "replica-serve-stale-data") != "no"
+    config(ctx, "replica-serve-stale-data") != "no"
 }

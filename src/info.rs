@@ -7,24 +7,13 @@
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redis_module::{raw, Context, RedisValue};
+use redis_module::raw;
 
 use crate::engine::LogLevel;
-use crate::server::{api, guarded, log, Ctx};
+use crate::server::{api, config_value, guarded, log, Ctx};
 use crate::state;
 
 static AOF_REWRITE_KEEPS_LIBRARIES: AtomicBool = AtomicBool::new(true);
-
-fn config_value(ctx: Ctx, name: &str) -> Option<String> {
-    match Context::new(ctx).call("CONFIG", &["GET", name]) {
-        Ok(RedisValue::Array(items)) => match items.get(1) {
-            Some(RedisValue::SimpleString(s)) | Some(RedisValue::BulkString(s)) => Some(s.clone()),
-            Some(RedisValue::StringBuffer(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        },
-        _ => None,
-    }
-}
 
 /// Reads `aof-use-rdb-preamble` and warns when AOF rewrites would drop libraries.
 pub fn check_aof_preamble(ctx: Ctx) {

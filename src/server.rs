@@ -9,6 +9,7 @@ use redis_module::raw;
 
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::reply::{single_line, ReplySink};
+use crate::resp::{parse_tree, Tree};
 use crate::running::{RunKind, Running};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -116,39 +117,16 @@ fn is_write_command(ctx: Ctx, name: &[u8]) -> bool {
         return known;
     }
     let key = lower.to_vec();
-    // SAFETY: "cb" takes a C string and a (buffer, length) pair; the reply is freed here.
-    let is_write = unsafe {
-        let reply = api!(RedisModule_Call)(
-            ctx,
-            c"COMMAND".as_ptr(),
-            c"cb".as_ptr(),
-            c"INFO".as_ptr(),
-            key.as_ptr() as *const c_char,
-            key.len(),
-        );
-        if reply.is_null() {
-            false
-        } else {
-            let mut len = 0usize;
-            let p = api!(RedisModule_CallReplyProto)(reply, &mut len);
-            let tree = if p.is_null() {
-                None
-            } else {
-                crate::resp::parse_tree(std::slice::from_raw_parts(p.cast::<u8>(), len)).ok()
-            };
-            api!(RedisModule_FreeCallReply)(reply);
-            use crate::resp::Tree;
-            match tree {
-                Some(Tree::List(entries)) => match entries.first() {
-                    Some(Tree::List(info)) => match info.get(2) {
-                        Some(Tree::List(flags)) => flags.contains(&Tree::Str(b"write".to_vec())),
-                        _ => false,
-                    },
-                    _ => false,
-                },
+    // COMMAND INFO <name> -> [[name, arity, [flags...], ...]]
+    let is_write = match call_tree(ctx, c"COMMAND", &[b"INFO", &key]) {
+        Some(Tree::List(entries)) => match entries.first() {
+            Some(Tree::List(info)) => match info.get(2) {
+                Some(Tree::List(flags)) => flags.contains(&Tree::Str(b"write".to_vec())),
                 _ => false,
-            }
-        }
+            },
+            _ => false,
+        },
+        _ => false,
     };
     WRITE_COMMANDS.with(|w| w.borrow_mut().insert(key, is_write));
     is_write
@@ -187,6 +165,44 @@ impl Drop for CallReply {
     fn drop(&mut self) {
         // SAFETY: the reply came from RedisModule_Call and is freed exactly once.
         unsafe { api!(RedisModule_FreeCallReply)(self.0) }
+    }
+}
+
+/// Runs a command for the module itself (outside any script: no ACL, nothing replicated)
+/// and reads its whole reply. `None` if Redis refused to run it.
+pub fn call_tree(ctx: Ctx, command: &std::ffi::CStr, args: &[&[u8]]) -> Option<Tree> {
+    let strings = ArgStrings::new(ctx, args);
+    // SAFETY: the "v" format takes (RedisModuleString **argv, size_t argc), valid for the
+    // call; the reply is freed by the guard, and its protocol is read before that.
+    unsafe {
+        let reply = api!(RedisModule_Call)(
+            ctx,
+            command.as_ptr(),
+            c"v".as_ptr(),
+            strings.items.as_ptr(),
+            strings.items.len(),
+        );
+        if reply.is_null() {
+            return None;
+        }
+        let reply = CallReply(reply);
+        let mut len = 0usize;
+        let p = api!(RedisModule_CallReplyProto)(reply.0, &mut len);
+        if p.is_null() {
+            return None;
+        }
+        parse_tree(std::slice::from_raw_parts(p.cast::<u8>(), len)).ok()
+    }
+}
+
+/// A server config's value (`CONFIG GET <name>`).
+pub fn config_value(ctx: Ctx, name: &str) -> Option<String> {
+    match call_tree(ctx, c"CONFIG", &[b"GET", name.as_bytes()])? {
+        Tree::List(items) => match items.get(1) {
+            Some(Tree::Str(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

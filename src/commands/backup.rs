@@ -11,8 +11,8 @@ use crate::lua::LuaCallable;
 use crate::payload;
 use crate::registry::{Library, RegistryError, RestorePolicy};
 use crate::reply::ReplySink;
-use crate::resp::{parse_tree, Tree};
-use crate::server::{api, Ctx, ModuleReply};
+use crate::resp::Tree;
+use crate::server::{api, call_tree, Ctx, ModuleReply};
 use crate::state;
 
 command_callback!(rx_dump_cb, rx_dump);
@@ -87,28 +87,7 @@ fn rx_restore(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
 
 /// The native libraries' sources, from `FUNCTION LIST WITHCODE`.
 fn native_library_sources(ctx: Ctx) -> RxResult<Vec<Vec<u8>>> {
-    // SAFETY: plain C strings for the "cc" format; the reply is freed before returning.
-    let tree = unsafe {
-        let reply = api!(RedisModule_Call)(
-            ctx,
-            c"FUNCTION".as_ptr(),
-            c"cc".as_ptr(),
-            c"LIST".as_ptr(),
-            c"WITHCODE".as_ptr(),
-        );
-        if reply.is_null() {
-            return Err(RxError::err("could not list the native libraries"));
-        }
-        let mut len = 0usize;
-        let p = api!(RedisModule_CallReplyProto)(reply, &mut len);
-        let tree = if p.is_null() {
-            None
-        } else {
-            parse_tree(std::slice::from_raw_parts(p.cast::<u8>(), len)).ok()
-        };
-        api!(RedisModule_FreeCallReply)(reply);
-        tree
-    };
+    let tree = call_tree(ctx, c"FUNCTION", &[&b"LIST"[..], b"WITHCODE"]);
     let Some(Tree::List(libraries)) = tree else {
         return Err(RxError::err("could not read the native library list"));
     };
