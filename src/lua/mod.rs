@@ -8,12 +8,15 @@ mod codec_glue;
 pub mod convert;
 pub mod lstruct;
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mlua::chunk::ChunkMode;
 use std::ffi::c_int;
 
-use mlua::{ffi, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use mlua::{
+    ffi, Function, HookTriggers, Lua, LuaOptions, RegistryKey, StdLib, Table, Value, VmState,
+};
 
 use crate::engine::{Host, Registration, Tick};
 use crate::flags::FunctionFlags;
@@ -28,18 +31,46 @@ const HOOK_INSTRUCTIONS: u32 = 100_000;
 /// The VM's memory cap until `rx.memory-limit-mb` says otherwise.
 const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
-/// A compiled function, as the registry stores it.
-pub type LuaCallable = Function;
+/// A compiled function, as the registry stores it: a slot in the Lua registry, so a call
+/// pushes it with one `lua_rawgeti` instead of going through mlua's value references.
+#[derive(Clone)]
+pub struct LuaCallable(Rc<RegistryKey>);
+
+impl std::fmt::Debug for LuaCallable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LuaCallable({})", self.0.id())
+    }
+}
+
+/// Lua registry slots the per-call path reads with `lua_rawgeti`.
+struct HotRefs {
+    /// The prelude's error handler (Redis's `__redis__err__handler`).
+    on_error: RegistryKey,
+    /// The prelude's `running` table: slot 1 is the function being invoked.
+    running: RegistryKey,
+    /// The globals EVAL scripts see: KEYS and ARGV are set there for each run.
+    eval_globals: RegistryKey,
+}
 
 pub struct LuaEngine {
     lua: Lua,
+    /// The VM's main thread. Every call runs on it, inside `lua_cpcall`.
+    main: *mut ffi::lua_State,
+    refs: HotRefs,
     memory_limit: std::cell::Cell<usize>,
     env: Table,
     eval_env: Table,
-    invoke_script: Function,
     begin_load: Function,
     finish_load: Function,
     invoke: Function,
+}
+
+/// Which environment a call runs in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    Function,
+    /// An EVAL script: KEYS and ARGV are globals for the run.
+    Script,
 }
 
 /// Server facts scripts can read.
@@ -136,11 +167,21 @@ impl LuaEngine {
                 Tick::Stop => Err(mlua::Error::runtime("script interrupted")),
             },
         )?;
+        let mut main = std::ptr::null_mut();
+        // SAFETY: the closure only records the state pointer. Outside any coroutine mlua
+        // runs it on the main thread, whose state lives as long as the VM.
+        unsafe { lua.exec_raw::<()>((), |l| main = l)? };
+        let refs = HotRefs {
+            on_error: lua.create_registry_value(sandbox.get::<Function>("on_error")?)?,
+            running: lua.create_registry_value(sandbox.get::<Table>("running")?)?,
+            eval_globals: lua.create_registry_value(sandbox.get::<Table>("eval_globals")?)?,
+        };
         Ok(LuaEngine {
+            main,
+            refs,
             memory_limit: std::cell::Cell::new(DEFAULT_MEMORY_LIMIT),
             env: sandbox.get("env")?,
             eval_env: sandbox.get("eval_env")?,
-            invoke_script: sandbox.get("invoke_script")?,
             begin_load: sandbox.get("begin_load")?,
             finish_load: sandbox.get("finish_load")?,
             invoke: sandbox.get("invoke")?,
@@ -222,17 +263,15 @@ impl LuaEngine {
                     .map_err(|e| format!("ERR {e}"))?,
                 description: description.map(|d| d.as_bytes().to_vec()),
                 flags,
-                callable: entry.get("callback").map_err(|e| format!("ERR {e}"))?,
+                callable: self
+                    .callable(entry.get("callback").map_err(|e| format!("ERR {e}"))?)
+                    .map_err(|e| format!("ERR {e}"))?,
             });
         }
         Ok(out)
     }
 
     /// Runs a function and writes its reply (or its error) to `sink`.
-    ///
-    /// The whole call happens inside one protected section with the raw Lua API: KEYS and
-    /// ARGV are built, `invoke` runs the function under the error handler, and the result
-    /// goes straight from the Lua stack to `sink`.
     pub fn call(
         &self,
         callable: &LuaCallable,
@@ -242,15 +281,7 @@ impl LuaEngine {
         host: &dyn Host,
         sink: &mut dyn ReplySink,
     ) {
-        self.run(
-            &self.invoke,
-            callable,
-            function_name,
-            keys,
-            args,
-            host,
-            sink,
-        )
+        self.run(CallKind::Function, callable, function_name, keys, args, host, sink)
     }
 
     /// Runs an EVAL script: as `call`, with KEYS and ARGV set as globals for the run.
@@ -263,7 +294,20 @@ impl LuaEngine {
         host: &dyn Host,
         sink: &mut dyn ReplySink,
     ) {
-        self.run(&self.invoke_script, callable, sha, keys, args, host, sink)
+        self.run(CallKind::Script, callable, sha, keys, args, host, sink)
+    }
+
+    /// Keeps a compiled function in the Lua registry for `run`. Also releases the slots of
+    /// callables dropped since (deleted libraries, evicted scripts), so their code can be
+    /// collected.
+    fn callable(&self, f: Function) -> mlua::Result<LuaCallable> {
+        self.lua.expire_registry_values();
+        Ok(LuaCallable(Rc::new(self.lua.create_registry_value(f)?)))
+    }
+
+    /// Lets the collector reclaim functions whose libraries or scripts are gone.
+    pub fn release_dropped(&self) {
+        self.lua.expire_registry_values();
     }
 
     /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is
@@ -291,6 +335,7 @@ impl LuaEngine {
             .set_mode(ChunkMode::Text)
             .set_environment(self.eval_env.clone())
             .into_function()
+            .and_then(|f| self.callable(f))
             .map_err(|e| {
                 format!(
                     "ERR Error compiling script (new function): {}",
@@ -299,10 +344,13 @@ impl LuaEngine {
             })
     }
 
+    /// The per-call path, written against the raw API: one `lua_cpcall` (no closure
+    /// allocated per call) in which KEYS and ARGV are built, the function runs under the
+    /// error handler with `lua_pcall`, and the result goes straight from the stack to `sink`.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
-        invoker: &Function,
+        kind: CallKind,
         callable: &LuaCallable,
         function_name: &str,
         keys: &[&[u8]],
@@ -313,46 +361,52 @@ impl LuaEngine {
         let active = ActiveCall::new(host);
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
-        let mut replied = false;
-        // SAFETY: exec_raw runs the closure inside a protected call, with `invoke` and the
-        // callable pushed at indexes 1 and 2 and room checked below; every stack index used
-        // is one this closure pushed.
-        let result = unsafe {
-            self.lua.exec_raw::<()>((invoker, callable), |l| {
-                if ffi::lua_checkstack(l, 8) == 0 {
-                    return;
-                }
-                push_string_array(l, keys);
-                push_string_array(l, args);
-                ffi::lua_call(l, 3, 2);
-                let (ok, value) = (ffi::lua_gettop(l) - 1, ffi::lua_gettop(l));
-                if ffi::lua_toboolean(l, ok) != 0 {
-                    convert::raw_to_reply(l, value, sink, active.resp3());
-                } else {
-                    sink.error(&raw_error_text(
-                        l,
-                        value,
-                        function_name,
-                        active.host().interruption(),
-                    ));
-                }
-                replied = true;
-                ffi::lua_settop(l, 0);
-            })
+        let mut frame = CallFrame {
+            kind,
+            callable: callable.0.id(),
+            refs: &self.refs,
+            function_name,
+            keys,
+            args,
+            sink,
+            active: &active,
+            replied: false,
+        };
+        let l = self.main;
+        // SAFETY: `main` is the VM's main thread and this runs on the main thread with no
+        // other Lua call in progress on its stack top; `frame` outlives the protected call,
+        // and `run_frame` only reads it through the light userdata it is given.
+        let status = unsafe {
+            ffi::lua_cpcall(
+                l,
+                run_frame,
+                (&mut frame as *mut CallFrame<'_>).cast::<std::ffi::c_void>(),
+            )
+        };
+        let error = if status != 0 {
+            // SAFETY: a failed lua_cpcall leaves exactly its error object on the stack.
+            let text = unsafe { value_text(l, -1) };
+            // SAFETY: pops that error object.
+            unsafe { ffi::lua_pop(l, 1) };
+            text
+        } else {
+            None
         };
         // A failed allocation does not make LuaJIT collect, so the garbage of a call that hit
         // the memory cap would keep later calls failing: collect fully after a call that
         // leaves the VM near its cap.
         if self.near_memory_limit() {
+            self.release_dropped();
             let _ = self.lua.gc_collect();
         }
-        if !replied {
-            let text = match (&result, active.host().interruption()) {
-                (_, Some(text)) => text,
-                (Err(e), None) => format!("ERR {}", lua_error_message(e)),
-                (Ok(()), None) => "ERR reached lua stack limit".into(),
+        if !frame.replied {
+            let text = match (active.host().interruption(), error) {
+                (Some(text), _) => text,
+                (None, Some(msg)) => format!("ERR {msg}"),
+                (None, None) if status != 0 => "ERR unknown error".into(),
+                (None, None) => "ERR reached lua stack limit".into(),
             };
-            sink.error(text.as_bytes());
+            frame.sink.error(text.as_bytes());
         }
     }
 
@@ -365,6 +419,87 @@ impl LuaEngine {
     /// More than half of the cap in use: worth a full collection.
     fn near_memory_limit(&self) -> bool {
         self.lua.used_memory() > self.memory_limit.get() / 2
+    }
+}
+
+/// Everything `run_frame` needs, passed through `lua_cpcall` as a light userdata.
+struct CallFrame<'a> {
+    kind: CallKind,
+    callable: c_int,
+    refs: &'a HotRefs,
+    function_name: &'a str,
+    keys: &'a [&'a [u8]],
+    args: &'a [&'a [u8]],
+    sink: &'a mut dyn ReplySink,
+    active: &'a ActiveCall<'a>,
+    replied: bool,
+}
+
+/// The protected body of `LuaEngine::run`. Any Lua error raised here (out of memory while
+/// building KEYS, say) unwinds to `lua_cpcall`; errors of the function itself are caught by
+/// the handler and turned into the error reply.
+unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
+    let frame = &mut *ffi::lua_touserdata(l, 1).cast::<CallFrame<'_>>();
+    if ffi::lua_checkstack(l, 12) == 0 {
+        return 0;
+    }
+    let base = ffi::lua_gettop(l);
+    let registry = |r: &RegistryKey| ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, r.id() as _);
+    registry(&frame.refs.running); // base+1: the running table
+    ffi::lua_rawgeti(l, base + 1, 1); // base+2: the outer running function, if any
+    registry(&frame.refs.on_error); // base+3: the handler
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, frame.callable as _); // base+4
+    ffi::lua_pushvalue(l, base + 4);
+    ffi::lua_rawseti(l, base + 1, 1);
+    push_string_array(l, frame.keys); // base+5
+    push_string_array(l, frame.args); // base+6
+    if frame.kind == CallKind::Script {
+        registry(&frame.refs.eval_globals);
+        set_field(l, base + 7, c"KEYS", base + 5);
+        set_field(l, base + 7, c"ARGV", base + 6);
+        ffi::lua_pop(l, 1);
+    }
+    let status = ffi::lua_pcall(l, 2, 1, base + 3);
+    let value = ffi::lua_gettop(l);
+    if frame.kind == CallKind::Script {
+        registry(&frame.refs.eval_globals); // value + 1
+        ffi::lua_pushnil(l); // value + 2
+        set_field(l, value + 1, c"KEYS", value + 2);
+        set_field(l, value + 1, c"ARGV", value + 2);
+        ffi::lua_pop(l, 2);
+    }
+    ffi::lua_pushvalue(l, base + 2);
+    ffi::lua_rawseti(l, base + 1, 1);
+    if status == 0 {
+        convert::raw_to_reply(l, value, frame.sink, frame.active.resp3());
+    } else {
+        frame.sink.error(&raw_error_text(
+            l,
+            value,
+            frame.function_name,
+            frame.active.host().interruption(),
+        ));
+    }
+    frame.replied = true;
+    0
+}
+
+/// `stack[table][name] = stack[value]` without metamethods (absolute indexes).
+unsafe fn set_field(l: *mut ffi::lua_State, table: c_int, name: &std::ffi::CStr, value: c_int) {
+    ffi::lua_pushstring(l, name.as_ptr());
+    ffi::lua_pushvalue(l, value);
+    ffi::lua_rawset(l, table);
+}
+
+/// A string or number at `idx` as text; `None` for anything else (an mlua error object).
+unsafe fn value_text(l: *mut ffi::lua_State, idx: c_int) -> Option<String> {
+    match ffi::lua_type(l, idx) {
+        ffi::LUA_TSTRING | ffi::LUA_TNUMBER => {
+            let mut len = 0usize;
+            let p = ffi::lua_tolstring(l, idx, &mut len);
+            Some(String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned())
+        }
+        _ => None,
     }
 }
 

@@ -297,7 +297,9 @@ end
 
 -- Error handler: errors become `{err=...}` tables that carry where they were raised, the
 -- way Redis reports them ("... script: f, on @user_function:2.").
-local running -- the function `invoke` is running, for errors with no Lua frame left
+-- running[1]: the function being invoked, for errors with no Lua frame left. Set by
+-- `invoke` and by the engine, which calls functions directly from C on the hot path.
+local running = {}
 
 -- Names of the C functions scripts can call, to repair messages LuaJIT could not name.
 local c_names = {}
@@ -319,11 +321,11 @@ local function on_error(err)
     level = level + 1
     info = debug_getinfo(level, 'Slf')
   end
-  if not info and running then
+  if not info and running[1] then
     -- LuaJIT replaces the caller's frame on a tail call such as `return redis.call(...)`,
     -- so the line is gone. Report the running function: its line for a one-line
     -- function, else the line before its `end`, where such a return usually stands.
-    local f = debug_getinfo(running, 'S')
+    local f = debug_getinfo(running[1], 'S')
     local line = f.linedefined
     if f.what == 'main' then
       line = f.lastlinedefined -- an EVAL script's closing return is its last line
@@ -361,10 +363,10 @@ else
   call_with_handler = function(fn, keys, args) return xpcall(function() return fn(keys, args) end, on_error) end
 end
 local function invoke(fn, keys, args)
-  local outer = running
-  running = fn
+  local outer = running[1]
+  running[1] = fn
   local ok, result = call_with_handler(fn, keys, args)
-  running = outer
+  running[1] = outer
   return ok, result
 end
 
@@ -397,16 +399,6 @@ real_of[eval_env] = eval_globals
 visible_meta[eval_env] = readonly({})
 rawset(eval_globals, '_G', eval_env)
 
-local rawset = rawset
-local function invoke_script(fn, keys, args)
-  rawset(eval_globals, 'KEYS', keys)
-  rawset(eval_globals, 'ARGV', args)
-  local ok, result = invoke(fn, keys, args)
-  rawset(eval_globals, 'KEYS', nil)
-  rawset(eval_globals, 'ARGV', nil)
-  return ok, result
-end
-
 return {
   env = env,
   eval_env = eval_env,
@@ -414,5 +406,6 @@ return {
   finish_load = finish_load,
   on_error = on_error,
   invoke = invoke,
-  invoke_script = invoke_script,
+  running = running,
+  eval_globals = eval_globals,
 }
