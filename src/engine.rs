@@ -63,7 +63,7 @@ pub trait Host {
     fn log(&self, level: LogLevel, msg: &[u8]);
     /// Called every few thousand VM instructions while a script runs. The host may serve
     /// other clients (busy scripts), and answers whether the script must stop.
-    fn tick(&self, _running_for: std::time::Duration) -> Tick {
+    fn tick(&self) -> Tick {
         Tick::Continue
     }
     /// Why the script was stopped (a kill, a time limit), if it was: the error text that

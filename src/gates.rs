@@ -31,12 +31,13 @@ pub fn invalidate() {
     CACHE.with(|c| c.set(None));
 }
 
-pub fn check_write_gates(ctx: Ctx) -> RxResult<()> {
+/// `now` is the caller's clock reading: the per-call path reads the clock once.
+pub fn check_write_gates(ctx: Ctx, now: Instant) -> RxResult<()> {
     let reading = CACHE.with(|c| match c.get() {
-        Some((at, r)) if at.elapsed() < FRESH_FOR => r,
+        Some((at, r)) if now.saturating_duration_since(at) < FRESH_FOR => r,
         _ => {
             let r = read(ctx);
-            c.set(Some((Instant::now(), r)));
+            c.set(Some((now, r)));
             r
         }
     });

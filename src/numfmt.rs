@@ -29,6 +29,54 @@ pub fn format_g(v: f64, precision: usize) -> String {
     }
 }
 
+/// A formatted number held inline: `%.17g` needs at most 24 bytes.
+#[derive(Clone, Copy)]
+pub struct NumBuf {
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl NumBuf {
+    pub const EMPTY: NumBuf = NumBuf {
+        bytes: [0; 32],
+        len: 0,
+    };
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// `format_g` without allocating for integers, the usual number in a command argument.
+pub fn format_g_buf(v: f64, precision: usize) -> NumBuf {
+    let mut out = NumBuf::EMPTY;
+    if v != 0.0 && v.fract() == 0.0 && v.abs() < 10f64.powi(precision.clamp(1, 17) as i32) {
+        // Digits from the right, then the sign.
+        let mut n = (v as i64).unsigned_abs();
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        while n > 0 {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let mut len = 0;
+        if v < 0.0 {
+            out.bytes[0] = b'-';
+            len = 1;
+        }
+        let d = &digits[i..];
+        out.bytes[len..len + d.len()].copy_from_slice(d);
+        out.len = (len + d.len()) as u8;
+        return out;
+    }
+    let s = format_g(v, precision);
+    let n = s.len().min(out.bytes.len());
+    out.bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out.len = n as u8;
+    out
+}
+
 fn trim_fraction(s: &str) -> &str {
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.')
@@ -39,7 +87,7 @@ fn trim_fraction(s: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::format_g;
+    use super::{format_g, format_g_buf};
 
     #[test]
     #[allow(clippy::approx_constant)]
@@ -65,6 +113,24 @@ mod tests {
         ];
         for (v, p, want) in cases {
             assert_eq!(format_g(*v, *p), *want, "{v} %.{p}g");
+            assert_eq!(format_g_buf(*v, *p).as_bytes(), want.as_bytes(), "{v} buf");
+        }
+        for v in [
+            1.0,
+            -1.0,
+            9.0,
+            10.0,
+            -987654321.0,
+            1e16 - 2.0,
+            -(1e16 - 2.0),
+            f64::MIN,
+            1e300,
+        ] {
+            assert_eq!(
+                format_g_buf(v, 17).as_bytes(),
+                format_g(v, 17).as_bytes(),
+                "{v}"
+            );
         }
     }
 }

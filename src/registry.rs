@@ -3,7 +3,9 @@
 //! so it knows nothing of mlua or the module API.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::rc::Rc;
 
 use crate::flags::FunctionFlags;
@@ -94,7 +96,7 @@ impl<F> Default for Registry<F> {
     fn default() -> Self {
         Registry {
             libraries: BTreeMap::new(),
-            functions: HashMap::new(),
+            functions: HashMap::default(),
         }
     }
 }

@@ -62,11 +62,7 @@ impl<'a> Reader<'a> {
     }
 
     fn int_line(&mut self) -> Result<i64, RespError> {
-        let l = self.line()?;
-        std::str::from_utf8(l)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(RespError)
+        parse_i64(self.line()?).ok_or(RespError)
     }
 
     fn len_line(&mut self) -> Result<Option<usize>, RespError> {
@@ -307,8 +303,45 @@ impl RespVisitor for Skip {
     fn end_set(&mut self) {}
 }
 
+/// A RESP integer line: an optional `-`, then decimal digits that fit an i64.
+fn parse_i64(line: &[u8]) -> Option<i64> {
+    let (negative, digits) = match line.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    // Accumulate negatively so i64::MIN fits.
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative {
+        Some(n)
+    } else {
+        n.checked_neg()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn integer_lines() {
+        use super::parse_i64;
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        for bad in [&b""[..], b"-", b"+1", b"1x", b" 1", b"1.0"] {
+            assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
 
     /// Records events as a compact string, to assert on the visit order.

@@ -28,17 +28,42 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn new(kind: RunKind, name: &str) -> Running {
+    pub fn new(kind: RunKind, name: &str, started: Instant) -> Running {
         Running {
             kind,
             function: name.to_string(),
             command: Default::default(),
-            started: Instant::now(),
+            started,
             wrote: Cell::new(false),
             kill_requested: Cell::new(false),
             timed_out: Cell::new(false),
             busy: Cell::new(false),
         }
+    }
+
+    /// A `Running` for a new call. The previous call's allocation is reused when nothing
+    /// kept it, so a call allocates neither the `Rc` nor the name.
+    pub fn for_call(kind: RunKind, name: &str, started: Instant) -> Rc<Running> {
+        if let Some(mut spare) = SPARE.take() {
+            if let Some(r) = Rc::get_mut(&mut spare) {
+                r.kind = kind;
+                r.function.clear();
+                r.function.push_str(name);
+                r.command.get_mut().clear();
+                r.started = started;
+                r.wrote.set(false);
+                r.kill_requested.set(false);
+                r.timed_out.set(false);
+                r.busy.set(false);
+                return spare;
+            }
+        }
+        Rc::new(Running::new(kind, name, started))
+    }
+
+    /// Hands a finished call's `Running` back for the next `for_call`.
+    pub fn recycle(done: Rc<Running>) {
+        SPARE.set(Some(done));
     }
 
     /// The command that stops this kind of run.
@@ -52,6 +77,7 @@ impl Running {
 
 thread_local! {
     static RUNNING: RefCell<Option<Rc<Running>>> = const { RefCell::new(None) };
+    static SPARE: Cell<Option<Rc<Running>>> = const { Cell::new(None) };
 }
 
 /// Marks `running` as the running function until the guard drops.

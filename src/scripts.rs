@@ -4,7 +4,7 @@
 //! scripts loaded with `RX.SCRIPT LOAD` are never evicted.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::rc::Rc;
 
 use crate::flags::FunctionFlags;
@@ -84,7 +84,7 @@ pub struct ScriptCache<F> {
 impl<F> Default for ScriptCache<F> {
     fn default() -> Self {
         ScriptCache {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             clock: 0,
         }
     }

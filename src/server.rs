@@ -347,7 +347,11 @@ impl<'a> ModuleHost<'a> {
 
     /// Notes that the script wrote, which makes it unkillable (as in Redis).
     fn note_write(&self, name: &[u8], proto: &[u8]) {
-        if !self.running.wrote.get() && !proto.starts_with(b"-") && is_write_command(self.ctx, name)
+        // A read-only run cannot write (`W` refuses it), so there is nothing to look up.
+        if !self.read_only
+            && !self.running.wrote.get()
+            && !proto.starts_with(b"-")
+            && is_write_command(self.ctx, name)
         {
             self.running.wrote.set(true);
         }
@@ -408,7 +412,8 @@ impl<'a> ModuleHost<'a> {
             push(b'3');
         }
         push(0);
-        std::ffi::CStr::from_bytes_with_nul(&buf[..n]).unwrap_or(c"")
+        // SAFETY: `buf[..n]` holds format letters and exactly one NUL, at its end.
+        unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(&buf[..n]) }
     }
 
     /// The error Redis's own script engine gives for a refusal `RedisModule_Call` reports
@@ -562,7 +567,8 @@ impl Host for ModuleHost<'_> {
         let owned_name;
         let name: &std::ffi::CStr = if name.len() < name_buf.len() {
             name_buf[..name.len()].copy_from_slice(name);
-            std::ffi::CStr::from_bytes_until_nul(&name_buf).unwrap_or(c"")
+            // SAFETY: the name has no NUL (checked above) and is followed by one.
+            unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(&name_buf[..=name.len()]) }
         } else {
             owned_name = c_string(name);
             &owned_name
@@ -597,8 +603,9 @@ impl Host for ModuleHost<'_> {
         Ok(())
     }
 
-    fn tick(&self, running_for: std::time::Duration) -> Tick {
+    fn tick(&self) -> Tick {
         let r = &self.running;
+        let running_for = r.started.elapsed();
         if r.kill_requested.get() || r.timed_out.get() {
             return Tick::Stop;
         }

@@ -41,7 +41,11 @@ impl FunctionStats {
     pub fn record_call(&mut self, took: Duration, redis_calls: u64, error: Option<&str>) {
         // Whole microseconds, rounded up (at least 1), the same in the totals, the maximum
         // and the histogram, so no percentile can exceed the maximum.
-        let us = took.as_nanos().div_ceil(1000).clamp(1, u64::MAX as u128) as u64;
+        let us = took
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(took.subsec_nanos().div_ceil(1000)))
+            .max(1);
         self.calls += 1;
         self.total_us += us;
         self.max_us = self.max_us.max(us);

@@ -28,6 +28,16 @@ fn rx_call_ro(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
 
 /// Parses numkeys the way FCALL does.
 pub fn parse_numkeys(raw_numkeys: &[u8], available: usize) -> RxResult<usize> {
+    // The common case, a single digit, without going through str parsing.
+    if let [d @ b'0'..=b'9'] = raw_numkeys {
+        let n = usize::from(d - b'0');
+        if n > available {
+            return Err(RxError::err(
+                "Number of keys can't be greater than number of args",
+            ));
+        }
+        return Ok(n);
+    }
     let n: i64 = std::str::from_utf8(raw_numkeys)
         .ok()
         .filter(|s| {
@@ -60,7 +70,8 @@ pub fn report_keys(ctx: Ctx, args: &[&[u8]]) {
 }
 
 /// What processCommand would refuse for a script with these flags, with its error text.
-pub fn refuse_before_running(ctx: Ctx, flags: FunctionFlags) -> RxResult<()> {
+/// `now` is the call's start (one clock reading serves the whole call).
+pub fn refuse_before_running(ctx: Ctx, flags: FunctionFlags, now: Instant) -> RxResult<()> {
     let state = context_flags(ctx);
     let has = |f: u32| state & f != 0;
     if flags.checks_oom() && has(raw::REDISMODULE_CTX_FLAGS_OOM) {
@@ -86,7 +97,7 @@ pub fn refuse_before_running(ctx: Ctx, flags: FunctionFlags) -> RxResult<()> {
         ));
     }
     if flags.may_write() {
-        crate::gates::check_write_gates(ctx)?;
+        crate::gates::check_write_gates(ctx, now)?;
     }
     if flags.contains(FunctionFlags::NO_CLUSTER) && has(raw::REDISMODULE_CTX_FLAGS_CLUSTER) {
         return Err(RxError::err(
@@ -119,7 +130,8 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
         function.stats.borrow_mut().record_refusal(e.text());
         e
     };
-    refuse_before_running(ctx, function.flags).map_err(refused)?;
+    let started = Instant::now();
+    refuse_before_running(ctx, function.flags, started).map_err(refused)?;
     let numkeys = parse_numkeys(args[2], args.len() - 3)?;
     if read_only_command && function.flags.may_write() {
         return Err(refused(RxError::err(
@@ -136,6 +148,7 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
             command: args,
             read_only: host_read_only,
             check_oom: function.flags.checks_oom(),
+            started,
         },
         &function.stats,
         |host, reply| engine.call(&function.callable, &function.name, keys, argv, host, reply),
@@ -154,6 +167,9 @@ pub struct Execution<'a> {
     pub read_only: bool,
     /// Deny-oom commands are refused inside over maxmemory.
     pub check_oom: bool,
+    /// When the command started: the run's duration, busy threshold and time limit count
+    /// from here.
+    pub started: Instant,
 }
 
 /// Runs a function or script that passed its checks: marks it running (for RX.KILL,
@@ -164,17 +180,25 @@ pub fn execute(
     stats: &std::cell::RefCell<crate::stats::FunctionStats>,
     body: impl FnOnce(&ModuleHost<'_>, &mut dyn crate::reply::ReplySink),
 ) {
-    let running = Rc::new(Running::new(run.kind, run.name));
-    let _running = running::start(Rc::clone(&running));
-    let host = ModuleHost::new(ctx, run.read_only, run.check_oom, running, run.command);
+    let running = Running::for_call(run.kind, run.name, run.started);
+    let marker = running::start(Rc::clone(&running));
+    let host = ModuleHost::new(
+        ctx,
+        run.read_only,
+        run.check_oom,
+        Rc::clone(&running),
+        run.command,
+    );
     let mut client = ModuleReply(ctx);
     let mut reply = ErrorObserver::new(&mut client);
-    let started = Instant::now();
     body(&host, &mut reply);
-    let took = started.elapsed();
+    let took = run.started.elapsed();
     stats
         .borrow_mut()
         .record_call(took, host.redis_calls(), reply.error.as_deref());
+    drop(host);
+    drop(marker);
+    Running::recycle(running);
 }
 
 #[cfg(test)]

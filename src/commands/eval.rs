@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::call::{execute, parse_numkeys, refuse_before_running, report_keys, Execution};
 use super::{command_callback, reply_ok};
@@ -115,12 +116,13 @@ fn run(
         script.stats.borrow_mut().record_refusal(e.text());
         e
     };
+    let started = Instant::now();
     // A script without a shebang runs in Redis's compatibility mode: nothing is checked
     // before it starts; each command is checked as it runs.
     let (read_only, check_oom) = match script.flags {
         None => (read_only_command, true),
         Some(flags) => {
-            refuse_before_running(ctx, flags).map_err(refused)?;
+            refuse_before_running(ctx, flags, started).map_err(refused)?;
             if read_only_command && flags.may_write() {
                 return Err(refused(RxError::err(
                     "Can not execute a script with write flag using *_ro command.",
@@ -139,6 +141,7 @@ fn run(
             command: args,
             read_only,
             check_oom,
+            started,
         },
         &script.stats,
         |host, reply| engine.call_script(&script.callable, &script.sha, keys, argv, host, reply),

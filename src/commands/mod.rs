@@ -21,6 +21,9 @@ use crate::server::{api, log, Ctx, ModuleReply};
 
 pub type Handler = fn(Ctx, &[&[u8]]) -> Result<(), RxError>;
 
+/// Commands with up to this many arguments are dispatched without allocating.
+const INLINE_ARGS: usize = 16;
+
 /// Runs `handler` for one command invocation.
 pub fn dispatch(
     ctx: Ctx,
@@ -28,17 +31,28 @@ pub fn dispatch(
     argc: c_int,
     handler: Handler,
 ) -> c_int {
-    let args: Vec<&[u8]> = (0..argc.max(0) as usize)
-        .map(|i| {
-            let mut len = 0usize;
-            // SAFETY: Redis passes argc valid strings that outlive the command call.
-            unsafe {
-                let p = api!(RedisModule_StringPtrLen)(*argv.add(i), &mut len);
-                std::slice::from_raw_parts(p.cast::<u8>(), len)
-            }
-        })
-        .collect();
-    match catch_unwind(AssertUnwindSafe(|| handler(ctx, &args))) {
+    let argc = argc.max(0) as usize;
+    let arg = |i: usize| -> &[u8] {
+        let mut len = 0usize;
+        // SAFETY: Redis passes argc valid strings that outlive the command call.
+        unsafe {
+            let p = api!(RedisModule_StringPtrLen)(*argv.add(i), &mut len);
+            std::slice::from_raw_parts(p.cast::<u8>(), len)
+        }
+    };
+    // Most commands are short: their argument list lives on the stack.
+    let mut inline: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
+    let spilled: Vec<&[u8]>;
+    let args: &[&[u8]] = if argc <= INLINE_ARGS {
+        for (i, slot) in inline[..argc].iter_mut().enumerate() {
+            *slot = arg(i);
+        }
+        &inline[..argc]
+    } else {
+        spilled = (0..argc).map(arg).collect();
+        &spilled
+    };
+    match catch_unwind(AssertUnwindSafe(|| handler(ctx, args))) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => ModuleReply(ctx).error(e.text().as_bytes()),
         Err(panic) => {

@@ -17,6 +17,7 @@ use mlua::ffi;
 use sha1::{Digest, Sha1};
 
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
+use crate::numfmt;
 use crate::resp::{self, RespVisitor};
 
 /// The state of the script that is running right now.
@@ -26,7 +27,6 @@ pub struct ActiveCall<'h> {
     resp3: Cell<bool>,
     /// Cleared by `redis.set_repl(redis.REPL_NONE)`.
     replicate: Cell<bool>,
-    started: Instant,
     /// Set for a library body: past it, the load fails with a timeout.
     load_deadline: Option<Instant>,
     timed_out: Cell<bool>,
@@ -47,7 +47,6 @@ impl<'h> ActiveCall<'h> {
             host,
             resp3: Cell::new(false),
             replicate: Cell::new(true),
-            started: Instant::now(),
             load_deadline: None,
             timed_out: Cell::new(false),
         }
@@ -110,7 +109,7 @@ pub fn tick() -> Tick {
                 Tick::Continue
             }
         }
-        None => a.host.tick(a.started.elapsed()),
+        None => a.host.tick(),
     })
     .unwrap_or(Tick::Continue)
 }
@@ -191,106 +190,128 @@ unsafe fn arg_bytes(l: *mut ffi::lua_State, idx: c_int, numbuf: &mut Vec<u8>) ->
     }
 }
 
-/// Collects all arguments as byte strings, Redis's rules for `redis.call` arguments.
-unsafe fn command_args(
+/// Commands with up to this many arguments are read off the stack without allocating.
+const INLINE_ARGS: usize = 16;
+
+/// Runs `f` with all arguments as byte strings, Redis's rules for `redis.call` arguments
+/// (strings as they are, numbers as `%.17g`). `Err` is the error text for a bad argument.
+///
+/// Nothing is raised in here: the caller raises once every Rust value is gone.
+unsafe fn with_command_args<R>(
     l: *mut ffi::lua_State,
-    numbufs: &mut Vec<Vec<u8>>,
-) -> Result<Vec<(*const u8, usize)>, Vec<u8>> {
-    let argc = ffi::lua_gettop(l);
+    f: impl FnOnce(&[&[u8]]) -> R,
+) -> Result<R, Vec<u8>> {
+    let argc = ffi::lua_gettop(l).max(0) as usize;
     if argc == 0 {
         return Err(raise_text(
             "Please specify at least one argument for this redis lib call",
         ));
     }
-    let mut out = Vec::with_capacity(argc as usize);
     for i in 1..=argc {
-        match ffi::lua_type(l, i) {
-            ffi::LUA_TSTRING => {
-                let mut len = 0usize;
-                let p = ffi::lua_tolstring(l, i, &mut len);
-                out.push((p.cast::<u8>(), len));
-            }
-            ffi::LUA_TNUMBER => {
-                let s = crate::numfmt::format_g(ffi::lua_tonumber(l, i), 17).into_bytes();
-                numbufs.push(s);
-                let last = numbufs
-                    .last()
-                    .map(|v| (v.as_ptr(), v.len()))
-                    .unwrap_or((ptr::null(), 0));
-                out.push(last);
-            }
-            _ => {
-                return Err(raise_text(
-                    "Lua redis lib command arguments must be strings or integers",
-                ))
-            }
+        let t = ffi::lua_type(l, i as c_int);
+        if t != ffi::LUA_TSTRING && t != ffi::LUA_TNUMBER {
+            return Err(raise_text(
+                "Lua redis lib command arguments must be strings or integers",
+            ));
         }
     }
-    Ok(out)
+    let string_at = |i: usize| -> &[u8] {
+        let mut len = 0usize;
+        let p = ffi::lua_tolstring(l, i as c_int, &mut len);
+        // SAFETY: Lua keeps the string alive while it is on the stack, for this call.
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    };
+    let number_at = |i: usize| numfmt::format_g_buf(ffi::lua_tonumber(l, i as c_int), 17);
+    let is_number = |i: usize| ffi::lua_type(l, i as c_int) == ffi::LUA_TNUMBER;
+    if argc <= INLINE_ARGS {
+        let mut numbers = [numfmt::NumBuf::EMPTY; INLINE_ARGS];
+        for (i, n) in numbers[..argc].iter_mut().enumerate() {
+            if is_number(i + 1) {
+                *n = number_at(i + 1);
+            }
+        }
+        let mut argv: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
+        for (i, a) in argv[..argc].iter_mut().enumerate() {
+            *a = if is_number(i + 1) {
+                numbers[i].as_bytes()
+            } else {
+                string_at(i + 1)
+            };
+        }
+        Ok(f(&argv[..argc]))
+    } else {
+        let numbers: Vec<numfmt::NumBuf> = (1..=argc)
+            .map(|i| {
+                if is_number(i) {
+                    number_at(i)
+                } else {
+                    numfmt::NumBuf::EMPTY
+                }
+            })
+            .collect();
+        let argv: Vec<&[u8]> = (1..=argc)
+            .map(|i| {
+                if is_number(i) {
+                    numbers[i - 1].as_bytes()
+                } else {
+                    string_at(i)
+                }
+            })
+            .collect();
+        Ok(f(&argv))
+    }
 }
 
 // ---- redis.call / redis.pcall -----------------------------------------------------------
 
+/// What a `redis.call` left for `call_common` to do once its Rust values are gone.
+enum CallOutcome {
+    /// The reply is on the stack.
+    Replied,
+    /// The command failed: its `{err=...}` table is on the stack.
+    ErrorReplied,
+    /// Refused before running (or a bad argument): the error text.
+    Refused(Vec<u8>),
+}
+
 unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
-    let mut numbufs = Vec::new();
-    let parts = match command_args(l, &mut numbufs) {
-        Ok(p) => p,
-        Err(e) => {
-            drop(numbufs);
-            if raise_errors {
-                raise(l, e)
-            }
-            push_error_table(l, &e);
-            return 1;
-        }
-    };
-    // SAFETY: each (ptr, len) points into a Lua string on this call's stack or into
-    // `numbufs`, both alive until this function returns.
-    let argv: Vec<&[u8]> = parts
-        .iter()
-        .map(|&(p, n)| std::slice::from_raw_parts(p, n))
-        .collect();
     if ffi::lua_checkstack(l, 8) == 0 {
-        drop((argv, parts, numbufs));
         raise(l, raise_text("reached lua stack limit"));
     }
-    let mut pushed_error: Option<Vec<u8>> = None;
-    let outcome = with_active(|active| {
-        let options = CallOptions {
-            resp3: active.resp3(),
-            replicate: active.replicate.get(),
-        };
-        let mut pusher = LuaPusher {
-            l,
-            error_on_top: false,
-            depth_ok: true,
-        };
-        let r = active.host.call(&argv, options, &mut |proto: &[u8]| {
-            if resp::visit(proto, &mut pusher).is_err() {
-                pusher.reset_to_error(b"ERR RX could not read the reply");
+    let outcome = with_command_args(l, |argv| {
+        with_active(|active| {
+            let options = CallOptions {
+                resp3: active.resp3(),
+                replicate: active.replicate.get(),
+            };
+            let mut pusher = LuaPusher {
+                l,
+                error_on_top: false,
+                depth_ok: true,
+            };
+            let r = active.host.call(argv, options, &mut |proto: &[u8]| {
+                if resp::visit(proto, &mut pusher).is_err() {
+                    pusher.reset_to_error(b"ERR RX could not read the reply");
+                }
+            });
+            match r {
+                Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
+                Ok(()) => CallOutcome::Replied,
+                Err(refusal) => {
+                    CallOutcome::Refused(error_table_text(format!("-{refusal}").as_bytes()))
+                }
             }
-        });
-        (r, pusher.error_on_top)
-    });
-    drop(argv);
-    drop(parts);
-    drop(numbufs);
+        })
+        .unwrap_or_else(|| CallOutcome::Refused(raise_text("redis.call is not allowed here")))
+    })
+    .unwrap_or_else(CallOutcome::Refused);
     match outcome {
-        None => pushed_error = Some(raise_text("redis.call is not allowed here")),
-        Some((Err(refusal), _)) => {
-            pushed_error = Some(error_table_text(format!("-{refusal}").as_bytes()))
-        }
-        Some((Ok(()), true)) if raise_errors => {
-            // The command ran and failed: raise the `{err=...}` table already on the stack.
-            ffi::lua_error(l)
-        }
-        Some((Ok(()), _)) => {}
-    }
-    if let Some(e) = pushed_error {
-        if raise_errors {
-            raise(l, e)
-        }
-        push_error_table(l, &e);
+        CallOutcome::Replied => {}
+        // The command ran and failed: raise the `{err=...}` table already on the stack.
+        CallOutcome::ErrorReplied if raise_errors => ffi::lua_error(l),
+        CallOutcome::ErrorReplied => {}
+        CallOutcome::Refused(e) if raise_errors => raise(l, e),
+        CallOutcome::Refused(e) => push_error_table(l, &e),
     }
     1
 }
@@ -552,27 +573,15 @@ pub unsafe extern "C-unwind" fn redis_setresp(l: *mut ffi::lua_State) -> c_int {
 /// # Safety
 /// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_acl_check_cmd(l: *mut ffi::lua_State) -> c_int {
-    let mut numbufs = Vec::new();
-    let parts = match command_args(l, &mut numbufs) {
-        Ok(p) => p,
-        Err(e) => {
-            drop(numbufs);
-            raise(l, e)
-        }
-    };
-    let argv: Vec<&[u8]> = parts
-        .iter()
-        .map(|&(p, n)| std::slice::from_raw_parts(p, n))
-        .collect();
-    let r = with_active(|a| a.host.acl_check(&argv));
-    drop((argv, parts, numbufs));
-    match r {
-        Some(Ok(allowed)) => {
+    let checked = with_command_args(l, |argv| with_active(|a| a.host.acl_check(argv)));
+    match checked {
+        Err(e) => raise(l, e),
+        Ok(Some(Ok(allowed))) => {
             ffi::lua_pushboolean(l, allowed as c_int);
             1
         }
-        Some(Err(e)) => raise(l, error_table_text(format!("-{e}").as_bytes())),
-        None => raise(l, raise_text("redis.acl_check_cmd is not allowed here")),
+        Ok(Some(Err(e))) => raise(l, error_table_text(format!("-{e}").as_bytes())),
+        Ok(None) => raise(l, raise_text("redis.acl_check_cmd is not allowed here")),
     }
 }
 

@@ -281,7 +281,15 @@ impl LuaEngine {
         host: &dyn Host,
         sink: &mut dyn ReplySink,
     ) {
-        self.run(CallKind::Function, callable, function_name, keys, args, host, sink)
+        self.run(
+            CallKind::Function,
+            callable,
+            function_name,
+            keys,
+            args,
+            host,
+            sink,
+        )
     }
 
     /// Runs an EVAL script: as `call`, with KEYS and ARGV set as globals for the run.
@@ -497,7 +505,10 @@ unsafe fn value_text(l: *mut ffi::lua_State, idx: c_int) -> Option<String> {
         ffi::LUA_TSTRING | ffi::LUA_TNUMBER => {
             let mut len = 0usize;
             let p = ffi::lua_tolstring(l, idx, &mut len);
-            Some(String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned())
+            Some(
+                String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len))
+                    .into_owned(),
+            )
         }
         _ => None,
     }
