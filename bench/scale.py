@@ -1,0 +1,504 @@
+#!/usr/bin/env python3
+"""`make bench`, scale part: RX against native Redis Functions with many libraries.
+
+Run by bench/run.sh (or alone: python3 bench/scale.py). Measures, on Debian's redis-server:
+  1. time per call with 1 library loaded and with N (default 10,000) small libraries
+     loaded, for FCALL and RX.CALL, calling a function in the first library and one in
+     the last one loaded. Two servers run side by side (1 library / N libraries) and the
+     runs alternate between them, so machine noise hits both alike;
+  2. used_memory growth per 1,000 small libraries, native and RX, after a full Lua GC;
+  3. FUNCTION LOAD and RX.LOAD time for a 1 MB library (median);
+  4. DEBUG RELOAD time with N libraries in native only and in RX only, and with none.
+Only the standard library (plain sockets, subprocess) is used. Every server this starts is
+stopped by its PID on exit, and its temporary directory removed.
+
+Environment: RX_MODULE_PATH, REDIS_SERVER, BENCH_SCALE_LIBS (10000), BENCH_SCALE_REQUESTS
+(200000), BENCH_SCALE_ROUNDS (3), BENCH_SCALE_PIPELINE (16), BENCH_SCALE_LOAD_RUNS (5).
+"""
+
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULE = os.environ.get("RX_MODULE_PATH", os.path.join(ROOT, "target/release/librx.so"))
+SERVER = os.environ.get("REDIS_SERVER", "redis-server")
+LIBS = int(os.environ.get("BENCH_SCALE_LIBS", "10000"))
+REQUESTS = int(os.environ.get("BENCH_SCALE_REQUESTS", "200000"))
+ROUNDS = int(os.environ.get("BENCH_SCALE_ROUNDS", "3"))
+PIPELINE = int(os.environ.get("BENCH_SCALE_PIPELINE", "16"))
+LOAD_RUNS = int(os.environ.get("BENCH_SCALE_LOAD_RUNS", "5"))
+
+
+class Fail(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- a minimal RESP2 client
+
+def encode(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = b"%d" % a
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class ReplyError(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.pos = 0
+
+    def close(self):
+        self.sock.close()
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise Fail("server closed the connection")
+        if self.pos > (1 << 20):
+            del self.buf[: self.pos]
+            self.pos = 0
+        self.buf += chunk
+
+    def _line(self):
+        while True:
+            i = self.buf.find(b"\r\n", self.pos)
+            if i >= 0:
+                line = bytes(self.buf[self.pos : i])
+                self.pos = i + 2
+                return line
+            self._fill()
+
+    def _exact(self, n):
+        while len(self.buf) - self.pos < n + 2:
+            self._fill()
+        data = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += n + 2
+        return data
+
+    def read(self):
+        """One reply; an error reply is returned as a ReplyError instance (not raised)."""
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest
+        if t == b"-":
+            return ReplyError(rest.decode(errors="replace"))
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise Fail("unexpected reply type %r" % line[:40])
+
+    def call(self, *args):
+        self.sock.sendall(encode(args))
+        r = self.read()
+        if isinstance(r, ReplyError):
+            raise Fail("%s: %s" % (" ".join(str(a)[:40] for a in args[:2]), r))
+        return r
+
+    def pipeline(self, commands, batch=500):
+        """Sends commands in batches, returns every reply in order."""
+        replies = []
+        for start in range(0, len(commands), batch):
+            part = commands[start : start + batch]
+            self.sock.sendall(b"".join(encode(c) for c in part))
+            replies.extend(self.read() for _ in part)
+        return replies
+
+    def info(self, section):
+        text = self.call("INFO", section).decode()
+        out = {}
+        for line in text.splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                out[k] = v
+        return out
+
+
+# ---------------------------------------------------------------- servers
+
+SERVERS = []
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    def __init__(self, label):
+        self.dir = tempfile.mkdtemp(prefix="rx-scale-")
+        self.port = free_port()
+        self.label = label
+        self.proc = subprocess.Popen(
+            [SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--save", "", "--appendonly", "no", "--logfile", os.path.join(self.dir, "redis.log"),
+             "--enable-debug-command", "yes",
+             "--loadmodule", MODULE, "stdlib", "none"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        SERVERS.append(self)
+        deadline = time.time() + 10
+        while True:
+            try:
+                self.c = Client(self.port)
+                self.c.call("PING")
+                break
+            except (OSError, Fail):
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise Fail("%s: redis-server did not start; log:\n%s" % (label, self.log()))
+                time.sleep(0.05)
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "redis.log")) as f:
+                return f.read()[-3000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def stop_all():
+    while SERVERS:
+        SERVERS.pop().stop()
+
+
+# ---------------------------------------------------------------- libraries
+
+# Loaded first into both engines: the thin functions the per-call cases use, and a full GC
+# so that memory is read without garbage in either VM.
+SCALE_LIB = """#!lua name=scale
+redis.register_function('const', function() return 1 end)
+redis.register_function{function_name = 'get', callback = function(keys) return redis.call('GET', keys[1]) end, flags = {'no-writes'}}
+redis.register_function('gcnow', function()
+  collectgarbage('collect')
+  collectgarbage('collect')
+  return math.floor(collectgarbage('count') * 1024)
+end)
+"""
+
+
+def small_lib(i):
+    return ("#!lua name=lib%d\n"
+            "redis.register_function('f%d', function(keys, args) return %d end)\n" % (i, i, i))
+
+
+def big_lib():
+    """About 1 MB of realistic-ish Lua: a product catalogue as a table literal, a price
+    rule set as many small local functions collected into a table, and one function."""
+    out = ["#!lua name=big\n", "local catalogue = {\n"]
+    size = 0
+    i = 0
+    while size < 850_000:
+        i += 1
+        row = ("  ['sku%06d'] = {name = 'Product %d', price = %d.%02d, stock = %d, "
+               "tags = {'cat%d', 'brand%d'}, active = %s},\n"
+               % (i, i, i % 997, i % 100, (i * 37) % 1000, i % 50, i % 20,
+                  "true" if i % 3 else "false"))
+        out.append(row)
+        size += len(row)
+    out.append("}\n")
+    # Lua allows 200 locals per function: group the rule functions in blocks.
+    out.append("local rules = {}\n")
+    r = 0
+    while size < 1_040_000:
+        out.append("do\n")
+        for _ in range(50):
+            r += 1
+            fn = ("  local function rule%d(p, q)\n"
+                  "    if q > %d then return p * %d / 100 end\n"
+                  "    return p\n"
+                  "  end\n"
+                  "  rules[%d] = rule%d\n" % (r, r % 10 + 1, 100 - r % 30, r, r))
+            out.append(fn)
+            size += len(fn)
+        out.append("end\n")
+    out.append(
+        "redis.register_function('big_price', function(keys, args)\n"
+        "  local item = catalogue[args[1]]\n"
+        "  if not item then return redis.error_reply('no such sku') end\n"
+        "  local rule = rules[tonumber(args[2]) or 1]\n"
+        "  return tostring(rule(item.price, tonumber(args[3]) or 1))\n"
+        "end)\n")
+    return "".join(out)
+
+
+def count_native(c):
+    # FUNCTION STATS: running_script, nil, engines, [LUA, [libraries_count, n, functions_count, m]]
+    stats = c.call("FUNCTION", "STATS")
+    engines = dict(zip(stats[0::2], stats[1::2]))[b"engines"]
+    lua = dict(zip(engines[0::2], engines[1::2])).get(b"LUA", [])
+    return dict(zip(lua[0::2], lua[1::2])).get(b"libraries_count", 0)
+
+
+def count_rx(c):
+    return int(c.info("rx")["rx_libraries"])
+
+
+def load_many(c, engine, n):
+    """Loads lib1..libn into one engine (pipelined); fails loudly on any error reply.
+    Returns the time taken, in seconds."""
+    cmd = ("FUNCTION", "LOAD") if engine == "native" else ("RX.LOAD",)
+    commands = [cmd + (small_lib(i),) for i in range(1, n + 1)]
+    started = time.perf_counter()
+    replies = c.pipeline(commands)
+    took = time.perf_counter() - started
+    bad = [(i + 1, r) for i, r in enumerate(replies) if r != b"lib%d" % (i + 1)]
+    if bad:
+        raise Fail("%s: %d of %d loads failed, first: lib%d -> %r" % (engine, len(bad), n, bad[0][0], bad[0][1]))
+    return took
+
+
+# ---------------------------------------------------------------- measurements
+
+def rps(port, *command):
+    out = subprocess.run(
+        ["redis-benchmark", "-p", str(port), "-n", str(REQUESTS), "-P", str(PIPELINE), "--csv"]
+        + [str(a) for a in command],
+        capture_output=True, text=True, check=True).stdout
+    rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
+    if not rows:
+        raise Fail("redis-benchmark printed nothing for %s" % " ".join(map(str, command)))
+    return float(rows[-1][1])
+
+
+def usec_per_call(c, name):
+    line = c.info("commandstats").get("cmdstat_" + name)
+    if line is None:
+        raise Fail("no commandstats for %s" % name)
+    fields = dict(kv.split("=") for kv in line.split(","))
+    if int(fields.get("failed_calls", 0)) or int(fields.get("rejected_calls", 0)):
+        raise Fail("%s: calls failed during the benchmark: %s" % (name, line))
+    return float(fields["usec_per_call"])
+
+
+def pct(new, old):
+    return (new / old - 1.0) * 100.0
+
+
+def per_call(out):
+    one = Server("1 library")
+    many = Server("%d libraries" % LIBS)
+    for s in (one, many):
+        s.c.call("FUNCTION", "LOAD", SCALE_LIB)
+        s.c.call("RX.LOAD", SCALE_LIB)
+        s.c.call("SET", "k1", "100")
+    load_s = {e: load_many(many.c, e, LIBS) for e in ("native", "rx")}
+    if count_native(many.c) != LIBS + 1 or count_rx(many.c) != LIBS + 1:
+        raise Fail("expected %d libraries in each engine" % (LIBS + 1))
+    # A function in the first library loaded, one in the last (same body as `const`).
+    cases = [("const (first lib)", "const", "0"), ("get (first lib)", "get", "1 k1"),
+             ("const (last lib)", "f%d" % LIBS, "0")]
+    engines = [("native", "FCALL", "fcall"), ("rx", "RX.CALL", "rx.call")]
+    results = {}
+    for label, fn, args in cases:
+        for s in (one, many):
+            s.c.call("CONFIG", "RESETSTAT")
+        totals = {}
+        for _ in range(ROUNDS):
+            for s in (one, many):
+                # The last library's function exists only with N loaded: with 1 library the
+                # same body is `const`.
+                f = fn if (s is many or not fn.startswith("f")) else "const"
+                for engine, command, _ in engines:
+                    key = (engine, s is many)
+                    totals[key] = totals.get(key, 0.0) + rps(s.port, command, f, *args.split())
+        for engine, _, stat in engines:
+            results[(label, engine)] = (
+                totals[(engine, False)] / ROUNDS, totals[(engine, True)] / ROUNDS,
+                usec_per_call(one.c, stat), usec_per_call(many.c, stat))
+    many.c.call("FUNCTION", "FLUSH")
+    many.c.call("RX.FLUSH")
+    many.stop()
+    SERVERS.remove(many)
+    one.stop()
+    SERVERS.remove(one)
+
+    out("Per call with 1 library loaded and with %d (P=%d, %d requests x %d rounds, alternating servers;"
+        % (LIBS, PIPELINE, REQUESTS, ROUNDS))
+    out("us = server-side usec_per_call from INFO commandstats; 'last lib' with 1 library calls const)")
+    out("%-18s %-6s %12s %12s %8s %8s %8s %8s" % ("case", "engine", "rps@1", "rps@%d" % LIBS, "change",
+                                                  "us@1", "us@%d" % LIBS, "change"))
+    worst = {}
+    for label, _, _ in cases:
+        for engine, _, _ in engines:
+            r1, rn, u1, un = results[(label, engine)]
+            out("%-18s %-6s %12.0f %12.0f %7.1f%% %8.2f %8.2f %7.1f%%"
+                % (label, engine, r1, rn, pct(rn, r1), u1, un, pct(un, u1)))
+            worst[engine] = max(worst.get(engine, -1e9), pct(un, u1))
+    out("Loading %d libraries, pipelined: native %.2f s (%.0f/s), rx %.2f s (%.0f/s)"
+        % (LIBS, load_s["native"], LIBS / load_s["native"], load_s["rx"], LIBS / load_s["rx"]))
+    return worst
+
+
+def settle(c, engine):
+    """A full Lua GC in the engine measured, then a couple of reads until used_memory is steady."""
+    fcall = "FCALL" if engine == "native" else "RX.CALL"
+    c.call(fcall, "gcnow", "0")
+    c.call(fcall, "gcnow", "0")
+    last = None
+    for _ in range(5):
+        mem = c.info("memory")
+        used = int(mem["used_memory"])
+        if used == last:
+            break
+        last = used
+        time.sleep(0.05)
+    rx = c.info("rx")
+    return {"used": used, "vm_functions": int(mem["used_memory_vm_functions"]),
+            "functions": int(mem["used_memory_functions"]), "rx_vm": int(rx["rx_vm_memory_bytes"])}
+
+
+def timed(c, *command):
+    started = time.perf_counter()
+    c.call(*command)
+    return (time.perf_counter() - started) * 1000.0
+
+
+def memory_and_reload(out):
+    s = Server("memory")
+    c = s.c
+    c.call("FUNCTION", "LOAD", SCALE_LIB)
+    c.call("RX.LOAD", SCALE_LIB)
+    reload_ms = {"none": statistics.median(timed(c, "DEBUG", "RELOAD") for _ in range(3))}
+    mem = {}
+    for engine in ("native", "rx"):
+        before = settle(c, engine)
+        load_many(c, engine, LIBS)
+        after = settle(c, engine)
+        mem[engine] = (before, after)
+        reload_ms[engine] = timed(c, "DEBUG", "RELOAD")
+        got = count_native(c) if engine == "native" else count_rx(c)
+        if got != LIBS + 1:
+            raise Fail("after DEBUG RELOAD the %s engine holds %d libraries, expected %d" % (engine, got, LIBS + 1))
+        if c.call("FCALL" if engine == "native" else "RX.CALL", "f%d" % LIBS, "0") != LIBS:
+            raise Fail("%s: f%d does not answer after DEBUG RELOAD" % (engine, LIBS))
+        # Back to only the scale library in this engine.
+        if engine == "native":
+            c.call("FUNCTION", "FLUSH")
+            c.call("FUNCTION", "LOAD", SCALE_LIB)
+        else:
+            c.call("RX.FLUSH")
+            c.call("RX.LOAD", SCALE_LIB)
+    s.stop()
+    SERVERS.remove(s)
+
+    nb, na = mem["native"]
+    rb, ra = mem["rx"]
+    native_heap = na["used"] - nb["used"]
+    native_vm = na["vm_functions"] - nb["vm_functions"]
+    native_total = native_heap + native_vm
+    rx_total = ra["used"] - rb["used"]
+    rx_vm = ra["rx_vm"] - rb["rx_vm"]
+    per = lambda b: b / LIBS
+    out("")
+    out("Memory for %d small libraries (1 function each), after a full Lua GC in the engine measured:"
+        % LIBS)
+    out("%-8s %14s %14s %14s %12s %14s" % ("engine", "used_memory+", "lua_vm+", "total+", "bytes/lib",
+                                          "per 1000 libs"))
+    out("%-8s %14d %14d %14d %12.0f %11.0f KB" % ("native", native_heap, native_vm, native_total,
+                                                  per(native_total), per(native_total) * 1000 / 1024))
+    out("%-8s %14d %14d %14d %12.0f %11.0f KB" % ("rx", rx_total, rx_vm, rx_total, per(rx_total),
+                                                  per(rx_total) * 1000 / 1024))
+    out("  native: used_memory+ excludes its Lua VM (used_memory_vm_functions, libc malloc), so total = both;")
+    out("          of used_memory+, used_memory_functions grew by %d" % (na["functions"] - nb["functions"]))
+    out("  rx:     every allocation goes through RedisAlloc, so used_memory+ already includes the VM")
+    out("          (lua_vm+ = INFO rx rx_vm_memory_bytes growth, a part of used_memory+)")
+    ratio = rx_total / native_total
+    out("  rx/native per library: %.2fx" % ratio)
+    out("")
+    out("DEBUG RELOAD (save + load the RDB), one run each:")
+    out("  scale library only (baseline)     %9.1f ms  (median of 3)" % reload_ms["none"])
+    out("  + %d libraries in native only  %9.1f ms" % (LIBS, reload_ms["native"]))
+    out("  + %d libraries in RX only      %9.1f ms  (rx/native %.2fx)"
+        % (LIBS, reload_ms["rx"], reload_ms["rx"] / reload_ms["native"]))
+    out("  library counts verified after each reload (%d per engine)" % (LIBS + 1))
+    return ratio
+
+
+def big_load(out):
+    s = Server("1 MB library")
+    c = s.c
+    code = big_lib()
+    times = {}
+    usec = {}
+    for engine, cmd, stat in (("native", ("FUNCTION", "LOAD", "REPLACE"), "function|load"),
+                              ("rx", ("RX.LOAD", "REPLACE"), "rx.load")):
+        c.call("CONFIG", "RESETSTAT")
+        times[engine] = statistics.median(timed(c, *cmd, code) for _ in range(LOAD_RUNS))
+        usec[engine] = usec_per_call(c, stat)
+    native = c.call("FCALL", "big_price", "0", "sku000042", "7", "20")
+    rx = c.call("RX.CALL", "big_price", "0", "sku000042", "7", "20")
+    if native != rx:
+        raise Fail("big library: native %r, rx %r" % (native, rx))
+    s.stop()
+    SERVERS.remove(s)
+    out("")
+    out("Loading a %.2f MB library (%d lines; REPLACE, median of %d; server = usec_per_call):"
+        % (len(code) / 1e6, code.count("\n"), LOAD_RUNS))
+    out("  FUNCTION LOAD %8.1f ms   (server %8.1f ms)" % (times["native"], usec["native"] / 1000))
+    out("  RX.LOAD       %8.1f ms   (server %8.1f ms)   rx/native %.2fx"
+        % (times["rx"], usec["rx"] / 1000, times["rx"] / times["native"]))
+
+
+def main():
+    lines = []
+
+    def out(text=""):
+        print(text, flush=True)
+        lines.append(text)
+
+    started = time.time()
+    out("Scale: %d small libraries, stdlib none" % LIBS)
+    try:
+        worst = per_call(out)
+        ratio = memory_and_reload(out)
+        big_load(out)
+    finally:
+        stop_all()
+    out("")
+    out("Targets: %d libraries cost under 5%% per call vs 1: native worst %+.1f%%, rx worst %+.1f%% -> %s"
+        % (LIBS, worst["native"], worst["rx"], "met" if worst["rx"] < 5 else "NOT met"))
+    out("         memory per library no more than native's: rx/native %.2fx -> %s"
+        % (ratio, "met" if ratio <= 1.0 else "NOT met"))
+    out("(scale part took %.0f s)" % (time.time() - started))
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        main()
+    except Fail as e:
+        print("scale bench FAILED: %s" % e, file=sys.stderr)
+        stop_all()
+        sys.exit(1)
