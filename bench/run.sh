@@ -2,7 +2,10 @@
 # `make bench`: RX against native Redis Functions doing identical work in one server.
 # Each case alternates native and RX runs (so machine noise hits both alike) and reports
 # requests/s for each, the RX/native ratio, and server-side microseconds per call from
-# INFO commandstats. Results go to stdout and bench/results.txt.
+# INFO commandstats. Then the scale part (bench/scale.py, its own servers): 1 vs 10,000
+# libraries per call, memory per library, a 1 MB library's load time and DEBUG RELOAD time
+# (BENCH_SCALE=0 skips it; BENCH_SCALE_LIBS=<n> sets the count). Results go to stdout and
+# bench/results.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODULE="${RX_MODULE_PATH:-$PWD/target/release/librx.so}"
@@ -85,4 +88,8 @@ done
 echo
 echo "Statistics bookkeeping per call (two clock reads + counters + histogram):"
 cargo test --release --quiet --lib stats_bookkeeping_cost -- --ignored --nocapture 2>/dev/null | grep "ns per call" || echo "  (could not run the measurement)"
+if [ "${BENCH_SCALE:-1}" != 0 ]; then
+  echo
+  python3 bench/scale.py
+fi
 } | tee "$OUT"

@@ -9,11 +9,14 @@ Run by bench/run.sh (or alone: python3 bench/scale.py). Measures, on Debian's re
   2. used_memory growth per 1,000 small libraries, native and RX, after a full Lua GC;
   3. FUNCTION LOAD and RX.LOAD time for a 1 MB library (median);
   4. DEBUG RELOAD time with N libraries in native only and in RX only, and with none.
+First a probe loads N libraries into each engine: if one refuses before N, the run says so
+loudly, measures at the largest multiple of 500 it accepts, and exits with status 1 at the
+end (so `make bench` fails, with every number still written).
 Only the standard library (plain sockets, subprocess) is used. Every server this starts is
 stopped by its PID on exit, and its temporary directory removed.
 
 Environment: RX_MODULE_PATH, REDIS_SERVER, BENCH_SCALE_LIBS (10000), BENCH_SCALE_REQUESTS
-(200000), BENCH_SCALE_ROUNDS (3), BENCH_SCALE_PIPELINE (16), BENCH_SCALE_LOAD_RUNS (5).
+(200000), BENCH_SCALE_ROUNDS (5), BENCH_SCALE_PIPELINE (16), BENCH_SCALE_LOAD_RUNS (5).
 """
 
 import csv
@@ -33,7 +36,7 @@ MODULE = os.environ.get("RX_MODULE_PATH", os.path.join(ROOT, "target/release/lib
 SERVER = os.environ.get("REDIS_SERVER", "redis-server")
 LIBS = int(os.environ.get("BENCH_SCALE_LIBS", "10000"))
 REQUESTS = int(os.environ.get("BENCH_SCALE_REQUESTS", "200000"))
-ROUNDS = int(os.environ.get("BENCH_SCALE_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_SCALE_ROUNDS", "5"))
 PIPELINE = int(os.environ.get("BENCH_SCALE_PIPELINE", "16"))
 LOAD_RUNS = int(os.environ.get("BENCH_SCALE_LOAD_RUNS", "5"))
 
@@ -265,18 +268,51 @@ def count_rx(c):
     return int(c.info("rx")["rx_libraries"])
 
 
-def load_many(c, engine, n):
-    """Loads lib1..libn into one engine (pipelined); fails loudly on any error reply.
-    Returns the time taken, in seconds."""
+def try_load_many(c, engine, n):
+    """Loads lib1..libn into one engine (pipelined). Returns the time taken in seconds and
+    the first failure as (index, reply), or None."""
     cmd = ("FUNCTION", "LOAD") if engine == "native" else ("RX.LOAD",)
     commands = [cmd + (small_lib(i),) for i in range(1, n + 1)]
     started = time.perf_counter()
     replies = c.pipeline(commands)
     took = time.perf_counter() - started
     bad = [(i + 1, r) for i, r in enumerate(replies) if r != b"lib%d" % (i + 1)]
+    return took, (bad[0] if bad else None)
+
+
+def load_many(c, engine, n):
+    """As try_load_many, but fails loudly on any error reply."""
+    took, bad = try_load_many(c, engine, n)
     if bad:
-        raise Fail("%s: %d of %d loads failed, first: lib%d -> %r" % (engine, len(bad), n, bad[0][0], bad[0][1]))
+        raise Fail("%s: loading %d libraries failed at lib%d: %s" % (engine, n, bad[0], bad[1]))
     return took
+
+
+def probe(out):
+    """How many small libraries each engine accepts, up to LIBS (beside the scale library).
+    Returns the count the rest of the run uses, and a limit message (or None)."""
+    s = Server("probe")
+    try:
+        limit = None
+        for engine in ("native", "rx"):
+            s.c.call("FUNCTION", "LOAD", SCALE_LIB) if engine == "native" else s.c.call("RX.LOAD", SCALE_LIB)
+            _, bad = try_load_many(s.c, engine, LIBS)
+            if bad:
+                limit = (engine, bad[0] - 1, bad[1])
+                break
+    finally:
+        s.stop()
+        SERVERS.remove(s)
+    if limit is None:
+        return LIBS, None
+    engine, held, error = limit
+    n = max(500, (held - 10) // 500 * 500)
+    message = ("%s LIMIT: with the scale library loaded, %s accepts only %d small libraries of %d: library %d got '%s'"
+               % (engine.upper(), engine, held, LIBS, held + 1, error))
+    out(message)
+    out("Measuring at %d libraries instead (set BENCH_SCALE_LIBS to choose); this run will exit with status 1." % n)
+    out("")
+    return n, message
 
 
 # ---------------------------------------------------------------- measurements
@@ -322,21 +358,21 @@ def per_call(out):
     engines = [("native", "FCALL", "fcall"), ("rx", "RX.CALL", "rx.call")]
     results = {}
     for label, fn, args in cases:
-        for s in (one, many):
-            s.c.call("CONFIG", "RESETSTAT")
-        totals = {}
+        rps_sum, usec = {}, {}
         for _ in range(ROUNDS):
             for s in (one, many):
+                s.c.call("CONFIG", "RESETSTAT")
                 # The last library's function exists only with N loaded: with 1 library the
                 # same body is `const`.
                 f = fn if (s is many or not fn.startswith("f")) else "const"
-                for engine, command, _ in engines:
+                for engine, command, stat in engines:
                     key = (engine, s is many)
-                    totals[key] = totals.get(key, 0.0) + rps(s.port, command, f, *args.split())
-        for engine, _, stat in engines:
+                    rps_sum[key] = rps_sum.get(key, 0.0) + rps(s.port, command, f, *args.split())
+                    usec.setdefault(key, []).append(usec_per_call(s.c, stat))
+        for engine, _, _ in engines:
             results[(label, engine)] = (
-                totals[(engine, False)] / ROUNDS, totals[(engine, True)] / ROUNDS,
-                usec_per_call(one.c, stat), usec_per_call(many.c, stat))
+                rps_sum[(engine, False)] / ROUNDS, rps_sum[(engine, True)] / ROUNDS,
+                statistics.median(usec[(engine, False)]), statistics.median(usec[(engine, True)]))
     many.c.call("FUNCTION", "FLUSH")
     many.c.call("RX.FLUSH")
     many.stop()
@@ -346,7 +382,8 @@ def per_call(out):
 
     out("Per call with 1 library loaded and with %d (P=%d, %d requests x %d rounds, alternating servers;"
         % (LIBS, PIPELINE, REQUESTS, ROUNDS))
-    out("us = server-side usec_per_call from INFO commandstats; 'last lib' with 1 library calls const)")
+    out("rps = mean over rounds; us = median over rounds of the server-side usec_per_call from INFO")
+    out("commandstats; 'last lib' with 1 library loaded calls const, the same body)")
     out("%-18s %-6s %12s %12s %8s %8s %8s %8s" % ("case", "engine", "rps@1", "rps@%d" % LIBS, "change",
                                                   "us@1", "us@%d" % LIBS, "change"))
     worst = {}
@@ -478,9 +515,11 @@ def main():
         print(text, flush=True)
         lines.append(text)
 
+    global LIBS
     started = time.time()
     out("Scale: %d small libraries, stdlib none" % LIBS)
     try:
+        LIBS, limit = probe(out)
         worst = per_call(out)
         ratio = memory_and_reload(out)
         big_load(out)
@@ -491,13 +530,16 @@ def main():
         % (LIBS, worst["native"], worst["rx"], "met" if worst["rx"] < 5 else "NOT met"))
     out("         memory per library no more than native's: rx/native %.2fx -> %s"
         % (ratio, "met" if ratio <= 1.0 else "NOT met"))
+    if limit:
+        out("         FAILED: " + limit)
     out("(scale part took %.0f s)" % (time.time() - started))
+    return 1 if limit else 0
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
-        main()
+        sys.exit(main())
     except Fail as e:
         print("scale bench FAILED: %s" % e, file=sys.stderr)
         stop_all()
