@@ -318,10 +318,18 @@ def probe(out):
 # ---------------------------------------------------------------- measurements
 
 def rps(port, *command):
-    out = subprocess.run(
-        ["redis-benchmark", "-p", str(port), "-n", str(REQUESTS), "-P", str(PIPELINE), "--csv"]
-        + [str(a) for a in command],
-        capture_output=True, text=True, check=True).stdout
+    argv = (["redis-benchmark", "-p", str(port), "-n", str(REQUESTS), "-P", str(PIPELINE), "--csv"]
+            + [str(a) for a in command])
+    for attempt in range(3):
+        run = subprocess.run(argv, capture_output=True, text=True)
+        # On a shared machine something else may signal it: run it again (a failure exit
+        # is a real error and is not retried).
+        if run.returncode >= 0 or attempt == 2:
+            break
+        print("(redis-benchmark killed by signal %d; running it again)" % -run.returncode, file=sys.stderr)
+    if run.returncode != 0:
+        raise Fail("redis-benchmark %s exited with %d: %s" % (" ".join(argv[7:]), run.returncode, run.stderr[-500:]))
+    out = run.stdout
     rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
     if not rows:
         raise Fail("redis-benchmark printed nothing for %s" % " ".join(map(str, command)))
