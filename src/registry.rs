@@ -2,7 +2,6 @@
 //! load/replace/delete/flush. Pure: generic over the engine's callable handle `F`,
 //! so it knows nothing of mlua or the module API.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -19,7 +18,7 @@ pub struct FunctionInfo<F> {
     pub flags: FunctionFlags,
     pub callable: F,
     /// Kept with the function: replacing or deleting its library starts them afresh.
-    pub stats: RefCell<crate::stats::FunctionStats>,
+    pub stats: crate::stats::StatsCell,
 }
 
 #[derive(Debug)]

@@ -3,13 +3,11 @@
 //! Scripts that arrived through `RX.EVAL` are evicted least-recently-used past a limit;
 //! scripts loaded with `RX.SCRIPT LOAD` are never evicted.
 
-use std::cell::RefCell;
 use rustc_hash::FxHashMap as HashMap;
 use std::rc::Rc;
 
 use crate::flags::FunctionFlags;
 use crate::header::split_args;
-use crate::stats::FunctionStats;
 
 /// A script's flags: `None` for a script without a shebang, which runs in Redis's
 /// compatibility mode (no checks before it starts; each command is checked as it runs).
@@ -66,7 +64,7 @@ pub struct Script<F> {
     pub sha: String,
     pub flags: ScriptFlags,
     pub callable: F,
-    pub stats: RefCell<FunctionStats>,
+    pub stats: crate::stats::StatsCell,
 }
 
 struct Entry<F> {

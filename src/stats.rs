@@ -4,6 +4,7 @@
 //! The latency histogram (HDR, 2 significant digits, 1 us to 1 h) is created on a
 //! function's first call, so idle functions cost nothing.
 
+use std::cell::{Ref, RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,42 @@ pub struct FunctionStats {
     pub last_error: Option<(String, u64)>,
     latency: Option<Histogram<u32>>,
 }
+
+/// A function's statistics, allocated on its first call or refusal: most loaded functions
+/// of a large deployment are rarely called, and each would otherwise carry them inline.
+#[derive(Debug, Default)]
+pub struct StatsCell(RefCell<Option<Box<FunctionStats>>>);
+
+/// Read access to a `StatsCell`: the live statistics, or empty ones for a function never
+/// called.
+pub enum StatsRef<'a> {
+    Live(Ref<'a, FunctionStats>),
+    Empty(FunctionStats),
+}
+
+impl std::ops::Deref for StatsRef<'_> {
+    type Target = FunctionStats;
+    fn deref(&self) -> &FunctionStats {
+        match self {
+            StatsRef::Live(r) => r,
+            StatsRef::Empty(s) => s,
+        }
+    }
+}
+
+impl StatsCell {
+    pub fn borrow(&self) -> StatsRef<'_> {
+        match Ref::filter_map(self.0.borrow(), |s| s.as_deref()) {
+            Ok(live) => StatsRef::Live(live),
+            Err(_) => StatsRef::Empty(FunctionStats::default()),
+        }
+    }
+
+    pub fn borrow_mut(&self) -> RefMut<'_, FunctionStats> {
+        RefMut::map(self.0.borrow_mut(), |s| &mut **s.get_or_insert_with(Box::default))
+    }
+}
+
 
 /// The code of an error text: its first word.
 pub fn error_code(text: &str) -> &str {

@@ -177,7 +177,7 @@ pub struct Execution<'a> {
 pub fn execute(
     ctx: Ctx,
     run: Execution<'_>,
-    stats: &std::cell::RefCell<crate::stats::FunctionStats>,
+    stats: &crate::stats::StatsCell,
     body: impl FnOnce(&ModuleHost<'_>, &mut dyn crate::reply::ReplySink),
 ) {
     let running = Running::for_call(run.kind, run.name, run.started);

@@ -424,9 +424,12 @@ impl LuaEngine {
         self.lua.set_memory_limit(bytes).map(|_| ())
     }
 
-    /// More than half of the cap in use: worth a full collection.
+    /// More than half of the cap in use: worth a full collection. Asked after every call,
+    /// so it reads the VM's own counter (a field read) rather than going through mlua.
     fn near_memory_limit(&self) -> bool {
-        self.lua.used_memory() > self.memory_limit.get() / 2
+        // SAFETY: `main` is the VM's main thread; LUA_GCCOUNT only reads the GC's total.
+        let kib = unsafe { ffi::lua_gc(self.main, ffi::LUA_GCCOUNT, 0) };
+        (kib.max(0) as usize) * 1024 > self.memory_limit.get() / 2
     }
 }
 
