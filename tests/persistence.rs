@@ -1625,3 +1625,48 @@ fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Ten thousand libraries (one function each, plus cached scripts) load, answer, and come
+/// back after DEBUG RELOAD. Before callables were kept in the Lua registry each one held a
+/// slot of mlua's reference stack, which LuaJIT caps near 8,000: library 7,982 failed to
+/// load, and a reload with cached scripts aborted the server.
+#[test]
+fn ten_thousand_libraries_load_and_reload() {
+    const N: usize = 10_000;
+    let s = Server::start();
+    let mut c = s.conn();
+    for i in 0..20 {
+        c.q(&["RX.EVAL", &format!("return {i}"), "0"]);
+    }
+    let loads: Vec<Vec<Vec<u8>>> = (1..=N)
+        .map(|i| {
+            vec![
+                b"RX.LOAD".to_vec(),
+                format!(
+                    "#!lua name=lib{i}\nredis.register_function('f{i}', function() return {i} end)"
+                )
+                .into_bytes(),
+            ]
+        })
+        .collect();
+    for (i, reply) in c.pipeline(loads).iter().enumerate() {
+        let text = String::from_utf8_lossy(reply);
+        assert!(
+            text == format!("${}\r\nlib{}\r\n", format!("lib{}", i + 1).len(), i + 1),
+            "load {}: {text}",
+            i + 1
+        );
+    }
+    let count =
+        |c: &mut Conn| info_field(c, "rx", "rx_libraries").and_then(|v| v.parse::<usize>().ok());
+    assert_eq!(count(&mut c), Some(N));
+    assert_eq!(c.q(&["RX.CALL", "f10000", "0"]).as_int(), Some(10_000));
+    assert_eq!(c.q(&["DEBUG", "RELOAD"]).as_str(), Some("OK"));
+    assert_eq!(count(&mut c), Some(N));
+    for i in [1, 7_982, 10_000] {
+        assert_eq!(
+            c.q(&["RX.CALL", &format!("f{i}"), "0"]).as_int(),
+            Some(i as i64)
+        );
+    }
+}

@@ -28,6 +28,8 @@ const PRELUDE: &str = include_str!("prelude.lua");
 const LIBRARY_CHUNK_NAME: &str = "@user_function";
 /// How often the hook looks at the clock.
 const HOOK_INSTRUCTIONS: u32 = 100_000;
+/// How much garbage a small VM may gather between collection cycles (see `pace_collector`).
+const GC_GARBAGE_ALLOWANCE: usize = 8 << 20;
 /// The VM's memory cap until `rx.memory-limit-mb` says otherwise.
 const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
@@ -58,6 +60,8 @@ pub struct LuaEngine {
     main: *mut ffi::lua_State,
     refs: HotRefs,
     memory_limit: std::cell::Cell<usize>,
+    /// The collector's pause as `pace_collector` last set it.
+    gc_pause: std::cell::Cell<c_int>,
     env: Table,
     eval_env: Table,
     begin_load: Function,
@@ -180,6 +184,7 @@ impl LuaEngine {
             main,
             refs,
             memory_limit: std::cell::Cell::new(DEFAULT_MEMORY_LIMIT),
+            gc_pause: std::cell::Cell::new(200),
             env: sandbox.get("env")?,
             eval_env: sandbox.get("eval_env")?,
             begin_load: sandbox.get("begin_load")?,
@@ -403,10 +408,13 @@ impl LuaEngine {
         // A failed allocation does not make LuaJIT collect, so the garbage of a call that hit
         // the memory cap would keep later calls failing: collect fully after a call that
         // leaves the VM near its cap.
-        if self.near_memory_limit() {
+        // SAFETY: `main` is the VM's main thread; LUA_GCCOUNT only reads the GC's total.
+        let in_use = unsafe { ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
+        if in_use > self.memory_limit.get() / 2 {
             self.release_dropped();
             let _ = self.lua.gc_collect();
         }
+        self.pace_collector(in_use);
         if !frame.replied {
             let text = match (active.host().interruption(), error) {
                 (Some(text), _) => text,
@@ -424,12 +432,24 @@ impl LuaEngine {
         self.lua.set_memory_limit(bytes).map(|_| ())
     }
 
-    /// More than half of the cap in use: worth a full collection. Asked after every call,
-    /// so it reads the VM's own counter (a field read) rather than going through mlua.
-    fn near_memory_limit(&self) -> bool {
-        // SAFETY: `main` is the VM's main thread; LUA_GCCOUNT only reads the GC's total.
-        let kib = unsafe { ffi::lua_gc(self.main, ffi::LUA_GCCOUNT, 0) };
-        (kib.max(0) as usize) * 1024 > self.memory_limit.get() / 2
+    /// Sets how much garbage may pile up before the next collection cycle starts.
+    ///
+    /// Every call leaves garbage (its KEYS and ARGV tables at least), and each cycle walks
+    /// everything alive, every loaded function included. At Lua's default pause (200: a
+    /// cycle per heap-size of new allocation) a VM holding thousands of libraries spends a
+    /// noticeable share of each call marking them. So a small heap may gather up to
+    /// `GC_GARBAGE_ALLOWANCE` of garbage between cycles; a large one keeps the default.
+    fn pace_collector(&self, in_use: usize) {
+        // Never let garbage alone approach the memory cap.
+        let allowance = GC_GARBAGE_ALLOWANCE.min(self.memory_limit.get() / 4);
+        let wanted = 100 + 100 * allowance / in_use.max(1);
+        // In steps of 50 so the setting does not change on every call.
+        let pause = (wanted.clamp(200, 1000) / 50 * 50) as c_int;
+        if pause != self.gc_pause.get() {
+            self.gc_pause.set(pause);
+            // SAFETY: `main` is the VM's main thread; SETPAUSE only stores the setting.
+            unsafe { ffi::lua_gc(self.main, ffi::LUA_GCSETPAUSE, pause) };
+        }
     }
 }
 
