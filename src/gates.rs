@@ -3,8 +3,9 @@
 //! The module API has no flag for these, so they are read from INFO and CONFIG, and cached
 //! for a short time so that the cost stays off the per-call path.
 
+use quanta::Instant;
 use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{RxError, RxResult};
 use crate::resp::Tree;

@@ -34,16 +34,27 @@ pub fn format_g(v: f64, precision: usize) -> String {
 pub struct NumBuf {
     bytes: [u8; 32],
     len: u8,
+    /// Set by the caller for slots that hold a formatted number.
+    number: bool,
 }
 
 impl NumBuf {
     pub const EMPTY: NumBuf = NumBuf {
         bytes: [0; 32],
         len: 0,
+        number: false,
     };
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
+    }
+
+    pub fn mark_number(&mut self) {
+        self.number = true;
+    }
+
+    pub fn is_number(&self) -> bool {
+        self.number
     }
 }
 

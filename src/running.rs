@@ -1,8 +1,8 @@
 //! The function running right now, for RX.KILL, busy replies and RX.STATS.
 
+use quanta::Instant;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Instant;
 
 /// What is running: RX.KILL stops functions, RX.SCRIPT KILL stops scripts, as in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

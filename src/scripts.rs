@@ -88,18 +88,32 @@ impl<F> Default for ScriptCache<F> {
     }
 }
 
+/// Longer names cannot be a cached script's SHA1 (40 characters).
+const KEY_MAX: usize = 64;
+
+/// `sha` lowercased into `buf`, without allocating (EVALSHA looks up on every call).
+fn folded_key<'b>(sha: &[u8], buf: &'b mut [u8; KEY_MAX]) -> Option<&'b str> {
+    let key = buf.get_mut(..sha.len())?;
+    for (d, s) in key.iter_mut().zip(sha) {
+        *d = s.to_ascii_lowercase();
+    }
+    std::str::from_utf8(key).ok()
+}
+
 impl<F> ScriptCache<F> {
     /// The script with this SHA1 (any case), marked as just used.
-    pub fn get(&mut self, sha: &str) -> Option<Rc<Script<F>>> {
+    pub fn get(&mut self, sha: &[u8]) -> Option<Rc<Script<F>>> {
         self.clock += 1;
         let clock = self.clock;
-        let e = self.entries.get_mut(&sha.to_ascii_lowercase())?;
+        let mut buf = [0u8; KEY_MAX];
+        let e = self.entries.get_mut(folded_key(sha, &mut buf)?)?;
         e.last_used = clock;
         Some(Rc::clone(&e.script))
     }
 
-    pub fn contains(&self, sha: &str) -> bool {
-        self.entries.contains_key(&sha.to_ascii_lowercase())
+    pub fn contains(&self, sha: &[u8]) -> bool {
+        let mut buf = [0u8; KEY_MAX];
+        folded_key(sha, &mut buf).is_some_and(|k| self.entries.contains_key(k))
     }
 
     /// Adds a script (or pins an existing one), then evicts the least recently used
@@ -211,17 +225,17 @@ mod tests {
         c.insert(script("pinned"), true, 2);
         c.insert(script("a"), false, 2);
         c.insert(script("b"), false, 2);
-        c.get("a"); // b is now the least recently used
+        c.get(b"a"); // b is now the least recently used
         c.insert(script("c"), false, 2);
-        assert!(c.contains("pinned") && c.contains("a") && c.contains("c") && !c.contains("b"));
+        assert!(c.contains(b"pinned") && c.contains(b"a") && c.contains(b"c") && !c.contains(b"b"));
         // A limit of zero keeps only the script just added and the pinned ones.
         c.insert(script("d"), false, 0);
-        assert!(c.contains("pinned") && c.contains("d") && !c.contains("a"));
+        assert!(c.contains(b"pinned") && c.contains(b"d") && !c.contains(b"a"));
         // Loading an evictable script pins it.
         c.insert(script("d"), true, 0);
         c.insert(script("e"), false, 0);
-        assert!(c.contains("d") && c.contains("e"));
-        assert!(c.get("PINNED").is_some());
+        assert!(c.contains(b"d") && c.contains(b"e"));
+        assert!(c.get(b"PINNED").is_some());
         c.flush();
         assert!(c.is_empty());
     }

@@ -99,7 +99,8 @@ pub fn server_version() -> (String, u32) {
 
 thread_local! {
     /// Command name (lowercase) -> whether it is a write command, from COMMAND INFO.
-    static WRITE_COMMANDS: std::cell::RefCell<std::collections::HashMap<Vec<u8>, bool>> = std::cell::RefCell::new(std::collections::HashMap::new());
+    static WRITE_COMMANDS: std::cell::RefCell<rustc_hash::FxHashMap<Vec<u8>, bool>> =
+        std::cell::RefCell::new(rustc_hash::FxHashMap::default());
 }
 
 /// Whether `name` is a write command (`COMMAND INFO`'s flags), cached per name.

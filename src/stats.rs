@@ -56,10 +56,11 @@ impl StatsCell {
     }
 
     pub fn borrow_mut(&self) -> RefMut<'_, FunctionStats> {
-        RefMut::map(self.0.borrow_mut(), |s| &mut **s.get_or_insert_with(Box::default))
+        RefMut::map(self.0.borrow_mut(), |s| {
+            &mut **s.get_or_insert_with(Box::default)
+        })
     }
 }
-
 
 /// The code of an error text: its first word.
 pub fn error_code(text: &str) -> &str {
@@ -164,7 +165,7 @@ mod tests {
         let rounds = 2_000_000u32;
         let t = std::time::Instant::now();
         for i in 0..rounds {
-            let started = std::time::Instant::now();
+            let started = quanta::Instant::now();
             let took = started.elapsed();
             s.record_call(took, std::hint::black_box(i as u64 & 3), None);
         }

@@ -1,8 +1,8 @@
 //! RX.CALL and RX.CALL_RO: run a function, mirroring FCALL and FCALL_RO, including the
 //! checks Redis makes before a script that may write is allowed to start.
 
+use quanta::Instant;
 use std::rc::Rc;
-use std::time::Instant;
 
 use super::command_callback;
 use crate::error::{RxError, RxResult};

@@ -1,9 +1,9 @@
 //! The EVAL family: RX.EVAL, RX.EVALSHA, RX.EVAL_RO, RX.EVALSHA_RO and RX.SCRIPT, mirroring
 //! Redis 7.0's EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT.
 
+use quanta::Instant;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use super::call::{execute, parse_numkeys, refuse_before_running, report_keys, Execution};
 use super::{command_callback, reply_ok};
@@ -46,7 +46,7 @@ fn rx_evalsha_ro(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
 fn cache_script(ctx: Ctx, body: &[u8], pinned: bool) -> RxResult<Rc<Script<LuaCallable>>> {
     let _ = ctx;
     let sha = sha1_hex(body);
-    if let Some(s) = state::with(|st| st.scripts.borrow_mut().get(&sha)) {
+    if let Some(s) = state::with(|st| st.scripts.borrow_mut().get(sha.as_bytes())) {
         if pinned {
             let limit = crate::config::SCRIPT_CACHE_SIZE.load(Ordering::Relaxed) as usize;
             state::with(|st| {
@@ -106,8 +106,7 @@ fn run(
         }
     })?;
     let script = if by_sha {
-        let sha = String::from_utf8_lossy(args[1]).into_owned();
-        state::with(|st| st.scripts.borrow_mut().get(&sha))
+        state::with(|st| st.scripts.borrow_mut().get(args[1]))
             .ok_or_else(|| RxError::coded("NOSCRIPT No matching script. Please use EVAL."))?
     } else {
         cache_script(ctx, args[1], false)?
@@ -174,10 +173,7 @@ fn rx_script(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
             arity(3, false)?;
             let known: Vec<bool> = state::with(|st| {
                 let cache = st.scripts.borrow();
-                args[2..]
-                    .iter()
-                    .map(|sha| cache.contains(&String::from_utf8_lossy(sha)))
-                    .collect()
+                args[2..].iter().map(|sha| cache.contains(sha)).collect()
             });
             let mut out = ModuleReply(ctx);
             out.array(known.len());

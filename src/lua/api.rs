@@ -207,57 +207,47 @@ unsafe fn with_command_args<R>(
             "Please specify at least one argument for this redis lib call",
         ));
     }
-    for i in 1..=argc {
-        let t = ffi::lua_type(l, i as c_int);
-        if t != ffi::LUA_TSTRING && t != ffi::LUA_TNUMBER {
-            return Err(raise_text(
-                "Lua redis lib command arguments must be strings or integers",
-            ));
+    // Types are read once; a number's text is made once, into `numbers`.
+    let mut inline_numbers = [numfmt::NumBuf::EMPTY; INLINE_ARGS];
+    let mut spilled_numbers = Vec::new();
+    let numbers: &mut [numfmt::NumBuf] = if argc <= INLINE_ARGS {
+        &mut inline_numbers[..argc]
+    } else {
+        spilled_numbers.resize(argc, numfmt::NumBuf::EMPTY);
+        &mut spilled_numbers
+    };
+    for (i, n) in numbers.iter_mut().enumerate() {
+        match ffi::lua_type(l, (i + 1) as c_int) {
+            ffi::LUA_TSTRING => {}
+            ffi::LUA_TNUMBER => {
+                *n = numfmt::format_g_buf(ffi::lua_tonumber(l, (i + 1) as c_int), 17);
+                n.mark_number();
+            }
+            _ => {
+                return Err(raise_text(
+                    "Lua redis lib command arguments must be strings or integers",
+                ))
+            }
         }
     }
-    let string_at = |i: usize| -> &[u8] {
+    let numbers: &[numfmt::NumBuf] = numbers;
+    let arg = |i: usize| -> &[u8] {
+        if numbers[i].is_number() {
+            return numbers[i].as_bytes();
+        }
         let mut len = 0usize;
-        let p = ffi::lua_tolstring(l, i as c_int, &mut len);
+        let p = ffi::lua_tolstring(l, (i + 1) as c_int, &mut len);
         // SAFETY: Lua keeps the string alive while it is on the stack, for this call.
         std::slice::from_raw_parts(p.cast::<u8>(), len)
     };
-    let number_at = |i: usize| numfmt::format_g_buf(ffi::lua_tonumber(l, i as c_int), 17);
-    let is_number = |i: usize| ffi::lua_type(l, i as c_int) == ffi::LUA_TNUMBER;
     if argc <= INLINE_ARGS {
-        let mut numbers = [numfmt::NumBuf::EMPTY; INLINE_ARGS];
-        for (i, n) in numbers[..argc].iter_mut().enumerate() {
-            if is_number(i + 1) {
-                *n = number_at(i + 1);
-            }
-        }
         let mut argv: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
         for (i, a) in argv[..argc].iter_mut().enumerate() {
-            *a = if is_number(i + 1) {
-                numbers[i].as_bytes()
-            } else {
-                string_at(i + 1)
-            };
+            *a = arg(i);
         }
         Ok(f(&argv[..argc]))
     } else {
-        let numbers: Vec<numfmt::NumBuf> = (1..=argc)
-            .map(|i| {
-                if is_number(i) {
-                    number_at(i)
-                } else {
-                    numfmt::NumBuf::EMPTY
-                }
-            })
-            .collect();
-        let argv: Vec<&[u8]> = (1..=argc)
-            .map(|i| {
-                if is_number(i) {
-                    numbers[i - 1].as_bytes()
-                } else {
-                    string_at(i)
-                }
-            })
-            .collect();
+        let argv: Vec<&[u8]> = (0..argc).map(arg).collect();
         Ok(f(&argv))
     }
 }
