@@ -52,11 +52,13 @@ struct HotRefs {
     running: RegistryKey,
     /// The globals EVAL scripts see: KEYS and ARGV are set there for each run.
     eval_globals: RegistryKey,
+    /// `run_frame` as a Lua C function, made once: `lua_cpcall` would allocate one per call.
+    run_frame: RegistryKey,
 }
 
 pub struct LuaEngine {
     lua: Lua,
-    /// The VM's main thread. Every call runs on it, inside `lua_cpcall`.
+    /// The VM's main thread. Every call runs on it, in a protected call of `run_frame`.
     main: *mut ffi::lua_State,
     refs: HotRefs,
     memory_limit: std::cell::Cell<usize>,
@@ -179,6 +181,8 @@ impl LuaEngine {
             on_error: lua.create_registry_value(sandbox.get::<Function>("on_error")?)?,
             running: lua.create_registry_value(sandbox.get::<Table>("running")?)?,
             eval_globals: lua.create_registry_value(sandbox.get::<Table>("eval_globals")?)?,
+            // SAFETY: a lua_CFunction written against the C API, below.
+            run_frame: lua.create_registry_value(unsafe { lua.create_c_function(run_frame)? })?,
         };
         Ok(LuaEngine {
             main,
@@ -357,9 +361,9 @@ impl LuaEngine {
             })
     }
 
-    /// The per-call path, written against the raw API: one `lua_cpcall` (no closure
-    /// allocated per call) in which KEYS and ARGV are built, the function runs under the
-    /// error handler with `lua_pcall`, and the result goes straight from the stack to `sink`.
+    /// The per-call path, written against the raw API: one protected call of `run_frame`
+    /// (no closure allocated per call) in which KEYS and ARGV are built, the function runs
+    /// under the error handler, and the result goes straight from the stack to `sink`.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -386,18 +390,24 @@ impl LuaEngine {
             replied: false,
         };
         let l = self.main;
-        // SAFETY: `main` is the VM's main thread and this runs on the main thread with no
-        // other Lua call in progress on its stack top; `frame` outlives the protected call,
-        // and `run_frame` only reads it through the light userdata it is given.
+        // SAFETY: `main` is the VM's main thread and this runs on the main thread. The two
+        // pushes fit in the slots Lua keeps free (checked; as mlua's own calls do, outside
+        // protection). `frame` outlives the protected call, and `run_frame` only reads it
+        // through the light userdata it is given.
         let status = unsafe {
-            ffi::lua_cpcall(
-                l,
-                run_frame,
-                (&mut frame as *mut CallFrame<'_>).cast::<std::ffi::c_void>(),
-            )
+            if ffi::lua_checkstack(l, 2) == 0 {
+                -1
+            } else {
+                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, self.refs.run_frame.id() as _);
+                ffi::lua_pushlightuserdata(
+                    l,
+                    (&mut frame as *mut CallFrame<'_>).cast::<std::ffi::c_void>(),
+                );
+                ffi::lua_pcall(l, 1, 0, 0)
+            }
         };
-        let error = if status != 0 {
-            // SAFETY: a failed lua_cpcall leaves exactly its error object on the stack.
+        let error = if status > 0 {
+            // SAFETY: a failed lua_pcall leaves exactly its error object on the stack.
             let text = unsafe { value_text(l, -1) };
             // SAFETY: pops that error object.
             unsafe { ffi::lua_pop(l, 1) };
@@ -419,7 +429,7 @@ impl LuaEngine {
             let text = match (active.host().interruption(), error) {
                 (Some(text), _) => text,
                 (None, Some(msg)) => format!("ERR {msg}"),
-                (None, None) if status != 0 => "ERR unknown error".into(),
+                (None, None) if status > 0 => "ERR unknown error".into(),
                 (None, None) => "ERR reached lua stack limit".into(),
             };
             frame.sink.error(text.as_bytes());
@@ -467,8 +477,8 @@ struct CallFrame<'a> {
 }
 
 /// The protected body of `LuaEngine::run`. Any Lua error raised here (out of memory while
-/// building KEYS, say) unwinds to `lua_cpcall`; errors of the function itself are caught by
-/// the handler and turned into the error reply.
+/// building KEYS, say) unwinds to its `lua_pcall`; errors of the function itself are caught
+/// by the handler and turned into the error reply.
 unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
     let frame = &mut *ffi::lua_touserdata(l, 1).cast::<CallFrame<'_>>();
     if ffi::lua_checkstack(l, 12) == 0 {
