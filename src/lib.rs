@@ -97,6 +97,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         engine: Rc::new(engine),
         registry: RefCell::new(Registry::new()),
         scripts: RefCell::new(Default::default()),
+        catalog: RefCell::new(Default::default()),
     });
     if let Err(e) = commands::register_all(raw_ctx) {
         ctx.log_warning(&format!("RX: {e}"));
@@ -108,6 +109,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }
     persistence::subscribe_to_loading(raw_ctx);
     info::register(raw_ctx);
+    cluster::bus::init(raw_ctx);
     stdlib::load_missing(raw_ctx);
     Status::Ok
 }

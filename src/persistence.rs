@@ -1,8 +1,13 @@
 //! Libraries in the RDB, as module aux data, and the reset when a dataset starts loading.
 //!
-//! Only the source of each library is saved; loading replays it through the same path as
-//! `RX.LOAD`, so whatever a library carries is rebuilt exactly as it was loaded.
-//! Encoding 1: count (unsigned), then each library's code (string buffer).
+//! Only the source of each library is saved, with its version and digest; loading replays
+//! it through the same path as `RX.LOAD`, so whatever a library carries is rebuilt exactly
+//! as it was loaded.
+//! - Encoding 2 (written): count (unsigned), then per library name seen: name (string
+//!   buffer), version (unsigned), digest (string buffer, 20 bytes; all zeros for a deleted
+//!   library, a tombstone), code (string buffer, empty for a tombstone).
+//! - Encoding 1 (still read): count (unsigned), then each library's code (string buffer).
+//!   Such libraries get version 1 ([`LEGACY_VERSION`]), as if loaded once.
 
 use std::ffi::c_int;
 use std::os::raw::c_char;
@@ -10,6 +15,8 @@ use std::os::raw::c_char;
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
+use crate::cluster::bus::record_exact;
+use crate::cluster::meta::{Entry, DIGEST_LEN, LEGACY_VERSION};
 use crate::commands::library::load_library;
 use crate::engine::LogLevel;
 use crate::server::{api, guarded, log};
@@ -18,7 +25,7 @@ use crate::state;
 /// Redis requires exactly nine characters.
 const TYPE_NAME: &str = "rxlibrary";
 /// The aux encoding this RX writes; a newer one is refused rather than half-read.
-pub const ENCODING_VERSION: i32 = 1;
+pub const ENCODING_VERSION: i32 = 2;
 
 pub static LIBRARY_TYPE: RedisType = RedisType::new(
     TYPE_NAME,
@@ -48,23 +55,59 @@ pub static LIBRARY_TYPE: RedisType = RedisType::new(
     },
 );
 
-fn library_sources() -> Vec<Vec<u8>> {
+/// One saved entry: name, version and digest, and the code of a live library.
+struct Saved {
+    name: String,
+    entry: Entry,
+    code: Vec<u8>,
+}
+
+fn saved_entries() -> Vec<Saved> {
     state::with(|s| {
-        s.registry
-            .borrow()
-            .list(None)
-            .map(|l| l.code.clone())
-            .collect()
+        let registry = s.registry.borrow();
+        let catalog = s.catalog.borrow();
+        let mut out: Vec<Saved> = catalog
+            .iter()
+            .filter_map(|(name, entry)| {
+                let code = if entry.is_tombstone() {
+                    Vec::new()
+                } else {
+                    registry.library(name)?.code.clone()
+                };
+                Some(Saved {
+                    name: name.to_string(),
+                    entry: *entry,
+                    code,
+                })
+            })
+            .collect();
+        // A live library without an entry cannot happen; save it rather than lose it.
+        for lib in registry.list(None) {
+            if catalog.get(&lib.name).is_none() {
+                out.push(Saved {
+                    name: lib.name.clone(),
+                    entry: Entry::live(LEGACY_VERSION, &lib.code),
+                    code: lib.code.clone(),
+                });
+            }
+        }
+        out
     })
 }
 
-fn save(rdb: *mut raw::RedisModuleIO, sources: &[Vec<u8>]) {
-    // SAFETY: rdb is the live IO handle Redis passed to the aux callback.
-    unsafe {
-        api!(RedisModule_SaveUnsigned)(rdb, sources.len() as u64);
-        for code in sources {
-            api!(RedisModule_SaveStringBuffer)(rdb, code.as_ptr() as *const c_char, code.len());
-        }
+fn save(rdb: *mut raw::RedisModuleIO, entries: &[Saved]) {
+    let buffer = |b: &[u8]| {
+        // SAFETY: rdb is the live IO handle Redis passed to the aux callback; b is valid.
+        unsafe { api!(RedisModule_SaveStringBuffer)(rdb, b.as_ptr() as *const c_char, b.len()) }
+    };
+    // SAFETY: as above.
+    unsafe { api!(RedisModule_SaveUnsigned)(rdb, entries.len() as u64) };
+    for e in entries {
+        buffer(e.name.as_bytes());
+        // SAFETY: as above.
+        unsafe { api!(RedisModule_SaveUnsigned)(rdb, e.entry.version) };
+        buffer(&e.entry.digest);
+        buffer(&e.code);
     }
 }
 
@@ -72,7 +115,7 @@ extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
     if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
         return;
     }
-    guarded("aux_save", (), || save(rdb, &library_sources()));
+    guarded("aux_save", (), || save(rdb, &saved_entries()));
 }
 
 extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
@@ -80,9 +123,9 @@ extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
         return;
     }
     guarded("aux_save2", (), || {
-        let sources = library_sources();
-        if !sources.is_empty() {
-            save(rdb, &sources);
+        let entries = saved_entries();
+        if !entries.is_empty() {
+            save(rdb, &entries);
         }
     });
 }
@@ -104,16 +147,31 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
         return failed;
     }
     let result = std::panic::catch_unwind(|| {
-        let sources = read_sources(rdb)?;
-        for code in sources {
+        let entries = if encver == 1 {
+            read_sources(rdb)?
+                .into_iter()
+                .map(|code| (None, Entry::live(LEGACY_VERSION, &code), code))
+                .collect()
+        } else {
+            read_entries(rdb)?
+        };
+        for (name, entry, code) in entries {
+            if entry.is_tombstone() {
+                if let Some(name) = name {
+                    record_exact(&name, entry);
+                }
+                continue;
+            }
             // The registry was reset when loading started; REPLACE covers an RDB that
             // carries a library twice.
-            load_library(std::ptr::null_mut(), &code, true, "RX.LOAD").map_err(|e| {
-                let name = crate::header::parse_header(&code)
-                    .map(|h| h.name)
-                    .unwrap_or_default();
-                format!("RX: failed loading library '{name}' from the RDB: {e}")
-            })?;
+            let loaded =
+                load_library(std::ptr::null_mut(), &code, true, "RX.LOAD").map_err(|e| {
+                    let name = crate::header::parse_header(&code)
+                        .map(|h| h.name)
+                        .unwrap_or_default();
+                    format!("RX: failed loading library '{name}' from the RDB: {e}")
+                })?;
+            record_exact(&loaded, entry);
         }
         Ok::<(), String>(())
     });
@@ -156,6 +214,43 @@ fn read_sources(rdb: *mut raw::RedisModuleIO) -> Result<Vec<Vec<u8>>, String> {
     }
 }
 
+type LoadedEntry = (Option<String>, Entry, Vec<u8>);
+
+/// Encoding 2: every entry, tombstones included.
+fn read_entries(rdb: *mut raw::RedisModuleIO) -> Result<Vec<LoadedEntry>, String> {
+    let truncated = || "RX: truncated library data in the RDB".to_string();
+    // SAFETY: rdb is the live IO handle; every buffer Redis returns is copied and freed.
+    unsafe {
+        let io_error = || api!(RedisModule_IsIOError)(rdb) != 0;
+        let buffer = || -> Result<Vec<u8>, String> {
+            let mut len = 0usize;
+            let p = api!(RedisModule_LoadStringBuffer)(rdb, &mut len);
+            if io_error() || p.is_null() {
+                return Err(truncated());
+            }
+            let v = std::slice::from_raw_parts(p as *const u8, len).to_vec();
+            api!(RedisModule_Free)(p.cast());
+            Ok(v)
+        };
+        let count = api!(RedisModule_LoadUnsigned)(rdb);
+        if io_error() {
+            return Err("RX: could not read the library count from the RDB".into());
+        }
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let name = String::from_utf8(buffer()?).map_err(|_| truncated())?;
+            let version = api!(RedisModule_LoadUnsigned)(rdb);
+            if io_error() {
+                return Err(truncated());
+            }
+            let digest: [u8; DIGEST_LEN] = buffer()?.try_into().map_err(|_| truncated())?;
+            let code = buffer()?;
+            out.push((Some(name), Entry { version, digest }, code));
+        }
+        Ok(out)
+    }
+}
+
 /// Resets the registry whenever Redis starts loading a dataset (RDB, AOF or a replication
 /// stream), so that what it carries is exactly what RX holds afterwards; once loading ends,
 /// adds the selected bundled libraries that the dataset did not carry.
@@ -177,7 +272,10 @@ extern "C" fn on_loading(
     }
     if starts.contains(&subevent) {
         guarded("the loading event", (), || {
-            let removed = state::with(|s| s.registry.borrow_mut().flush());
+            let removed = state::with(|s| {
+                s.catalog.borrow_mut().clear();
+                s.registry.borrow_mut().flush()
+            });
             drop(removed);
         });
     }

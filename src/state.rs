@@ -7,6 +7,7 @@
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
+use crate::cluster::meta::Catalog;
 use crate::lua::{LuaCallable, LuaEngine};
 use crate::registry::Registry;
 use crate::scripts::ScriptCache;
@@ -15,6 +16,9 @@ pub struct ModuleState {
     pub engine: Rc<LuaEngine>,
     pub registry: RefCell<Registry<LuaCallable>>,
     pub scripts: RefCell<ScriptCache<LuaCallable>>,
+    /// The version and digest of every library name seen, tombstones included. Kept in step
+    /// with `registry`: every live library has a live entry.
+    pub catalog: RefCell<Catalog>,
 }
 
 thread_local! {

@@ -82,12 +82,19 @@ pub fn load_missing(ctx: Ctx) {
         {
             continue;
         }
-        if let Err(e) = load_library(ctx, code.as_bytes(), false, "RX.LOAD") {
-            log(
+        let Some(version) = crate::cluster::bus::bundled_version(name) else {
+            continue;
+        };
+        match load_library(ctx, code.as_bytes(), false, "RX.LOAD") {
+            Ok(loaded) => crate::cluster::bus::record_exact(
+                &loaded,
+                crate::cluster::meta::Entry::live(version, code.as_bytes()),
+            ),
+            Err(e) => log(
                 ctx,
                 LogLevel::Warning,
                 format!("RX: bundled library '{name}' was not loaded: {e}").as_bytes(),
-            );
+            ),
         }
     }
 }

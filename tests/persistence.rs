@@ -116,6 +116,25 @@ fn rx_list(c: &mut Conn) -> Reply {
     c.q(&["RX.LIST", "WITHCODE"]).ok()
 }
 
+/// A listing without RX's `version` fields: a restore installs the same code (same
+/// digest) at a new version, as any load does.
+fn without_versions(list: Reply) -> Reply {
+    let libs = list.as_array().expect("list is an array").iter();
+    Reply::Array(
+        libs.map(|lib| {
+            let kv = lib.as_array().expect("library entry");
+            Reply::Array(
+                kv.chunks(2)
+                    .filter(|p| p[0].as_str() != Some("version"))
+                    .flatten()
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .collect(),
+    )
+}
+
 /// Library names listed by `RX.LIST`, sorted.
 fn rx_names(c: &mut Conn) -> Vec<String> {
     lib_names(&c.q(&["RX.LIST"]).ok())
@@ -147,6 +166,14 @@ fn normalize(list: &Reply) -> Reply {
         .iter()
         .map(|lib| {
             let mut kv = lib.as_array().expect("library entry").to_vec();
+            // RX.LIST's own fields (version, digest), which FUNCTION LIST does not have.
+            let rx_own = |k: &Reply| matches!(k.as_str(), Some("version" | "digest"));
+            kv = kv
+                .chunks(2)
+                .filter(|p| !rx_own(&p[0]))
+                .flatten()
+                .cloned()
+                .collect();
             for i in (0..kv.len()).step_by(2) {
                 if kv[i].as_str() == Some("functions") {
                     if let Reply::Array(fs) = &mut kv[i + 1] {
@@ -596,7 +623,11 @@ fn function_writes_reach_replica_and_aof_as_effects_not_reruns() {
 
     // The AOF holds the commands the function ran, in MULTI/EXEC, and never RX.CALL.
     let aof = aof_commands(master.dir());
-    assert!(contains_ci(&aof, "RX.LOAD"), "RX.LOAD missing from the AOF");
+    // Library changes travel as RX.APPLY, which carries the master's versions.
+    assert!(
+        contains_ci(&aof, "RX.APPLY"),
+        "RX.APPLY missing from the AOF"
+    );
     assert!(
         !contains_ci(&aof, "RX.CALL"),
         "RX.CALL was propagated to the AOF"
@@ -752,9 +783,9 @@ fn aof_restart_restores_every_library_and_key() {
     assert_eq!(rx_names(&mut c), vec!["liba", "libb", "libbig"]);
 
     let aof = aof_commands(s.dir());
-    // RX.LOAD, RX.DELETE and RX.FLUSH are propagated as given (RX.RESTORE may be
-    // propagated in any form; its effect is checked by the restart below).
-    for cmd in ["RX.LOAD", "RX.DELETE", "RX.FLUSH", "MULTI", "EXEC"] {
+    // RX.LOAD, RX.DELETE, RX.FLUSH and RX.RESTORE are propagated as RX.APPLY of the
+    // versioned changes they made; their effect is checked by the restart below.
+    for cmd in ["RX.APPLY", "MULTI", "EXEC"] {
         assert!(contains_ci(&aof, cmd), "{cmd} missing from the AOF");
     }
     assert!(
@@ -1252,7 +1283,7 @@ fn restore_policies_behave_like_function_restore() {
     let d = rx_dump(&mut c);
     load_replace(&mut c, LIB_A2);
     assert_eq!(rx_restore(&mut c, &d, Some("REPLACE")), ok());
-    assert_eq!(rx_list(&mut c), before);
+    assert_eq!(without_versions(rx_list(&mut c)), without_versions(before));
     assert_callable(&mut c, &["liba", "libb"], "after RX.RESTORE REPLACE");
 }
 
@@ -1351,7 +1382,7 @@ fn restore_refuses_corrupt_and_foreign_payloads_without_changing_anything() {
     assert_callable(&mut c, &["liba", "libb", "libc"], "after refused restores");
     // And the intact payload still restores.
     assert_eq!(rx_restore(&mut c, &d, Some("FLUSH")), ok());
-    assert_eq!(rx_list(&mut c), before);
+    assert_eq!(without_versions(rx_list(&mut c)), without_versions(before));
 }
 
 // ---------------------------------------------------------------------------
@@ -1593,12 +1624,12 @@ fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
     let mut bytes = std::fs::read(&rdb).unwrap();
     // The aux record: opcode 0xF7 (MODULE_AUX), then the id as a 64-bit length (0x81 + BE).
     let mut needle = vec![0xF7u8, 0x81];
-    needle.extend_from_slice(&rx_module_type_id(1).to_be_bytes());
+    needle.extend_from_slice(&rx_module_type_id(2).to_be_bytes());
     let at = bytes
         .windows(needle.len())
         .position(|w| w == needle.as_slice())
         .expect("RX aux record in the RDB");
-    bytes[at + 2..at + 10].copy_from_slice(&rx_module_type_id(2).to_be_bytes());
+    bytes[at + 2..at + 10].copy_from_slice(&rx_module_type_id(3).to_be_bytes());
     drop(c);
     s.stop();
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -1620,7 +1651,7 @@ fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
         "{text}"
     );
     assert!(
-        text.contains("RX: the RDB holds RX libraries in encoding 2, newer than this RX reads (1); refusing to load them"),
+        text.contains("RX: the RDB holds RX libraries in encoding 3, newer than this RX reads (2); refusing to load them"),
         "no clear log line:\n{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -1669,4 +1700,75 @@ fn ten_thousand_libraries_load_and_reload() {
             Some(i as i64)
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Versions (see the README's Redis Cluster section)
+
+fn manifest(c: &mut Conn) -> Reply {
+    c.q(&["RX.CLUSTER", "MANIFEST"]).ok()
+}
+
+/// `(name, version, deleted)` of every entry in RX.CLUSTER MANIFEST.
+fn versions(c: &mut Conn) -> Vec<(String, i64, i64)> {
+    manifest(c)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let kv = e.as_array().unwrap();
+            (
+                kv[1].as_str().unwrap().to_string(),
+                kv[3].as_int().unwrap(),
+                kv[7].as_int().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn versions_and_tombstones_survive_reload_restart_and_reach_replicas_unchanged() {
+    let mut master = start_master(&[]);
+    let mut m = master.conn();
+    load(&mut m, LIB_A);
+    load_replace(&mut m, LIB_A2);
+    load(&mut m, LIB_B);
+    assert_eq!(m.q(&["RX.DELETE", "libb"]), ok());
+    load(&mut m, LIB_C);
+    assert_eq!(m.q(&["RX.FLUSH"]), ok());
+    load(&mut m, LIB_A);
+    let want = vec![
+        ("liba".to_string(), 4, 0),
+        ("libb".to_string(), 2, 1),
+        ("libc".to_string(), 2, 1),
+    ];
+    assert_eq!(versions(&mut m), want);
+    let before = manifest(&mut m);
+    assert_eq!(m.q(&["DEBUG", "RELOAD"]), ok());
+    assert_eq!(manifest(&mut m), before, "after DEBUG RELOAD");
+    assert_eq!(m.q(&["SAVE"]), ok());
+    master.restart();
+    let mut m = master.conn();
+    assert_eq!(manifest(&mut m), before, "after a restart from the RDB");
+
+    // A full sync carries the versions; later changes reach the replica as RX.APPLY with
+    // the master's versions, whatever the replica had seen.
+    let replica = start_replica_of(&master);
+    let mut r = replica.conn();
+    wait_synced(&mut m, &mut r);
+    assert_eq!(manifest(&mut r), before, "after a full sync");
+    load_replace(&mut m, LIB_A2);
+    assert_eq!(m.q(&["RX.DELETE", "liba"]), ok());
+    load(&mut m, LIB_B);
+    wait_synced(&mut m, &mut r);
+    assert_eq!(
+        versions(&mut m),
+        vec![
+            ("liba".to_string(), 6, 1),
+            ("libb".to_string(), 3, 0),
+            ("libc".to_string(), 2, 1),
+        ]
+    );
+    assert_eq!(manifest(&mut r), manifest(&mut m), "live changes");
+    assert_eq!(rx_list(&mut r), rx_list(&mut m));
 }

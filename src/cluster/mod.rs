@@ -1,6 +1,8 @@
 //! Libraries kept in sync across a Redis Cluster. `meta` (versions and the ordering rule)
-//! and `wire` (messages and chunking) are pure; `peers` remembers what each peer said.
+//! and `wire` (messages and chunking) are pure; `peers` remembers what each peer said; `bus`
+//! is the module glue (cluster messages, the timer, applying changes).
 
+pub mod bus;
 pub mod meta;
 pub mod peers;
 pub mod wire;

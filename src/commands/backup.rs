@@ -1,18 +1,17 @@
 //! RX.DUMP, RX.RESTORE and RX.IMPORT: moving libraries between servers, and from native
 //! Redis Functions into RX.
 
-use std::ffi::CString;
-use std::os::raw::c_char;
-
 use super::library::compile_library;
-use super::{command_callback, replicate_verbatim, reply_ok};
+use super::{command_callback, reply_ok};
+use crate::cluster::bus;
+use crate::cluster::wire::Change;
 use crate::error::{RxError, RxResult};
 use crate::lua::LuaCallable;
 use crate::payload;
 use crate::registry::{Library, RegistryError, RestorePolicy};
 use crate::reply::ReplySink;
 use crate::resp::Tree;
-use crate::server::{api, call_tree, Ctx, ModuleReply};
+use crate::server::{call_tree, Ctx, ModuleReply};
 use crate::state;
 
 command_callback!(rx_dump_cb, rx_dump);
@@ -48,17 +47,23 @@ fn parse_policy(arg: Option<&&[u8]>) -> RxResult<RestorePolicy> {
     }
 }
 
-/// Compiles every source, then installs them all or none.
+/// Compiles every source, then installs them all or none. Returns the versioned changes:
+/// each library installed counts as a load; with FLUSH, each library removed and not
+/// reinstalled gets a tombstone.
 fn install_batch(
     ctx: Ctx,
     sources: &[&[u8]],
     policy: RestorePolicy,
     command: &str,
-) -> RxResult<()> {
+) -> RxResult<Vec<Change>> {
     let mut libraries: Vec<Library<LuaCallable>> = Vec::with_capacity(sources.len());
     for code in sources {
         libraries.push(compile_library(ctx, code, command)?);
     }
+    let installed: Vec<(String, Vec<u8>)> = libraries
+        .iter()
+        .map(|l| (l.name.clone(), l.code.clone()))
+        .collect();
     let removed = state::with(|s| s.registry.borrow_mut().install_all(libraries, policy)).map_err(
         |e| match e {
             // FUNCTION RESTORE words this one without quotes, unlike FUNCTION LOAD.
@@ -68,8 +73,17 @@ fn install_batch(
             other => RxError::err(other.message()),
         },
     )?;
+    let mut changes: Vec<Change> = installed
+        .iter()
+        .map(|(name, code)| bus::record_live(name, code))
+        .collect();
+    for lib in &removed {
+        if !installed.iter().any(|(n, _)| n == &lib.name) {
+            changes.push(bus::record_tombstone(&lib.name));
+        }
+    }
     drop(removed);
-    Ok(())
+    Ok(changes)
 }
 
 /// RX.RESTORE <payload> [FLUSH|APPEND|REPLACE]
@@ -79,8 +93,8 @@ fn rx_restore(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     }
     let policy = parse_policy(args.get(2))?;
     let sources = payload::decode(args[1]).map_err(|e| RxError::err(e.message()))?;
-    install_batch(ctx, &sources, policy, "RX.RESTORE")?;
-    replicate_verbatim(ctx);
+    let changes = install_batch(ctx, &sources, policy, "RX.RESTORE")?;
+    bus::propagate(ctx, &changes);
     reply_ok(ctx);
     Ok(())
 }
@@ -101,8 +115,8 @@ fn native_library_sources(ctx: Ctx) -> RxResult<Vec<Vec<u8>>> {
 }
 
 /// RX.IMPORT [REPLACE]: copies every native Redis Functions library into RX, atomically.
-/// Replicated as the equivalent RX.RESTORE, so replicas and the AOF get exactly the same
-/// libraries whatever their own native libraries are.
+/// Replicated as RX.APPLY of the libraries installed, so replicas and the AOF get exactly
+/// the same libraries (and versions) whatever their own native libraries are.
 fn rx_import(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     let policy = match args.len() {
         1 => RestorePolicy::Append,
@@ -117,25 +131,8 @@ fn rx_import(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     };
     let sources = native_library_sources(ctx)?;
     let refs: Vec<&[u8]> = sources.iter().map(|c| c.as_slice()).collect();
-    install_batch(ctx, &refs, policy, "RX.IMPORT")?;
-    let payload = payload::encode(refs.iter().copied());
-    let policy_name = CString::new(if policy == RestorePolicy::Replace {
-        "REPLACE"
-    } else {
-        "APPEND"
-    })
-    .unwrap_or_default();
-    // SAFETY: "bc" takes (buffer, length) and a C string, all valid for the call.
-    unsafe {
-        api!(RedisModule_Replicate)(
-            ctx,
-            c"RX.RESTORE".as_ptr(),
-            c"bc".as_ptr(),
-            payload.as_ptr() as *const c_char,
-            payload.len(),
-            policy_name.as_ptr(),
-        );
-    }
+    let changes = install_batch(ctx, &refs, policy, "RX.IMPORT")?;
+    bus::propagate(ctx, &changes);
     ModuleReply(ctx).integer(sources.len() as i64);
     Ok(())
 }

@@ -4,7 +4,9 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::{command_callback, replicate_verbatim, reply_ok};
+use super::{command_callback, reply_ok};
+use crate::cluster::bus;
+use crate::cluster::meta::hex;
 use crate::engine::LogOnlyHost;
 use crate::error::{RxError, RxResult};
 use crate::header::parse_header;
@@ -79,8 +81,10 @@ fn rx_load(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
             )));
         }
     }
-    let name = load_library(ctx, args[args.len() - 1], replace, "RX.LOAD")?;
-    replicate_verbatim(ctx);
+    let code = args[args.len() - 1];
+    let name = load_library(ctx, code, replace, "RX.LOAD")?;
+    let change = bus::record_live(&name, code);
+    bus::propagate(ctx, &[change]);
     ModuleReply(ctx).bulk(name.as_bytes());
     Ok(())
 }
@@ -111,17 +115,26 @@ fn rx_list(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     let mut out = ModuleReply(ctx);
     state::with(|s| {
         let registry = s.registry.borrow();
+        let catalog = s.catalog.borrow();
         let libs: Vec<_> = registry.list(pattern).collect();
         out.array(libs.len());
         for lib in libs {
-            write_library(&mut out, lib, with_code);
+            let entry = catalog.get(&lib.name).copied();
+            write_library(&mut out, lib, with_code, entry);
         }
     });
     Ok(())
 }
 
-fn write_library<F>(out: &mut dyn ReplySink, lib: &Library<F>, with_code: bool) {
-    out.map(if with_code { 4 } else { 3 });
+/// FUNCTION LIST's fields, then RX's own: `version` and `digest` (see the Cluster section
+/// of the README).
+fn write_library<F>(
+    out: &mut dyn ReplySink,
+    lib: &Library<F>,
+    with_code: bool,
+    entry: Option<crate::cluster::meta::Entry>,
+) {
+    out.map(if with_code { 6 } else { 5 });
     out.bulk(b"library_name");
     out.bulk(lib.name.as_bytes());
     out.bulk(b"engine");
@@ -148,6 +161,11 @@ fn write_library<F>(out: &mut dyn ReplySink, lib: &Library<F>, with_code: bool) 
         out.bulk(b"library_code");
         out.bulk(&lib.code);
     }
+    let entry = entry.unwrap_or_else(|| crate::cluster::meta::Entry::live(0, &lib.code));
+    out.bulk(b"version");
+    out.integer(entry.version as i64);
+    out.bulk(b"digest");
+    out.bulk(hex(&entry.digest).as_bytes());
 }
 
 /// RX.DELETE <library>
@@ -159,7 +177,8 @@ fn rx_delete(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     let removed = state::with(|s| s.registry.borrow_mut().delete(&name))
         .map_err(|e| RxError::err(e.message()))?;
     drop(removed);
-    replicate_verbatim(ctx);
+    let change = bus::record_tombstone(&name);
+    bus::propagate(ctx, &[change]);
     reply_ok(ctx);
     Ok(())
 }
@@ -176,8 +195,12 @@ fn rx_flush(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         }
     }
     let removed = state::with(|s| s.registry.borrow_mut().flush());
+    let changes: Vec<_> = removed
+        .iter()
+        .map(|l| bus::record_tombstone(&l.name))
+        .collect();
     drop(removed);
-    replicate_verbatim(ctx);
+    bus::propagate(ctx, &changes);
     reply_ok(ctx);
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod call;
+pub mod cluster;
 pub mod eval;
 pub mod kill;
 pub mod library;
@@ -107,6 +108,16 @@ fn table() -> Vec<(&'static str, Callback, &'static str)> {
             "rx.import",
             backup::rx_import_cb,
             "write deny-oom deny-script",
+        ),
+        (
+            "rx.apply",
+            cluster::rx_apply_cb,
+            "write deny-oom deny-script",
+        ),
+        (
+            "rx.cluster",
+            cluster::rx_cluster_cb,
+            "readonly allow-busy deny-script allow-stale",
         ),
         (
             "rx.kill",

@@ -1,0 +1,644 @@
+//! The module glue of cluster sync: local changes become versioned entries, are replicated
+//! as `RX.APPLY` and broadcast over the cluster bus; bus messages are received, reassembled
+//! and applied; a timer broadcasts this node's state digest every [`PERIOD_MS`] and peers
+//! whose digest differs exchange manifests and pull what they lack.
+//!
+//! Everything runs on Redis's main thread (command, bus receiver and timer callbacks), and
+//! each callback is wrapped in `guarded`, so a panic never unwinds into Redis.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_int, c_void};
+use std::os::raw::c_char;
+use std::time::{Duration, Instant};
+
+use redis_module::raw;
+
+use super::meta::{hex, Catalog, Entry, BUNDLED_VERSION};
+use super::peers::Peers;
+use super::wire::{self, Change, Message, Reassembler};
+use crate::commands::library::compile_library;
+use crate::engine::LogLevel;
+use crate::header::parse_header;
+use crate::reply::ReplySink;
+use crate::server::{api, context_flags, guarded, log, Ctx};
+use crate::state;
+
+/// The module cluster message type RX uses (types are per module).
+pub const MSG_TYPE: u8 = 0x52;
+/// How often the state digest is broadcast.
+pub const PERIOD_MS: i64 = 500;
+const NODE_ID_LEN: usize = raw::REDISMODULE_NODE_ID_LEN as usize;
+/// At most one log line about dropped messages per this interval.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+struct Node {
+    peers: Peers,
+    reassembler: Reassembler,
+    next_transfer: u64,
+    last_log: Option<Instant>,
+    suppressed_logs: u64,
+    /// Frames that arrived while a function was running (Redis serves the bus while a
+    /// busy script yields) or a dataset was loading: handled by the next timer tick, never
+    /// inside the running Lua nor between two libraries of an RDB.
+    deferred: Vec<(String, Vec<u8>)>,
+}
+
+/// Deferred frames kept at most; beyond that they are dropped (anti-entropy recovers).
+const MAX_DEFERRED: usize = 4096;
+
+thread_local! {
+    static ENABLED: Cell<bool> = const { Cell::new(false) };
+    static NODE: RefCell<Option<Node>> = const { RefCell::new(None) };
+}
+
+/// Whether this server runs in cluster mode (set once at module load).
+pub fn enabled() -> bool {
+    ENABLED.with(|e| e.get())
+}
+
+fn with_node<R>(f: impl FnOnce(&mut Node) -> R) -> Option<R> {
+    NODE.with(|n| n.borrow_mut().as_mut().map(f))
+}
+
+/// Starts cluster sync when the server runs with `cluster-enabled yes`.
+pub fn init(ctx: Ctx) {
+    if context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER == 0 {
+        return;
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ ((std::process::id() as u64) << 40);
+    NODE.with(|n| {
+        *n.borrow_mut() = Some(Node {
+            peers: Peers::new(),
+            reassembler: Reassembler::new(),
+            next_transfer: seed,
+            last_log: None,
+            suppressed_logs: 0,
+            deferred: Vec::new(),
+        })
+    });
+    ENABLED.with(|e| e.set(true));
+    // SAFETY: called from OnLoad with its context; the callbacks are plain extern fns that
+    // live as long as the module.
+    unsafe {
+        api!(RedisModule_RegisterClusterMessageReceiver)(ctx, MSG_TYPE, Some(on_message));
+        api!(RedisModule_CreateTimer)(ctx, PERIOD_MS, Some(on_timer), std::ptr::null_mut());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Local changes
+
+/// Records a library installed by a local action (load, restore, import): its version is
+/// one more than any seen for that name.
+pub fn record_live(name: &str, code: &[u8]) -> Change {
+    record(name, |c| Entry::live(c.next_version(name), code), code)
+}
+
+/// Records a library deleted by a local action.
+pub fn record_tombstone(name: &str) -> Change {
+    record(name, |c| Entry::tombstone(c.next_version(name)), &[])
+}
+
+/// Records a library at an exact version (an RDB entry, a bundled library).
+pub fn record_exact(name: &str, entry: Entry) {
+    state::with(|s| s.catalog.borrow_mut().set(name, entry));
+}
+
+fn record(name: &str, make: impl FnOnce(&Catalog) -> Entry, code: &[u8]) -> Change {
+    let entry = state::with(|s| {
+        let mut catalog = s.catalog.borrow_mut();
+        let entry = make(&catalog);
+        catalog.set(name, entry);
+        entry
+    });
+    Change {
+        name: name.to_string(),
+        entry,
+        code: code.to_vec(),
+    }
+}
+
+/// The version a bundled library takes when (re)loaded: [`BUNDLED_VERSION`] when the name
+/// was never seen. `None` in cluster mode when the name carries a tombstone: a deletion is
+/// cluster-wide and a bundled library does not undo it.
+pub fn bundled_version(name: &str) -> Option<u64> {
+    let existing = state::with(|s| s.catalog.borrow().get(name).copied());
+    match existing {
+        None => Some(BUNDLED_VERSION),
+        Some(e) if e.is_tombstone() && enabled() => None,
+        Some(e) => Some(e.version + 1),
+    }
+}
+
+/// Propagates local changes: to replicas and the AOF as one `RX.APPLY` (so they get this
+/// node's versions, not versions of their own), and to every cluster node over the bus.
+pub fn propagate(ctx: Ctx, changes: &[Change]) {
+    if changes.is_empty() {
+        return;
+    }
+    let payload = wire::encode_entries(changes);
+    // SAFETY: "b" takes (buffer, length), valid for the call; ctx is a command context.
+    unsafe {
+        api!(RedisModule_Replicate)(
+            ctx,
+            c"RX.APPLY".as_ptr(),
+            c"b".as_ptr(),
+            payload.as_ptr() as *const c_char,
+            payload.len(),
+        );
+    }
+    broadcast_changes(ctx, changes);
+}
+
+/// Sends changes to every node over the bus (cluster mode only).
+pub fn broadcast_changes(ctx: Ctx, changes: &[Change]) {
+    if enabled() && !changes.is_empty() {
+        send(ctx, None, &Message::Entries(changes.to_vec()));
+    }
+}
+
+/// Applies changes that won under the rule, one by one: a library is compiled exactly as
+/// `RX.LOAD` does (no borrow of the module state is held while Lua runs), a tombstone
+/// deletes. Returns the changes applied and an error text per change that failed.
+pub fn apply(ctx: Ctx, changes: Vec<Change>, from_bus: bool) -> (Vec<Change>, Vec<String>) {
+    let mut applied = Vec::new();
+    let mut errors = Vec::new();
+    for change in changes {
+        let accepted = state::with(|s| s.catalog.borrow().accepts(&change.name, &change.entry));
+        if !accepted {
+            continue;
+        }
+        if from_bus
+            && with_node(|n| n.peers.has_failed(&change.name, &change.entry)).unwrap_or(false)
+        {
+            continue;
+        }
+        match apply_one(ctx, &change) {
+            Ok(()) => applied.push(change),
+            Err(e) => {
+                let first =
+                    with_node(|n| n.peers.failed(&change.name, change.entry, &e)).unwrap_or(true);
+                if first {
+                    log(
+                        ctx,
+                        LogLevel::Warning,
+                        format!(
+                            "RX: could not apply library '{}' version {} ({}): {e}",
+                            change.name,
+                            change.entry.version,
+                            hex(&change.entry.digest)
+                        )
+                        .as_bytes(),
+                    );
+                }
+                errors.push(format!("library '{}': {e}", change.name));
+            }
+        }
+    }
+    (applied, errors)
+}
+
+fn apply_one(ctx: Ctx, change: &Change) -> Result<(), String> {
+    if change.entry.is_tombstone() {
+        let removed = state::with(|s| {
+            s.catalog.borrow_mut().set(&change.name, change.entry);
+            s.registry.borrow_mut().delete(&change.name).ok()
+        });
+        drop(removed);
+        return Ok(());
+    }
+    match parse_header(&change.code) {
+        Ok(h) if h.name == change.name => {}
+        Ok(h) => return Err(format!("the code is for library '{}'", h.name)),
+        Err(e) => return Err(e.message()),
+    }
+    let library = compile_library(ctx, &change.code, "RX.LOAD").map_err(|e| e.to_string())?;
+    let replaced = state::with(|s| {
+        let r = s.registry.borrow_mut().install(library, true);
+        if r.is_ok() {
+            s.catalog.borrow_mut().set(&change.name, change.entry);
+        }
+        r
+    })
+    .map_err(|e| e.message())?;
+    drop(replaced);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The bus
+
+fn my_id() -> Option<String> {
+    // SAFETY: Redis returns a pointer to its own node's 40-byte name, or null.
+    unsafe {
+        let p = raw::RedisModule_GetMyClusterID.map(|f| f())?;
+        if p.is_null() {
+            return None;
+        }
+        let b = std::slice::from_raw_parts(p as *const u8, NODE_ID_LEN);
+        Some(String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+/// Ids of every node in the cluster, this one included.
+fn cluster_nodes(ctx: Ctx) -> Vec<String> {
+    // SAFETY: the list and each 40-byte id belong to Redis until freed with
+    // FreeClusterNodesList, which happens before returning.
+    unsafe {
+        let (Some(list_fn), Some(free_fn)) = (
+            raw::RedisModule_GetClusterNodesList,
+            raw::RedisModule_FreeClusterNodesList,
+        ) else {
+            return Vec::new();
+        };
+        let mut n = 0usize;
+        let ids = list_fn(ctx, &mut n);
+        if ids.is_null() {
+            return Vec::new();
+        }
+        let out = (0..n)
+            .map(|i| {
+                let p = *ids.add(i);
+                String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, NODE_ID_LEN))
+                    .into_owned()
+            })
+            .collect();
+        free_fn(ids);
+        out
+    }
+}
+
+struct NodeInfo {
+    address: String,
+    role: &'static str,
+    failing: bool,
+}
+
+fn node_info(ctx: Ctx, id: &str) -> Option<NodeInfo> {
+    let mut ip = [0u8; 64];
+    let mut master = [0u8; NODE_ID_LEN + 1];
+    let mut port: c_int = 0;
+    let mut flags: c_int = 0;
+    let id_c = crate::server::c_string(id.as_bytes());
+    // SAFETY: ip has room for NET_IP_STR_LEN (46) bytes plus NUL, master_id for 40; the id
+    // is a NUL-terminated 40-character node name.
+    let ok = unsafe {
+        api!(RedisModule_GetClusterNodeInfo)(
+            ctx,
+            id_c.as_ptr(),
+            ip.as_mut_ptr() as *mut c_char,
+            master.as_mut_ptr() as *mut c_char,
+            &mut port,
+            &mut flags,
+        )
+    };
+    if ok != raw::REDISMODULE_OK as c_int {
+        return None;
+    }
+    let end = ip.iter().position(|&b| b == 0).unwrap_or(ip.len());
+    let flags = flags as u32;
+    Some(NodeInfo {
+        address: format!("{}:{}", String::from_utf8_lossy(&ip[..end]), port),
+        role: if flags & raw::REDISMODULE_NODE_MASTER != 0 {
+            "master"
+        } else if flags & raw::REDISMODULE_NODE_SLAVE != 0 {
+            "replica"
+        } else {
+            "unknown"
+        },
+        failing: flags & (raw::REDISMODULE_NODE_PFAIL | raw::REDISMODULE_NODE_FAIL) != 0,
+    })
+}
+
+/// Sends a message to one node, or to all when `target` is `None`, in as many frames as
+/// it takes.
+fn send(ctx: Ctx, target: Option<&str>, message: &Message) {
+    let Some(transfer) = with_node(|n| {
+        n.next_transfer = n.next_transfer.wrapping_add(1);
+        n.next_transfer
+    }) else {
+        return;
+    };
+    let target_c = target.map(|t| crate::server::c_string(t.as_bytes()));
+    let target_ptr = target_c.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
+    for frame in wire::frames(transfer, &message.encode()) {
+        // SAFETY: the frame buffer and the optional NUL-terminated target id are valid for
+        // the call; Redis copies the payload into its own send buffers.
+        unsafe {
+            api!(RedisModule_SendClusterMessage)(
+                ctx,
+                target_ptr,
+                MSG_TYPE,
+                frame.as_ptr() as *const c_char,
+                frame.len() as u32,
+            );
+        }
+    }
+}
+
+fn log_dropped(ctx: Ctx, sender: &str, why: &str) {
+    let now = Instant::now();
+    let line = with_node(|n| {
+        if n.last_log.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            n.suppressed_logs += 1;
+            return None;
+        }
+        n.last_log = Some(now);
+        let suppressed = std::mem::take(&mut n.suppressed_logs);
+        Some(format!(
+            "RX: dropped a cluster message from {sender}: {why} ({suppressed} more dropped since the last report)"
+        ))
+    })
+    .flatten();
+    if let Some(line) = line {
+        log(ctx, LogLevel::Warning, line.as_bytes());
+    }
+}
+
+unsafe extern "C" fn on_message(
+    ctx: *mut raw::RedisModuleCtx,
+    sender_id: *const c_char,
+    _kind: u8,
+    payload: *const u8,
+    len: u32,
+) {
+    guarded("the cluster message receiver", (), || {
+        if sender_id.is_null() || (payload.is_null() && len > 0) {
+            return;
+        }
+        // SAFETY: Redis passes the sender's 40-byte node name and `len` payload bytes, both
+        // valid for the duration of this callback.
+        let (sender, frame) = unsafe {
+            (
+                String::from_utf8_lossy(std::slice::from_raw_parts(
+                    sender_id as *const u8,
+                    NODE_ID_LEN,
+                ))
+                .into_owned(),
+                if len == 0 {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(payload, len as usize)
+                },
+            )
+        };
+        let loading = context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_LOADING != 0;
+        if loading || crate::running::current().is_some() {
+            with_node(|n| {
+                if n.deferred.len() < MAX_DEFERRED {
+                    n.deferred.push((sender, frame.to_vec()));
+                }
+            });
+            return;
+        }
+        take_frame(ctx, &sender, frame);
+    });
+}
+
+fn take_frame(ctx: Ctx, sender: &str, frame: &[u8]) {
+    let now = Instant::now();
+    let complete = with_node(|n| n.reassembler.accept(sender, frame, now));
+    match complete {
+        Some(Ok(Some(bytes))) => match Message::decode(&bytes) {
+            Ok(m) => handle(ctx, sender, m, now),
+            Err(e) => log_dropped(ctx, sender, &e.to_string()),
+        },
+        Some(Ok(None)) | None => {}
+        Some(Err(e)) => log_dropped(ctx, sender, &e.to_string()),
+    }
+}
+
+fn handle(ctx: Ctx, sender: &str, message: Message, now: Instant) {
+    match message {
+        Message::State { digest, count } => {
+            let mine = state::with(|s| s.catalog.borrow().state_digest());
+            let send_manifest = with_node(|n| {
+                n.peers.heard(sender, digest, count, now);
+                digest != mine && n.peers.should_send_manifest(sender, now)
+            })
+            .unwrap_or(false);
+            if send_manifest {
+                send(ctx, Some(sender), &Message::Manifest(manifest()));
+            }
+        }
+        Message::Manifest(entries) => {
+            let wanted: Vec<(String, Entry)> = state::with(|s| {
+                s.catalog
+                    .borrow()
+                    .to_pull(&entries)
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            });
+            let names = with_node(|n| n.peers.start_pulls(wanted, now)).unwrap_or_default();
+            if !names.is_empty() {
+                send(ctx, Some(sender), &Message::Pull(names));
+            }
+        }
+        Message::Pull(names) => {
+            let changes = current_changes(&names);
+            if !changes.is_empty() {
+                send(ctx, Some(sender), &Message::Entries(changes));
+            }
+        }
+        Message::Entries(changes) => {
+            let _ = apply(ctx, changes, true);
+        }
+    }
+}
+
+fn manifest() -> Vec<(String, Entry)> {
+    state::with(|s| {
+        s.catalog
+            .borrow()
+            .iter()
+            .map(|(n, e)| (n.to_string(), *e))
+            .collect()
+    })
+}
+
+/// What this node holds for `names`, as changes a peer can apply.
+fn current_changes(names: &[String]) -> Vec<Change> {
+    state::with(|s| {
+        let catalog = s.catalog.borrow();
+        let registry = s.registry.borrow();
+        names
+            .iter()
+            .filter_map(|name| {
+                let entry = *catalog.get(name)?;
+                let code = if entry.is_tombstone() {
+                    Vec::new()
+                } else {
+                    registry.library(name)?.code.clone()
+                };
+                Some(Change {
+                    name: name.clone(),
+                    entry,
+                    code,
+                })
+            })
+            .collect()
+    })
+}
+
+unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    guarded("the cluster sync timer", (), || {
+        let deferred = with_node(|n| std::mem::take(&mut n.deferred)).unwrap_or_default();
+        for (sender, frame) in deferred {
+            take_frame(ctx, &sender, &frame);
+        }
+        let (digest, count) = state::with(|s| {
+            let c = s.catalog.borrow();
+            (c.state_digest(), c.len() as u32)
+        });
+        send(ctx, None, &Message::State { digest, count });
+        let now = Instant::now();
+        let members = cluster_nodes(ctx);
+        with_node(|n| {
+            n.reassembler.expire(now);
+            n.peers.tidy(now, &members);
+        });
+    });
+    // SAFETY: re-arms this one-shot timer from its own callback, on the main thread.
+    unsafe {
+        api!(RedisModule_CreateTimer)(ctx, PERIOD_MS, Some(on_timer), std::ptr::null_mut());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RX.CLUSTER STATUS / MANIFEST
+
+/// Writes the `RX.CLUSTER STATUS` reply.
+pub fn write_status(ctx: Ctx, out: &mut dyn ReplySink) {
+    let (digest, entries, live) = state::with(|s| {
+        let c = s.catalog.borrow();
+        (
+            c.state_digest(),
+            c.len(),
+            s.registry.borrow().library_count(),
+        )
+    });
+    let now = Instant::now();
+    let me = if enabled() { my_id() } else { None };
+    let nodes: Vec<String> = if enabled() {
+        cluster_nodes(ctx)
+    } else {
+        Vec::new()
+    };
+    struct Row {
+        id: String,
+        info: Option<NodeInfo>,
+        myself: bool,
+        digest: Option<String>,
+        entries: Option<u32>,
+        heard_ms: i64,
+        in_sync: bool,
+    }
+    let rows: Vec<Row> = nodes
+        .iter()
+        .map(|id| {
+            let myself = me.as_deref() == Some(id.as_str());
+            let info = node_info(ctx, id);
+            if myself {
+                return Row {
+                    id: id.clone(),
+                    info,
+                    myself,
+                    digest: Some(hex(&digest)),
+                    entries: Some(entries as u32),
+                    heard_ms: 0,
+                    in_sync: true,
+                };
+            }
+            let peer = with_node(|n| {
+                n.peers
+                    .get(id)
+                    .copied()
+                    .map(|p| (p, n.peers.in_sync(id, &digest, now)))
+            })
+            .flatten();
+            Row {
+                id: id.clone(),
+                info,
+                myself,
+                digest: peer.map(|(p, _)| hex(&p.digest)),
+                entries: peer.map(|(p, _)| p.count),
+                heard_ms: peer.map_or(-1, |(p, _)| now.duration_since(p.heard).as_millis() as i64),
+                in_sync: peer.is_some_and(|(_, s)| s),
+            }
+        })
+        .collect();
+    // Failing nodes cannot be expected to answer; everyone else must agree.
+    let all_in_sync = rows
+        .iter()
+        .all(|r| r.in_sync || r.info.as_ref().is_some_and(|i| i.failing));
+    out.map(8);
+    out.bulk(b"cluster_enabled");
+    out.integer(enabled() as i64);
+    out.bulk(b"node_id");
+    match &me {
+        Some(id) => out.bulk(id.as_bytes()),
+        None => out.null(),
+    }
+    out.bulk(b"state_digest");
+    out.bulk(hex(&digest).as_bytes());
+    out.bulk(b"libraries");
+    out.integer(live as i64);
+    out.bulk(b"entries");
+    out.integer(entries as i64);
+    out.bulk(b"in_sync");
+    out.integer(all_in_sync as i64);
+    out.bulk(b"period_ms");
+    out.integer(PERIOD_MS);
+    out.bulk(b"nodes");
+    out.array(rows.len());
+    for r in rows {
+        out.map(8);
+        out.bulk(b"node_id");
+        out.bulk(r.id.as_bytes());
+        out.bulk(b"address");
+        match &r.info {
+            Some(i) => out.bulk(i.address.as_bytes()),
+            None => out.null(),
+        }
+        out.bulk(b"role");
+        out.bulk(r.info.as_ref().map_or("unknown", |i| i.role).as_bytes());
+        out.bulk(b"myself");
+        out.integer(r.myself as i64);
+        out.bulk(b"state_digest");
+        match &r.digest {
+            Some(d) => out.bulk(d.as_bytes()),
+            None => out.null(),
+        }
+        out.bulk(b"entries");
+        match r.entries {
+            Some(n) => out.integer(n as i64),
+            None => out.null(),
+        }
+        out.bulk(b"last_heard_ms");
+        out.integer(r.heard_ms);
+        out.bulk(b"in_sync");
+        out.integer(r.in_sync as i64);
+    }
+}
+
+/// Writes the `RX.CLUSTER MANIFEST` reply: every entry, tombstones included.
+pub fn write_manifest(out: &mut dyn ReplySink) {
+    let entries = manifest();
+    out.array(entries.len());
+    for (name, e) in entries {
+        out.map(4);
+        out.bulk(b"library_name");
+        out.bulk(name.as_bytes());
+        out.bulk(b"version");
+        out.integer(e.version as i64);
+        out.bulk(b"digest");
+        out.bulk(hex(&e.digest).as_bytes());
+        out.bulk(b"deleted");
+        out.integer(e.is_tombstone() as i64);
+    }
+}
