@@ -420,6 +420,7 @@ impl<'a> ModuleHost<'a> {
     /// The error Redis's own script engine gives for a refusal `RedisModule_Call` reports
     /// only through errno.
     fn refusal_text(&self, errno: c_int) -> String {
+        const EPERM: c_int = 1;
         const ENOENT: c_int = 2;
         const EACCES: c_int = 13;
         const EINVAL: c_int = 22;
@@ -428,6 +429,8 @@ impl<'a> ModuleHost<'a> {
         const EROFS: c_int = 30;
         match errno {
             ENOENT => "ERR Unknown Redis command called from script".into(),
+            // RX (cluster): RedisModule_Call refuses a key this node does not serve.
+            EPERM => "ERR Script attempted to access a non local key in a cluster node".into(),
             EINVAL => "ERR Wrong number of args calling Redis command from script".into(),
             ESPIPE => "ERR This Redis command is not allowed from script".into(),
             EACCES => {
@@ -574,8 +577,11 @@ impl Host for ModuleHost<'_> {
             owned_name = c_string(name);
             &owned_name
         };
+        // RX cluster: the slot rule for scripts (one thread-local read outside a cluster).
+        let bind_slot = crate::cluster::slots::before_call(self.ctx, argv)?;
         set_errno(0);
         let (reply, err, args) = self.raw_call(name, rest, options);
+        crate::cluster::slots::after_call(bind_slot, !reply.is_null());
         if reply.is_null() {
             const EACCES: c_int = 13;
             if err == EACCES {

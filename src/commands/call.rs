@@ -140,6 +140,14 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
     }
     let (keys, argv) = args[3..].split_at(numkeys);
     let host_read_only = read_only_command || !function.flags.may_write();
+    // RX cluster: bind the run to its keys' slot (nothing outside a cluster).
+    let _slots = crate::cluster::slots::begin(
+        ctx,
+        args,
+        function
+            .flags
+            .contains(FunctionFlags::ALLOW_CROSS_SLOT_KEYS),
+    );
     execute(
         ctx,
         Execution {

@@ -132,6 +132,15 @@ fn run(
     };
     let (keys, argv) = args[3..].split_at(numkeys);
     let engine = state::with(|st| Rc::clone(&st.engine));
+    // RX cluster: bind the run to its keys' slot; a script without a shebang may cross
+    // slots, as in Redis (nothing outside a cluster).
+    let _slots = crate::cluster::slots::begin(
+        ctx,
+        args,
+        script
+            .flags
+            .is_none_or(|f| f.contains(crate::flags::FunctionFlags::ALLOW_CROSS_SLOT_KEYS)),
+    );
     execute(
         ctx,
         Execution {

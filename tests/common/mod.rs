@@ -12,6 +12,9 @@
 /// and tests/differential_eval.rs.
 pub mod differential;
 
+/// A real Redis Cluster of RX nodes, for tests/cluster.rs.
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,196 @@
+//! The slot rule for commands a function runs on a cluster node, as Redis 7.0 applies it
+//! to scripts: every key a script touches must hash to one slot (the slot of the declared
+//! keys, or else of the first key it touches), unless the script has the
+//! `allow-cross-slot-keys` flag. Keys this node does not serve are refused by
+//! `RedisModule_Call` itself (errno EPERM).
+//!
+//! Only active on cluster nodes, for a run started by a client (not the master link nor
+//! the AOF): elsewhere `before_call` is one thread-local read.
+
+use std::cell::Cell;
+use std::ffi::c_int;
+
+use redis_module::raw;
+
+use crate::server::{api, context_flags, Ctx};
+
+/// CRC16-CCITT (XMODEM), the hash of Redis Cluster key slots.
+pub fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// A key's slot: the CRC16 of its `{hash tag}` if it has a non-empty one, else of the key.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tag = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let len = key[open + 1..].iter().position(|&b| b == b'}')?;
+        (len > 0).then(|| &key[open + 1..open + 1 + len])
+    });
+    crc16(tag.unwrap_or(key)) & 0x3fff
+}
+
+/// The slot the current run is bound to (`None`: not bound yet).
+#[derive(Clone, Copy)]
+struct Run {
+    slot: Option<u16>,
+}
+
+thread_local! {
+    static RUN: Cell<Option<Run>> = const { Cell::new(None) };
+}
+
+/// Ends slot tracking for the run when dropped.
+pub struct SlotScope;
+
+impl Drop for SlotScope {
+    fn drop(&mut self) {
+        RUN.with(|r| r.set(None));
+    }
+}
+
+/// Starts slot tracking for a function or script run by `command` (`<cmd> <name> <numkeys>
+/// [key ...] ...`), on cluster nodes only.
+pub fn begin(ctx: Ctx, command: &[&[u8]], allow_cross_slot: bool) -> Option<SlotScope> {
+    if allow_cross_slot || !super::bus::enabled() {
+        return None;
+    }
+    let replayed = raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING;
+    if context_flags(ctx) & replayed != 0 {
+        return None;
+    }
+    let numkeys = command
+        .get(2)
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    let slot = (numkeys > 0)
+        .then(|| command.get(3).map(|k| key_slot(k)))
+        .flatten();
+    RUN.with(|r| r.set(Some(Run { slot })));
+    Some(SlotScope)
+}
+
+/// The slot of every key of a command, if it has keys and they share one slot.
+fn command_slot(ctx: Ctx, argv: &[&[u8]]) -> Option<u16> {
+    // SAFETY: reading a function pointer Redis set at module load (None on servers
+    // without the API).
+    let get_keys = unsafe { raw::RedisModule_GetCommandKeys }?;
+    // SAFETY: the strings are created and freed here with the live ctx; the positions array
+    // Redis returns is freed with RedisModule_Free.
+    unsafe {
+        let mut strings: Vec<*mut raw::RedisModuleString> = argv
+            .iter()
+            .map(|a| api!(RedisModule_CreateString)(ctx, a.as_ptr().cast(), a.len()))
+            .collect();
+        let mut num: c_int = 0;
+        let positions = get_keys(ctx, strings.as_mut_ptr(), strings.len() as c_int, &mut num);
+        let mut slot: Option<u16> = None;
+        let mut mixed = false;
+        if !positions.is_null() {
+            for i in 0..num.max(0) as usize {
+                if let Some(key) = argv.get(*positions.add(i) as usize) {
+                    let s = key_slot(key);
+                    if slot.is_some_and(|prev| prev != s) {
+                        mixed = true;
+                    }
+                    slot = Some(s);
+                }
+            }
+            api!(RedisModule_Free)(positions.cast());
+        }
+        for s in strings {
+            api!(RedisModule_FreeString)(ctx, s);
+        }
+        if mixed {
+            None
+        } else {
+            slot
+        }
+    }
+}
+
+/// Whether this node serves `key` now: asked with a harmless `EXISTS`, which
+/// `RedisModule_Call` refuses with EPERM for a key served elsewhere.
+fn serves(ctx: Ctx, key: &[u8]) -> bool {
+    // SAFETY: "b" takes (buffer, length), valid for the call; the reply is freed here.
+    unsafe {
+        let reply = api!(RedisModule_Call)(
+            ctx,
+            c"EXISTS".as_ptr(),
+            c"b".as_ptr(),
+            key.as_ptr() as *const std::os::raw::c_char,
+            key.len(),
+        );
+        if reply.is_null() {
+            return false;
+        }
+        api!(RedisModule_FreeCallReply)(reply);
+        true
+    }
+}
+
+pub const NON_LOCAL: &str = "ERR Script attempted to access a non local key in a cluster node";
+pub const CROSS_SLOT: &str =
+    "ERR Script attempted to access keys that do not hash to the same slot";
+
+/// Before a command runs inside a function: refuses it when its keys leave the run's
+/// slot. Returns the slot to bind the run to once the command has run (`after_call`).
+pub fn before_call(ctx: Ctx, argv: &[&[u8]]) -> Result<Option<u16>, String> {
+    let Some(run) = RUN.with(|r| r.get()) else {
+        return Ok(None);
+    };
+    let Some(slot) = command_slot(ctx, argv) else {
+        return Ok(None);
+    };
+    match run.slot {
+        None => Ok(Some(slot)),
+        Some(bound) if bound == slot => Ok(None),
+        Some(_) => {
+            // Redis checks locality first: a key served elsewhere is that error.
+            let key = argv.iter().skip(1).find(|k| key_slot(k) == slot);
+            if key.is_some_and(|k| !serves(ctx, k)) {
+                Err(NON_LOCAL.to_string())
+            } else {
+                Err(CROSS_SLOT.to_string())
+            }
+        }
+    }
+}
+
+/// After a command ran (`ran`: Redis accepted it), binds the run to its slot.
+pub fn after_call(bind: Option<u16>, ran: bool) {
+    if let (Some(slot), true) = (bind, ran) {
+        RUN.with(|r| {
+            if let Some(mut run) = r.get() {
+                run.slot.get_or_insert(slot);
+                r.set(Some(run));
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_cluster_keyslot() {
+        // Values from CLUSTER KEYSLOT on Redis 7.0.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") & 0x3fff);
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+    }
+}
