@@ -1772,3 +1772,169 @@ fn versions_and_tombstones_survive_reload_restart_and_reach_replicas_unchanged()
     assert_eq!(manifest(&mut r), manifest(&mut m), "live changes");
     assert_eq!(rx_list(&mut r), rx_list(&mut m));
 }
+
+/// An `RX.APPLY` payload (see src/cluster/wire.rs): `"RXAPPLY"` | 1 | count | per change
+/// (name, version, digest, code) | SHA-1 of all of it.
+fn apply_payload(changes: &[(&str, u64, Option<&str>)]) -> Vec<u8> {
+    let mut p = b"RXAPPLY\x01".to_vec();
+    p.extend_from_slice(&(changes.len() as u32).to_le_bytes());
+    for (name, version, code) in changes {
+        p.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        p.extend_from_slice(name.as_bytes());
+        p.extend_from_slice(&version.to_le_bytes());
+        let code = code.unwrap_or("").as_bytes();
+        let digest = if code.is_empty() {
+            [0u8; 20]
+        } else {
+            common::sha1(code)
+        };
+        p.extend_from_slice(&digest);
+        p.extend_from_slice(&(code.len() as u32).to_le_bytes());
+        p.extend_from_slice(code);
+    }
+    let sum = common::sha1(&p);
+    p.extend_from_slice(&sum);
+    p
+}
+
+fn rx_apply(c: &mut Conn, payload: &[u8]) -> Reply {
+    c.cmd(&[&b"RX.APPLY"[..], payload])
+}
+
+#[test]
+fn rx_apply_applies_only_what_wins_and_is_idempotent() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let p = apply_payload(&[("liba", 5, Some(LIB_A)), ("libb", 2, Some(LIB_B))]);
+    assert_eq!(rx_apply(&mut c, &p), Reply::Int(2));
+    assert_eq!(
+        rx_apply(&mut c, &p),
+        Reply::Int(0),
+        "the same payload twice"
+    );
+    assert_eq!(
+        versions(&mut c),
+        vec![("liba".to_string(), 5, 0), ("libb".to_string(), 2, 0)]
+    );
+    assert_callable(&mut c, &["liba", "libb"], "after RX.APPLY");
+    // Older versions, and a deletion at the same version as a live library, lose.
+    let older = apply_payload(&[("liba", 4, Some(LIB_A2)), ("libb", 2, None)]);
+    assert_eq!(rx_apply(&mut c, &older), Reply::Int(0));
+    assert_eq!(
+        lib_field_code(&mut c, "liba").as_deref(),
+        Some(LIB_A.as_bytes())
+    );
+    // Newer ones win: a tombstone deletes, a library replaces.
+    let newer = apply_payload(&[("liba", 6, Some(LIB_A2)), ("libb", 3, None)]);
+    assert_eq!(rx_apply(&mut c, &newer), Reply::Int(2));
+    assert_eq!(rx_names(&mut c), vec!["liba"]);
+    assert_eq!(
+        lib_field_code(&mut c, "liba").as_deref(),
+        Some(LIB_A2.as_bytes())
+    );
+    // A local load takes one more than the highest version seen, tombstones included.
+    load(&mut c, LIB_B);
+    assert_eq!(
+        versions(&mut c),
+        vec![("liba".to_string(), 6, 0), ("libb".to_string(), 4, 0)]
+    );
+    // A corrupt payload is refused and changes nothing.
+    let before = manifest(&mut c);
+    let mut bad = apply_payload(&[("liba", 9, Some(LIB_A))]);
+    bad[20] ^= 1;
+    assert!(rx_apply(&mut c, &bad)
+        .err_text()
+        .unwrap()
+        .starts_with("ERR RX.APPLY payload refused"));
+    assert_eq!(manifest(&mut c), before);
+}
+
+fn lib_field_code(c: &mut Conn, name: &str) -> Option<Vec<u8>> {
+    let list = c.q(&["RX.LIST", "LIBRARYNAME", name, "WITHCODE"]);
+    let lib = list.as_array()?.first()?.as_array()?.to_vec();
+    lib.chunks(2)
+        .find(|p| p[0].as_str() == Some("library_code"))
+        .and_then(|p| p[1].as_bytes().map(|b| b.to_vec()))
+}
+
+/// RDB length encoding.
+fn rdb_len(n: usize) -> Vec<u8> {
+    if n < 64 {
+        vec![n as u8]
+    } else if n < 16384 {
+        vec![0x40 | (n >> 8) as u8, n as u8]
+    } else {
+        let mut v = vec![0x80];
+        v.extend_from_slice(&(n as u32).to_be_bytes());
+        v
+    }
+}
+
+fn read_rdb_len(b: &[u8], pos: &mut usize) -> usize {
+    let first = b[*pos];
+    match first >> 6 {
+        0 => {
+            *pos += 1;
+            (first & 0x3f) as usize
+        }
+        1 => {
+            let n = (((first & 0x3f) as usize) << 8) | b[*pos + 1] as usize;
+            *pos += 2;
+            n
+        }
+        _ => {
+            assert_eq!(first, 0x80, "only 32-bit lengths are expected here");
+            let n = u32::from_be_bytes([b[*pos + 1], b[*pos + 2], b[*pos + 3], b[*pos + 4]]);
+            *pos += 5;
+            n as usize
+        }
+    }
+}
+
+#[test]
+fn an_rdb_in_encoding_1_still_loads_with_version_1() {
+    // Write an RDB, then rewrite RX's aux record the way encoding 1 laid it out.
+    let s = Server::start_with(&["--rdbchecksum", "no", "--rdbcompression", "no"], &[]);
+    let mut c = s.conn();
+    load(&mut c, LIB_B);
+    load_replace(&mut c, LIB_B);
+    load_replace(&mut c, LIB_B);
+    assert_eq!(versions(&mut c), vec![("libb".to_string(), 3, 0)]);
+    assert_eq!(c.q(&["SAVE"]), ok());
+    let mut bytes = std::fs::read(s.dir().join("dump.rdb")).unwrap();
+    let mut needle = vec![0xF7u8, 0x81];
+    needle.extend_from_slice(&rx_module_type_id(2).to_be_bytes());
+    let start = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("RX aux record in the RDB");
+    // After the id: UINT opcode + `when`, then the data as (opcode, value) up to EOF (0).
+    let mut pos = start + needle.len();
+    assert_eq!(&bytes[pos..pos + 2], &[2, 1]);
+    pos += 2;
+    while bytes[pos] != 0 {
+        let opcode = bytes[pos];
+        pos += 1;
+        let n = read_rdb_len(&bytes, &mut pos);
+        if opcode == 5 {
+            pos += n;
+        }
+    }
+    let end = pos + 1;
+    let mut v1 = vec![0xF7u8, 0x81];
+    v1.extend_from_slice(&rx_module_type_id(1).to_be_bytes());
+    v1.extend_from_slice(&[2, 1, 2, 1, 5]);
+    v1.extend(rdb_len(LIB_B.len()));
+    v1.extend_from_slice(LIB_B.as_bytes());
+    v1.push(0);
+    bytes.splice(start..end, v1);
+    drop(c);
+    s.stop();
+
+    let s = Server::start_with(&["--rdbchecksum", "no"], &[]);
+    let mut c = s.conn();
+    std::fs::write(s.dir().join("dump.rdb"), &bytes).unwrap();
+    assert_eq!(c.q(&["DEBUG", "RELOAD", "NOSAVE"]), ok());
+    assert_eq!(versions(&mut c), vec![("libb".to_string(), 1, 0)]);
+    assert_callable(&mut c, &["libb"], "after loading an encoding-1 RDB");
+}

@@ -774,3 +774,62 @@ pub fn run_to_exit(dir: &Path, module_args: &[&str]) -> (bool, String) {
         std::fs::read_to_string(&log).unwrap_or_default(),
     )
 }
+
+/// SHA-1 (a small implementation: the tests have no dependencies), as 20 bytes.
+pub fn sha1(b: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = b.to_vec();
+    let bits = (b.len() as u64) * 8;
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bits.to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for i in 0..16 {
+            w[i] = u32::from_be_bytes([
+                block[4 * i],
+                block[4 * i + 1],
+                block[4 * i + 2],
+                block[4 * i + 3],
+            ]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut bb, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((bb & c) | (!bb & d), 0x5A827999),
+                20..=39 => (bb ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((bb & c) | (bb & d) | (c & d), 0x8F1BBCDC),
+                _ => (bb ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = bb.rotate_left(30);
+            bb = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, bb, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+/// SHA-1 in lowercase hex, as RX.LIST shows library digests.
+pub fn sha1_hex(b: &[u8]) -> String {
+    sha1(b).iter().map(|x| format!("{x:02x}")).collect()
+}
