@@ -469,6 +469,41 @@ fn libraries_converge_on_every_node_by_themselves() {
     c.wait_ok(Duration::from_secs(20));
     let took = wait_converged(&c, a, Duration::from_secs(10), "seventh node");
     eprintln!("seventh node converged in {took:?}");
+
+    // Two libraries claiming one function name, loaded at once on two nodes (b runs its
+    // load right after a sleep, before it reads the bus): each node keeps what it had and
+    // logs the refusal once, without retrying; deleting one lets the other reach all.
+    let clash1 = "#!lua name=clash1\nredis.register_function('f_clash', function() return 1 end)";
+    let clash2 = "#!lua name=clash2\nredis.register_function('f_clash', function() return 2 end)";
+    let mut on_b = c.nodes[b].conn();
+    let mut pipeline = common::encode_command(&["DEBUG", "SLEEP", "0.5"]);
+    pipeline.extend(common::encode_command(&["RX.LOAD", clash2]));
+    on_b.send_bytes(&pipeline).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        c.nodes[a].conn().q(&["RX.LOAD", clash1]),
+        Reply::Bulk(b"clash1".to_vec())
+    );
+    assert_eq!(common::parse_reply(&on_b.read_frame().unwrap()), ok());
+    assert_eq!(
+        common::parse_reply(&on_b.read_frame().unwrap()),
+        Reply::Bulk(b"clash2".to_vec())
+    );
+    let refusals = |n: &Node| n.log().matches("could not apply library 'clash2'").count();
+    common::wait_until("a's refusal of clash2", Duration::from_secs(3), || {
+        refusals(&c.nodes[a]) > 0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(refusals(&c.nodes[a]), 1, "clash2 retried on a");
+    assert!(lib_field(&c.nodes[a], "clash2", "version").is_none());
+    assert!(lib_field(&c.nodes[b], "clash1", "version").is_none());
+    assert!(!status_in_sync(&c.nodes[a]));
+    assert_eq!(c.nodes[b].conn().q(&["RX.DELETE", "clash2"]), ok());
+    let took = wait_converged(&c, a, Duration::from_secs(5), "clash resolved");
+    eprintln!("after the clash, deleting one library converged in {took:?}");
+    for n in &c.nodes {
+        assert_eq!(lib_field(n, "clash1", "version"), Some(Reply::Int(1)));
+    }
     wait_status_in_sync(&c, Duration::from_secs(5));
     let status = c.nodes[6].conn().q(&["RX.CLUSTER", "STATUS"]);
     let nodes = status

@@ -109,6 +109,7 @@ pub fn record_exact(name: &str, entry: Entry) {
 }
 
 fn record(name: &str, make: impl FnOnce(&Catalog) -> Entry, code: &[u8]) -> Change {
+    libraries_changed();
     let entry = state::with(|s| {
         let mut catalog = s.catalog.borrow_mut();
         let entry = make(&catalog);
@@ -178,7 +179,10 @@ pub fn apply(ctx: Ctx, changes: Vec<Change>, from_bus: bool) -> (Vec<Change>, Ve
             continue;
         }
         match apply_one(ctx, &change) {
-            Ok(()) => applied.push(change),
+            Ok(()) => {
+                libraries_changed();
+                applied.push(change)
+            }
             Err(e) => {
                 let first =
                     with_node(|n| n.peers.failed(&change.name, change.entry, &e)).unwrap_or(true);
@@ -200,6 +204,12 @@ pub fn apply(ctx: Ctx, changes: Vec<Change>, from_bus: bool) -> (Vec<Change>, Ve
         }
     }
     (applied, errors)
+}
+
+/// A library was installed or deleted here: entries that failed to apply may fit now
+/// (say the library that owned their function name is gone), so they may be pulled again.
+fn libraries_changed() {
+    with_node(|n| n.peers.forget_failures());
 }
 
 fn apply_one(ctx: Ctx, change: &Change) -> Result<(), String> {
@@ -503,10 +513,12 @@ unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
             n.peers.tidy(now, &members);
         });
     });
-    // SAFETY: re-arms this one-shot timer from its own callback, on the main thread.
-    unsafe {
-        api!(RedisModule_CreateTimer)(ctx, PERIOD_MS, Some(on_timer), std::ptr::null_mut());
-    }
+    guarded("re-arming the cluster sync timer", (), || {
+        // SAFETY: re-arms this one-shot timer from its own callback, on the main thread.
+        unsafe {
+            api!(RedisModule_CreateTimer)(ctx, PERIOD_MS, Some(on_timer), std::ptr::null_mut());
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------

@@ -94,6 +94,11 @@ impl Peers {
             .is_none()
     }
 
+    /// Forgets every failure: the libraries changed here, so what failed may fit now.
+    pub fn forget_failures(&mut self) {
+        self.failed.clear();
+    }
+
     pub fn has_failed(&self, name: &str, entry: &Entry) -> bool {
         self.failed.contains_key(&(name.to_string(), *entry))
     }
@@ -136,6 +141,9 @@ mod tests {
         assert!(p.has_failed("a", &e));
         let t = Instant::now() + RETRY_AFTER * 10;
         assert!(p.start_pulls(vec![("a".into(), e)], t).is_empty());
+        p.forget_failures();
+        assert!(!p.has_failed("a", &e));
+        assert_eq!(p.start_pulls(vec![("a".into(), e)], t), ["a"]);
     }
 
     #[test]
