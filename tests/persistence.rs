@@ -1805,6 +1805,17 @@ fn rx_apply(c: &mut Conn, payload: &[u8]) -> Reply {
 fn rx_apply_applies_only_what_wins_and_is_idempotent() {
     let s = Server::start();
     let mut c = s.conn();
+    // Outside a cluster, RX.CLUSTER STATUS says so (and there is nothing to be out of
+    // sync with).
+    let status = c.q(&["RX.CLUSTER", "STATUS"]);
+    let st = status.as_array().unwrap();
+    assert_eq!(
+        (st[0].as_str(), &st[1]),
+        (Some("cluster_enabled"), &Reply::Int(0))
+    );
+    assert!(st
+        .chunks(2)
+        .any(|p| p[0].as_str() == Some("in_sync") && p[1] == Reply::Int(1)));
     let p = apply_payload(&[("liba", 5, Some(LIB_A)), ("libb", 2, Some(LIB_B))]);
     assert_eq!(rx_apply(&mut c, &p), Reply::Int(2));
     assert_eq!(

@@ -432,7 +432,18 @@ fn handle(ctx: Ctx, sender: &str, message: Message, now: Instant) {
             })
             .unwrap_or(false);
             if send_manifest {
+                // Our manifest lets the peer pull what it lacks; our state, answered with
+                // the peer's manifest, lets us pull what we lack without waiting a period.
                 send(ctx, Some(sender), &Message::Manifest(manifest()));
+                let count = state::with(|s| s.catalog.borrow().len() as u32);
+                send(
+                    ctx,
+                    Some(sender),
+                    &Message::State {
+                        digest: mine,
+                        count,
+                    },
+                );
             }
         }
         Message::Manifest(entries) => {
