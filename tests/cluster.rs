@@ -412,6 +412,19 @@ fn libraries_converge_on_every_node_by_themselves() {
     assert_eq!(lib_field(&c.nodes[restarted], "big", "version"), None);
     let took = wait_converged(&c, a, Duration::from_secs(15), "restarted primary");
     eprintln!("restarted empty primary converged in {took:?}");
+    // Its replica resyncs from it (a full sync of what it had then) and converges too.
+    let its_replica = (0..c.nodes.len())
+        .find(|&i| {
+            let r = c.nodes[i].conn().q(&["ROLE"]);
+            let r = r.as_array().unwrap();
+            r[0].as_str() == Some("slave") && r[2].as_int() == Some(c.nodes[restarted].port as i64)
+        })
+        .expect("the restarted primary keeps its replica");
+    common::wait_until("the replica's link", Duration::from_secs(15), || {
+        let mut conn = c.nodes[its_replica].conn();
+        common::info_field(&mut conn, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    wait_converged(&c, a, Duration::from_secs(5), "restarted primary's replica");
 
     // A replica restarted from an empty directory (a new node): meets the cluster,
     // replicates its old primary again and converges.

@@ -369,7 +369,7 @@ fn log_dropped(ctx: Ctx, sender: &str, why: &str) {
     }
 }
 
-unsafe extern "C" fn on_message(
+extern "C" fn on_message(
     ctx: *mut raw::RedisModuleCtx,
     sender_id: *const c_char,
     _kind: u8,
@@ -506,7 +506,7 @@ fn current_changes(names: &[String]) -> Vec<Change> {
     })
 }
 
-unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guarded("the cluster sync timer", (), || {
         let deferred = with_node(|n| std::mem::take(&mut n.deferred)).unwrap_or_default();
         for (sender, frame) in deferred {
