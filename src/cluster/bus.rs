@@ -6,9 +6,10 @@
 //! Everything runs on Redis's main thread (command, bus receiver and timer callbacks), and
 //! each callback is wrapped in `guarded`, so a panic never unwinds into Redis.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
 use std::os::raw::c_char;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis_module::raw;
@@ -46,14 +47,18 @@ struct Node {
 /// Deferred frames kept at most; beyond that they are dropped (anti-entropy recovers).
 const MAX_DEFERRED: usize = 4096;
 
+/// Set once at module load; read on every call (an atomic load costs less than a
+/// thread-local access).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
 thread_local! {
-    static ENABLED: Cell<bool> = const { Cell::new(false) };
     static NODE: RefCell<Option<Node>> = const { RefCell::new(None) };
 }
 
 /// Whether this server runs in cluster mode (set once at module load).
+#[inline]
 pub fn enabled() -> bool {
-    ENABLED.with(|e| e.get())
+    ENABLED.load(Ordering::Relaxed)
 }
 
 fn with_node<R>(f: impl FnOnce(&mut Node) -> R) -> Option<R> {
@@ -80,7 +85,7 @@ pub fn init(ctx: Ctx) {
             deferred: Vec::new(),
         })
     });
-    ENABLED.with(|e| e.set(true));
+    ENABLED.store(true, Ordering::Relaxed);
     // SAFETY: called from OnLoad with its context; the callbacks are plain extern fns that
     // live as long as the module.
     unsafe {

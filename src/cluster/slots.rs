@@ -5,7 +5,7 @@
 //! `RedisModule_Call` itself (errno EPERM).
 //!
 //! Only active on cluster nodes, for a run started by a client (not the master link nor
-//! the AOF): elsewhere `before_call` is one thread-local read.
+//! the AOF): elsewhere each hook is one relaxed atomic load.
 
 use std::cell::Cell;
 use std::ffi::c_int;
@@ -60,6 +60,7 @@ impl Drop for SlotScope {
 
 /// Starts slot tracking for a function or script run by `command` (`<cmd> <name> <numkeys>
 /// [key ...] ...`), on cluster nodes only.
+#[inline]
 pub fn begin(ctx: Ctx, command: &[&[u8]], allow_cross_slot: bool) -> Option<SlotScope> {
     if allow_cross_slot || !super::bus::enabled() {
         return None;
@@ -145,7 +146,11 @@ pub const CROSS_SLOT: &str =
 
 /// Before a command runs inside a function: refuses it when its keys leave the run's
 /// slot. Returns the slot to bind the run to once the command has run (`after_call`).
+#[inline]
 pub fn before_call(ctx: Ctx, argv: &[&[u8]]) -> Result<Option<u16>, String> {
+    if !super::bus::enabled() {
+        return Ok(None);
+    }
     let Some(run) = RUN.with(|r| r.get()) else {
         return Ok(None);
     };
@@ -168,6 +173,7 @@ pub fn before_call(ctx: Ctx, argv: &[&[u8]]) -> Result<Option<u16>, String> {
 }
 
 /// After a command ran (`ran`: Redis accepted it), binds the run to its slot.
+#[inline]
 pub fn after_call(bind: Option<u16>, ran: bool) {
     if let (Some(slot), true) = (bind, ran) {
         RUN.with(|r| {
