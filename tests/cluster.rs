@@ -406,6 +406,21 @@ fn libraries_converge_on_every_node_by_themselves() {
         Reply::Int(1024 * 1024)
     );
 
+    // RX.RESTORE on one node: the libraries it installs reach every node. The payload
+    // comes from a standalone server, so RESTORE is the only way the library got in.
+    let payload = {
+        let standalone = common::Server::start();
+        let mut conn = standalone.conn();
+        conn.q(&["RX.LOAD", "#!lua name=restored\nredis.register_function('restored_f', function() return 'restored' end)"]);
+        conn.cmd(&["RX.DUMP"]).as_bytes().unwrap().to_vec()
+    };
+    let restore = vec![b"RX.RESTORE".to_vec(), payload, b"APPEND".to_vec()];
+    assert_eq!(c.nodes[a].conn().cmd(&restore), ok());
+    wait_converged(&c, a, Duration::from_secs(1), "restore on one node");
+    for n in &c.nodes {
+        assert_eq!(lib_field(n, "restored", "version"), Some(Reply::Int(1)));
+    }
+
     // A primary restarted with an empty dataset converges (its RDB is never written here).
     let restarted = masters[2];
     c.nodes[restarted].restart();
@@ -526,4 +541,11 @@ fn libraries_converge_on_every_node_by_themselves() {
         .find(|p| p[0].as_str() == Some("nodes"))
         .map(|p| p[1].as_array().unwrap().len());
     assert_eq!(nodes, Some(7));
+
+    // RX.FLUSH on one node empties every node, the seventh included.
+    assert_eq!(c.nodes[6].conn().q(&["RX.FLUSH"]), ok());
+    wait_converged(&c, 6, Duration::from_secs(1), "flush on one node");
+    for n in &c.nodes {
+        assert_eq!(n.conn().q(&["RX.LIST"]), Reply::Array(vec![]));
+    }
 }
