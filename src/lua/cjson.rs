@@ -11,13 +11,12 @@
 //! reproduced arithmetically, while the Rust side walks nested tables without
 //! recursion and keeps only a constant number of Lua references alive.
 
+use std::ffi::{c_int, CStr};
 use std::sync::{Arc, Mutex};
 
 use mlua::{ffi, Function, LightUserData, Lua, Table, Value};
 
-use self::glue::{
-    arg_err, check_integer, check_string, f2i32, msg, type_name, Args, Fail, Out, MAXCSTACK, R,
-};
+use self::glue::{arg_err, check_integer, check_string, f2i32, Args, Fail, Out, MAXCSTACK, R};
 
 const INT_MAX: i32 = i32::MAX;
 
@@ -61,34 +60,16 @@ fn snapshot(cfg: &Shared) -> Config {
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
     new_instance(lua)
 }
-
-/// `lua_next` as a callable function: `next(t, k)` without metamethods.
-unsafe extern "C-unwind" fn raw_next(l: *mut ffi::lua_State) -> std::os::raw::c_int {
-    ffi::lua_settop(l, 2);
-    if ffi::lua_next(l, 1) != 0 {
-        2
-    } else {
-        0
-    }
-}
-
 fn new_instance(lua: &Lua) -> mlua::Result<Table> {
     let cfg: Shared = Arc::new(Mutex::new(Config::default()));
-    // SAFETY: `raw_next` only uses the Lua C API on its own stack.
-    let next = unsafe { lua.create_c_function(raw_next)? };
+    // SAFETY: `push_codec_functions` runs inside mlua's protected call (Lua
+    // errors are caught), with stack room checked, and leaves exactly the two
+    // functions it pushes.
+    let (encode, decode): (Function, Function) =
+        unsafe { lua.exec_raw((), |l| push_codec_functions(l, &cfg))? };
     let t = lua.create_table()?;
-
-    let c = cfg.clone();
-    let nx = next.clone();
-    t.raw_set(
-        "encode",
-        glue::function(lua, move |lua, args| json_encode(lua, &c, &nx, args))?,
-    )?;
-    let c = cfg.clone();
-    t.raw_set(
-        "decode",
-        glue::function(lua, move |lua, args| json_decode(lua, &c, args))?,
-    )?;
+    t.raw_set("encode", encode)?;
+    t.raw_set("decode", decode)?;
     let c = cfg.clone();
     t.raw_set(
         "encode_sparse_array",
@@ -361,44 +342,228 @@ fn trim_fraction(s: &str) -> &str {
     }
 }
 
+// ===== per-instance state =====
+
+/// What `encode` and `decode` of one `cjson` instance keep between calls: the
+/// configuration they share with the configuration functions, and reusable
+/// buffers. It lives inside a Lua full userdata (the functions' upvalue), so a
+/// Lua error unwinding through them (a memory error from any allocating API
+/// call, say) never strands a Rust owner on the C stack: the buffers belong to
+/// the Lua object, and its `__gc` frees them.
+struct State {
+    cfg: Shared,
+    /// The encoder's output.
+    out: Vec<u8>,
+    /// The tables being written out, outermost first.
+    enc: Vec<EncFrame>,
+    /// A decoded string with escapes in it.
+    scratch: Vec<u8>,
+    /// The containers being filled, outermost first.
+    dec: Vec<DecFrame>,
+}
+
+/// The userdata's contents; `None` once collected.
+type StateSlot = Option<State>;
+
+/// The state userdata's metatable, in the registry.
+const STATE_META: &CStr = c"rx.cjson.state";
+
+/// A buffer grown past this is released after the call instead of kept.
+const KEEP_MAX: usize = 1 << 20;
+
+/// `__gc` of the state userdata.
+unsafe extern "C-unwind" fn state_gc(l: *mut ffi::lua_State) -> c_int {
+    let slot = ffi::lua_touserdata(l, 1).cast::<StateSlot>();
+    // SAFETY: this metamethod is only reachable through STATE_META, which only
+    // the state userdata carries (written in `push_codec_functions` before the
+    // metatable was set); `take` makes a second call harmless.
+    if let Some(slot) = slot.as_mut() {
+        drop(slot.take());
+    }
+    0
+}
+
+/// Pushes `encode` and `decode` closures sharing a new state for `cfg`.
+///
+/// # Safety
+/// Runs inside a protected call on a valid state with 3 free stack slots.
+unsafe fn push_codec_functions(l: *mut ffi::lua_State, cfg: &Shared) {
+    if ffi::luaL_newmetatable(l, STATE_META.as_ptr()) != 0 {
+        ffi::lua_pushcfunction(l, state_gc);
+        ffi::lua_setfield(l, -2, c"__gc".as_ptr());
+        ffi::lua_pushboolean(l, 0);
+        ffi::lua_setfield(l, -2, c"__metatable".as_ptr());
+    }
+    let slot = ffi::lua_newuserdata(l, std::mem::size_of::<StateSlot>()).cast::<StateSlot>();
+    if !slot.is_aligned() {
+        ffi::luaL_error(l, c"cjson: misaligned userdata".as_ptr());
+        return;
+    }
+    // Nothing below allocates before the userdata owns these values (an empty
+    // Vec does not allocate, cloning an Arc does not either).
+    slot.write(Some(State {
+        cfg: cfg.clone(),
+        out: Vec::new(),
+        enc: Vec::new(),
+        scratch: Vec::new(),
+        dec: Vec::new(),
+    }));
+    ffi::lua_pushvalue(l, -2);
+    ffi::lua_setmetatable(l, -2);
+    ffi::lua_remove(l, -2); // the metatable
+    ffi::lua_pushvalue(l, -1);
+    ffi::lua_pushcclosure(l, json_encode, 1);
+    ffi::lua_pushvalue(l, -2);
+    ffi::lua_pushcclosure(l, json_decode, 1);
+    ffi::lua_remove(l, -3); // the userdata, now held by both closures
+}
+
+/// The state of the running `encode`/`decode` closure.
+///
+/// # Safety
+/// Called from a closure made by `push_codec_functions`. The userdata is an
+/// upvalue of the running function, so it outlives the call; the functions of
+/// this file run no Lua code (only raw, metamethod-free API calls; no userdata
+/// reachable by scripts has a Lua finalizer), so no other reference to the
+/// state exists while the returned one is in use.
+unsafe fn upvalue_state<'a>(l: *mut ffi::lua_State) -> Option<&'a mut State> {
+    let slot = ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)).cast::<StateSlot>();
+    slot.as_mut().and_then(|s| s.as_mut())
+}
+
+/// Pushes bytes as a Lua string.
+unsafe fn push_bytes(l: *mut ffi::lua_State, b: &[u8]) {
+    if b.is_empty() {
+        ffi::lua_pushlstring_(l, c"".as_ptr(), 0);
+    } else {
+        ffi::lua_pushlstring_(l, b.as_ptr().cast(), b.len());
+    }
+}
+
+/// Releases a buffer that grew large, keeps a small one for the next call.
+fn trim<T>(v: &mut Vec<T>) {
+    if v.capacity() * std::mem::size_of::<T>() > KEEP_MAX {
+        *v = Vec::new();
+    }
+}
+
 // ===== encoding =====
 
-fn json_encode(lua: &Lua, cfg: &Shared, next: &Function, args: &Args) -> R<Out> {
-    if args.len() != 1 {
-        return Err(arg_err(1, "expected 1 argument"));
-    }
-    let cfg = snapshot(cfg);
-    let v = args.get(1)?;
-    let mut enc = Encoder {
-        cfg,
-        out: Vec::new(),
-    };
-    enc.run(lua, next, v)?;
-    Ok(Out::Vals(vec![Value::String(lua.create_string(&enc.out)?)]))
-}
-
-struct Encoder {
-    cfg: Config,
-    out: Vec<u8>,
-}
-
-/// A table being written out. The table itself (and the last key of an
-/// object) lives in Lua while a child is being written.
+/// A table being written out; it sits at stack slot `pos` (for an object, with
+/// its current key above it).
+#[derive(Clone, Copy)]
 struct EncFrame {
     array: bool,
+    /// No member written yet (objects).
+    first: bool,
     len: i64,
+    /// Next array index to write.
     idx: i64,
-    count: u64,
     depth: i32,
-    /// Stack slot the C implementation would have this table in.
-    pos: i64,
+    /// The table's stack slot, the one the C implementation would use.
+    pos: c_int,
 }
+
+/// Why `encode` fails; raised once no Rust value needs dropping.
+enum EncErr {
+    Depth(i32),
+    Sparse,
+    /// A key of this Lua type.
+    Key(c_int),
+    /// A value of this Lua type.
+    Type(c_int),
+    Number,
+}
+
+/// `cjson.encode(value)`.
+unsafe extern "C-unwind" fn json_encode(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: this is a closure made by `push_codec_functions`.
+    let Some(st) = (unsafe { upvalue_state(l) }) else {
+        return ffi::luaL_error(l, c"cjson: state released".as_ptr());
+    };
+    if ffi::lua_gettop(l) != 1 {
+        return ffi::luaL_argerror(l, 1, c"expected 1 argument".as_ptr());
+    }
+    let cfg = snapshot(&st.cfg);
+    trim(&mut st.out);
+    trim(&mut st.enc);
+    st.out.clear();
+    st.enc.clear();
+    let mut enc = Encoder {
+        l,
+        cfg,
+        out: &mut st.out,
+        frames: &mut st.enc,
+    };
+    // SAFETY: the argument is at slot 1 and the stack holds nothing else.
+    match unsafe { enc.run() } {
+        Ok(()) => {
+            push_bytes(l, &st.out);
+            if cfg.encode_keep_buffer == 0 {
+                st.out = Vec::new();
+            } else {
+                trim(&mut st.out);
+            }
+            1
+        }
+        Err(e) => {
+            ffi::lua_settop(l, 0);
+            let tn = |t: c_int| ffi::lua_typename(l, t);
+            match e {
+                EncErr::Depth(d) => ffi::luaL_error(
+                    l,
+                    c"Cannot serialise, excessive nesting (%d)".as_ptr(),
+                    d as c_int,
+                ),
+                EncErr::Sparse => ffi::luaL_error(
+                    l,
+                    c"Cannot serialise table: excessively sparse array".as_ptr(),
+                ),
+                EncErr::Key(t) => ffi::luaL_error(
+                    l,
+                    c"Cannot serialise %s: table key must be a number or string".as_ptr(),
+                    tn(t),
+                ),
+                EncErr::Type(t) => ffi::luaL_error(
+                    l,
+                    c"Cannot serialise %s: type not supported".as_ptr(),
+                    tn(t),
+                ),
+                EncErr::Number => ffi::luaL_error(
+                    l,
+                    c"Cannot serialise number: must not be NaN or Inf".as_ptr(),
+                ),
+            }
+        }
+    }
+}
+
+/// Bytes that JSON strings escape (lua-cjson's char2escape table).
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'/' as usize] = true;
+    t[0x7f] = true;
+    t
+};
 
 fn append_escaped(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push(b'"');
-    for &c in s {
+    let mut start = 0;
+    for (i, &c) in s.iter().enumerate() {
+        if !NEEDS_ESCAPE[c as usize] {
+            continue;
+        }
+        out.extend_from_slice(&s[start..i]);
+        start = i + 1;
         match c {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -408,23 +573,58 @@ fn append_escaped(out: &mut Vec<u8>, s: &[u8]) {
             10 => out.extend_from_slice(b"\\n"),
             12 => out.extend_from_slice(b"\\f"),
             13 => out.extend_from_slice(b"\\r"),
-            0..=0x1f | 0x7f => {
+            _ => {
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[(c >> 4) as usize]);
                 out.push(HEX[(c & 15) as usize]);
             }
-            _ => out.push(c),
         }
     }
+    out.extend_from_slice(&s[start..]);
     out.push(b'"');
 }
 
-impl Encoder {
-    fn number(&mut self, x: f64) -> R<()> {
+/// 10^i as doubles, exact.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// Appends `printf("%.<prec>g", x)`. An integer with no more than `prec`
+/// digits prints as its digits (there is no exponent below `prec` and no
+/// fraction to keep), so that common case skips the general formatter.
+fn append_g(out: &mut Vec<u8>, x: f64, prec: i32) {
+    let limit = POW10[prec.clamp(1, 15) as usize];
+    if x != 0.0 && x.abs() < limit && x.fract() == 0.0 {
+        let mut n = (x as i64).unsigned_abs();
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        while n > 0 {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        if x < 0.0 {
+            out.push(b'-');
+        }
+        out.extend_from_slice(&digits[i..]);
+        return;
+    }
+    out.extend_from_slice(fmt_g(x, prec).as_bytes());
+}
+
+struct Encoder<'a> {
+    l: *mut ffi::lua_State,
+    cfg: Config,
+    out: &'a mut Vec<u8>,
+    frames: &'a mut Vec<EncFrame>,
+}
+
+impl Encoder<'_> {
+    fn number(&mut self, x: f64) -> Result<(), EncErr> {
         match self.cfg.encode_invalid_numbers {
             0 => {
                 if !x.is_finite() {
-                    return Err(msg("Cannot serialise number: must not be NaN or Inf"));
+                    return Err(EncErr::Number);
                 }
             }
             1 => {
@@ -440,98 +640,103 @@ impl Encoder {
                 }
             }
         }
-        self.out
-            .extend_from_slice(fmt_g(x, self.cfg.encode_number_precision).as_bytes());
+        append_g(self.out, x, self.cfg.encode_number_precision);
         Ok(())
     }
 
-    fn key(&mut self, k: &Value) -> R<()> {
-        match k {
-            Value::Integer(i) => {
+    /// Writes the key at stack slot `idx` and the colon.
+    unsafe fn key(&mut self, idx: c_int) -> Result<(), EncErr> {
+        let l = self.l;
+        match ffi::lua_type(l, idx) {
+            ffi::LUA_TNUMBER => {
                 self.out.push(b'"');
-                self.number(*i as f64)?;
+                self.number(ffi::lua_tonumber(l, idx))?;
                 self.out.extend_from_slice(b"\":");
             }
-            Value::Number(x) => {
-                self.out.push(b'"');
-                self.number(*x)?;
-                self.out.extend_from_slice(b"\":");
-            }
-            Value::String(s) => {
-                append_escaped(&mut self.out, &s.as_bytes());
+            ffi::LUA_TSTRING => {
+                let mut len = 0usize;
+                let p = ffi::lua_tolstring(l, idx, &mut len);
+                // SAFETY: the string stays on the stack while it is copied.
+                append_escaped(self.out, std::slice::from_raw_parts(p.cast::<u8>(), len));
                 self.out.push(b':');
             }
-            other => {
-                return Err(msg(format!(
-                    "Cannot serialise {}: table key must be a number or string",
-                    type_name(other)
-                )))
-            }
+            t => return Err(EncErr::Key(t)),
         }
         Ok(())
     }
 
-    /// Writes a value; for a table, writes the opening bracket and returns
-    /// the frame to continue with.
-    fn value(&mut self, v: Value, parent_depth: i32, pos: i64) -> R<Option<(Table, EncFrame)>> {
-        match v {
-            Value::String(s) => append_escaped(&mut self.out, &s.as_bytes()),
-            Value::Integer(i) => self.number(i as f64)?,
-            Value::Number(x) => self.number(x)?,
-            Value::Boolean(b) => self
-                .out
-                .extend_from_slice(if b { b"true" } else { b"false" }),
-            Value::Nil => self.out.extend_from_slice(b"null"),
-            Value::LightUserData(p) if p.0.is_null() => self.out.extend_from_slice(b"null"),
-            Value::Table(t) => {
+    /// Writes the value at stack slot `pos` (the top); for a table, writes the
+    /// opening bracket and returns the frame to continue with (for an object,
+    /// with the nil key `lua_next` starts from pushed above it).
+    unsafe fn value(&mut self, pos: c_int, parent_depth: i32) -> Result<Option<EncFrame>, EncErr> {
+        let l = self.l;
+        match ffi::lua_type(l, pos) {
+            ffi::LUA_TSTRING => {
+                let mut len = 0usize;
+                let p = ffi::lua_tolstring(l, pos, &mut len);
+                // SAFETY: the string stays on the stack while it is copied.
+                append_escaped(self.out, std::slice::from_raw_parts(p.cast::<u8>(), len));
+            }
+            ffi::LUA_TNUMBER => self.number(ffi::lua_tonumber(l, pos))?,
+            ffi::LUA_TBOOLEAN => {
+                let b = ffi::lua_toboolean(l, pos) != 0;
+                self.out
+                    .extend_from_slice(if b { b"true" } else { b"false" });
+            }
+            ffi::LUA_TNIL => self.out.extend_from_slice(b"null"),
+            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, pos).is_null() => {
+                self.out.extend_from_slice(b"null")
+            }
+            ffi::LUA_TTABLE => {
                 let depth = parent_depth + 1;
-                // json_check_encode_depth: depth limit, then lua_checkstack(3).
-                if depth > self.cfg.encode_max_depth || pos + 3 > MAXCSTACK {
-                    return Err(msg(format!(
-                        "Cannot serialise, excessive nesting ({})",
-                        depth
-                    )));
+                // json_check_encode_depth: the depth limit, then lua_checkstack(3).
+                if depth > self.cfg.encode_max_depth
+                    || pos as i64 + 3 > MAXCSTACK
+                    || ffi::lua_checkstack(l, 3) == 0
+                {
+                    return Err(EncErr::Depth(depth));
                 }
-                let len = self.array_length(&t)?;
+                let len = self.array_length(pos)?;
                 let array = len > 0;
                 self.out.push(if array { b'[' } else { b'{' });
-                let frame = EncFrame {
+                if !array {
+                    ffi::lua_pushnil(l);
+                }
+                return Ok(Some(EncFrame {
                     array,
+                    first: true,
                     len: len.into(),
                     idx: 1,
-                    count: 0,
                     depth,
                     pos,
-                };
-                return Ok(Some((t, frame)));
+                }));
             }
-            other => {
-                return Err(msg(format!(
-                    "Cannot serialise {}: type not supported",
-                    type_name(&other)
-                )))
-            }
+            t => return Err(EncErr::Type(t)),
         }
         Ok(None)
     }
 
-    /// lua_array_length(): >0 array length, otherwise encode as an object.
-    fn array_length(&self, t: &Table) -> R<i32> {
+    /// lua_array_length() for the table at `pos` (the top): >0 array length,
+    /// otherwise encode as an object.
+    unsafe fn array_length(&self, pos: c_int) -> Result<i32, EncErr> {
+        let l = self.l;
         let mut max: i32 = 0;
         let mut items: i32 = 0;
-        for pair in t.pairs::<Value, Value>() {
-            let (k, _) = pair?;
-            let k = match k {
-                Value::Integer(i) => i as f64,
-                Value::Number(x) => x,
-                _ => return Ok(-1),
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, pos) != 0 {
+            let k = if ffi::lua_type(l, -2) == ffi::LUA_TNUMBER {
+                ffi::lua_tonumber(l, -2)
+            } else {
+                f64::NAN
             };
             if k != 0.0 && k.floor() == k && k >= 1.0 {
                 if k > max as f64 {
                     max = f2i32(k);
                 }
                 items = items.wrapping_add(1);
+                ffi::lua_settop(l, pos + 1);
             } else {
+                ffi::lua_settop(l, pos);
                 return Ok(-1);
             }
         }
@@ -541,83 +746,57 @@ impl Encoder {
             && max > cfg.encode_sparse_safe
         {
             if cfg.encode_sparse_convert == 0 {
-                return Err(msg("Cannot serialise table: excessively sparse array"));
+                return Err(EncErr::Sparse);
             }
             return Ok(-1);
         }
         Ok(max)
     }
 
-    fn run(&mut self, lua: &Lua, next: &Function, root: Value) -> R<()> {
-        let mut stack: Vec<EncFrame> = Vec::new();
-        let mut cur: Option<Table> = None;
-        let mut cur_key = Value::Nil;
-        let mut spill: Option<Table> = None;
-        if let Some((t, f)) = self.value(root, 0, 1)? {
-            stack.push(f);
-            cur = Some(t);
+    /// Writes the value at slot 1 without recursion: the tables being written
+    /// sit on the Lua stack as in the C implementation, their frames in
+    /// `self.frames`.
+    unsafe fn run(&mut self) -> Result<(), EncErr> {
+        let l = self.l;
+        if let Some(f) = self.value(1, 0)? {
+            self.frames.push(f);
         }
-        while !stack.is_empty() {
-            let top = stack.len() - 1;
-            let table = match &cur {
-                Some(t) => t.clone(),
-                None => break,
-            };
-            let child = if stack[top].array {
-                if stack[top].idx > stack[top].len {
+        while let Some(&top) = self.frames.last() {
+            let child_pos = if top.array {
+                if top.idx > top.len {
                     self.out.push(b']');
-                    None
-                } else {
-                    if stack[top].idx > 1 {
-                        self.out.push(b',');
-                    }
-                    let v: Value = table.raw_get(stack[top].idx)?;
-                    stack[top].idx += 1;
-                    let (d, p) = (stack[top].depth, stack[top].pos);
-                    Some(self.value(v, d, p + 1)?)
+                    self.frames.pop();
+                    ffi::lua_settop(l, top.pos - 1);
+                    continue;
                 }
+                if top.idx > 1 {
+                    self.out.push(b',');
+                }
+                ffi::lua_rawgeti_(l, top.pos, top.idx as c_int);
+                if let Some(f) = self.frames.last_mut() {
+                    f.idx += 1;
+                }
+                top.pos + 1
             } else {
-                let (k, v): (Value, Value) = next.call((&table, cur_key.clone()))?;
-                if k.is_nil() {
+                if ffi::lua_next(l, top.pos) == 0 {
                     self.out.push(b'}');
-                    None
+                    self.frames.pop();
+                    ffi::lua_settop(l, top.pos - 1);
+                    continue;
+                }
+                if top.first {
+                    if let Some(f) = self.frames.last_mut() {
+                        f.first = false;
+                    }
                 } else {
-                    if stack[top].count > 0 {
-                        self.out.push(b',');
-                    }
-                    stack[top].count += 1;
-                    self.key(&k)?;
-                    cur_key = k;
-                    let (d, p) = (stack[top].depth, stack[top].pos);
-                    Some(self.value(v, d, p + 2)?)
+                    self.out.push(b',');
                 }
+                self.key(top.pos + 1)?;
+                top.pos + 2
             };
-            match child {
-                // The table is finished: resume its parent.
-                None => {
-                    stack.pop();
-                    let lvl = stack.len() as i64;
-                    if lvl > 0 {
-                        let sp = spill.as_ref().expect("spill table");
-                        cur = Some(sp.raw_get(2 * lvl - 1)?);
-                        cur_key = sp.raw_get(2 * lvl)?;
-                    } else {
-                        cur = None;
-                    }
-                }
-                Some(None) => {}
-                // Descend into a nested table, parking the parent in Lua.
-                Some(Some((t, f))) => {
-                    let lvl = stack.len() as i64;
-                    if spill.is_none() {
-                        spill = Some(lua.create_table()?);
-                    }
-                    let sp = spill.as_ref().expect("spill table");
-                    sp.raw_set(2 * lvl - 1, cur.take())?;
-                    sp.raw_set(2 * lvl, std::mem::replace(&mut cur_key, Value::Nil))?;
-                    stack.push(f);
-                    cur = Some(t);
-                }
+            match self.value(child_pos, top.depth)? {
+                Some(f) => self.frames.push(f),
+                None => ffi::lua_settop(l, child_pos - 1),
             }
         }
         Ok(())
@@ -626,72 +805,142 @@ impl Encoder {
 
 // ===== decoding =====
 
-fn json_decode(lua: &Lua, cfg: &Shared, args: &Args) -> R<Out> {
-    if args.len() != 1 {
-        return Err(arg_err(1, "expected 1 argument"));
-    }
-    let cfg = snapshot(cfg);
-    let s = check_string(lua, args, 1)?;
-    let data = s.as_bytes();
-    if data.len() >= 2 && (data[0] == 0 || data[1] == 0) {
-        return Err(msg("JSON parser does not support UTF-16 or UTF-32"));
-    }
-    let mut p = Parser {
-        data: &data,
-        pos: 0,
-        cfg,
-        depth: 0,
-    };
-    let v = p.run(lua)?;
-    Ok(Out::Vals(vec![v]))
+/// Where a string token's bytes are.
+#[derive(Clone, Copy)]
+enum StrRef {
+    /// `data[start..start + len]`: no escapes.
+    Data(usize, usize),
+    /// The state's scratch buffer.
+    Scratch,
 }
 
+#[derive(Clone, Copy)]
 enum Tok {
     ObjBegin,
     ObjEnd,
     ArrBegin,
     ArrEnd,
-    Str(Vec<u8>),
+    Str(StrRef),
     Num(f64),
     Bool(bool),
     Null,
     Colon,
     Comma,
     End,
-    Error(&'static str),
+    Error(&'static CStr),
 }
 
+#[derive(Clone, Copy)]
 struct Token {
     tok: Tok,
     index: usize,
 }
 
 impl Tok {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &'static CStr {
         match self {
-            Tok::ObjBegin => "T_OBJ_BEGIN",
-            Tok::ObjEnd => "T_OBJ_END",
-            Tok::ArrBegin => "T_ARR_BEGIN",
-            Tok::ArrEnd => "T_ARR_END",
-            Tok::Str(_) => "T_STRING",
-            Tok::Num(_) => "T_NUMBER",
-            Tok::Bool(_) => "T_BOOLEAN",
-            Tok::Null => "T_NULL",
-            Tok::Colon => "T_COLON",
-            Tok::Comma => "T_COMMA",
-            Tok::End => "T_END",
+            Tok::ObjBegin => c"T_OBJ_BEGIN",
+            Tok::ObjEnd => c"T_OBJ_END",
+            Tok::ArrBegin => c"T_ARR_BEGIN",
+            Tok::ArrEnd => c"T_ARR_END",
+            Tok::Str(_) => c"T_STRING",
+            Tok::Num(_) => c"T_NUMBER",
+            Tok::Bool(_) => c"T_BOOLEAN",
+            Tok::Null => c"T_NULL",
+            Tok::Colon => c"T_COLON",
+            Tok::Comma => c"T_COMMA",
+            Tok::End => c"T_END",
             Tok::Error(e) => e,
         }
     }
 }
 
-fn parse_error(expected: &str, t: &Token) -> Fail {
-    msg(format!(
-        "Expected {} but found {} at character {}",
+/// Why `decode` fails; raised once no Rust value needs dropping.
+enum DecErr {
+    Parse {
+        expected: &'static CStr,
+        found: &'static CStr,
+        index: usize,
+    },
+    Depth {
+        depth: i32,
+        pos: usize,
+    },
+}
+
+fn parse_error(expected: &'static CStr, t: &Token) -> DecErr {
+    DecErr::Parse {
         expected,
-        t.tok.name(),
-        t.index + 1
-    ))
+        found: t.tok.name(),
+        index: t.index,
+    }
+}
+
+/// A container being filled; it sits at stack slot `used + 1` (for an object,
+/// with the pending key above it).
+#[derive(Clone, Copy)]
+struct DecFrame {
+    array: bool,
+    next_idx: i64,
+    /// Stack slots in use below this table (as in the C implementation).
+    used: i64,
+}
+
+/// `cjson.decode(text)`.
+unsafe extern "C-unwind" fn json_decode(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: this is a closure made by `push_codec_functions`.
+    let Some(st) = (unsafe { upvalue_state(l) }) else {
+        return ffi::luaL_error(l, c"cjson: state released".as_ptr());
+    };
+    if ffi::lua_gettop(l) != 1 {
+        return ffi::luaL_argerror(l, 1, c"expected 1 argument".as_ptr());
+    }
+    let mut len = 0usize;
+    let p = ffi::luaL_checklstring(l, 1, &mut len);
+    // SAFETY: the string stays at slot 1 (nothing below writes there) until
+    // this function returns.
+    let data = std::slice::from_raw_parts(p.cast::<u8>(), len);
+    if data.len() >= 2 && (data[0] == 0 || data[1] == 0) {
+        return ffi::luaL_error(l, c"JSON parser does not support UTF-16 or UTF-32".as_ptr());
+    }
+    let cfg = snapshot(&st.cfg);
+    trim(&mut st.scratch);
+    trim(&mut st.dec);
+    st.dec.clear();
+    let mut p = Parser {
+        data,
+        pos: 0,
+        cfg,
+        depth: 0,
+        scratch: &mut st.scratch,
+        frames: &mut st.dec,
+    };
+    // SAFETY: the text is at slot 1 and the stack holds nothing else.
+    match unsafe { p.run(l) } {
+        Ok(()) => 1,
+        Err(e) => {
+            ffi::lua_settop(l, 0);
+            match e {
+                DecErr::Parse {
+                    expected,
+                    found,
+                    index,
+                } => ffi::luaL_error(
+                    l,
+                    c"Expected %s but found %s at character %d".as_ptr(),
+                    expected.as_ptr(),
+                    found.as_ptr(),
+                    (index + 1) as c_int,
+                ),
+                DecErr::Depth { depth, pos } => ffi::luaL_error(
+                    l,
+                    c"Found too many nested data structures (%d) at character %d".as_ptr(),
+                    depth as c_int,
+                    pos as c_int,
+                ),
+            }
+        }
+    }
 }
 
 struct Parser<'a> {
@@ -699,18 +948,14 @@ struct Parser<'a> {
     pos: usize,
     cfg: Config,
     depth: i32,
+    scratch: &'a mut Vec<u8>,
+    frames: &'a mut Vec<DecFrame>,
 }
 
-enum Parsed {
-    Scalar(Value),
-    Open(Table, bool),
-}
-
-struct DecFrame {
-    array: bool,
-    next_idx: i64,
-    /// Stack slots in use below this table in the C implementation.
-    used: i64,
+/// A value just pushed: a scalar, or a new (empty) container.
+enum Pushed {
+    Scalar,
+    Open(bool),
 }
 
 fn hex_digit(c: u8) -> Option<u32> {
@@ -733,6 +978,37 @@ fn push_utf8(buf: &mut Vec<u8>, cp: u32) {
         buf.push((((cp >> 6) & 0x3f) | 0x80) as u8);
         buf.push(((cp & 0x3f) | 0x80) as u8);
     }
+}
+
+/// A plain decimal integer of at most 15 digits (optionally negative) at
+/// `start`, which `strtod` reads exactly: its value and end.
+fn fast_integer(data: &[u8], start: usize) -> Option<(f64, usize)> {
+    let mut i = start;
+    let neg = data.get(i) == Some(&b'-');
+    if neg {
+        i += 1;
+    }
+    let first = i;
+    let mut n: u64 = 0;
+    while let Some(&c) = data.get(i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        n = n * 10 + u64::from(c - b'0');
+        i += 1;
+        if i - first > 15 {
+            return None;
+        }
+    }
+    if i == first {
+        return None;
+    }
+    // A fraction, an exponent or a hex prefix: the general reader decides.
+    if matches!(data.get(i), Some(b'.' | b'e' | b'E' | b'x' | b'X')) {
+        return None;
+    }
+    let v = n as f64;
+    Some((if neg { -v } else { v }, i))
 }
 
 impl<'a> Parser<'a> {
@@ -780,7 +1056,7 @@ impl<'a> Parser<'a> {
         self.starts_with_ci(p, b"inf") || self.starts_with_ci(p, b"nan")
     }
 
-    fn error_token(&self, e: &'static str) -> Token {
+    fn error_token(&self, e: &'static CStr) -> Token {
         Token {
             tok: Tok::Error(e),
             index: self.pos,
@@ -810,7 +1086,7 @@ impl<'a> Parser<'a> {
             b'"' => self.string_token(),
             b'-' | b'0'..=b'9' => {
                 if self.cfg.decode_invalid_numbers == 0 && self.is_invalid_number() {
-                    return self.error_token("invalid number");
+                    return self.error_token(c"invalid number");
                 }
                 self.number_token()
             }
@@ -836,16 +1112,16 @@ impl<'a> Parser<'a> {
                 } else if self.cfg.decode_invalid_numbers != 0 && self.is_invalid_number() {
                     self.number_token()
                 } else {
-                    self.error_token("invalid token")
+                    self.error_token(c"invalid token")
                 }
             }
-            _ => self.error_token("invalid token"),
+            _ => self.error_token(c"invalid token"),
         }
     }
 
     fn number_token(&mut self) -> Token {
         let index = self.pos;
-        match strtod(self.data, self.pos) {
+        match fast_integer(self.data, self.pos).or_else(|| strtod(self.data, self.pos)) {
             Some((v, end)) => {
                 self.pos = end;
                 Token {
@@ -853,21 +1129,37 @@ impl<'a> Parser<'a> {
                     index,
                 }
             }
-            None => self.error_token("invalid number"),
+            None => self.error_token(c"invalid number"),
         }
     }
 
     fn string_token(&mut self) -> Token {
         let index = self.pos;
-        self.pos += 1;
-        let mut buf = Vec::new();
+        let start = index + 1;
+        // Fast path: no escape before the closing quote; the bytes are used
+        // where they are.
+        let rest = self.data.get(start..).unwrap_or(&[]);
+        let stop = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c == 0)
+            .unwrap_or(rest.len());
+        if rest.get(stop) == Some(&b'"') {
+            self.pos = start + stop + 1;
+            return Token {
+                tok: Tok::Str(StrRef::Data(start, stop)),
+                index,
+            };
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&rest[..stop]);
+        self.pos = start + stop;
         loop {
             let ch = self.at(self.pos);
             if ch == b'"' {
                 break;
             }
             if ch == 0 {
-                return self.error_token("unexpected end of string");
+                return self.error_token(c"unexpected end of string");
             }
             if ch == b'\\' {
                 let mapped = match self.at(self.pos + 1) {
@@ -880,29 +1172,29 @@ impl<'a> Parser<'a> {
                     b'f' => 12,
                     b'r' => 13,
                     b'u' => {
-                        if self.unicode_escape(&mut buf) {
+                        if self.unicode_escape() {
                             continue;
                         }
-                        return self.error_token("invalid unicode escape code");
+                        return self.error_token(c"invalid unicode escape code");
                     }
-                    _ => return self.error_token("invalid escape code"),
+                    _ => return self.error_token(c"invalid escape code"),
                 };
-                buf.push(mapped);
+                self.scratch.push(mapped);
                 self.pos += 2;
                 continue;
             }
-            buf.push(ch);
+            self.scratch.push(ch);
             self.pos += 1;
         }
         self.pos += 1;
         Token {
-            tok: Tok::Str(buf),
+            tok: Tok::Str(StrRef::Scratch),
             index,
         }
     }
 
     /// `\uXXXX` (and surrogate pairs) at `self.pos`, appended as UTF-8.
-    fn unicode_escape(&mut self, buf: &mut Vec<u8>) -> bool {
+    fn unicode_escape(&mut self) -> bool {
         let p = self.pos;
         let Some(mut cp) = self.hex4(p + 2) else {
             return false;
@@ -924,87 +1216,116 @@ impl<'a> Parser<'a> {
             cp = (((cp & 0x3ff) << 10) | (low & 0x3ff)) + 0x10000;
             len = 12;
         }
-        push_utf8(buf, cp);
+        push_utf8(self.scratch, cp);
         self.pos += len;
         true
     }
 
-    /// json_decode_descend().
-    fn descend(&mut self, used: i64, slots: i64) -> R<()> {
+    /// Pushes a string token's bytes.
+    unsafe fn push_str(&self, l: *mut ffi::lua_State, r: StrRef) {
+        match r {
+            StrRef::Data(start, len) => push_bytes(l, &self.data[start..start + len]),
+            StrRef::Scratch => push_bytes(l, self.scratch),
+        }
+    }
+
+    /// json_decode_descend(): room for a container needing `slots` slots above
+    /// the `used` ones.
+    unsafe fn descend(
+        &mut self,
+        l: *mut ffi::lua_State,
+        used: i64,
+        slots: i64,
+    ) -> Result<(), DecErr> {
         self.depth += 1;
-        if self.depth > self.cfg.decode_max_depth || used + slots > MAXCSTACK {
-            return Err(msg(format!(
-                "Found too many nested data structures ({}) at character {}",
-                self.depth, self.pos
-            )));
+        if self.depth > self.cfg.decode_max_depth
+            || used + slots > MAXCSTACK
+            || ffi::lua_checkstack(l, slots as c_int) == 0
+        {
+            return Err(DecErr::Depth {
+                depth: self.depth,
+                pos: self.pos,
+            });
         }
         Ok(())
     }
 
-    /// json_process_value(): a value starting with token `t`.
-    fn value(&mut self, lua: &Lua, t: Token, used: i64) -> R<Parsed> {
-        Ok(Parsed::Scalar(match t.tok {
-            Tok::Str(s) => Value::String(lua.create_string(&s)?),
-            Tok::Num(x) => Value::Number(x),
-            Tok::Bool(b) => Value::Boolean(b),
-            Tok::Null => Value::LightUserData(LightUserData(std::ptr::null_mut())),
+    /// json_process_value(): pushes the value starting with token `t`.
+    unsafe fn value(
+        &mut self,
+        l: *mut ffi::lua_State,
+        t: Token,
+        used: i64,
+    ) -> Result<Pushed, DecErr> {
+        match t.tok {
+            Tok::Str(r) => self.push_str(l, r),
+            Tok::Num(x) => ffi::lua_pushnumber(l, x),
+            Tok::Bool(b) => ffi::lua_pushboolean(l, b as c_int),
+            Tok::Null => ffi::lua_pushlightuserdata(l, std::ptr::null_mut()),
             Tok::ObjBegin => {
-                self.descend(used, 3)?;
-                return Ok(Parsed::Open(lua.create_table()?, false));
+                self.descend(l, used, 3)?;
+                ffi::lua_createtable(l, 0, 0);
+                return Ok(Pushed::Open(false));
             }
             Tok::ArrBegin => {
-                self.descend(used, 2)?;
-                return Ok(Parsed::Open(lua.create_table()?, true));
+                self.descend(l, used, 2)?;
+                ffi::lua_createtable(l, 0, 0);
+                return Ok(Pushed::Open(true));
             }
-            _ => return Err(parse_error("value", &t)),
-        }))
+            _ => return Err(parse_error(c"value", &t)),
+        }
+        Ok(Pushed::Scalar)
     }
 
-    fn run(&mut self, lua: &Lua) -> R<Value> {
+    /// Decodes the text; the value ends up at slot 2.
+    unsafe fn run(&mut self, l: *mut ffi::lua_State) -> Result<(), DecErr> {
         let first = self.next_token();
-        let root = match self.value(lua, first, 1)? {
-            Parsed::Scalar(v) => v,
-            Parsed::Open(t, array) => {
-                let root = Value::Table(t.clone());
-                self.fill(lua, t, array)?;
-                root
-            }
-        };
+        if let Pushed::Open(array) = self.value(l, first, 1)? {
+            self.fill(l, array)?;
+        }
         let t = self.next_token();
         if !matches!(t.tok, Tok::End) {
-            return Err(parse_error("the end", &t));
+            return Err(parse_error(c"the end", &t));
         }
-        Ok(root)
+        Ok(())
     }
 
-    /// Parses the contents of the container just opened, and everything
-    /// nested in it, without recursion.
-    fn fill(&mut self, lua: &Lua, root: Table, array: bool) -> R<()> {
-        let mut stack = vec![DecFrame {
+    /// Stores the value at the top into the container of `frame` (below it,
+    /// with its key for an object).
+    unsafe fn store(l: *mut ffi::lua_State, frame: &mut DecFrame) {
+        let table = (frame.used + 1) as c_int;
+        if frame.array {
+            ffi::lua_rawseti_(l, table, frame.next_idx as c_int);
+            frame.next_idx += 1;
+        } else {
+            ffi::lua_rawset(l, table);
+        }
+    }
+
+    /// Parses the contents of the container just pushed at slot 2, and
+    /// everything nested in it, without recursion: the open containers sit on
+    /// the Lua stack as in the C implementation, their frames in `frames`.
+    unsafe fn fill(&mut self, l: *mut ffi::lua_State, array: bool) -> Result<(), DecErr> {
+        self.frames.push(DecFrame {
             array,
             next_idx: 1,
             used: 1,
-        }];
-        let mut cur = root;
-        let mut spill: Option<Table> = None;
+        });
         let mut opened = true;
-        while let Some(top) = stack.last_mut() {
+        while let Some(&top) = self.frames.last() {
             let array = top.array;
             let mut t = self.next_token();
-            let closes = |t: &Token| {
-                if array {
-                    matches!(t.tok, Tok::ArrEnd)
-                } else {
-                    matches!(t.tok, Tok::ObjEnd)
-                }
+            let mut close = if array {
+                matches!(t.tok, Tok::ArrEnd)
+            } else {
+                matches!(t.tok, Tok::ObjEnd)
             };
-            let mut close = closes(&t);
             if !opened && !close {
                 if !matches!(t.tok, Tok::Comma) {
                     let what = if array {
-                        "comma or array end"
+                        c"comma or array end"
                     } else {
-                        "comma or object end"
+                        c"comma or object end"
                     };
                     return Err(parse_error(what, &t));
                 }
@@ -1014,55 +1335,42 @@ impl<'a> Parser<'a> {
             }
             if close {
                 self.depth -= 1;
-                stack.pop();
-                let lvl = stack.len() as i64;
-                if lvl > 0 {
-                    cur = spill.as_ref().expect("spill table").raw_get(lvl)?;
+                self.frames.pop();
+                if let Some(parent) = self.frames.last_mut() {
+                    Self::store(l, parent);
                 }
                 opened = false;
                 continue;
             }
-            let (child_used, key) = if array {
-                (top.used + 1, None)
+            let child_used = if array {
+                top.used + 1
             } else {
-                let key = match t.tok {
-                    Tok::Str(s) => s,
-                    _ => return Err(parse_error("object key string", &t)),
-                };
+                match t.tok {
+                    Tok::Str(r) => self.push_str(l, r),
+                    _ => return Err(parse_error(c"object key string", &t)),
+                }
                 let c = self.next_token();
                 if !matches!(c.tok, Tok::Colon) {
-                    return Err(parse_error("colon", &c));
+                    return Err(parse_error(c"colon", &c));
                 }
                 t = self.next_token();
-                (top.used + 2, Some(key))
+                top.used + 2
             };
-            let parsed = self.value(lua, t, child_used)?;
-            let top = stack.last_mut().expect("frame");
-            let v = match &parsed {
-                Parsed::Scalar(v) => v.clone(),
-                Parsed::Open(t, _) => Value::Table(t.clone()),
-            };
-            match key {
-                None => {
-                    cur.raw_set(top.next_idx, v)?;
-                    top.next_idx += 1;
+            match self.value(l, t, child_used)? {
+                Pushed::Scalar => {
+                    if let Some(f) = self.frames.last_mut() {
+                        Self::store(l, f);
+                    }
+                    opened = false;
                 }
-                Some(k) => cur.raw_set(lua.create_string(&k)?, v)?,
-            }
-            opened = false;
-            if let Parsed::Open(t, arr) = parsed {
-                let lvl = stack.len() as i64;
-                if spill.is_none() {
-                    spill = Some(lua.create_table()?);
+                Pushed::Open(arr) => {
+                    self.frames.push(DecFrame {
+                        array: arr,
+                        next_idx: 1,
+                        used: child_used,
+                    });
+                    opened = true;
                 }
-                spill.as_ref().expect("spill table").raw_set(lvl, &cur)?;
-                stack.push(DecFrame {
-                    array: arr,
-                    next_idx: 1,
-                    used: child_used,
-                });
-                cur = t;
-                opened = true;
             }
         }
         Ok(())
