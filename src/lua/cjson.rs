@@ -2540,6 +2540,134 @@ mod tests {
         .unwrap();
     }
 
+    /// The integer shortcut of `append_g` prints what `fmt_g` prints, at
+    /// every precision, around every power of ten and at the limits.
+    #[test]
+    fn integer_format_matches_general_format() {
+        let mut xs: Vec<f64> = vec![0.0, -0.0, 1.0, -1.0, 7.0, 2f64.powi(53), -(2f64.powi(63))];
+        for e in 0..=16 {
+            let p = 10f64.powi(e);
+            for d in [-2.0, -1.0, 0.0, 1.0, 2.0] {
+                xs.push(p + d);
+                xs.push(-(p + d));
+            }
+            xs.push(p * 3.0 + 0.5);
+            xs.push(p - 0.5);
+        }
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let digits = (seed % 16) as i32;
+            let v = (seed >> 8) % 10u64.pow(digits as u32).max(1);
+            xs.push(if seed & 1 == 1 { -(v as f64) } else { v as f64 });
+        }
+        for &x in &xs {
+            for prec in 1..=14 {
+                let mut out = Vec::new();
+                append_g(&mut out, x, prec);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    fmt_g(x, prec),
+                    "{x} %.{prec}g"
+                );
+            }
+        }
+    }
+
+    /// The integer shortcut of the number reader agrees with `strtod`.
+    #[test]
+    fn integer_parse_matches_strtod() {
+        let cases = [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "00012",
+            "-00",
+            "123456789012345",
+            "-123456789012345",
+            "1234567890123456",
+            "99999999999999999999",
+            "1.5",
+            "1e5",
+            "1E5",
+            "0x10",
+            "0X1p4",
+            "12,",
+            "12]",
+            "12 ",
+            "-",
+            "-x",
+            "5.",
+            "9007199254740993",
+        ];
+        for c in cases {
+            let data = c.as_bytes();
+            if let Some(fast) = fast_integer(data, 0) {
+                let slow = strtod(data, 0).expect("strtod reads it");
+                assert_eq!(fast.1, slow.1, "end of {c}");
+                assert_eq!(fast.0.to_bits(), slow.0.to_bits(), "value of {c}");
+            }
+        }
+        assert!(fast_integer(b"1.5", 0).is_none());
+        assert!(fast_integer(b"0x10", 0).is_none());
+        assert!(fast_integer(b"1234567890123456", 0).is_none());
+        assert_eq!(
+            fast_integer(b"-0", 0).map(|v| v.0.to_bits()),
+            Some((-0.0f64).to_bits())
+        );
+    }
+
+    /// Errors raised deep in a structure (the stack full of tables) and the
+    /// stack-limit errors, identical to the previous implementation's.
+    #[test]
+    fn deep_errors() {
+        let lua = with_lib();
+        let r: String = lua
+            .load(
+                "cjson.decode_max_depth(100000) cjson.encode_max_depth(100000) \
+                 local t = {} local cur = t for i = 1, 7990 do cur[1] = {} cur = cur[1] end cur[1] = print \
+                 local m = {} cur = m for i = 1, 3000 do cur[1] = {k = {}} cur = cur[1].k end cur.y = {[true] = 1} \
+                 local r = {} \
+                 r[#r+1] = select(2, pcall(cjson.encode, t)) \
+                 r[#r+1] = select(2, pcall(cjson.encode, m)) \
+                 r[#r+1] = select(2, pcall(cjson.decode, string.rep('[', 7990) .. 'x')) \
+                 r[#r+1] = select(2, pcall(cjson.decode, string.rep('[{\"a\":', 2660) .. '1,}')) \
+                 r[#r+1] = select(2, pcall(cjson.decode, string.rep('[', 7999) .. string.rep(']', 7999))) \
+                 return table.concat(r, '|')",
+            )
+            .eval()
+            .unwrap();
+        assert_eq!(
+            r,
+            "Cannot serialise function: type not supported|\
+             Cannot serialise, excessive nesting (5333)|\
+             Expected value but found invalid token at character 7991|\
+             Expected object key string but found T_OBJ_END at character 15963|\
+             Found too many nested data structures (7999) at character 7999"
+        );
+    }
+
+    /// Instances made by `cjson.new` keep their own configuration and state,
+    /// and are collected (their `__gc` frees the buffers).
+    #[test]
+    fn instances_are_independent_and_collected() {
+        let lua = with_lib();
+        let r: String = lua
+            .load(
+                "local a = cjson.new() a.encode_number_precision(3) a.encode_keep_buffer(false) \
+                 local x = a.encode({1/3, 12345}) .. cjson.encode({1/3, 12345}) \
+                 for i = 1, 2000 do local c = cjson.new() c.encode({i, 'v'}) c.decode('[1]') end \
+                 collectgarbage() collectgarbage() \
+                 return x .. a.encode(1/3)",
+            )
+            .eval()
+            .unwrap();
+        assert_eq!(r, "[0.333,1.23e+04][0.33333333333333,12345]0.333");
+    }
+
     /// `%.14g` formatting as glibc prints it.
     #[test]
     fn number_format() {
