@@ -589,6 +589,18 @@ const POW10: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
 
+/// "00" to "99".
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Appends `printf("%.<prec>g", x)`. An integer with no more than `prec`
 /// digits prints as its digits (there is no exponent below `prec` and no
 /// fraction to keep), so that common case skips the general formatter.
@@ -598,10 +610,19 @@ fn append_g(out: &mut Vec<u8>, x: f64, prec: i32) {
         let mut n = (x as i64).unsigned_abs();
         let mut digits = [0u8; 20];
         let mut i = digits.len();
-        while n > 0 {
+        while n >= 100 {
+            let r = (n % 100) as usize * 2;
+            n /= 100;
+            i -= 2;
+            digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+        }
+        if n >= 10 {
+            let r = n as usize * 2;
+            i -= 2;
+            digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+        } else {
             i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
+            digits[i] = b'0' + n as u8;
         }
         if x < 0.0 {
             out.push(b'-');
