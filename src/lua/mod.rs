@@ -54,6 +54,9 @@ struct HotRefs {
     eval_globals: RegistryKey,
     /// `run_frame` as a Lua C function, made once: `lua_cpcall` would allocate one per call.
     run_frame: RegistryKey,
+    /// The strings "KEYS" and "ARGV", so setting them needs no string lookup per call.
+    keys_name: RegistryKey,
+    argv_name: RegistryKey,
 }
 
 pub struct LuaEngine {
@@ -183,6 +186,8 @@ impl LuaEngine {
             eval_globals: lua.create_registry_value(sandbox.get::<Table>("eval_globals")?)?,
             // SAFETY: a lua_CFunction written against the C API, below.
             run_frame: lua.create_registry_value(unsafe { lua.create_c_function(run_frame)? })?,
+            keys_name: lua.create_registry_value(lua.create_string("KEYS")?)?,
+            argv_name: lua.create_registry_value(lua.create_string("ARGV")?)?,
         };
         Ok(LuaEngine {
             main,
@@ -496,8 +501,8 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
     push_string_array(l, frame.args); // base+6
     if frame.kind == CallKind::Script {
         registry(&frame.refs.eval_globals);
-        set_field(l, base + 7, c"KEYS", base + 5);
-        set_field(l, base + 7, c"ARGV", base + 6);
+        set_field(l, base + 7, &frame.refs.keys_name, base + 5);
+        set_field(l, base + 7, &frame.refs.argv_name, base + 6);
         ffi::lua_pop(l, 1);
     }
     let status = ffi::lua_pcall(l, 2, 1, base + 3);
@@ -505,8 +510,8 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
     if frame.kind == CallKind::Script {
         registry(&frame.refs.eval_globals); // value + 1
         ffi::lua_pushnil(l); // value + 2
-        set_field(l, value + 1, c"KEYS", value + 2);
-        set_field(l, value + 1, c"ARGV", value + 2);
+        set_field(l, value + 1, &frame.refs.keys_name, value + 2);
+        set_field(l, value + 1, &frame.refs.argv_name, value + 2);
         ffi::lua_pop(l, 2);
     }
     ffi::lua_pushvalue(l, base + 2);
@@ -525,9 +530,10 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
     0
 }
 
-/// `stack[table][name] = stack[value]` without metamethods (absolute indexes).
-unsafe fn set_field(l: *mut ffi::lua_State, table: c_int, name: &std::ffi::CStr, value: c_int) {
-    ffi::lua_pushstring(l, name.as_ptr());
+/// `stack[table][name] = stack[value]` without metamethods (absolute indexes); `name` is
+/// a registry slot holding the key string.
+unsafe fn set_field(l: *mut ffi::lua_State, table: c_int, name: &RegistryKey, value: c_int) {
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, name.id() as _);
     ffi::lua_pushvalue(l, value);
     ffi::lua_rawset(l, table);
 }
