@@ -1084,3 +1084,60 @@ fn info_rx_per_function_lines_match_rx_stats() {
         .collect();
     assert_eq!(order, keys);
 }
+
+/// Deleting libraries (and flushing scripts) gives their memory back to the VM at once:
+/// each function's registry slot is freed when its last holder goes, not when the next
+/// library happens to be loaded.
+#[test]
+fn deleted_libraries_and_scripts_free_their_memory() {
+    let s = Server::start();
+    let mut c = s.conn();
+    c.q(&[
+        "RX.LOAD",
+        "#!lua name=gc\nredis.register_function('gcnow', function() collectgarbage('collect') collectgarbage('collect') return 1 end)",
+    ]);
+    let vm = |c: &mut Conn| {
+        assert_eq!(c.q(&["RX.CALL", "gcnow", "0"]), Reply::Int(1));
+        info_field(c, "rx", "rx_vm_memory_bytes")
+            .and_then(|v| v.parse::<i64>().ok())
+            .expect("rx_vm_memory_bytes")
+    };
+    let base = vm(&mut c);
+    // Each library and script carries a 4 KB string constant, so its code is easy to see.
+    let loads: Vec<Vec<Vec<u8>>> = (0..500)
+        .map(|i| {
+            vec![
+                b"RX.LOAD".to_vec(),
+                format!(
+                    "#!lua name=big{i}\nlocal s = '{}{i}'\nredis.register_function('big{i}', function() return #s end)",
+                    "x".repeat(4096)
+                )
+                .into_bytes(),
+            ]
+        })
+        .collect();
+    c.pipeline(loads);
+    let scripts: Vec<Vec<Vec<u8>>> = (0..200)
+        .map(|i| {
+            vec![
+                b"RX.SCRIPT".to_vec(),
+                b"LOAD".to_vec(),
+                format!("local s = '{}{i}' return #s", "y".repeat(4096)).into_bytes(),
+            ]
+        })
+        .collect();
+    c.pipeline(scripts);
+    let loaded = vm(&mut c);
+    assert!(loaded > base + 2_000_000, "base {base}, loaded {loaded}");
+
+    let deletes: Vec<Vec<Vec<u8>>> = (0..500)
+        .map(|i| vec![b"RX.DELETE".to_vec(), format!("big{i}").into_bytes()])
+        .collect();
+    c.pipeline(deletes);
+    assert_eq!(c.q(&["RX.SCRIPT", "FLUSH"]).as_str(), Some("OK"));
+    let after = vm(&mut c);
+    assert!(
+        after < base + 200_000,
+        "base {base}, loaded {loaded}, after delete and flush {after}"
+    );
+}

@@ -36,11 +36,33 @@ const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 /// A compiled function, as the registry stores it: a slot in the Lua registry, so a call
 /// pushes it with one `lua_rawgeti` instead of going through mlua's value references.
 #[derive(Clone)]
-pub struct LuaCallable(Rc<RegistryKey>);
+pub struct LuaCallable(Rc<RegistrySlot>);
+
+impl LuaCallable {
+    fn id(&self) -> c_int {
+        self.0.key.as_ref().map_or(ffi::LUA_REFNIL, RegistryKey::id)
+    }
+}
 
 impl std::fmt::Debug for LuaCallable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LuaCallable({})", self.0.id())
+        write!(f, "LuaCallable({})", self.id())
+    }
+}
+
+/// A registry slot freed as soon as its last holder goes (a deleted library, an evicted
+/// script), so the function's code can be collected at once. mlua would otherwise only
+/// queue the slot until the next value is stored in the registry.
+struct RegistrySlot {
+    key: Option<RegistryKey>,
+    lua: mlua::WeakLua,
+}
+
+impl Drop for RegistrySlot {
+    fn drop(&mut self) {
+        if let (Some(key), Some(lua)) = (self.key.take(), self.lua.try_upgrade()) {
+            let _ = lua.remove_registry_value(key);
+        }
     }
 }
 
@@ -319,17 +341,12 @@ impl LuaEngine {
         self.run(CallKind::Script, callable, sha, keys, args, host, sink)
     }
 
-    /// Keeps a compiled function in the Lua registry for `run`. Also releases the slots of
-    /// callables dropped since (deleted libraries, evicted scripts), so their code can be
-    /// collected.
+    /// Keeps a compiled function in the Lua registry for `run`.
     fn callable(&self, f: Function) -> mlua::Result<LuaCallable> {
-        self.lua.expire_registry_values();
-        Ok(LuaCallable(Rc::new(self.lua.create_registry_value(f)?)))
-    }
-
-    /// Lets the collector reclaim functions whose libraries or scripts are gone.
-    pub fn release_dropped(&self) {
-        self.lua.expire_registry_values();
+        Ok(LuaCallable(Rc::new(RegistrySlot {
+            key: Some(self.lua.create_registry_value(f)?),
+            lua: self.lua.weak(),
+        })))
     }
 
     /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is
@@ -385,7 +402,7 @@ impl LuaEngine {
         let _active = unsafe { active.enter() };
         let mut frame = CallFrame {
             kind,
-            callable: callable.0.id(),
+            callable: callable.id(),
             refs: &self.refs,
             function_name,
             keys,
@@ -426,7 +443,6 @@ impl LuaEngine {
         // SAFETY: `main` is the VM's main thread; LUA_GCCOUNT only reads the GC's total.
         let in_use = unsafe { ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
         if in_use > self.memory_limit.get() / 2 {
-            self.release_dropped();
             let _ = self.lua.gc_collect();
         }
         self.pace_collector(in_use);
