@@ -14,7 +14,7 @@ use crate::glob::glob_match;
 pub struct FunctionInfo<F> {
     pub name: String,
     pub library: String,
-    pub description: Option<Vec<u8>>,
+    pub description: Option<Box<[u8]>>,
     pub flags: FunctionFlags,
     pub callable: F,
     /// Kept with the function: replacing or deleting its library starts them afresh.
@@ -61,7 +61,9 @@ impl RegistryError {
 }
 
 pub struct Registry<F> {
-    libraries: BTreeMap<String, Library<F>>,
+    /// Boxed: B-tree nodes hold eleven entries whether full or not, so small entries keep
+    /// a large registry small.
+    libraries: BTreeMap<String, Box<Library<F>>>,
     /// Keyed by the lowercased name: Redis looks functions up case-insensitively.
     functions: HashMap<Box<[u8]>, Rc<FunctionInfo<F>>>,
 }
@@ -138,7 +140,7 @@ impl<F> Registry<F> {
             // which one answers depends on dict order; here the last registered does.
             self.functions.insert(fold(f.name.as_bytes()), Rc::clone(f));
         }
-        self.libraries.insert(lib.name.clone(), lib);
+        self.libraries.insert(lib.name.clone(), Box::new(lib));
         Ok(old)
     }
 
@@ -166,7 +168,7 @@ impl<F> Registry<F> {
     }
 
     fn remove(&mut self, name: &str) -> Option<Library<F>> {
-        let lib = self.libraries.remove(name)?;
+        let lib = *self.libraries.remove(name)?;
         for f in &lib.functions {
             self.functions.remove(&fold(f.name.as_bytes()));
         }
@@ -176,7 +178,10 @@ impl<F> Registry<F> {
     /// Removes everything, handing the libraries back so the caller decides when to drop them.
     pub fn flush(&mut self) -> Vec<Library<F>> {
         self.functions.clear();
-        std::mem::take(&mut self.libraries).into_values().collect()
+        std::mem::take(&mut self.libraries)
+            .into_values()
+            .map(|lib| *lib)
+            .collect()
     }
 
     pub fn function(&self, name: &[u8]) -> Option<Rc<FunctionInfo<F>>> {
@@ -188,7 +193,7 @@ impl<F> Registry<F> {
     }
 
     pub fn library(&self, name: &str) -> Option<&Library<F>> {
-        self.libraries.get(name)
+        self.libraries.get(name).map(|lib| &**lib)
     }
 
     /// Libraries in name order, optionally filtered by a Redis glob pattern (which, as in
@@ -199,6 +204,7 @@ impl<F> Registry<F> {
     ) -> impl Iterator<Item = &'a Library<F>> + 'a {
         self.libraries
             .values()
+            .map(|l| &**l)
             .filter(move |l| pattern.is_none_or(|p| glob_match(p, l.name.as_bytes(), true)))
     }
 
