@@ -62,7 +62,7 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
         s.registry
             .borrow()
             .functions()
-            .map(|f| {
+            .map(|(_, f)| {
                 let st = f.stats.borrow();
                 let line = format!(
                     "calls={},errors={},refusals={},usec={},usec_per_call={},max_usec={},p50_usec={},p99_usec={},p999_usec={},redis_calls={}",

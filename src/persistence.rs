@@ -72,7 +72,7 @@ fn saved_entries() -> Vec<Saved> {
                 let code = if entry.is_tombstone() {
                     Vec::new()
                 } else {
-                    registry.library(name)?.code.clone()
+                    registry.library(name)?.code.to_vec()
                 };
                 Some(Saved {
                     name: name.to_string(),
@@ -85,9 +85,9 @@ fn saved_entries() -> Vec<Saved> {
         for lib in registry.list(None) {
             if catalog.get(&lib.name).is_none() {
                 out.push(Saved {
-                    name: lib.name.clone(),
+                    name: lib.name.to_string(),
                     entry: Entry::live(LEGACY_VERSION, &lib.code),
-                    code: lib.code.clone(),
+                    code: lib.code.to_vec(),
                 });
             }
         }

@@ -12,8 +12,8 @@ use crate::glob::glob_match;
 
 #[derive(Debug)]
 pub struct FunctionInfo<F> {
-    pub name: String,
-    pub library: String,
+    // Boxed strings: a registry may hold tens of thousands of these.
+    pub name: Box<str>,
     pub description: Option<Box<[u8]>>,
     pub flags: FunctionFlags,
     pub callable: F,
@@ -23,10 +23,11 @@ pub struct FunctionInfo<F> {
 
 #[derive(Debug)]
 pub struct Library<F> {
-    pub name: String,
+    // Boxed rather than growable: a registry may hold tens of thousands of these.
+    pub name: Box<str>,
     /// The full source, header included, exactly as loaded.
-    pub code: Vec<u8>,
-    pub functions: Vec<Rc<FunctionInfo<F>>>,
+    pub code: Box<[u8]>,
+    pub functions: Box<[Rc<FunctionInfo<F>>]>,
 }
 
 /// How `install_all` treats libraries that already exist (Redis's RESTORE policies).
@@ -63,7 +64,7 @@ impl RegistryError {
 pub struct Registry<F> {
     /// Boxed: B-tree nodes hold eleven entries whether full or not, so small entries keep
     /// a large registry small.
-    libraries: BTreeMap<String, Box<Library<F>>>,
+    libraries: BTreeMap<Box<str>, Box<Library<F>>>,
     /// Keyed by the lowercased name: Redis looks functions up case-insensitively.
     functions: HashMap<Box<[u8]>, Rc<FunctionInfo<F>>>,
 }
@@ -129,8 +130,13 @@ impl<F> Registry<F> {
         }
         for f in &lib.functions {
             if let Some(owner) = self.functions.get(&fold(f.name.as_bytes())) {
-                if owner.library != lib.name {
-                    return Err(RegistryError::FunctionExists(f.name.clone()));
+                // Only the library being replaced may already own the name.
+                let replaced_owns_it = self
+                    .libraries
+                    .get(&*lib.name)
+                    .is_some_and(|old| old.functions.iter().any(|g| Rc::ptr_eq(g, owner)));
+                if !replaced_owns_it {
+                    return Err(RegistryError::FunctionExists(f.name.to_string()));
                 }
             }
         }
@@ -208,9 +214,11 @@ impl<F> Registry<F> {
             .filter(move |l| pattern.is_none_or(|p| glob_match(p, l.name.as_bytes(), true)))
     }
 
-    /// Every function, by library then registration order.
-    pub fn functions(&self) -> impl Iterator<Item = &Rc<FunctionInfo<F>>> {
-        self.libraries.values().flat_map(|l| l.functions.iter())
+    /// Every function with its library's name, by library then registration order.
+    pub fn functions(&self) -> impl Iterator<Item = (&str, &Rc<FunctionInfo<F>>)> {
+        self.libraries
+            .values()
+            .flat_map(|l| l.functions.iter().map(move |f| (&*l.name, f)))
     }
 
     pub fn library_count(&self) -> usize {
@@ -229,17 +237,24 @@ mod tests {
     /// A fake compiled function: the registry must work with any engine's handle.
     type Fake = u32;
 
+    /// The library that owns the function the index answers for `name`.
+    fn owner<'a>(r: &'a Registry<Fake>, name: &[u8]) -> Option<&'a str> {
+        let f = r.function(name)?;
+        r.functions()
+            .find(|(_, g)| Rc::ptr_eq(g, &f))
+            .map(|(lib, _)| lib)
+    }
+
     fn lib(name: &str, fns: &[&str]) -> Library<Fake> {
         Library {
             name: name.into(),
-            code: format!("#!lua name={name}\n").into_bytes(),
+            code: format!("#!lua name={name}\n").into_bytes().into(),
             functions: fns
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
                     Rc::new(FunctionInfo {
-                        name: f.to_string(),
-                        library: name.into(),
+                        name: (*f).into(),
                         description: None,
                         flags: FunctionFlags::empty(),
                         callable: i as u32,
@@ -254,7 +269,7 @@ mod tests {
     fn load_and_lookup() {
         let mut r = Registry::new();
         r.install(lib("a", &["f", "g"]), false).unwrap();
-        assert_eq!(r.function(b"g").unwrap().library, "a");
+        assert_eq!(owner(&r, b"g"), Some("a"));
         assert!(r.function(b"h").is_none());
         assert_eq!((r.library_count(), r.function_count()), (1, 2));
     }
@@ -269,7 +284,7 @@ mod tests {
         );
         assert!(r.function(b"f").is_some());
         let old = r.install(lib("a", &["g"]), true).unwrap().unwrap();
-        assert_eq!(old.functions[0].name, "f");
+        assert_eq!(&*old.functions[0].name, "f");
         assert!(r.function(b"f").is_none());
         assert!(r.function(b"g").is_some());
     }
@@ -282,8 +297,8 @@ mod tests {
         // Replacing `a` with a library that steals `g` from `b` must change nothing.
         let err = r.install(lib("a", &["f2", "g"]), true).unwrap_err();
         assert_eq!(err, RegistryError::FunctionExists("g".into()));
-        assert_eq!(r.function(b"f").unwrap().library, "a");
-        assert_eq!(r.function(b"g").unwrap().library, "b");
+        assert_eq!(owner(&r, b"f"), Some("a"));
+        assert_eq!(owner(&r, b"g"), Some("b"));
         assert!(r.function(b"f2").is_none());
         // An empty replacement is refused the same way.
         assert_eq!(
@@ -305,8 +320,8 @@ mod tests {
     fn function_names_are_case_insensitive_last_wins() {
         let mut r = Registry::new();
         r.install(lib("a", &["Hello", "hello"]), false).unwrap();
-        assert_eq!(r.function(b"HELLO").unwrap().name, "hello");
-        assert_eq!(r.function(b"Hello").unwrap().name, "hello");
+        assert_eq!(&*r.function(b"HELLO").unwrap().name, "hello");
+        assert_eq!(&*r.function(b"Hello").unwrap().name, "hello");
         assert_eq!(
             r.install(lib("b", &["HeLLo"]), false).unwrap_err(),
             RegistryError::FunctionExists("HeLLo".into())
@@ -345,7 +360,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.list(None).map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            r.list(None).map(|l| &*l.name).collect::<Vec<_>>(),
             ["a", "b", "c"]
         );
         assert!(r.function(b"f").is_none() && r.function(b"f3").is_some());
@@ -353,10 +368,7 @@ mod tests {
             .install_all(vec![lib("z", &["zz"])], RestorePolicy::Flush)
             .unwrap();
         assert_eq!(removed.len(), 3);
-        assert_eq!(
-            r.list(None).map(|l| l.name.as_str()).collect::<Vec<_>>(),
-            ["z"]
-        );
+        assert_eq!(r.list(None).map(|l| &*l.name).collect::<Vec<_>>(), ["z"]);
         assert!(r.function(b"g").is_none());
     }
 
@@ -378,9 +390,9 @@ mod tests {
         for n in ["zeta", "alpha", "alps"] {
             r.install(lib(n, &[&format!("{n}_f")]), false).unwrap();
         }
-        let all: Vec<_> = r.list(None).map(|l| l.name.as_str()).collect();
+        let all: Vec<_> = r.list(None).map(|l| &*l.name).collect();
         assert_eq!(all, ["alpha", "alps", "zeta"]);
-        let some: Vec<_> = r.list(Some(b"AL*")).map(|l| l.name.as_str()).collect();
+        let some: Vec<_> = r.list(Some(b"AL*")).map(|l| &*l.name).collect();
         assert_eq!(some, ["alpha", "alps"]);
     }
 }

@@ -111,6 +111,14 @@ impl<F> ScriptCache<F> {
         Some(Rc::clone(&e.script))
     }
 
+    /// Marks a cached script as loaded with SCRIPT LOAD: never evicted from now on.
+    pub fn pin(&mut self, sha: &[u8]) {
+        let mut buf = [0u8; KEY_MAX];
+        if let Some(e) = folded_key(sha, &mut buf).and_then(|k| self.entries.get_mut(k)) {
+            e.pinned = true;
+        }
+    }
+
     pub fn contains(&self, sha: &[u8]) -> bool {
         let mut buf = [0u8; KEY_MAX];
         folded_key(sha, &mut buf).is_some_and(|k| self.entries.contains_key(k))
@@ -217,6 +225,18 @@ mod tests {
             parse_shebang(b"#!lua").unwrap_err(),
             "Invalid script shebang"
         );
+    }
+
+    #[test]
+    fn a_pinned_eval_script_is_never_evicted() {
+        let mut c = ScriptCache::default();
+        c.insert(script("a"), false, 1);
+        c.pin(b"A");
+        c.insert(script("b"), false, 1);
+        c.insert(script("c"), false, 1);
+        assert!(c.contains(b"a") && c.contains(b"c") && !c.contains(b"b"));
+        c.pin(b"missing"); // nothing to pin: no effect
+        assert!(!c.contains(b"missing"));
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl StatsCell {
         }
     }
 
+    /// Back to never called, giving the memory back.
+    pub fn reset(&self) {
+        *self.0.borrow_mut() = None;
+    }
+
     pub fn borrow_mut(&self) -> RefMut<'_, FunctionStats> {
         RefMut::map(self.0.borrow_mut(), |s| {
             &mut **s.get_or_insert_with(Box::default)

@@ -499,7 +499,7 @@ fn current_changes(names: &[String]) -> Vec<Change> {
                 let code = if entry.is_tombstone() {
                     Vec::new()
                 } else {
-                    registry.library(name)?.code.clone()
+                    registry.library(name)?.code.to_vec()
                 };
                 Some(Change {
                     name: name.clone(),

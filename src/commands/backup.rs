@@ -27,7 +27,7 @@ fn rx_dump(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         s.registry
             .borrow()
             .list(None)
-            .map(|l| l.code.clone())
+            .map(|l| l.code.to_vec())
             .collect()
     });
     let payload = payload::encode(sources.iter().map(|c| c.as_slice()));
@@ -62,7 +62,7 @@ fn install_batch(
     }
     let installed: Vec<(String, Vec<u8>)> = libraries
         .iter()
-        .map(|l| (l.name.clone(), l.code.clone()))
+        .map(|l| (l.name.to_string(), l.code.to_vec()))
         .collect();
     let removed = state::with(|s| s.registry.borrow_mut().install_all(libraries, policy)).map_err(
         |e| match e {
@@ -78,7 +78,7 @@ fn install_batch(
         .map(|(name, code)| bus::record_live(name, code))
         .collect();
     for lib in &removed {
-        if !installed.iter().any(|(n, _)| n == &lib.name) {
+        if !installed.iter().any(|(n, _)| **n == *lib.name) {
             changes.push(bus::record_tombstone(&lib.name));
         }
     }

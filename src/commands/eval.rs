@@ -48,19 +48,7 @@ fn cache_script(ctx: Ctx, body: &[u8], pinned: bool) -> RxResult<Rc<Script<LuaCa
     let sha = sha1_hex(body);
     if let Some(s) = state::with(|st| st.scripts.borrow_mut().get(sha.as_bytes())) {
         if pinned {
-            let limit = crate::config::SCRIPT_CACHE_SIZE.load(Ordering::Relaxed) as usize;
-            state::with(|st| {
-                st.scripts.borrow_mut().insert(
-                    Script {
-                        sha: sha.clone(),
-                        flags: s.flags,
-                        callable: s.callable.clone(),
-                        stats: Default::default(),
-                    },
-                    true,
-                    limit,
-                )
-            });
+            state::with(|st| st.scripts.borrow_mut().pin(sha.as_bytes()));
         }
         return Ok(s);
     }

@@ -46,12 +46,11 @@ pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library
     let registrations = engine
         .load(code, &LogOnlyHost(&logger), LOAD_TIMEOUT, command)
         .map_err(RxError::coded)?;
-    let mut functions: Vec<_> = registrations
+    let functions: Box<[_]> = registrations
         .into_iter()
         .map(|r| {
             Rc::new(FunctionInfo {
-                name: r.name,
-                library: header.name.clone(),
+                name: r.name.into_boxed_str(),
                 description: r.description.map(Vec::into_boxed_slice),
                 flags: r.flags,
                 callable: r.callable,
@@ -59,12 +58,9 @@ pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library
             })
         })
         .collect();
-    // The collect reuses the registrations' buffer (256 bytes for a one-function library),
-    // which would stay with every library for good.
-    functions.shrink_to_fit();
     Ok(Library {
-        name: header.name.clone(),
-        code: code.to_vec(),
+        name: header.name.as_str().into(),
+        code: code.into(),
         functions,
     })
 }

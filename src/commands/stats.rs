@@ -26,11 +26,8 @@ fn rx_stats(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
                 s.registry
                     .borrow()
                     .functions()
-                    .for_each(|f| f.stats.borrow_mut().reset());
-                s.scripts
-                    .borrow()
-                    .scripts()
-                    .for_each(|sc| sc.stats.borrow_mut().reset());
+                    .for_each(|(_, f)| f.stats.reset());
+                s.scripts.borrow().scripts().for_each(|sc| sc.stats.reset());
             });
             reply_ok(ctx);
             return Ok(());
@@ -81,17 +78,17 @@ fn rx_stats(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         out.integer(s.engine.used_memory() as i64);
         let selected: Vec<_> = registry
             .functions()
-            .filter(|f| match &filter {
+            .filter(|(library, f)| match &filter {
                 Filter::All => true,
-                Filter::Library(l) => &f.library == l,
+                Filter::Library(l) => *library == l.as_str(),
                 Filter::Function(n) => f.name.eq_ignore_ascii_case(n),
             })
             .collect();
         out.bulk(b"functions");
         out.map(selected.len());
-        for f in selected {
+        for (library, f) in selected {
             out.bulk(f.name.as_bytes());
-            write_function_stats(&mut out, &f.library, &f.stats.borrow());
+            write_function_stats(&mut out, library, &f.stats.borrow());
         }
         // EVAL scripts, by SHA1 (a LIBRARY or FUNCTION filter selects none).
         let scripts = s.scripts.borrow();

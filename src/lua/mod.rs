@@ -8,7 +8,6 @@ mod codec_glue;
 pub mod convert;
 pub mod lstruct;
 
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mlua::chunk::ChunkMode;
@@ -35,8 +34,7 @@ const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
 /// A compiled function, as the registry stores it: a slot in the Lua registry, so a call
 /// pushes it with one `lua_rawgeti` instead of going through mlua's value references.
-#[derive(Clone)]
-pub struct LuaCallable(Rc<RegistrySlot>);
+pub struct LuaCallable(RegistrySlot);
 
 impl LuaCallable {
     fn id(&self) -> c_int {
@@ -343,10 +341,10 @@ impl LuaEngine {
 
     /// Keeps a compiled function in the Lua registry for `run`.
     fn callable(&self, f: Function) -> mlua::Result<LuaCallable> {
-        Ok(LuaCallable(Rc::new(RegistrySlot {
+        Ok(LuaCallable(RegistrySlot {
             key: Some(self.lua.create_registry_value(f)?),
             lua: self.lua.weak(),
-        })))
+        }))
     }
 
     /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is
