@@ -1141,3 +1141,32 @@ fn deleted_libraries_and_scripts_free_their_memory() {
         "base {base}, loaded {loaded}, after delete and flush {after}"
     );
 }
+
+/// Garbage left by earlier calls never makes a later call fail under a small memory cap:
+/// the collector's pace (how much garbage may gather between cycles) is bounded by the cap.
+#[test]
+fn garbage_never_fails_calls_under_a_small_memory_cap() {
+    let s = Server::start();
+    let mut c = s.conn();
+    assert_eq!(
+        c.q(&["CONFIG", "SET", "rx.memory-limit-mb", "16"]).as_str(),
+        Some("OK")
+    );
+    c.q(&[
+        "RX.LOAD",
+        "#!lua name=churn\nredis.register_function('churn', function(keys, args) local t = {} for i = 1, 2000 do t[i] = string.rep('x', 512) .. args[1] .. ':' .. i end return #t end)",
+    ]);
+    // Each call leaves about 1 MB of new strings as garbage: 200 calls are 200 MB, far
+    // past the cap.
+    for i in 0..200 {
+        assert_eq!(
+            c.q(&["RX.CALL", "churn", "0", &i.to_string()]),
+            Reply::Int(2000),
+            "call {i} under a 16 MB cap"
+        );
+    }
+    let used: i64 = info_field(&mut c, "rx", "rx_vm_memory_bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(used < 16 << 20, "VM at {used} bytes, over its 16 MB cap");
+}
