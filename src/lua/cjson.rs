@@ -250,98 +250,6 @@ fn enum_option(
     }
 }
 
-// ===== number formatting =====
-
-/// `printf("%.<prec>g", x)` as glibc prints it.
-fn fmt_g(x: f64, prec: i32) -> String {
-    if x.is_nan() {
-        return if x.is_sign_negative() { "-nan" } else { "nan" }.to_string();
-    }
-    if x.is_infinite() {
-        return if x < 0.0 { "-inf" } else { "inf" }.to_string();
-    }
-    if x == 0.0 {
-        return if x.is_sign_negative() { "-0" } else { "0" }.to_string();
-    }
-    let p = prec.max(1);
-    // Fast path: for a normal double whose shortest round-trip digits are no
-    // more than `p`, those digits are exactly what rounding to `p` digits
-    // yields (they lie within half an ulp, far less than the p-digit grid).
-    let short = if x.is_normal() {
-        format!("{:e}", x)
-    } else {
-        String::new()
-    };
-    if let Some((mant, exp)) = short.split_once('e') {
-        let (neg, mant) = match mant.strip_prefix('-') {
-            Some(m) => (true, m),
-            None => (false, mant),
-        };
-        let digits: String = mant.chars().filter(|c| *c != '.').collect();
-        let digits = digits.trim_end_matches('0');
-        if let Ok(exp) = exp.parse::<i32>() {
-            if !digits.is_empty() && digits.len() <= p as usize {
-                return g_from_digits(neg, digits, exp, p);
-            }
-        }
-    }
-    let sci = format!("{:.*e}", (p - 1) as usize, x);
-    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if exp < -4 || exp >= p {
-        let mut s = trim_fraction(mant).to_string();
-        s.push('e');
-        s.push(if exp < 0 { '-' } else { '+' });
-        s.push_str(&format!("{:02}", exp.abs()));
-        s
-    } else {
-        let fixed = format!("{:.*}", (p - 1 - exp) as usize, x);
-        trim_fraction(&fixed).to_string()
-    }
-}
-
-/// `%g` output for the significant `digits` (no trailing zeros) of a number
-/// d.ddd x 10^exp.
-fn g_from_digits(neg: bool, digits: &str, exp: i32, p: i32) -> String {
-    let mut s = String::with_capacity(digits.len() + 8);
-    if neg {
-        s.push('-');
-    }
-    if exp < -4 || exp >= p {
-        s.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            s.push('.');
-            s.push_str(&digits[1..]);
-        }
-        s.push('e');
-        s.push(if exp < 0 { '-' } else { '+' });
-        s.push_str(&format!("{:02}", exp.abs()));
-    } else if exp >= 0 {
-        let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            s.push_str(digits);
-            s.extend(std::iter::repeat_n('0', int_len - digits.len()));
-        } else {
-            s.push_str(&digits[..int_len]);
-            s.push('.');
-            s.push_str(&digits[int_len..]);
-        }
-    } else {
-        s.push_str("0.");
-        s.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-        s.push_str(digits);
-    }
-    s
-}
-
-fn trim_fraction(s: &str) -> &str {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        s
-    }
-}
-
 // ===== per-instance state =====
 
 /// What `encode` and `decode` of one `cjson` instance keep between calls: the
@@ -584,55 +492,6 @@ fn append_escaped(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-/// 10^i as doubles, exact.
-const POW10: [f64; 16] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-];
-
-/// "00" to "99".
-const DIGIT_PAIRS: [u8; 200] = {
-    let mut t = [0u8; 200];
-    let mut i = 0;
-    while i < 100 {
-        t[2 * i] = b'0' + (i / 10) as u8;
-        t[2 * i + 1] = b'0' + (i % 10) as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Appends `printf("%.<prec>g", x)`. An integer with no more than `prec`
-/// digits prints as its digits (there is no exponent below `prec` and no
-/// fraction to keep), so that common case skips the general formatter.
-fn append_g(out: &mut Vec<u8>, x: f64, prec: i32) {
-    let limit = POW10[prec.clamp(1, 15) as usize];
-    if x != 0.0 && x.abs() < limit && x.fract() == 0.0 {
-        let mut n = (x as i64).unsigned_abs();
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        while n >= 100 {
-            let r = (n % 100) as usize * 2;
-            n /= 100;
-            i -= 2;
-            digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
-        }
-        if n >= 10 {
-            let r = n as usize * 2;
-            i -= 2;
-            digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
-        } else {
-            i -= 1;
-            digits[i] = b'0' + n as u8;
-        }
-        if x < 0.0 {
-            out.push(b'-');
-        }
-        out.extend_from_slice(&digits[i..]);
-        return;
-    }
-    out.extend_from_slice(fmt_g(x, prec).as_bytes());
-}
-
 struct Encoder<'a> {
     l: *mut ffi::lua_State,
     cfg: Config,
@@ -661,7 +520,7 @@ impl Encoder<'_> {
                 }
             }
         }
-        append_g(self.out, x, self.cfg.encode_number_precision);
+        crate::numfmt::append_g(self.out, x, self.cfg.encode_number_precision as usize);
         Ok(())
     }
 
@@ -2561,42 +2420,6 @@ mod tests {
         .unwrap();
     }
 
-    /// The integer shortcut of `append_g` prints what `fmt_g` prints, at
-    /// every precision, around every power of ten and at the limits.
-    #[test]
-    fn integer_format_matches_general_format() {
-        let mut xs: Vec<f64> = vec![0.0, -0.0, 1.0, -1.0, 7.0, 2f64.powi(53), -(2f64.powi(63))];
-        for e in 0..=16 {
-            let p = 10f64.powi(e);
-            for d in [-2.0, -1.0, 0.0, 1.0, 2.0] {
-                xs.push(p + d);
-                xs.push(-(p + d));
-            }
-            xs.push(p * 3.0 + 0.5);
-            xs.push(p - 0.5);
-        }
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let digits = (seed % 16) as i32;
-            let v = (seed >> 8) % 10u64.pow(digits as u32).max(1);
-            xs.push(if seed & 1 == 1 { -(v as f64) } else { v as f64 });
-        }
-        for &x in &xs {
-            for prec in 1..=14 {
-                let mut out = Vec::new();
-                append_g(&mut out, x, prec);
-                assert_eq!(
-                    String::from_utf8(out).unwrap(),
-                    fmt_g(x, prec),
-                    "{x} %.{prec}g"
-                );
-            }
-        }
-    }
-
     /// The integer shortcut of the number reader agrees with `strtod`.
     #[test]
     fn integer_parse_matches_strtod() {
@@ -2687,27 +2510,5 @@ mod tests {
             .eval()
             .unwrap();
         assert_eq!(r, "[0.333,1.23e+04][0.33333333333333,12345]0.333");
-    }
-
-    /// `%.14g` formatting as glibc prints it.
-    #[test]
-    fn number_format() {
-        let cases: &[(f64, i32, &str)] = &[
-            (0.1, 14, "0.1"),
-            (1.0 / 3.0, 14, "0.33333333333333"),
-            (1e21, 14, "1e+21"),
-            (123456789012345.0, 14, "1.2345678901234e+14"),
-            (12345678901234.0, 14, "12345678901234"),
-            (0.0001, 14, "0.0001"),
-            (0.00001, 14, "1e-05"),
-            (-0.0, 14, "-0"),
-            (9.5, 1, "1e+01"),
-            (0.95, 1, "0.9"),
-            (5e-324, 14, "4.9406564584125e-324"),
-            (f64::INFINITY, 14, "inf"),
-        ];
-        for &(x, p, want) in cases {
-            assert_eq!(fmt_g(x, p), want, "{} %.{}g", x, p);
-        }
     }
 }
