@@ -15,8 +15,9 @@ use std::os::raw::c_char;
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use crate::cluster::bus::record_exact;
+use crate::cluster::bus::{change_of, record_exact};
 use crate::cluster::meta::{Entry, DIGEST_LEN, LEGACY_VERSION};
+use crate::cluster::wire::Change;
 use crate::commands::library::load_library;
 use crate::engine::LogLevel;
 use crate::server::{api, guarded, log};
@@ -55,36 +56,19 @@ pub static LIBRARY_TYPE: RedisType = RedisType::new(
     },
 );
 
-/// One saved entry: name, version and digest, and the code of a live library.
-struct Saved {
-    name: String,
-    entry: Entry,
-    code: Vec<u8>,
-}
-
-fn saved_entries() -> Vec<Saved> {
+/// Every catalog entry, with the code of live libraries: what the RDB carries.
+fn saved_entries() -> Vec<Change> {
     state::with(|s| {
         let registry = s.registry.borrow();
         let catalog = s.catalog.borrow();
-        let mut out: Vec<Saved> = catalog
+        let mut out: Vec<Change> = catalog
             .iter()
-            .filter_map(|(name, entry)| {
-                let code = if entry.is_tombstone() {
-                    Vec::new()
-                } else {
-                    registry.library(name)?.code.to_vec()
-                };
-                Some(Saved {
-                    name: name.to_string(),
-                    entry: *entry,
-                    code,
-                })
-            })
+            .filter_map(|(name, entry)| change_of(&registry, name, *entry))
             .collect();
         // A live library without an entry cannot happen; save it rather than lose it.
         for lib in registry.list(None) {
             if catalog.get(&lib.name).is_none() {
-                out.push(Saved {
+                out.push(Change {
                     name: lib.name.to_string(),
                     entry: Entry::live(LEGACY_VERSION, &lib.code),
                     code: lib.code.to_vec(),
@@ -95,7 +79,7 @@ fn saved_entries() -> Vec<Saved> {
     })
 }
 
-fn save(rdb: *mut raw::RedisModuleIO, entries: &[Saved]) {
+fn save(rdb: *mut raw::RedisModuleIO, entries: &[Change]) {
     let buffer = |b: &[u8]| {
         // SAFETY: rdb is the live IO handle Redis passed to the aux callback; b is valid.
         unsafe { api!(RedisModule_SaveStringBuffer)(rdb, b.as_ptr() as *const c_char, b.len()) }

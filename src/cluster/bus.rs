@@ -20,6 +20,8 @@ use super::wire::{self, Change, Message, Reassembler};
 use crate::commands::library::compile_library;
 use crate::engine::LogLevel;
 use crate::header::parse_header;
+use crate::lua::LuaCallable;
+use crate::registry::Registry;
 use crate::reply::ReplySink;
 use crate::server::{api, context_flags, guarded, log, Ctx};
 use crate::state;
@@ -494,20 +496,23 @@ fn current_changes(names: &[String]) -> Vec<Change> {
         let registry = s.registry.borrow();
         names
             .iter()
-            .filter_map(|name| {
-                let entry = *catalog.get(name)?;
-                let code = if entry.is_tombstone() {
-                    Vec::new()
-                } else {
-                    registry.library(name)?.code.to_vec()
-                };
-                Some(Change {
-                    name: name.clone(),
-                    entry,
-                    code,
-                })
-            })
+            .filter_map(|name| change_of(&registry, name, *catalog.get(name)?))
             .collect()
+    })
+}
+
+/// `name`'s catalog entry as a change (for a peer, or for the RDB): with the code of a
+/// live library, without code for a tombstone. `None` if the library is missing.
+pub fn change_of(registry: &Registry<LuaCallable>, name: &str, entry: Entry) -> Option<Change> {
+    let code = if entry.is_tombstone() {
+        Vec::new()
+    } else {
+        registry.library(name)?.code.to_vec()
+    };
+    Some(Change {
+        name: name.to_string(),
+        entry,
+        code,
     })
 }
 
