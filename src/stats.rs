@@ -133,10 +133,6 @@ impl FunctionStats {
             .as_ref()
             .map_or(0, |h| h.value_at_quantile(quantile).min(self.max_us))
     }
-
-    pub fn reset(&mut self) {
-        *self = FunctionStats::default();
-    }
 }
 
 #[cfg(test)]
@@ -202,7 +198,7 @@ mod tests {
             "{}",
             s.percentile_us(0.999)
         );
-        s.reset();
+        s = FunctionStats::default();
         assert_eq!((s.calls, s.percentile_us(0.5)), (0, 0));
         // A single call: every percentile is that call, never above it.
         s.record_call(Duration::from_micros(23_081), 0, None);

@@ -170,26 +170,6 @@ fn raise_text(s: &str) -> Vec<u8> {
     error_table_text(s.as_bytes())
 }
 
-/// The bytes of argument `idx` if it is a string or a number (numbers as `%.17g`).
-unsafe fn arg_bytes(l: *mut ffi::lua_State, idx: c_int, numbuf: &mut Vec<u8>) -> Option<&[u8]> {
-    match ffi::lua_type(l, idx) {
-        ffi::LUA_TSTRING => {
-            let mut len = 0usize;
-            let p = ffi::lua_tolstring(l, idx, &mut len);
-            // SAFETY: Lua keeps the string alive while it is on the stack, for this call.
-            Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
-        }
-        ffi::LUA_TNUMBER => {
-            numbuf.clear();
-            numbuf.extend_from_slice(
-                crate::numfmt::format_g(ffi::lua_tonumber(l, idx), 17).as_bytes(),
-            );
-            Some(&numbuf[..])
-        }
-        _ => None,
-    }
-}
-
 /// Commands with up to this many arguments are read off the stack without allocating.
 const INLINE_ARGS: usize = 16;
 
@@ -524,7 +504,6 @@ pub unsafe extern "C-unwind" fn redis_log(l: *mut ffi::lua_State) -> c_int {
         raise(l, raise_text("Invalid debug level."));
     };
     let mut msg = Vec::new();
-    let mut numbuf = Vec::new();
     for i in 2..=argc {
         let piece = match ffi::lua_type(l, i) {
             ffi::LUA_TNUMBER | ffi::LUA_TSTRING => {
@@ -532,7 +511,8 @@ pub unsafe extern "C-unwind" fn redis_log(l: *mut ffi::lua_State) -> c_int {
                 let p = ffi::lua_tolstring(l, i, &mut len);
                 Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
             }
-            _ => arg_bytes(l, i, &mut numbuf),
+            // Redis skips what is neither (tables, booleans, nil).
+            _ => None,
         };
         if let Some(s) = piece {
             if i != 2 {
