@@ -43,8 +43,10 @@ run: build
 	fi
 	redis-server --port $(PORT) --loadmodule $(MODULE)
 
-# RX against native FCALL in one server; writes bench/results.txt.
+# RX against native FCALL in one server; writes bench/results.txt. The scale part
+# (bench/scale.py) needs python3 as well.
 bench: build
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES=python3
 	bench/run.sh
 
 lint:
