@@ -7,6 +7,7 @@ pub mod cmsgpack;
 mod codec_glue;
 pub mod convert;
 pub mod lstruct;
+mod pacing;
 
 use std::time::{Duration, Instant};
 
@@ -34,11 +35,20 @@ const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
 /// A compiled function, as the registry stores it: a slot in the Lua registry, so a call
 /// pushes it with one `lua_rawgeti` instead of going through mlua's value references.
-pub struct LuaCallable(RegistrySlot);
+pub struct LuaCallable {
+    slot: RegistrySlot,
+    /// How many of its two arguments (KEYS, ARGV) the function can see: a function that
+    /// declares fewer parameters and no `...` can never reach the others, so a call skips
+    /// building them (no table allocated, no garbage left for the collector).
+    reach: u8,
+}
 
 impl LuaCallable {
     fn id(&self) -> c_int {
-        self.0.key.as_ref().map_or(ffi::LUA_REFNIL, RegistryKey::id)
+        self.slot
+            .key
+            .as_ref()
+            .map_or(ffi::LUA_REFNIL, RegistryKey::id)
     }
 }
 
@@ -86,12 +96,14 @@ pub struct LuaEngine {
     refs: HotRefs,
     memory_limit: std::cell::Cell<usize>,
     /// The collector's pause as `pace_collector` last set it.
-    gc_pause: std::cell::Cell<c_int>,
+    pacing: std::cell::RefCell<pacing::CollectorPacing>,
     env: Table,
     eval_env: Table,
     begin_load: Function,
     finish_load: Function,
     invoke: Function,
+    /// `debug.getinfo`, kept from the sandbox for `reach` (scripts never see it).
+    getinfo: Function,
 }
 
 /// Which environment a call runs in.
@@ -176,6 +188,7 @@ impl LuaEngine {
                 lua.create_c_function(api::rx_interrupted)?
             }))?;
 
+        let getinfo: Function = globals.get::<Table>("debug")?.get("getinfo")?;
         // Nothing dangerous stays reachable, even from the real globals.
         for name in [
             "debug", "jit", "io", "os", "package", "require", "dofile", "loadfile", "print",
@@ -213,12 +226,13 @@ impl LuaEngine {
             main,
             refs,
             memory_limit: std::cell::Cell::new(DEFAULT_MEMORY_LIMIT),
-            gc_pause: std::cell::Cell::new(200),
+            pacing: Default::default(),
             env: sandbox.get("env")?,
             eval_env: sandbox.get("eval_env")?,
             begin_load: sandbox.get("begin_load")?,
             finish_load: sandbox.get("finish_load")?,
             invoke: sandbox.get("invoke")?,
+            getinfo,
             lua,
         })
     }
@@ -297,8 +311,12 @@ impl LuaEngine {
                     .map_err(|e| format!("ERR {e}"))?,
                 description: description.map(|d| d.as_bytes().to_vec()),
                 flags,
-                callable: self
-                    .callable(entry.get("callback").map_err(|e| format!("ERR {e}"))?)
+                callable: entry
+                    .get("callback")
+                    .and_then(|f: Function| {
+                        let reach = self.reach(&f);
+                        self.callable(f, reach)
+                    })
                     .map_err(|e| format!("ERR {e}"))?,
             });
         }
@@ -340,11 +358,26 @@ impl LuaEngine {
     }
 
     /// Keeps a compiled function in the Lua registry for `run`.
-    fn callable(&self, f: Function) -> mlua::Result<LuaCallable> {
-        Ok(LuaCallable(RegistrySlot {
-            key: Some(self.lua.create_registry_value(f)?),
-            lua: self.lua.weak(),
-        }))
+    fn callable(&self, f: Function, reach: u8) -> mlua::Result<LuaCallable> {
+        Ok(LuaCallable {
+            slot: RegistrySlot {
+                key: Some(self.lua.create_registry_value(f)?),
+                lua: self.lua.weak(),
+            },
+            reach,
+        })
+    }
+
+    /// How many leading arguments `f` can see, from its declared parameters: 2 (all) for
+    /// a vararg function, or when the VM cannot tell (Lua 5.1's getinfo has no nparams).
+    fn reach(&self, f: &Function) -> u8 {
+        let info: Option<Table> = self.getinfo.call((f, "u")).ok();
+        let field = |name: &str| info.as_ref().and_then(|t| t.get::<Value>(name).ok());
+        match (field("isvararg"), field("nparams")) {
+            (Some(Value::Boolean(false)), Some(Value::Integer(n))) => n.clamp(0, 2) as u8,
+            (Some(Value::Boolean(false)), Some(Value::Number(n))) => n.clamp(0.0, 2.0) as u8,
+            _ => 2,
+        }
     }
 
     /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is
@@ -372,7 +405,8 @@ impl LuaEngine {
             .set_mode(ChunkMode::Text)
             .set_environment(self.eval_env.clone())
             .into_function()
-            .and_then(|f| self.callable(f))
+            // KEYS and ARGV are globals a script reads by name: always built.
+            .and_then(|f| self.callable(f, 2))
             .map_err(|e| {
                 format!(
                     "ERR Error compiling script (new function): {}",
@@ -401,6 +435,7 @@ impl LuaEngine {
         let mut frame = CallFrame {
             kind,
             callable: callable.id(),
+            reach: callable.reach,
             refs: &self.refs,
             function_name,
             keys,
@@ -461,21 +496,13 @@ impl LuaEngine {
         self.lua.set_memory_limit(bytes).map(|_| ())
     }
 
-    /// Sets how much garbage may pile up before the next collection cycle starts.
-    ///
-    /// Every call leaves garbage (its KEYS and ARGV tables at least), and each cycle walks
-    /// everything alive, every loaded function included. At Lua's default pause (200: a
-    /// cycle per heap-size of new allocation) a VM holding thousands of libraries spends a
-    /// noticeable share of each call marking them. So a small heap may gather up to
-    /// `GC_GARBAGE_ALLOWANCE` of garbage between cycles; a large one keeps the default.
+    /// Sets how much garbage may pile up before the next collection cycle starts (see
+    /// `pacing`): up to `GC_GARBAGE_ALLOWANCE`, never more than a quarter of the cap.
     fn pace_collector(&self, in_use: usize) {
-        // Never let garbage alone approach the memory cap.
-        let allowance = GC_GARBAGE_ALLOWANCE.min(self.memory_limit.get() / 4);
-        let wanted = 100 + 100 * allowance / in_use.max(1);
-        // In steps of 50 so the setting does not change on every call.
-        let pause = (wanted.clamp(200, 1000) / 50 * 50) as c_int;
-        if pause != self.gc_pause.get() {
-            self.gc_pause.set(pause);
+        let limit = self.memory_limit.get();
+        let allowance = GC_GARBAGE_ALLOWANCE.min(limit / 4);
+        let change = self.pacing.borrow_mut().observe(in_use, allowance, limit);
+        if let Some(pause) = change {
             // SAFETY: `main` is the VM's main thread; SETPAUSE only stores the setting.
             unsafe { ffi::lua_gc(self.main, ffi::LUA_GCSETPAUSE, pause) };
         }
@@ -486,6 +513,9 @@ impl LuaEngine {
 struct CallFrame<'a> {
     kind: CallKind,
     callable: c_int,
+    /// How many of KEYS and ARGV to build (see `LuaCallable::reach`); nil stands in for
+    /// the others, which the function cannot reach.
+    reach: u8,
     refs: &'a HotRefs,
     function_name: &'a str,
     keys: &'a [&'a [u8]],
@@ -511,8 +541,13 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
     ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, frame.callable as _); // base+4
     ffi::lua_pushvalue(l, base + 4);
     ffi::lua_rawseti(l, base + 1, 1);
-    push_string_array(l, frame.keys); // base+5
-    push_string_array(l, frame.args); // base+6
+    for (position, items) in [frame.keys, frame.args].into_iter().enumerate() {
+        if position < frame.reach as usize {
+            push_string_array(l, items); // base+5, base+6
+        } else {
+            ffi::lua_pushnil(l);
+        }
+    }
     if frame.kind == CallKind::Script {
         registry(&frame.refs.eval_globals);
         set_field(l, base + 7, &frame.refs.keys_name, base + 5);
