@@ -102,8 +102,6 @@ pub struct LuaEngine {
     begin_load: Function,
     finish_load: Function,
     invoke: Function,
-    /// `debug.getinfo`, kept from the sandbox for `reach` (scripts never see it).
-    getinfo: Function,
 }
 
 /// Which environment a call runs in.
@@ -188,7 +186,6 @@ impl LuaEngine {
                 lua.create_c_function(api::rx_interrupted)?
             }))?;
 
-        let getinfo: Function = globals.get::<Table>("debug")?.get("getinfo")?;
         // Nothing dangerous stays reachable, even from the real globals.
         for name in [
             "debug", "jit", "io", "os", "package", "require", "dofile", "loadfile", "print",
@@ -232,7 +229,6 @@ impl LuaEngine {
             begin_load: sandbox.get("begin_load")?,
             finish_load: sandbox.get("finish_load")?,
             invoke: sandbox.get("invoke")?,
-            getinfo,
             lua,
         })
     }
@@ -313,10 +309,7 @@ impl LuaEngine {
                 flags,
                 callable: entry
                     .get("callback")
-                    .and_then(|f: Function| {
-                        let reach = self.reach(&f);
-                        self.callable(f, reach)
-                    })
+                    .and_then(|f| self.callable(f, entry.get::<u8>("reach")?.min(2)))
                     .map_err(|e| format!("ERR {e}"))?,
             });
         }
@@ -366,18 +359,6 @@ impl LuaEngine {
             },
             reach,
         })
-    }
-
-    /// How many leading arguments `f` can see, from its declared parameters: 2 (all) for
-    /// a vararg function, or when the VM cannot tell (Lua 5.1's getinfo has no nparams).
-    fn reach(&self, f: &Function) -> u8 {
-        let info: Option<Table> = self.getinfo.call((f, "u")).ok();
-        let field = |name: &str| info.as_ref().and_then(|t| t.get::<Value>(name).ok());
-        match (field("isvararg"), field("nparams")) {
-            (Some(Value::Boolean(false)), Some(Value::Integer(n))) => n.clamp(0, 2) as u8,
-            (Some(Value::Boolean(false)), Some(Value::Number(n))) => n.clamp(0.0, 2.0) as u8,
-            _ => 2,
-        }
     }
 
     /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is

@@ -234,6 +234,16 @@ local function read_flags(list)
 end
 
 local string_find, select, next = string.find, select, next
+
+-- How many of its two arguments (keys, args) a callback can ever see: what it declares, or
+-- both for `...` (and when the VM cannot tell: Lua 5.1's getinfo has no nparams).
+local function reach_of(f)
+  local info = debug_getinfo(f, 'u')
+  local n = info.nparams
+  if info.isvararg ~= false or type(n) ~= 'number' then return 2 end
+  return n < 2 and n or 2
+end
+
 local function register_function(...)
   local argc = select('#', ...)
   if argc < 1 or argc > 2 then fail('wrong number of arguments to redis.register_function') end
@@ -273,7 +283,8 @@ local function register_function(...)
   if not string_find(name, '^[%w_]+$') then fail(NAME_RULE) end
   if pending_names[name] then fail('Function already exists in the library') end
   pending_names[name] = true
-  pending[#pending + 1] = { name = name, callback = callback, flags = flags or {}, description = description }
+  pending[#pending + 1] = { name = name, callback = callback, flags = flags or {}, description = description,
+                           reach = reach_of(callback) }
 end
 
 local load_redis = { register_function = register_function, log = redis_api.log }
