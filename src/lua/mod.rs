@@ -8,6 +8,7 @@ mod codec_glue;
 pub mod convert;
 pub mod lstruct;
 mod pacing;
+mod param_use;
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,9 @@ pub struct LuaCallable {
     /// declares fewer parameters and no `...` can never reach the others, so a call skips
     /// building them (no table allocated, no garbage left for the collector).
     reach: u8,
+    /// Which of them (bit 0: KEYS, bit 1: ARGV) the function only indexes, so a call may
+    /// hand it a recycled table (see `param_use`).
+    indexed_only: u8,
 }
 
 impl LuaCallable {
@@ -87,7 +91,21 @@ struct HotRefs {
     /// The strings "KEYS" and "ARGV", so setting them needs no string lookup per call.
     keys_name: RegistryKey,
     argv_name: RegistryKey,
+    /// The recycled KEYS and ARGV tables for functions that only index them.
+    recycled: [RecycledArray; 2],
 }
+
+/// A table refilled for each call instead of made anew (see `LuaCallable::indexed_only`).
+struct RecycledArray {
+    table: RegistryKey,
+    /// How many leading entries may be set: all later ones are nil.
+    len: std::cell::Cell<usize>,
+    /// Handed to a running function (a call nested in it gets a fresh table).
+    lent: std::cell::Cell<bool>,
+}
+
+/// Longer arrays get a fresh table, so a recycled one never holds on to a large array part.
+const RECYCLED_MAX_LEN: usize = 64;
 
 pub struct LuaEngine {
     lua: Lua,
@@ -102,6 +120,7 @@ pub struct LuaEngine {
     begin_load: Function,
     finish_load: Function,
     invoke: Function,
+    bytecode_of: Function,
 }
 
 /// Which environment a call runs in.
@@ -218,6 +237,7 @@ impl LuaEngine {
             run_frame: lua.create_registry_value(unsafe { lua.create_c_function(run_frame)? })?,
             keys_name: lua.create_registry_value(lua.create_string("KEYS")?)?,
             argv_name: lua.create_registry_value(lua.create_string("ARGV")?)?,
+            recycled: [RecycledArray::new(&lua)?, RecycledArray::new(&lua)?],
         };
         Ok(LuaEngine {
             main,
@@ -229,6 +249,7 @@ impl LuaEngine {
             begin_load: sandbox.get("begin_load")?,
             finish_load: sandbox.get("finish_load")?,
             invoke: sandbox.get("invoke")?,
+            bytecode_of: sandbox.get("bytecode_of")?,
             lua,
         })
     }
@@ -309,7 +330,12 @@ impl LuaEngine {
                 flags,
                 callable: entry
                     .get("callback")
-                    .and_then(|f| self.callable(f, entry.get::<u8>("reach")?.min(2)))
+                    .and_then(|f: Function| {
+                        let indexed_only = self.indexed_only(&f)?;
+                        let mut callable = self.callable(f, entry.get::<u8>("reach")?.min(2))?;
+                        callable.indexed_only = indexed_only;
+                        Ok(callable)
+                    })
                     .map_err(|e| format!("ERR {e}"))?,
             });
         }
@@ -358,7 +384,38 @@ impl LuaEngine {
                 lua: self.lua.weak(),
             },
             reach,
+            indexed_only: 0,
         })
+    }
+
+    /// Which parameter tables `f` only indexes, from its bytecode (none without LuaJIT).
+    fn indexed_only(&self, f: &Function) -> mlua::Result<u8> {
+        type Bytecode = (
+            Option<Vec<i64>>,
+            Option<Table>,
+            Option<u32>,
+            Option<mlua::LuaString>,
+            Option<mlua::LuaString>,
+        );
+        let (code, captured, params, first, second): Bytecode = self.bytecode_of.call(f)?;
+        let (Some(code), Some(captured), Some(params)) = (code, captured, params) else {
+            return Ok(0);
+        };
+        let code: Vec<param_use::Instruction> = code
+            .chunks_exact(2)
+            .map(|pair| param_use::Instruction {
+                word: pair[0] as u32,
+                modes: pair[1] as u16,
+            })
+            .collect();
+        let names = [first, second];
+        // A parameter without a name (no debug information) counts as captured.
+        let captured = |slot: u32| {
+            names[slot as usize]
+                .as_ref()
+                .is_none_or(|name| captured.contains_key(name).unwrap_or(true))
+        };
+        Ok(param_use::indexed_only(&code, params, captured))
     }
 
     /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is
@@ -417,6 +474,7 @@ impl LuaEngine {
             kind,
             callable: callable.id(),
             reach: callable.reach,
+            indexed_only: callable.indexed_only,
             refs: &self.refs,
             function_name,
             keys,
@@ -497,6 +555,7 @@ struct CallFrame<'a> {
     /// How many of KEYS and ARGV to build (see `LuaCallable::reach`); nil stands in for
     /// the others, which the function cannot reach.
     reach: u8,
+    indexed_only: u8,
     refs: &'a HotRefs,
     function_name: &'a str,
     keys: &'a [&'a [u8]],
@@ -522,11 +581,21 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
     ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, frame.callable as _); // base+4
     ffi::lua_pushvalue(l, base + 4);
     ffi::lua_rawseti(l, base + 1, 1);
+    let mut lent = [false; 2];
     for (position, items) in [frame.keys, frame.args].into_iter().enumerate() {
-        if position < frame.reach as usize {
-            push_string_array(l, items); // base+5, base+6
-        } else {
+        let recycled = &frame.refs.recycled[position];
+        // base+5, base+6
+        if position >= frame.reach as usize {
             ffi::lua_pushnil(l);
+        } else if frame.indexed_only & (1 << position) != 0
+            && items.len() <= RECYCLED_MAX_LEN
+            && !recycled.lent.get()
+        {
+            recycled.refill(l, items);
+            recycled.lent.set(true);
+            lent[position] = true;
+        } else {
+            push_string_array(l, items);
         }
     }
     if frame.kind == CallKind::Script {
@@ -536,6 +605,11 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
         ffi::lua_pop(l, 1);
     }
     let status = ffi::lua_pcall(l, 2, 1, base + 3);
+    for (recycled, lent) in frame.refs.recycled.iter().zip(lent) {
+        if lent {
+            recycled.lent.set(false);
+        }
+    }
     let value = ffi::lua_gettop(l);
     if frame.kind == CallKind::Script {
         registry(&frame.refs.eval_globals); // value + 1
@@ -580,6 +654,33 @@ unsafe fn value_text(l: *mut ffi::lua_State, idx: c_int) -> Option<String> {
             )
         }
         _ => None,
+    }
+}
+
+impl RecycledArray {
+    fn new(lua: &Lua) -> mlua::Result<RecycledArray> {
+        Ok(RecycledArray {
+            table: lua.create_registry_value(lua.create_table_with_capacity(4, 0)?)?,
+            len: std::cell::Cell::new(0),
+            lent: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Pushes the table holding exactly `items` at 1..n (every later entry nil, so `#t` is n).
+    unsafe fn refill(&self, l: *mut ffi::lua_State, items: &[&[u8]]) {
+        ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, self.table.id() as _);
+        let old = self.len.get();
+        // Should a push fail (out of memory), the next refill still clears every entry set.
+        self.len.set(old.max(items.len()));
+        for (i, item) in items.iter().enumerate() {
+            ffi::lua_pushlstring(l, item.as_ptr().cast(), item.len());
+            ffi::lua_rawseti(l, -2, (i + 1) as ffi::lua_Integer);
+        }
+        for i in items.len()..old {
+            ffi::lua_pushnil(l);
+            ffi::lua_rawseti(l, -2, (i + 1) as ffi::lua_Integer);
+        }
+        self.len.set(items.len());
     }
 }
 

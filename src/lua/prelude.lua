@@ -244,6 +244,33 @@ local function reach_of(f)
   return n < 2 and n or 2
 end
 
+-- A callback's bytecode for the engine's parameter analysis (param_use.rs), or nil without
+-- LuaJIT's reflection (`jit.util`): instruction words and operand modes, flat; the names
+-- of its first two parameters; and the upvalue names of every closure it can create.
+local debug_getlocal = debug.getlocal
+local jit_util = (debug.getregistry()._PRELOAD or {})['jit.util']
+jit_util = jit_util and jit_util()
+local function bytecode_of(f)
+  if not jit_util then return nil end
+  local info = jit_util.funcinfo(f)
+  local code = {}
+  for pc = 1, info.bytecodes - 1 do
+    local ins, modes = jit_util.funcbc(f, pc)
+    code[#code + 1] = ins
+    code[#code + 1] = modes
+  end
+  local captured = {}
+  for k = 1, info.gcconsts do
+    local child = jit_util.funck(f, -k)
+    if type(child) == 'proto' then
+      for uv = 0, jit_util.funcinfo(child).upvalues - 1 do
+        captured[jit_util.funcuvname(child, uv)] = true
+      end
+    end
+  end
+  return code, captured, info.params, debug_getlocal(f, 1), debug_getlocal(f, 2)
+end
+
 local function register_function(...)
   local argc = select('#', ...)
   if argc < 1 or argc > 2 then fail('wrong number of arguments to redis.register_function') end
@@ -417,6 +444,7 @@ return {
   finish_load = finish_load,
   on_error = on_error,
   invoke = invoke,
+  bytecode_of = bytecode_of,
   running = running,
   eval_globals = eval_globals,
 }

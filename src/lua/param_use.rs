@@ -1,0 +1,217 @@
+//! Which of a function's parameter tables (KEYS, ARGV) it only ever indexes, read from its
+//! LuaJIT bytecode. Plain arithmetic on instruction words, kept apart from the engine so it
+//! can be tested alone.
+//!
+//! A function that does nothing with `keys` but `keys[i]`, `keys.x` and `#keys` can neither
+//! change the table nor keep it: no other instruction ever sees it. Such a function can be
+//! handed the same table on every call, refilled, instead of a new one that becomes
+//! garbage (and collection cycles that walk every loaded library). Anything else it does
+//! with the parameter (pass it on, return it, store it, compare it, write into it, capture
+//! it in a closure) and it gets a fresh table, as in Redis.
+//!
+//! The input is what `jit.util.funcbc` reports per instruction: the word and its opcode's
+//! operand modes, so nothing here depends on LuaJIT's opcode numbering.
+
+/// One instruction: the 32-bit word and the opcode's operand modes (`lj_bc_mode`).
+#[derive(Clone, Copy, Debug)]
+pub struct Instruction {
+    pub word: u32,
+    pub modes: u16,
+}
+
+// Operand modes (LuaJIT's BCMode).
+const NONE: u16 = 0;
+const DST: u16 = 1;
+const VAR: u16 = 3;
+const RBASE: u16 = 4;
+const LIT: u16 = 6;
+const FUNC: u16 = 12;
+// Metamethods (LuaJIT's MMS), as the opcode's mode reports them.
+const MM_INDEX: u16 = 0;
+const MM_LEN: u16 = 5;
+
+impl Instruction {
+    fn a(self) -> u32 {
+        (self.word >> 8) & 0xff
+    }
+    fn b(self) -> u32 {
+        self.word >> 24
+    }
+    fn c(self) -> u32 {
+        (self.word >> 16) & 0xff
+    }
+    fn d(self) -> u32 {
+        self.word >> 16
+    }
+    fn mode_a(self) -> u16 {
+        self.modes & 7
+    }
+    fn mode_b(self) -> u16 {
+        (self.modes >> 3) & 15
+    }
+    fn mode_cd(self) -> u16 {
+        (self.modes >> 7) & 15
+    }
+    fn metamethod(self) -> u16 {
+        self.modes >> 11
+    }
+    /// The instruction has a 16-bit D operand instead of B and C.
+    fn has_d(self) -> bool {
+        self.mode_b() == NONE
+    }
+    /// `FNEW`: creates a closure, which may capture any local of this function.
+    pub fn creates_closure(self) -> bool {
+        self.mode_cd() == FUNC
+    }
+
+    /// Whether this instruction does anything with `slot` other than index it or take
+    /// its length or truth.
+    fn lets_out(self, slot: u32) -> bool {
+        let (ma, mb, mcd) = (self.mode_a(), self.mode_b(), self.mode_cd());
+        // TGETV/TGETS/TGETB/TGETR: `dst = B[C]`. The table operand is the allowed use.
+        let index_read = ma == DST && mb == VAR && self.metamethod() == MM_INDEX;
+        // LEN `dst = #D`, and IST/ISF (a jump on D's truth, nothing stored).
+        let harmless_d = (ma == DST && self.metamethod() == MM_LEN) || (ma == NONE && mb == NONE);
+        if ma == VAR && self.a() == slot {
+            return true;
+        }
+        // RET0/RET1/RET return the slots A .. A+D-2, which may be a local itself. Other
+        // base operands (calls, iterators, concatenation, table constructors) are
+        // temporaries above every active local, so never a parameter.
+        if ma == RBASE && mcd == LIT {
+            let (a, d) = (self.a(), self.d());
+            if a <= slot && slot + 2 <= a + d {
+                return true;
+            }
+        }
+        if self.has_d() {
+            mcd == VAR && self.d() == slot && !harmless_d
+        } else {
+            (mb == VAR && self.b() == slot && !index_read) || (mcd == VAR && self.c() == slot)
+        }
+    }
+}
+
+/// The parameters (bit 0: the first, bit 1: the second, of the first `params`) that `code`
+/// only indexes. `captured(i)` says whether a closure the function creates may capture
+/// parameter `i` (by name: the caller knows the closures' upvalue names).
+pub fn indexed_only(code: &[Instruction], params: u32, captured: impl Fn(u32) -> bool) -> u8 {
+    let creates_closures = code.iter().any(|i| i.creates_closure());
+    (0..params.min(2))
+        .filter(|&slot| {
+            let escapes = creates_closures && captured(slot);
+            !escapes && !code.iter().any(|i| i.lets_out(slot))
+        })
+        .fold(0, |bits, slot| bits | 1 << slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Modes as LuaJIT's lj_bc.h builds them: a | b << 3 | cd << 7 | mm << 11.
+    const fn modes(a: u16, b: u16, cd: u16, mm: u16) -> u16 {
+        a | b << 3 | cd << 7 | mm << 11
+    }
+    const BASE: u16 = 2;
+    const STR: u16 = 10;
+    const JUMP: u16 = 13;
+    const NO_MM: u16 = 22;
+    const TGETV: u16 = modes(DST, VAR, VAR, MM_INDEX);
+    const TGETS: u16 = modes(DST, VAR, STR, MM_INDEX);
+    const TSETV: u16 = modes(VAR, VAR, VAR, 1);
+    const TSETS: u16 = modes(VAR, VAR, STR, 1);
+    const LEN: u16 = modes(DST, NONE, VAR, MM_LEN);
+    const MOV: u16 = modes(DST, NONE, VAR, NO_MM);
+    const IST: u16 = modes(NONE, NONE, VAR, NO_MM);
+    const ISEQV: u16 = modes(VAR, NONE, VAR, 4);
+    const RET: u16 = modes(RBASE, NONE, LIT, NO_MM);
+    const CALL: u16 = modes(BASE, LIT, LIT, 9);
+    const UCLO: u16 = modes(RBASE, NONE, JUMP, NO_MM);
+    const FNEW: u16 = modes(DST, NONE, FUNC, 2);
+    const GSET: u16 = modes(VAR, NONE, STR, 1);
+    const USETV: u16 = modes(5, NONE, VAR, NO_MM);
+
+    fn abc(modes: u16, a: u32, b: u32, c: u32) -> Instruction {
+        Instruction {
+            word: a << 8 | c << 16 | b << 24,
+            modes,
+        }
+    }
+    fn ad(modes: u16, a: u32, d: u32) -> Instruction {
+        Instruction {
+            word: a << 8 | d << 16,
+            modes,
+        }
+    }
+    fn check(code: &[Instruction]) -> u8 {
+        indexed_only(code, 2, |_| false)
+    }
+
+    #[test]
+    fn indexing_and_length_keep_the_table_private() {
+        // local x = keys[args.n]; local n = #keys; if keys then return x end
+        let code = [
+            abc(TGETS, 2, 1, 0),
+            abc(TGETV, 2, 0, 2),
+            ad(LEN, 3, 0),
+            ad(IST, 0, 0),
+            ad(RET, 2, 2),
+            ad(RET, 0, 1), // the final `return` with no values reads nothing
+        ];
+        assert_eq!(check(&code), 0b11);
+    }
+
+    #[test]
+    fn every_other_use_lets_the_table_out() {
+        let cases: [(&str, Instruction); 10] = [
+            ("keys[1] = v (written)", abc(TSETV, 2, 0, 3)),
+            ("keys.x = v", abc(TSETS, 2, 0, 0)),
+            ("t[k] = keys (stored)", abc(TSETV, 0, 2, 3)),
+            ("t[keys] (used as a key)", abc(TGETV, 2, 3, 0)),
+            (
+                "local k = keys (copied, e.g. as a call argument)",
+                ad(MOV, 2, 0),
+            ),
+            ("return keys", ad(RET, 0, 2)),
+            ("return x, keys", ad(RET, 0, 3)),
+            ("keys == t", ad(ISEQV, 0, 3)),
+            ("a global = keys", ad(GSET, 0, 0)),
+            ("an upvalue = keys", ad(USETV, 0, 0)),
+        ];
+        for (what, ins) in cases {
+            assert_eq!(check(&[ins]) & 1, 0, "{what}");
+        }
+    }
+
+    #[test]
+    fn temporaries_above_the_parameters_are_not_parameters() {
+        // redis.call('GET', keys[1]) at slot 2 and up; closing upvalues from slot 2.
+        let code = [
+            abc(TGETV, 5, 0, 4),
+            abc(CALL, 2, 2, 4),
+            ad(UCLO, 2, 0),
+            ad(RET, 2, 2),
+        ];
+        assert_eq!(check(&code), 0b11);
+        // `return args` as the second of two results from slot 0.
+        assert_eq!(check(&[ad(RET, 0, 3)]), 0);
+        assert_eq!(check(&[ad(RET, 1, 2)]), 0b01);
+    }
+
+    #[test]
+    fn closures_capturing_a_parameter_let_it_out() {
+        let code = [ad(FNEW, 2, 0), abc(CALL, 2, 1, 1)];
+        assert_eq!(indexed_only(&code, 2, |slot| slot == 1), 0b01);
+        assert_eq!(indexed_only(&code, 2, |_| false), 0b11);
+        // Without a closure, capture does not matter.
+        assert_eq!(indexed_only(&[ad(RET, 2, 1)], 2, |_| true), 0b11);
+    }
+
+    #[test]
+    fn only_declared_parameters_count() {
+        assert_eq!(indexed_only(&[], 0, |_| false), 0);
+        assert_eq!(indexed_only(&[], 1, |_| false), 0b01);
+        assert_eq!(indexed_only(&[], 3, |_| false), 0b11);
+    }
+}
