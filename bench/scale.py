@@ -36,7 +36,7 @@ MODULE = os.environ.get("RX_MODULE_PATH", os.path.join(ROOT, "target/release/lib
 SERVER = os.environ.get("REDIS_SERVER", "redis-server")
 LIBS = int(os.environ.get("BENCH_SCALE_LIBS", "10000"))
 REQUESTS = int(os.environ.get("BENCH_SCALE_REQUESTS", "200000"))
-ROUNDS = int(os.environ.get("BENCH_SCALE_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_SCALE_ROUNDS", "7"))
 PIPELINE = int(os.environ.get("BENCH_SCALE_PIPELINE", "16"))
 LOAD_RUNS = int(os.environ.get("BENCH_SCALE_LOAD_RUNS", "5"))
 
@@ -384,7 +384,8 @@ def per_call(out):
         for engine, _, _ in engines:
             results[(label, engine)] = (
                 rps_sum[(engine, False)] / ROUNDS, rps_sum[(engine, True)] / ROUNDS,
-                statistics.median(usec[(engine, False)]), statistics.median(usec[(engine, True)]))
+                statistics.median(usec[(engine, False)]), statistics.median(usec[(engine, True)]),
+                min(usec[(engine, False)]), min(usec[(engine, True)]))
     many.c.call("FUNCTION", "FLUSH")
     many.c.call("RX.FLUSH")
     many.stop()
@@ -395,16 +396,20 @@ def per_call(out):
     out("Per call with 1 library loaded and with %d (P=%d, %d requests x %d rounds, alternating servers;"
         % (LIBS, PIPELINE, REQUESTS, ROUNDS))
     out("rps = mean over rounds; us = median over rounds of the server-side usec_per_call from INFO")
-    out("commandstats; 'last lib' with 1 library loaded calls const2, the same function)")
-    out("%-18s %-6s %10s %10s %8s %7s %7s %8s %7s" % ("case", "engine", "rps@1", "rps@%d" % LIBS, "change",
-                                                      "us@1", "us@%d" % LIBS, "change", "+us"))
+    out("commandstats, and its minimum (the least disturbed round: on a shared 2-core machine the")
+    out("medians of identical runs differ by up to 30%); 'last lib' with 1 library loaded calls const2,")
+    out("the same function)")
+    out("%-18s %-6s %10s %10s %8s %7s %7s %8s %7s | %7s %7s %8s" % (
+        "case", "engine", "rps@1", "rps@%d" % LIBS, "change", "us@1", "us@%d" % LIBS, "change", "+us",
+        "min@1", "min@%d" % LIBS, "change"))
     worst = {}
     for label, _, _ in cases:
         for engine, _, _ in engines:
-            r1, rn, u1, un = results[(label, engine)]
-            out("%-18s %-6s %10.0f %10.0f %7.1f%% %7.2f %7.2f %7.1f%% %+7.2f"
-                % (label, engine, r1, rn, pct(rn, r1), u1, un, pct(un, u1), un - u1))
-            worst[engine] = max(worst.get(engine, -1e9), pct(un, u1))
+            r1, rn, u1, un, m1, mn = results[(label, engine)]
+            out("%-18s %-6s %10.0f %10.0f %7.1f%% %7.2f %7.2f %7.1f%% %+7.2f | %7.2f %7.2f %7.1f%%"
+                % (label, engine, r1, rn, pct(rn, r1), u1, un, pct(un, u1), un - u1, m1, mn, pct(mn, m1)))
+            median_worst, min_worst = worst.get(engine, (-1e9, -1e9))
+            worst[engine] = (max(median_worst, pct(un, u1)), max(min_worst, pct(mn, m1)))
     out("Loading %d libraries, pipelined: native %.2f s (%.0f/s), rx %.2f s (%.0f/s)"
         % (LIBS, load_s["native"], LIBS / load_s["native"], load_s["rx"], LIBS / load_s["rx"]))
     return worst
@@ -544,8 +549,11 @@ def main():
     finally:
         stop_all()
     out("")
-    out("Targets: %d libraries cost under 5%% per call vs 1: native worst %+.1f%%, rx worst %+.1f%% -> %s"
-        % (LIBS, worst["native"], worst["rx"], "met" if worst["rx"] < 5 else "NOT met"))
+    out("Targets: %d libraries cost under 5%% per call vs 1 (worst case, by median / by minimum):"
+        % LIBS)
+    out("         native %+.1f%% / %+.1f%%, rx %+.1f%% / %+.1f%% -> %s" % (
+        worst["native"] + worst["rx"] + ("met" if worst["rx"][0] < 5 else
+                                          "met by minimum only" if worst["rx"][1] < 5 else "NOT met",)))
     out("         memory per library no more than native's: rx/native %.2fx -> %s"
         % (ratio, "met" if ratio <= 1.0 else "NOT met"))
     if limit:

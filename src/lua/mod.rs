@@ -38,13 +38,29 @@ const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 /// pushes it with one `lua_rawgeti` instead of going through mlua's value references.
 pub struct LuaCallable {
     slot: RegistrySlot,
+    /// Worked out at the first call (most of 10,000 loaded functions may never run, and
+    /// loading and DEBUG RELOAD should not pay for them).
+    shape: std::cell::Cell<Option<Shape>>,
+}
+
+/// What a call needs to know about the function's parameters.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
     /// How many of its two arguments (KEYS, ARGV) the function can see: a function that
     /// declares fewer parameters and no `...` can never reach the others, so a call skips
     /// building them (no table allocated, no garbage left for the collector).
     reach: u8,
-    /// Which of them (bit 0: KEYS, bit 1: ARGV) the function only indexes, so a call may
-    /// hand it a recycled table (see `param_use`).
+    /// Which of them (bit 0: KEYS, bit 1: ARGV) it only indexes, so a call may hand it a
+    /// recycled table (see `param_use`).
     indexed_only: u8,
+}
+
+impl Shape {
+    /// EVAL scripts read KEYS and ARGV as globals, from anywhere: always fresh tables.
+    const EVERYTHING: Shape = Shape {
+        reach: 2,
+        indexed_only: 0,
+    };
 }
 
 impl LuaCallable {
@@ -120,7 +136,7 @@ pub struct LuaEngine {
     begin_load: Function,
     finish_load: Function,
     invoke: Function,
-    bytecode_of: Function,
+    shape_of: Function,
 }
 
 /// Which environment a call runs in.
@@ -249,7 +265,7 @@ impl LuaEngine {
             begin_load: sandbox.get("begin_load")?,
             finish_load: sandbox.get("finish_load")?,
             invoke: sandbox.get("invoke")?,
-            bytecode_of: sandbox.get("bytecode_of")?,
+            shape_of: sandbox.get("shape_of")?,
             lua,
         })
     }
@@ -330,12 +346,7 @@ impl LuaEngine {
                 flags,
                 callable: entry
                     .get("callback")
-                    .and_then(|f: Function| {
-                        let indexed_only = self.indexed_only(&f)?;
-                        let mut callable = self.callable(f, entry.get::<u8>("reach")?.min(2))?;
-                        callable.indexed_only = indexed_only;
-                        Ok(callable)
-                    })
+                    .and_then(|f| self.callable(f, None))
                     .map_err(|e| format!("ERR {e}"))?,
             });
         }
@@ -377,29 +388,49 @@ impl LuaEngine {
     }
 
     /// Keeps a compiled function in the Lua registry for `run`.
-    fn callable(&self, f: Function, reach: u8) -> mlua::Result<LuaCallable> {
+    fn callable(&self, f: Function, shape: Option<Shape>) -> mlua::Result<LuaCallable> {
         Ok(LuaCallable {
             slot: RegistrySlot {
                 key: Some(self.lua.create_registry_value(f)?),
                 lua: self.lua.weak(),
             },
-            reach,
-            indexed_only: 0,
+            shape: std::cell::Cell::new(shape),
         })
     }
 
-    /// Which parameter tables `f` only indexes, from its bytecode (none without LuaJIT).
-    fn indexed_only(&self, f: &Function) -> mlua::Result<u8> {
-        type Bytecode = (
+    /// The function's `Shape`, worked out from its bytecode on first use. Should that fail
+    /// (out of memory), the call builds everything, as for a script.
+    fn shape(&self, callable: &LuaCallable) -> Shape {
+        if let Some(shape) = callable.shape.get() {
+            return shape;
+        }
+        let shape = callable
+            .slot
+            .key
+            .as_ref()
+            .and_then(|key| self.lua.registry_value::<Function>(key).ok())
+            .and_then(|f| self.work_out_shape(&f).ok())
+            .unwrap_or(Shape::EVERYTHING);
+        callable.shape.set(Some(shape));
+        shape
+    }
+
+    fn work_out_shape(&self, f: &Function) -> mlua::Result<Shape> {
+        type Facts = (
+            u8,
             Option<Vec<i64>>,
             Option<Table>,
             Option<u32>,
             Option<mlua::LuaString>,
             Option<mlua::LuaString>,
         );
-        let (code, captured, params, first, second): Bytecode = self.bytecode_of.call(f)?;
+        let (reach, code, captured, params, first, second): Facts = self.shape_of.call(f)?;
+        let reach = reach.min(2);
         let (Some(code), Some(captured), Some(params)) = (code, captured, params) else {
-            return Ok(0);
+            return Ok(Shape {
+                reach,
+                indexed_only: 0,
+            });
         };
         let code: Vec<param_use::Instruction> = code
             .chunks_exact(2)
@@ -415,7 +446,11 @@ impl LuaEngine {
                 .as_ref()
                 .is_none_or(|name| captured.contains_key(name).unwrap_or(true))
         };
-        Ok(param_use::indexed_only(&code, params, captured))
+        let indexed_only = param_use::indexed_only(&code, params, captured);
+        Ok(Shape {
+            reach,
+            indexed_only,
+        })
     }
 
     /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is
@@ -443,8 +478,7 @@ impl LuaEngine {
             .set_mode(ChunkMode::Text)
             .set_environment(self.eval_env.clone())
             .into_function()
-            // KEYS and ARGV are globals a script reads by name: always built.
-            .and_then(|f| self.callable(f, 2))
+            .and_then(|f| self.callable(f, Some(Shape::EVERYTHING)))
             .map_err(|e| {
                 format!(
                     "ERR Error compiling script (new function): {}",
@@ -467,14 +501,15 @@ impl LuaEngine {
         host: &dyn Host,
         sink: &mut dyn ReplySink,
     ) {
+        let shape = self.shape(callable);
         let active = ActiveCall::new(host);
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
         let mut frame = CallFrame {
             kind,
             callable: callable.id(),
-            reach: callable.reach,
-            indexed_only: callable.indexed_only,
+            reach: shape.reach,
+            indexed_only: shape.indexed_only,
             refs: &self.refs,
             function_name,
             keys,
@@ -552,7 +587,7 @@ impl LuaEngine {
 struct CallFrame<'a> {
     kind: CallKind,
     callable: c_int,
-    /// How many of KEYS and ARGV to build (see `LuaCallable::reach`); nil stands in for
+    /// How many of KEYS and ARGV to build (see `Shape::reach`); nil stands in for
     /// the others, which the function cannot reach.
     reach: u8,
     indexed_only: u8,

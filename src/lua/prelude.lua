@@ -235,40 +235,45 @@ end
 
 local string_find, select, next = string.find, select, next
 
--- How many of its two arguments (keys, args) a callback can ever see: what it declares, or
--- both for `...` (and when the VM cannot tell: Lua 5.1's getinfo has no nparams).
-local function reach_of(f)
-  local info = debug_getinfo(f, 'u')
-  local n = info.nparams
-  if info.isvararg ~= false or type(n) ~= 'number' then return 2 end
-  return n < 2 and n or 2
-end
-
--- A callback's bytecode for the engine's parameter analysis (param_use.rs), or nil without
--- LuaJIT's reflection (`jit.util`): instruction words and operand modes, flat; the names
--- of its first two parameters; and the upvalue names of every closure it can create.
+-- What the engine needs to know of a callback before its first call: how many of its two
+-- arguments (keys, args) it can ever see (what it declares, or both for `...`), and, with
+-- LuaJIT's reflection (`jit.util`), its bytecode for the parameter analysis in
+-- param_use.rs: instruction words and operand modes, flat; the names of its first two
+-- parameters; and the upvalue names of every closure it can create.
 local debug_getlocal = debug.getlocal
 local jit_util = (debug.getregistry()._PRELOAD or {})['jit.util']
 jit_util = jit_util and jit_util()
-local function bytecode_of(f)
-  if not jit_util then return nil end
+local function shape_of(f)
+  if not jit_util then
+    local info = debug_getinfo(f, 'u')
+    local n = info.nparams
+    if info.isvararg ~= false or type(n) ~= 'number' then return 2 end
+    return n < 2 and n or 2
+  end
   local info = jit_util.funcinfo(f)
-  local code = {}
+  local n = info.params
+  local reach = info.isvararg and 2 or (n < 2 and n or 2)
+  if reach == 0 then return 0 end
+  local code, funcbc = {}, jit_util.funcbc
   for pc = 1, info.bytecodes - 1 do
-    local ins, modes = jit_util.funcbc(f, pc)
+    local ins, modes = funcbc(f, pc)
     code[#code + 1] = ins
     code[#code + 1] = modes
   end
-  local captured = {}
+  local captured, funck, funcuvname = {}, jit_util.funck, jit_util.funcuvname
   for k = 1, info.gcconsts do
-    local child = jit_util.funck(f, -k)
+    local child = funck(f, -k)
     if type(child) == 'proto' then
-      for uv = 0, jit_util.funcinfo(child).upvalues - 1 do
-        captured[jit_util.funcuvname(child, uv)] = true
+      local uv = 0
+      while true do
+        local name = funcuvname(child, uv)
+        if not name then break end
+        captured[name] = true
+        uv = uv + 1
       end
     end
   end
-  return code, captured, info.params, debug_getlocal(f, 1), debug_getlocal(f, 2)
+  return reach, code, captured, n, debug_getlocal(f, 1), debug_getlocal(f, 2)
 end
 
 local function register_function(...)
@@ -310,8 +315,7 @@ local function register_function(...)
   if not string_find(name, '^[%w_]+$') then fail(NAME_RULE) end
   if pending_names[name] then fail('Function already exists in the library') end
   pending_names[name] = true
-  pending[#pending + 1] = { name = name, callback = callback, flags = flags or {}, description = description,
-                           reach = reach_of(callback) }
+  pending[#pending + 1] = { name = name, callback = callback, flags = flags or {}, description = description }
 end
 
 local load_redis = { register_function = register_function, log = redis_api.log }
@@ -444,7 +448,7 @@ return {
   finish_load = finish_load,
   on_error = on_error,
   invoke = invoke,
-  bytecode_of = bytecode_of,
+  shape_of = shape_of,
   running = running,
   eval_globals = eval_globals,
 }
