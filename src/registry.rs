@@ -14,7 +14,8 @@ use crate::glob::glob_match;
 pub struct FunctionInfo<F> {
     // Boxed strings: a registry may hold tens of thousands of these.
     pub name: Box<str>,
-    pub description: Option<Box<[u8]>>,
+    /// Boxed twice: one pointer here instead of two, as most functions have none.
+    pub description: Option<Box<Box<[u8]>>>,
     pub flags: FunctionFlags,
     pub callable: F,
     /// Kept with the function: replacing or deleting its library starts them afresh.

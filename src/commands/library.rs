@@ -51,7 +51,7 @@ pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library
         .map(|r| {
             Rc::new(FunctionInfo {
                 name: r.name.into_boxed_str(),
-                description: r.description.map(Vec::into_boxed_slice),
+                description: r.description.map(|d| Box::new(d.into_boxed_slice())),
                 flags: r.flags,
                 callable: r.callable,
                 stats: Default::default(),

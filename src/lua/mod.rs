@@ -36,11 +36,16 @@ const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
 /// A compiled function, as the registry stores it: a slot in the Lua registry, so a call
 /// pushes it with one `lua_rawgeti` instead of going through mlua's value references.
+///
+/// The slot is a plain `luaL_ref` (mlua's `RegistryKey` is twice the size, and a registry
+/// may hold tens of thousands of these), freed as soon as the last holder goes (a deleted
+/// library, an evicted script) so the function's code can be collected at once.
 pub struct LuaCallable {
-    slot: RegistrySlot,
+    id: c_int,
     /// Worked out at the first call (most of 10,000 loaded functions may never run, and
     /// loading and DEBUG RELOAD should not pay for them).
     shape: std::cell::Cell<Option<Shape>>,
+    lua: mlua::WeakLua,
 }
 
 /// What a call needs to know about the function's parameters.
@@ -65,32 +70,24 @@ impl Shape {
 
 impl LuaCallable {
     fn id(&self) -> c_int {
-        self.slot
-            .key
-            .as_ref()
-            .map_or(ffi::LUA_REFNIL, RegistryKey::id)
+        self.id
+    }
+}
+
+impl Drop for LuaCallable {
+    fn drop(&mut self) {
+        if let Some(lua) = self.lua.try_upgrade() {
+            // SAFETY: frees the slot `callable` took; nothing else refers to it.
+            let _ = unsafe {
+                lua.exec_raw::<()>((), |l| ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, self.id))
+            };
+        }
     }
 }
 
 impl std::fmt::Debug for LuaCallable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "LuaCallable({})", self.id())
-    }
-}
-
-/// A registry slot freed as soon as its last holder goes (a deleted library, an evicted
-/// script), so the function's code can be collected at once. mlua would otherwise only
-/// queue the slot until the next value is stored in the registry.
-struct RegistrySlot {
-    key: Option<RegistryKey>,
-    lua: mlua::WeakLua,
-}
-
-impl Drop for RegistrySlot {
-    fn drop(&mut self) {
-        if let (Some(key), Some(lua)) = (self.key.take(), self.lua.try_upgrade()) {
-            let _ = lua.remove_registry_value(key);
-        }
     }
 }
 
@@ -389,12 +386,18 @@ impl LuaEngine {
 
     /// Keeps a compiled function in the Lua registry for `run`.
     fn callable(&self, f: Function, shape: Option<Shape>) -> mlua::Result<LuaCallable> {
+        // SAFETY: luaL_ref pops the function (the one argument pushed) into a new registry
+        // slot, in mlua's protected call; the slot number is what is left to return.
+        let id = unsafe {
+            self.lua.exec_raw::<c_int>(f, |l| {
+                let id = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+                ffi::lua_pushinteger(l, id as ffi::lua_Integer);
+            })?
+        };
         Ok(LuaCallable {
-            slot: RegistrySlot {
-                key: Some(self.lua.create_registry_value(f)?),
-                lua: self.lua.weak(),
-            },
+            id,
             shape: std::cell::Cell::new(shape),
+            lua: self.lua.weak(),
         })
     }
 
@@ -404,12 +407,14 @@ impl LuaEngine {
         if let Some(shape) = callable.shape.get() {
             return shape;
         }
-        let shape = callable
-            .slot
-            .key
-            .as_ref()
-            .and_then(|key| self.lua.registry_value::<Function>(key).ok())
-            .and_then(|f| self.work_out_shape(&f).ok())
+        // SAFETY: pushes the function from the slot `callable` keeps, as the one result.
+        let function = unsafe {
+            self.lua.exec_raw::<Function>((), |l| {
+                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, callable.id as _);
+            })
+        };
+        let shape = function
+            .and_then(|f| self.work_out_shape(&f))
             .unwrap_or(Shape::EVERYTHING);
         callable.shape.set(Some(shape));
         shape
