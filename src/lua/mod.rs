@@ -61,7 +61,7 @@ struct Shape {
 }
 
 impl Shape {
-    /// EVAL scripts read KEYS and ARGV as globals, from anywhere: always fresh tables.
+    /// Fresh KEYS and ARGV tables, as in Redis.
     const EVERYTHING: Shape = Shape {
         reach: 2,
         indexed_only: 0,
@@ -134,6 +134,7 @@ pub struct LuaEngine {
     finish_load: Function,
     invoke: Function,
     shape_of: Function,
+    script_code_of: Function,
 }
 
 /// Which environment a call runs in.
@@ -263,6 +264,7 @@ impl LuaEngine {
             finish_load: sandbox.get("finish_load")?,
             invoke: sandbox.get("invoke")?,
             shape_of: sandbox.get("shape_of")?,
+            script_code_of: sandbox.get("script_code_of")?,
             lua,
         })
     }
@@ -402,8 +404,8 @@ impl LuaEngine {
     }
 
     /// The function's `Shape`, worked out from its bytecode on first use. Should that fail
-    /// (out of memory), the call builds everything, as for a script.
-    fn shape(&self, callable: &LuaCallable) -> Shape {
+    /// (out of memory), the call builds everything.
+    fn shape(&self, callable: &LuaCallable, kind: CallKind) -> Shape {
         if let Some(shape) = callable.shape.get() {
             return shape;
         }
@@ -414,10 +416,40 @@ impl LuaEngine {
             })
         };
         let shape = function
-            .and_then(|f| self.work_out_shape(&f))
+            .and_then(|f| match kind {
+                CallKind::Function => self.work_out_shape(&f),
+                CallKind::Script => self.work_out_script_shape(&f),
+            })
             .unwrap_or(Shape::EVERYTHING);
         callable.shape.set(Some(shape));
         shape
+    }
+
+    /// A script sees KEYS and ARGV (reach 2) as globals; they can be recycled if every read
+    /// of them is indexed at once (see `param_use::scripts_index_only`).
+    fn work_out_script_shape(&self, f: &Function) -> mlua::Result<Shape> {
+        let (code, strings): (Option<Vec<i64>>, Option<Vec<Value>>) =
+            self.script_code_of.call(f)?;
+        let (Some(code), Some(strings)) = (code, strings) else {
+            return Ok(Shape::EVERYTHING);
+        };
+        let code = instructions(&code);
+        let strings: Vec<Option<mlua::BorrowedBytes>> = strings
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Some(s.as_bytes()),
+                _ => None,
+            })
+            .collect();
+        if strings.len() != code.len() {
+            return Ok(Shape::EVERYTHING);
+        }
+        let indexed_only =
+            param_use::scripts_index_only(&code, |i| strings[i].as_ref().map(|b| &b[..]));
+        Ok(Shape {
+            reach: 2,
+            indexed_only,
+        })
     }
 
     fn work_out_shape(&self, f: &Function) -> mlua::Result<Shape> {
@@ -437,13 +469,7 @@ impl LuaEngine {
                 indexed_only: 0,
             });
         };
-        let code: Vec<param_use::Instruction> = code
-            .chunks_exact(2)
-            .map(|pair| param_use::Instruction {
-                word: pair[0] as u32,
-                modes: pair[1] as u16,
-            })
-            .collect();
+        let code = instructions(&code);
         let names = [first, second];
         // A parameter without a name (no debug information) counts as captured.
         let captured = |slot: u32| {
@@ -483,7 +509,7 @@ impl LuaEngine {
             .set_mode(ChunkMode::Text)
             .set_environment(self.eval_env.clone())
             .into_function()
-            .and_then(|f| self.callable(f, Some(Shape::EVERYTHING)))
+            .and_then(|f| self.callable(f, None))
             .map_err(|e| {
                 format!(
                     "ERR Error compiling script (new function): {}",
@@ -506,7 +532,7 @@ impl LuaEngine {
         host: &dyn Host,
         sink: &mut dyn ReplySink,
     ) {
-        let shape = self.shape(callable);
+        let shape = self.shape(callable, kind);
         let active = ActiveCall::new(host);
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
@@ -695,6 +721,16 @@ unsafe fn value_text(l: *mut ffi::lua_State, idx: c_int) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// `jit.util.funcbc`'s results, flat (word, modes, word, modes, ...), as instructions.
+fn instructions(flat: &[i64]) -> Vec<param_use::Instruction> {
+    flat.chunks_exact(2)
+        .map(|pair| param_use::Instruction {
+            word: pair[0] as u32,
+            modes: pair[1] as u16,
+        })
+        .collect()
 }
 
 impl RecycledArray {

@@ -9,6 +9,10 @@
 //! with the parameter (pass it on, return it, store it, compare it, write into it, capture
 //! it in a closure) and it gets a fresh table, as in Redis.
 //!
+//! EVAL scripts read KEYS and ARGV as globals instead (`scripts_index_only`): there the
+//! rule is that every read of the global is immediately indexed or measured and nothing
+//! else can reach the globals table.
+//!
 //! The input is what `jit.util.funcbc` reports per instruction: the word and its opcode's
 //! operand modes, so nothing here depends on LuaJIT's opcode numbering.
 
@@ -25,9 +29,11 @@ const DST: u16 = 1;
 const VAR: u16 = 3;
 const RBASE: u16 = 4;
 const LIT: u16 = 6;
+const STR: u16 = 10;
 const FUNC: u16 = 12;
 // Metamethods (LuaJIT's MMS), as the opcode's mode reports them.
 const MM_INDEX: u16 = 0;
+const MM_NEWINDEX: u16 = 1;
 const MM_LEN: u16 = 5;
 
 impl Instruction {
@@ -62,6 +68,36 @@ impl Instruction {
     /// `FNEW`: creates a closure, which may capture any local of this function.
     pub fn creates_closure(self) -> bool {
         self.mode_cd() == FUNC
+    }
+
+    /// `GGET`: `A = _ENV[string constant D]`.
+    fn global_read(self) -> bool {
+        self.mode_a() == DST
+            && self.mode_b() == NONE
+            && self.mode_cd() == STR
+            && self.metamethod() == MM_INDEX
+    }
+
+    /// `GSET`: `_ENV[string constant D] = A`.
+    fn global_write(self) -> bool {
+        self.mode_a() == VAR
+            && self.mode_b() == NONE
+            && self.mode_cd() == STR
+            && self.metamethod() == MM_NEWINDEX
+    }
+
+    /// Reads the table in `slot`, only to index it or take its length, and leaves the
+    /// result in `slot` (so the table is gone from the stack afterwards).
+    fn consumes_as_table(self, slot: u32) -> bool {
+        let (ma, mb, mcd) = (self.mode_a(), self.mode_b(), self.mode_cd());
+        if ma != DST || self.a() != slot {
+            return false;
+        }
+        if mb == VAR && self.metamethod() == MM_INDEX {
+            self.b() == slot && !(mcd == VAR && self.c() == slot)
+        } else {
+            self.has_d() && mcd == VAR && self.metamethod() == MM_LEN && self.d() == slot
+        }
     }
 
     /// Whether this instruction does anything with `slot` other than index it or take
@@ -105,6 +141,56 @@ pub fn indexed_only(code: &[Instruction], params: u32, captured: impl Fn(u32) ->
         .fold(0, |bits, slot| bits | 1 << slot)
 }
 
+/// Globals through which a script could reach KEYS or ARGV other than by their names, or
+/// run code this analysis never saw.
+const OPEN_DOORS: [&[u8]; 9] = [
+    b"_G",
+    b"getfenv",
+    b"setfenv",
+    b"loadstring",
+    b"load",
+    b"dofile",
+    b"loadfile",
+    b"require",
+    b"module",
+];
+
+/// Which of the globals KEYS (bit 0) and ARGV (bit 1) a script only indexes, from the
+/// bytecode of all its functions (in any order; each ends with a return, so an
+/// instruction's successor is in the same function). `constant(i)` is the string
+/// constant instruction `i` names when its D operand is one (`GGET`, `GSET`), else None.
+pub fn scripts_index_only<'a>(
+    code: &[Instruction],
+    constant: impl Fn(usize) -> Option<&'a [u8]>,
+) -> u8 {
+    let mut bits = 0b11;
+    for (i, ins) in code.iter().enumerate() {
+        let (reads, writes) = (ins.global_read(), ins.global_write());
+        if !reads && !writes {
+            continue;
+        }
+        let Some(name) = constant(i) else {
+            return 0;
+        };
+        if OPEN_DOORS.contains(&name) {
+            return 0;
+        }
+        let bit = match name {
+            b"KEYS" => 0b01,
+            b"ARGV" => 0b10,
+            _ => continue,
+        };
+        let consumed = reads
+            && code
+                .get(i + 1)
+                .is_some_and(|next| next.consumes_as_table(ins.a()));
+        if !consumed {
+            bits &= !bit;
+        }
+    }
+    bits
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,7 +200,6 @@ mod tests {
         a | b << 3 | cd << 7 | mm << 11
     }
     const BASE: u16 = 2;
-    const STR: u16 = 10;
     const JUMP: u16 = 13;
     const NO_MM: u16 = 22;
     const TGETV: u16 = modes(DST, VAR, VAR, MM_INDEX);
@@ -129,7 +214,6 @@ mod tests {
     const CALL: u16 = modes(BASE, LIT, LIT, 9);
     const UCLO: u16 = modes(RBASE, NONE, JUMP, NO_MM);
     const FNEW: u16 = modes(DST, NONE, FUNC, 2);
-    const GSET: u16 = modes(VAR, NONE, STR, 1);
     const USETV: u16 = modes(5, NONE, VAR, NO_MM);
 
     fn abc(modes: u16, a: u32, b: u32, c: u32) -> Instruction {
@@ -206,6 +290,73 @@ mod tests {
         assert_eq!(indexed_only(&code, 2, |_| false), 0b11);
         // Without a closure, capture does not matter.
         assert_eq!(indexed_only(&[ad(RET, 2, 1)], 2, |_| true), 0b11);
+    }
+
+    const GGET: u16 = modes(DST, NONE, STR, MM_INDEX);
+    const GSET: u16 = modes(VAR, NONE, STR, MM_NEWINDEX);
+    const KSTR: u16 = modes(DST, NONE, STR, NO_MM);
+    const TGETB: u16 = modes(DST, VAR, LIT, MM_INDEX);
+
+    /// A script's code with the string constants of its D operands.
+    fn script(code: &[(Instruction, Option<&'static str>)]) -> u8 {
+        let words: Vec<Instruction> = code.iter().map(|(i, _)| *i).collect();
+        scripts_index_only(&words, |i| code[i].1.map(str::as_bytes))
+    }
+
+    #[test]
+    fn scripts_that_index_keys_and_argv_right_away_keep_them_private() {
+        // local x = redis.call('GET', KEYS[1], ARGV[2]); local n = #KEYS;
+        // for i = 1, #ARGV do x = x .. ARGV[i] end; return x, n   (LuaJIT's own bytecode)
+        let code = [
+            (ad(GGET, 0, 0), Some("redis")),
+            (abc(TGETS, 0, 0, 1), None),
+            (ad(KSTR, 2, 2), Some("GET")),
+            (ad(GGET, 3, 3), Some("KEYS")),
+            (abc(TGETB, 3, 3, 1), None),
+            (ad(GGET, 4, 4), Some("ARGV")),
+            (abc(TGETB, 4, 4, 2), None),
+            (abc(CALL, 0, 2, 4), None),
+            (ad(GGET, 1, 3), Some("KEYS")),
+            (ad(LEN, 1, 1), None),
+            (ad(GGET, 7, 4), Some("ARGV")),
+            (abc(TGETV, 7, 7, 5), None),
+            (ad(RET, 0, 3), None),
+        ];
+        assert_eq!(script(&code), 0b11);
+    }
+
+    #[test]
+    fn any_other_use_of_the_globals_gives_fresh_tables() {
+        let keys = |next: Instruction| script(&[(ad(GGET, 3, 0), Some("KEYS")), (next, None)]);
+        assert_eq!(keys(ad(MOV, 4, 3)), 0b10, "copied");
+        assert_eq!(
+            keys(abc(TGETB, 4, 3, 1)),
+            0b10,
+            "indexed, but left on the stack"
+        );
+        assert_eq!(keys(abc(TGETV, 3, 5, 3)), 0b10, "used as a key");
+        assert_eq!(keys(abc(CALL, 3, 1, 1)), 0b10, "called");
+        assert_eq!(keys(ad(RET, 3, 2)), 0b10, "returned");
+        assert_eq!(script(&[(ad(GGET, 3, 0), Some("KEYS"))]), 0b10, "last");
+        assert_eq!(
+            script(&[(ad(GSET, 3, 0), Some("ARGV")), (ad(RET, 0, 1), None)]),
+            0b01
+        );
+        // A string 'KEYS' is not the global.
+        assert_eq!(
+            script(&[(ad(KSTR, 3, 0), Some("KEYS")), (ad(MOV, 4, 3), None)]),
+            0b11
+        );
+    }
+
+    #[test]
+    fn scripts_that_can_reach_globals_otherwise_give_fresh_tables() {
+        for door in ["_G", "getfenv", "loadstring", "load"] {
+            let code = [(ad(GGET, 2, 0), Some(door)), (ad(RET, 2, 2), None)];
+            assert_eq!(script(&code), 0, "{door}");
+        }
+        // A global whose name is unknown counts as a door.
+        assert_eq!(script(&[(ad(GGET, 2, 0), None), (ad(RET, 2, 2), None)]), 0);
     }
 
     #[test]

@@ -276,6 +276,34 @@ local function shape_of(f)
   return reach, code, captured, n, debug_getlocal(f, 1), debug_getlocal(f, 2)
 end
 
+-- An EVAL script's bytecode, all its functions, for scripts_index_only in param_use.rs:
+-- instruction words and operand modes, flat, and per instruction the string constant its
+-- D operand names (false for none). Nil without LuaJIT's reflection.
+local function script_code_of(f)
+  if not jit_util then return nil end
+  local band, rshift = bit.band, bit.rshift
+  local funcinfo, funcbc, funck = jit_util.funcinfo, jit_util.funcbc, jit_util.funck
+  local code, strings, pending = {}, {}, { f }
+  while #pending > 0 do
+    local fn = pending[#pending]
+    pending[#pending] = nil
+    local info = funcinfo(fn)
+    for pc = 1, info.bytecodes - 1 do
+      local ins, modes = funcbc(fn, pc)
+      code[#code + 1] = ins
+      code[#code + 1] = modes
+      -- Operand B unused and D a string constant: GGET, GSET, KSTR, ...
+      local named = band(rshift(modes, 3), 15) == 0 and band(rshift(modes, 7), 15) == 10
+      strings[#strings + 1] = named and funck(fn, -(rshift(ins, 16) + 1)) or false
+    end
+    for k = 1, info.gcconsts do
+      local child = funck(fn, -k)
+      if type(child) == 'proto' then pending[#pending + 1] = child end
+    end
+  end
+  return code, strings
+end
+
 local function register_function(...)
   local argc = select('#', ...)
   if argc < 1 or argc > 2 then fail('wrong number of arguments to redis.register_function') end
@@ -449,6 +477,7 @@ return {
   on_error = on_error,
   invoke = invoke,
   shape_of = shape_of,
+  script_code_of = script_code_of,
   running = running,
   eval_globals = eval_globals,
 }
