@@ -664,13 +664,19 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
             push_string_array(l, items);
         }
     }
-    if frame.kind == CallKind::Script {
-        registry(&frame.refs.eval_globals);
-        set_field(l, base + 7, &frame.refs.keys_name, base + 5);
-        set_field(l, base + 7, &frame.refs.argv_name, base + 6);
-        ffi::lua_pop(l, 1);
-    }
-    let status = ffi::lua_pcall(l, 2, 1, base + 3);
+    // A function gets KEYS and ARGV as its arguments; a script as globals, and no
+    // arguments (its `...` is empty, as in Redis).
+    let nargs = match frame.kind {
+        CallKind::Function => 2,
+        CallKind::Script => {
+            registry(&frame.refs.eval_globals);
+            set_field(l, base + 7, &frame.refs.keys_name, base + 5);
+            set_field(l, base + 7, &frame.refs.argv_name, base + 6);
+            ffi::lua_pop(l, 3);
+            0
+        }
+    };
+    let status = ffi::lua_pcall(l, nargs, 1, base + 3);
     for (recycled, lent) in frame.refs.recycled.iter().zip(lent) {
         if lent {
             recycled.lent.set(false);
