@@ -566,6 +566,11 @@ impl LuaEngine {
                 ffi::lua_pcall(l, 1, 0, 0)
             }
         };
+        // An error raised while building the arguments (out of memory) skips `run_frame`'s
+        // own release; calls never nest, so nothing is lent once the outermost returns.
+        for recycled in &self.refs.recycled {
+            recycled.lent.set(false);
+        }
         let error = if status > 0 {
             // SAFETY: a failed lua_pcall leaves exactly its error object on the stack.
             let text = unsafe { value_text(l, -1) };
