@@ -68,12 +68,6 @@ impl Shape {
     };
 }
 
-impl LuaCallable {
-    fn id(&self) -> c_int {
-        self.id
-    }
-}
-
 impl Drop for LuaCallable {
     fn drop(&mut self) {
         if let Some(lua) = self.lua.try_upgrade() {
@@ -87,7 +81,7 @@ impl Drop for LuaCallable {
 
 impl std::fmt::Debug for LuaCallable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LuaCallable({})", self.id())
+        write!(f, "LuaCallable({})", self.id)
     }
 }
 
@@ -108,12 +102,12 @@ struct HotRefs {
     recycled: [RecycledArray; 2],
 }
 
-/// A table refilled for each call instead of made anew (see `LuaCallable::indexed_only`).
+/// A table refilled for each call instead of made anew (see `Shape::indexed_only`).
 struct RecycledArray {
     table: RegistryKey,
     /// How many leading entries may be set: all later ones are nil.
     len: std::cell::Cell<usize>,
-    /// Handed to a running function (a call nested in it gets a fresh table).
+    /// Handed to the running function: a call nested in it gets a fresh table.
     lent: std::cell::Cell<bool>,
 }
 
@@ -126,7 +120,7 @@ pub struct LuaEngine {
     main: *mut ffi::lua_State,
     refs: HotRefs,
     memory_limit: std::cell::Cell<usize>,
-    /// The collector's pause as `pace_collector` last set it.
+    /// Picks the collector's pause after each call (see `pace_collector`).
     pacing: std::cell::RefCell<pacing::CollectorPacing>,
     env: Table,
     eval_env: Table,
@@ -533,12 +527,13 @@ impl LuaEngine {
         sink: &mut dyn ReplySink,
     ) {
         let shape = self.shape(callable, kind);
+        let lent_before = self.refs.recycled.each_ref().map(|r| r.lent.get());
         let active = ActiveCall::new(host);
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
         let mut frame = CallFrame {
             kind,
-            callable: callable.id(),
+            callable: callable.id,
             reach: shape.reach,
             indexed_only: shape.indexed_only,
             refs: &self.refs,
@@ -566,10 +561,9 @@ impl LuaEngine {
                 ffi::lua_pcall(l, 1, 0, 0)
             }
         };
-        // An error raised while building the arguments (out of memory) skips `run_frame`'s
-        // own release; calls never nest, so nothing is lent once the outermost returns.
-        for recycled in &self.refs.recycled {
-            recycled.lent.set(false);
+        // Whatever this call lent goes back, also when building the arguments failed.
+        for (recycled, was_lent) in self.refs.recycled.iter().zip(lent_before) {
+            recycled.lent.set(was_lent);
         }
         let error = if status > 0 {
             // SAFETY: a failed lua_pcall leaves exactly its error object on the stack.
@@ -652,7 +646,6 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
     ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, frame.callable as _); // base+4
     ffi::lua_pushvalue(l, base + 4);
     ffi::lua_rawseti(l, base + 1, 1);
-    let mut lent = [false; 2];
     for (position, items) in [frame.keys, frame.args].into_iter().enumerate() {
         let recycled = &frame.refs.recycled[position];
         // base+5, base+6
@@ -664,7 +657,6 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
         {
             recycled.refill(l, items);
             recycled.lent.set(true);
-            lent[position] = true;
         } else {
             push_string_array(l, items);
         }
@@ -682,11 +674,6 @@ unsafe extern "C-unwind" fn run_frame(l: *mut ffi::lua_State) -> c_int {
         }
     };
     let status = ffi::lua_pcall(l, nargs, 1, base + 3);
-    for (recycled, lent) in frame.refs.recycled.iter().zip(lent) {
-        if lent {
-            recycled.lent.set(false);
-        }
-    }
     let value = ffi::lua_gettop(l);
     if frame.kind == CallKind::Script {
         registry(&frame.refs.eval_globals); // value + 1

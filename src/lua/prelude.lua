@@ -235,71 +235,67 @@ end
 
 local string_find, select, next = string.find, select, next
 
--- What the engine needs to know of a callback before its first call: how many of its two
--- arguments (keys, args) it can ever see (what it declares, or both for `...`), and, with
--- LuaJIT's reflection (`jit.util`), its bytecode for the parameter analysis in
--- param_use.rs: instruction words and operand modes, flat; the names of its first two
--- parameters; and the upvalue names of every closure it can create.
+-- LuaJIT's reflection (`jit.util`), for the parameter analysis in param_use.rs; nil with
+-- plain Lua 5.1, where nothing is recycled.
 local debug_getlocal = debug.getlocal
 local jit_util = (debug.getregistry()._PRELOAD or {})['jit.util']
 jit_util = jit_util and jit_util()
-local function shape_of(f)
-  if not jit_util then
-    local info = debug_getinfo(f, 'u')
-    local n = info.nparams
-    if info.isvararg ~= false or type(n) ~= 'number' then return 2 end
-    return n < 2 and n or 2
-  end
-  local info = jit_util.funcinfo(f)
-  local n = info.params
-  local reach = info.isvararg and 2 or (n < 2 and n or 2)
-  if reach == 0 then return 0 end
-  local code, funcbc = {}, jit_util.funcbc
+
+-- Appends fn's instructions to `code` (word, operand modes, word, ...) and returns the
+-- prototypes of the closures it can create. `each(ins)` sees every instruction word.
+local function read_code(fn, code, each)
+  local info, funcbc, funck = jit_util.funcinfo(fn), jit_util.funcbc, jit_util.funck
   for pc = 1, info.bytecodes - 1 do
-    local ins, modes = funcbc(f, pc)
+    local ins, modes = funcbc(fn, pc)
     code[#code + 1] = ins
     code[#code + 1] = modes
+    if each then each(ins) end
   end
-  local captured, funck, funcuvname = {}, jit_util.funck, jit_util.funcuvname
+  local children = {}
   for k = 1, info.gcconsts do
-    local child = funck(f, -k)
-    if type(child) == 'proto' then
-      local uv = 0
-      while true do
-        local name = funcuvname(child, uv)
-        if not name then break end
-        captured[name] = true
-        uv = uv + 1
-      end
+    local child = funck(fn, -k)
+    if type(child) == 'proto' then children[#children + 1] = child end
+  end
+  return children
+end
+
+-- What the engine needs to know of a callback before its first call: how many of its two
+-- arguments (keys, args) it can ever see (what it declares, or both for `...`); and, with
+-- jit.util, its code, the upvalue names of every closure it can create, its parameter
+-- count and the names of its first two parameters.
+local function shape_of(f)
+  local info = debug_getinfo(f, 'u')
+  local n = info.nparams
+  if type(n) ~= 'number' then return 2 end
+  local reach = info.isvararg and 2 or (n < 2 and n or 2)
+  if reach == 0 or not jit_util then return reach end
+  local code, captured = {}, {}
+  for _, child in ipairs(read_code(f, code)) do
+    local uv = 0
+    while true do
+      local name = jit_util.funcuvname(child, uv)
+      if not name then break end
+      captured[name] = true
+      uv = uv + 1
     end
   end
   return reach, code, captured, n, debug_getlocal(f, 1), debug_getlocal(f, 2)
 end
 
--- An EVAL script's bytecode, all its functions, for scripts_index_only in param_use.rs:
--- instruction words and operand modes, flat, and per instruction the string constant its
--- D operand names (false for none). Nil without LuaJIT's reflection.
+-- An EVAL script's code, all its functions, for scripts_index_only in param_use.rs, and
+-- per instruction the string constant its D operand would name (false for none; only
+-- GGET/GSET are looked at). Nil without jit.util.
 local function script_code_of(f)
   if not jit_util then return nil end
-  local band, rshift = bit.band, bit.rshift
-  local funcinfo, funcbc, funck = jit_util.funcinfo, jit_util.funcbc, jit_util.funck
   local code, strings, pending = {}, {}, { f }
   while #pending > 0 do
     local fn = pending[#pending]
     pending[#pending] = nil
-    local info = funcinfo(fn)
-    for pc = 1, info.bytecodes - 1 do
-      local ins, modes = funcbc(fn, pc)
-      code[#code + 1] = ins
-      code[#code + 1] = modes
-      -- Operand B unused and D a string constant: GGET, GSET, KSTR, ...
-      local named = band(rshift(modes, 3), 15) == 0 and band(rshift(modes, 7), 15) == 10
-      strings[#strings + 1] = named and funck(fn, -(rshift(ins, 16) + 1)) or false
-    end
-    for k = 1, info.gcconsts do
-      local child = funck(fn, -k)
-      if type(child) == 'proto' then pending[#pending + 1] = child end
-    end
+    local children = read_code(fn, code, function(ins)
+      local k = jit_util.funck(fn, -(bit.rshift(ins, 16) + 1))
+      strings[#strings + 1] = type(k) == 'string' and k or false
+    end)
+    for _, child in ipairs(children) do pending[#pending + 1] = child end
   end
   return code, strings
 end
