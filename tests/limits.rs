@@ -45,6 +45,18 @@ fn pong() -> Reply {
     Reply::Status("PONG".into())
 }
 
+/// `CONFIG SET name value`, asserting it is accepted and that `CONFIG GET` reads it back.
+fn set_config(c: &mut Conn, name: &str, value: &str) {
+    assert_eq!(
+        c.q(&["CONFIG", "SET", name, value]),
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        c.q(&["CONFIG", "GET", name]),
+        Reply::Array(vec![bulk(name), bulk(value)])
+    );
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -316,14 +328,7 @@ fn function_that_wrote_is_unkillable_and_shutdown_nosave_stops_the_server() {
 fn time_limit_stops_non_writing_loops_by_itself() {
     let (_s, mut c) = start_with_lib(BUSY_ARGS);
     c.set_read_timeout(Duration::from_secs(10));
-    assert_eq!(
-        c.q(&["CONFIG", "SET", "rx.time-limit-ms", "300"]),
-        Reply::Status("OK".into())
-    );
-    assert_eq!(
-        c.q(&["CONFIG", "GET", "rx.time-limit-ms"]),
-        Reply::Array(vec![bulk("rx.time-limit-ms"), bulk("300")])
-    );
+    set_config(&mut c, "rx.time-limit-ms", "300");
     for f in ["spin", "pc", "calls"] {
         let start = Instant::now();
         let r = c.q(&["RX.CALL", f, "0"]);
@@ -347,14 +352,7 @@ fn time_limit_stops_non_writing_loops_by_itself() {
         assert_eq!(c.q(&["RX.CALL", "ok", "0", f]), bulk(&format!("ok:{f}")));
     }
     // Off again: 0.
-    assert_eq!(
-        c.q(&["CONFIG", "SET", "rx.time-limit-ms", "0"]),
-        Reply::Status("OK".into())
-    );
-    assert_eq!(
-        c.q(&["CONFIG", "GET", "rx.time-limit-ms"]),
-        Reply::Array(vec![bulk("rx.time-limit-ms"), bulk("0")])
-    );
+    set_config(&mut c, "rx.time-limit-ms", "0");
 }
 
 #[test]
@@ -477,14 +475,7 @@ fn memory_limit_turns_allocation_bombs_into_errors() {
     let mut c = s.conn();
     c.set_read_timeout(Duration::from_secs(10));
     assert_eq!(c.q(&["RX.LOAD", MEM_LIB]), bulk("memlib"));
-    assert_eq!(
-        c.q(&["CONFIG", "SET", "rx.memory-limit-mb", "64"]),
-        Reply::Status("OK".into())
-    );
-    assert_eq!(
-        c.q(&["CONFIG", "GET", "rx.memory-limit-mb"]),
-        Reply::Array(vec![bulk("rx.memory-limit-mb"), bulk("64")])
-    );
+    set_config(&mut c, "rx.memory-limit-mb", "64");
     for f in ["rep", "double", "table"] {
         let start = Instant::now();
         let r = c.q(&["RX.CALL", f, "0"]);

@@ -86,17 +86,26 @@ impl Instruction {
             && self.metamethod() == MM_NEWINDEX
     }
 
+    /// TGETV/TGETS/TGETB/TGETR: `A = B[C]`.
+    fn indexes_b(self) -> bool {
+        self.mode_a() == DST && self.mode_b() == VAR && self.metamethod() == MM_INDEX
+    }
+
+    /// LEN: `A = #D`.
+    fn measures_d(self) -> bool {
+        self.mode_a() == DST && self.metamethod() == MM_LEN
+    }
+
     /// Reads the table in `slot`, only to index it or take its length, and leaves the
     /// result in `slot` (so the table is gone from the stack afterwards).
     fn consumes_as_table(self, slot: u32) -> bool {
-        let (ma, mb, mcd) = (self.mode_a(), self.mode_b(), self.mode_cd());
-        if ma != DST || self.a() != slot {
+        if self.a() != slot {
             return false;
         }
-        if mb == VAR && self.metamethod() == MM_INDEX {
-            self.b() == slot && !(mcd == VAR && self.c() == slot)
+        if self.indexes_b() {
+            self.b() == slot && !(self.mode_cd() == VAR && self.c() == slot)
         } else {
-            self.has_d() && mcd == VAR && self.metamethod() == MM_LEN && self.d() == slot
+            self.measures_d() && self.d() == slot
         }
     }
 
@@ -104,10 +113,10 @@ impl Instruction {
     /// its length or truth.
     fn lets_out(self, slot: u32) -> bool {
         let (ma, mb, mcd) = (self.mode_a(), self.mode_b(), self.mode_cd());
-        // TGETV/TGETS/TGETB/TGETR: `dst = B[C]`. The table operand is the allowed use.
-        let index_read = ma == DST && mb == VAR && self.metamethod() == MM_INDEX;
-        // LEN `dst = #D`, and IST/ISF (a jump on D's truth, nothing stored).
-        let harmless_d = (ma == DST && self.metamethod() == MM_LEN) || (ma == NONE && mb == NONE);
+        // Indexing the table in B is the allowed use; so are taking D's length and IST/ISF
+        // (a jump on D's truth, nothing stored).
+        let index_read = self.indexes_b();
+        let harmless_d = self.measures_d() || (ma == NONE && mb == NONE);
         if ma == VAR && self.a() == slot {
             return true;
         }
