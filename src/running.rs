@@ -21,8 +21,8 @@ pub struct Running {
     pub started: Instant,
     /// A write command ran: the function can no longer be killed.
     pub wrote: Cell<bool>,
-    pub kill_requested: Cell<bool>,
-    pub timed_out: Cell<bool>,
+    /// Why the run must stop, once something decided it must.
+    pub stop: Cell<Option<Stop>>,
     /// Past the busy threshold: other clients are being told BUSY.
     pub busy: Cell<bool>,
 }
@@ -35,8 +35,7 @@ impl Running {
             command: Default::default(),
             started,
             wrote: Cell::new(false),
-            kill_requested: Cell::new(false),
-            timed_out: Cell::new(false),
+            stop: Cell::new(None),
             busy: Cell::new(false),
         }
     }
@@ -52,8 +51,7 @@ impl Running {
                 r.command.get_mut().clear();
                 r.started = started;
                 r.wrote.set(false);
-                r.kill_requested.set(false);
-                r.timed_out.set(false);
+                r.stop.set(None);
                 r.busy.set(false);
                 return spare;
             }
@@ -71,6 +69,61 @@ impl Running {
         match self.kind {
             RunKind::Function => "RX.KILL",
             RunKind::Script => "RX.SCRIPT KILL",
+        }
+    }
+
+    /// The error the run's caller gets once it was stopped.
+    pub fn stop_text(&self) -> Option<String> {
+        Some(match self.stop.get()? {
+            Stop::Killed => format!("ERR Script killed by user with {}...", self.kill_command()),
+            Stop::TimeLimit { limit_ms } => {
+                format!("ERR Script stopped after running longer than rx.time-limit-ms ({limit_ms} ms)")
+            }
+            Stop::Unyieldable {
+                threshold_ms,
+                place,
+            } => format!(
+                "ERR Script stopped after running longer than busy-reply-threshold ({threshold_ms} ms) {}, where Redis cannot serve other clients, so it could not be killed",
+                place.describe()
+            ),
+        })
+    }
+}
+
+/// Why a run was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// RX.KILL or RX.SCRIPT KILL.
+    Killed,
+    /// `rx.time-limit-ms` passed before the run wrote anything.
+    TimeLimit { limit_ms: i64 },
+    /// `busy-reply-threshold` passed in a place where the server cannot let other clients
+    /// in (so nobody could send a kill), before the run wrote anything.
+    Unyieldable {
+        threshold_ms: u64,
+        place: UnyieldablePlace,
+    },
+}
+
+/// Where a run cannot hand control back to the server to serve other clients: Redis
+/// asserts (and aborts) if another client's command is processed while EXEC or a script
+/// of its own is running, and a loading server or a replica applying its master's stream
+/// must not take commands in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnyieldablePlace {
+    Transaction,
+    Script,
+    Loading,
+    MasterStream,
+}
+
+impl UnyieldablePlace {
+    fn describe(self) -> &'static str {
+        match self {
+            UnyieldablePlace::Transaction => "inside MULTI/EXEC",
+            UnyieldablePlace::Script => "inside a script",
+            UnyieldablePlace::Loading => "while loading",
+            UnyieldablePlace::MasterStream => "from the master's replication stream",
         }
     }
 }

@@ -10,7 +10,7 @@ use redis_module::raw;
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::reply::{single_line, ReplySink};
 use crate::resp::{parse_tree, Tree};
-use crate::running::{RunKind, Running};
+use crate::running::{RunKind, Running, Stop, UnyieldablePlace};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
@@ -230,6 +230,23 @@ fn blocking_stream_read(name: &[u8], args: &[&[u8]]) -> Option<String> {
     None
 }
 
+/// The place a command runs in, from its context flags, when that place forbids yielding
+/// to other clients (see `UnyieldablePlace`).
+pub fn unyieldable_place(flags: u32) -> Option<UnyieldablePlace> {
+    let has = |f: u32| flags & f != 0;
+    if has(raw::REDISMODULE_CTX_FLAGS_MULTI) {
+        Some(UnyieldablePlace::Transaction)
+    } else if has(raw::REDISMODULE_CTX_FLAGS_LUA) {
+        Some(UnyieldablePlace::Script)
+    } else if has(raw::REDISMODULE_CTX_FLAGS_LOADING | raw::REDISMODULE_CTX_FLAGS_ASYNC_LOADING) {
+        Some(UnyieldablePlace::Loading)
+    } else if has(raw::REDISMODULE_CTX_FLAGS_REPLICATED) {
+        Some(UnyieldablePlace::MasterStream)
+    } else {
+        None
+    }
+}
+
 /// `redis.call` from a function, through `RedisModule_Call` in script mode.
 pub struct ModuleHost<'a> {
     ctx: Ctx,
@@ -246,6 +263,8 @@ pub struct ModuleHost<'a> {
     caller_db: std::cell::Cell<Option<c_int>>,
     running: Rc<Running>,
     redis_calls: std::cell::Cell<u64>,
+    /// Whether (and why) this run may not yield, worked out when it first turns busy.
+    unyieldable: std::cell::Cell<Option<Option<UnyieldablePlace>>>,
 }
 
 impl Drop for ModuleHost<'_> {
@@ -338,7 +357,18 @@ impl<'a> ModuleHost<'a> {
             caller_db: std::cell::Cell::new(None),
             running,
             redis_calls: Default::default(),
+            unyieldable: Default::default(),
         }
+    }
+
+    /// Where this run is, if that is a place where it must not yield to other clients.
+    fn unyieldable_place(&self) -> Option<UnyieldablePlace> {
+        if let Some(known) = self.unyieldable.get() {
+            return known;
+        }
+        let place = unyieldable_place(context_flags(self.ctx));
+        self.unyieldable.set(Some(place));
+        place
     }
 
     /// How many commands the script ran through redis.call/pcall.
@@ -612,12 +642,12 @@ impl Host for ModuleHost<'_> {
 
     fn tick(&self) -> Tick {
         let r = &self.running;
-        let running_for = r.started.elapsed();
-        if r.kill_requested.get() || r.timed_out.get() {
+        if r.stop.get().is_some() {
             return Tick::Stop;
         }
+        let running_for = r.started.elapsed().as_millis();
         let limit = crate::config::TIME_LIMIT_MS.load(Ordering::Relaxed);
-        if limit > 0 && running_for.as_millis() >= limit as u128 && !r.wrote.get() {
+        if limit > 0 && running_for >= limit as u128 && !r.wrote.get() {
             log(
                 self.ctx,
                 LogLevel::Warning,
@@ -627,66 +657,80 @@ impl Host for ModuleHost<'_> {
                 )
                 .as_bytes(),
             );
-            r.timed_out.set(true);
+            r.stop.set(Some(Stop::TimeLimit { limit_ms: limit }));
             return Tick::Stop;
         }
-        if running_for.as_millis() >= crate::gates::busy_threshold_ms() as u128 {
-            if !r.busy.replace(true) {
-                *r.command.borrow_mut() = self.command.iter().map(|a| a.to_vec()).collect();
-                log(
-                    self.ctx,
-                    LogLevel::Warning,
-                    format!(
-                        "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the {} command. Script name is: {}.",
-                        running_for.as_millis(),
-                        r.kill_command(),
-                        r.function
-                    )
-                    .as_bytes(),
-                );
-            }
-            let busy = c_string(
-                match r.kind {
-                    RunKind::Function => format!(
-                        "Redis is busy running the RX function '{}'. You can only call RX.KILL or SHUTDOWN NOSAVE.",
-                        r.function
-                    ),
-                    RunKind::Script => {
-                        "Redis is busy running an RX script. You can only call RX.SCRIPT KILL or SHUTDOWN NOSAVE.".to_string()
-                    }
+        let threshold_ms = crate::gates::busy_threshold_ms();
+        if running_for < threshold_ms as u128 {
+            return Tick::Continue;
+        }
+        let place = self.unyieldable_place();
+        if !r.busy.replace(true) {
+            *r.command.borrow_mut() = self.command.iter().map(|a| a.to_vec()).collect();
+            let advice = match place {
+                None => format!(
+                    "You can try killing the script using the {} command.",
+                    r.kill_command()
+                ),
+                Some(_) if r.wrote.get() => {
+                    "It already wrote and runs where Redis cannot serve other clients: nothing can stop it.".to_string()
                 }
+                Some(_) => "It runs where Redis cannot serve other clients: RX stops it now.".to_string(),
+            };
+            log(
+                self.ctx,
+                LogLevel::Warning,
+                format!(
+                    "Slow script detected: still in execution after {running_for} milliseconds. {advice} Script name is: {}.",
+                    r.function
+                )
                 .as_bytes(),
             );
-            // SAFETY: the ctx is the running command's; Redis serves other clients (they get
-            // -BUSY unless their command is allow-busy, like RX.KILL) and returns here.
-            unsafe {
-                api!(RedisModule_Yield)(
-                    self.ctx,
-                    raw::REDISMODULE_YIELD_FLAG_CLIENTS as c_int,
-                    busy.as_ptr(),
-                )
-            };
-            if r.kill_requested.get() {
-                return Tick::Stop;
+        }
+        if let Some(place) = place {
+            // Yielding here would let Redis process another client's command, which it
+            // asserts against (inside EXEC or a script) or must not do (loading, the master
+            // link). Nobody can send a kill, so a run that has not written is stopped as if
+            // killed; one that wrote cannot be, as with RX.KILL.
+            if r.wrote.get() {
+                return Tick::Continue;
             }
+            r.stop.set(Some(Stop::Unyieldable {
+                threshold_ms,
+                place,
+            }));
+            return Tick::Stop;
+        }
+        let busy = c_string(
+            match r.kind {
+                RunKind::Function => format!(
+                    "Redis is busy running the RX function '{}'. You can only call RX.KILL or SHUTDOWN NOSAVE.",
+                    r.function
+                ),
+                RunKind::Script => {
+                    "Redis is busy running an RX script. You can only call RX.SCRIPT KILL or SHUTDOWN NOSAVE.".to_string()
+                }
+            }
+            .as_bytes(),
+        );
+        // SAFETY: the ctx is the running command's, in a place where yielding is allowed
+        // (checked above); Redis serves other clients (they get -BUSY unless their command
+        // is allow-busy, like RX.KILL) and returns here.
+        unsafe {
+            api!(RedisModule_Yield)(
+                self.ctx,
+                raw::REDISMODULE_YIELD_FLAG_CLIENTS as c_int,
+                busy.as_ptr(),
+            )
+        };
+        if r.stop.get().is_some() {
+            return Tick::Stop;
         }
         Tick::Continue
     }
 
     fn interruption(&self) -> Option<String> {
-        if self.running.kill_requested.get() {
-            Some(format!(
-                "ERR Script killed by user with {}...",
-                self.running.kill_command()
-            ))
-        } else if self.running.timed_out.get() {
-            let limit = crate::config::TIME_LIMIT_MS.load(Ordering::Relaxed);
-            Some(format!(
-                "ERR Script stopped after running longer than rx.time-limit-ms ({limit} ms)"
-            ))
-        } else {
-            None
-        }
+        self.running.stop_text()
     }
 
     fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String> {

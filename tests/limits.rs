@@ -253,6 +253,91 @@ fn busy_function_answers_busy_and_rx_kill_stops_it() {
     run_busy_then_kill(&s, &mut c, "spin");
 }
 
+/// Sends `MULTI`, the commands and `EXEC` on a fresh connection in a background thread;
+/// the result is EXEC's reply.
+fn transaction_in_background(port: u16, commands: &[&[&str]]) -> JoinHandle<Result<Reply, String>> {
+    let commands: Vec<Vec<String>> = commands
+        .iter()
+        .map(|c| c.iter().map(|a| a.to_string()).collect())
+        .collect();
+    std::thread::spawn(move || {
+        let mut c = Conn::try_connect(port).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Duration::from_secs(15));
+        let queued = |r: Reply| match r {
+            Reply::Status(s) if s == "OK" || s == "QUEUED" => Ok(()),
+            other => Err(format!("not queued: {other:?}")),
+        };
+        queued(common::parse_reply(
+            &c.try_raw(&["MULTI"]).map_err(|e| e.to_string())?,
+        ))?;
+        for cmd in &commands {
+            queued(common::parse_reply(
+                &c.try_raw(cmd).map_err(|e| e.to_string())?,
+            ))?;
+        }
+        c.try_raw(&["EXEC"])
+            .map(|b| common::parse_reply(&b))
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Redis asserts that no other client's command is processed while EXEC runs, so a run
+/// inside a transaction must never yield: other clients wait, and a run that has not
+/// written is stopped once it passes busy-reply-threshold (nobody could kill it). Before
+/// the fix, a PING sent while `spin` ran inside EXEC aborted the server.
+#[test]
+fn a_busy_run_inside_exec_is_stopped_and_the_server_stays_up() {
+    let (s, mut c) = start_with_lib(BUSY_ARGS);
+    let stopped = "ERR Script stopped after running longer than busy-reply-threshold (100 ms) inside MULTI/EXEC, where Redis cannot serve other clients, so it could not be killed";
+    for (what, command) in [
+        ("function", vec!["RX.CALL", "spin", "0"]),
+        ("pcall loop", vec!["RX.CALL", "pc", "0"]),
+        ("script", vec!["RX.EVAL", "while true do end", "0"]),
+    ] {
+        let h = transaction_in_background(
+            s.port(),
+            &[&["SET", "before", "1"], &command, &["SET", "after", "1"]],
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        // Sent while the run spins inside EXEC: answered once EXEC is over.
+        let mut other = s.conn();
+        other.set_read_timeout(Duration::from_secs(10));
+        assert_eq!(other.q(&["PING"]), pong(), "{what}: PING during EXEC");
+        let reply =
+            join_within(h, Duration::from_secs(10), what).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let items = reply
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: EXEC gave {reply:?}"));
+        assert_eq!(items.len(), 3, "{what}: {reply:?}");
+        assert_eq!(items[0], Reply::Status("OK".into()), "{what}");
+        let e = items[1]
+            .err_text()
+            .unwrap_or_else(|| panic!("{what}: {:?}", items[1]));
+        assert!(e.starts_with(stopped), "{what}: {e}");
+        assert_eq!(items[2], Reply::Status("OK".into()), "{what}");
+    }
+    // A run that wrote cannot be stopped; it finishes, and others waited for it.
+    let h = transaction_in_background(
+        s.port(),
+        &[&[
+            "RX.EVAL",
+            "redis.call('SET', KEYS[1], 'w') local i = 0 while i < 2e7 do i = i + 1 end return i",
+            "1",
+            "w",
+        ]],
+    );
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(c.q(&["PING"]), pong());
+    let reply = join_within(h, Duration::from_secs(30), "writer").unwrap();
+    assert_eq!(reply, Reply::Array(vec![Reply::Int(20_000_000)]));
+    assert_eq!(c.q(&["GET", "w"]), bulk("w"));
+    assert!(s
+        .log()
+        .contains("It already wrote and runs where Redis cannot serve other clients"));
+    // Outside a transaction the same function is busy and killable as before.
+    run_busy_then_kill(&s, &mut c, "spin");
+}
+
 #[test]
 fn rx_kill_stops_loops_behind_calls_pcall_and_xpcall() {
     let (s, mut c) = start_with_lib(BUSY_ARGS);

@@ -11,7 +11,7 @@ use crate::error::{RxError, RxResult};
 use crate::lua::api::sha1_hex;
 use crate::lua::LuaCallable;
 use crate::reply::ReplySink;
-use crate::running::{self, RunKind};
+use crate::running::{self, RunKind, Stop};
 use crate::scripts::{parse_shebang, Script};
 use crate::server::{api, Ctx, ModuleReply};
 use crate::state;
@@ -204,7 +204,7 @@ fn rx_script(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
                     "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
                 ));
             }
-            r.kill_requested.set(true);
+            r.stop.set(Some(Stop::Killed));
             reply_ok(ctx);
         }
         "help" => {

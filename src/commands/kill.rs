@@ -3,7 +3,7 @@
 
 use super::{command_callback, reply_ok};
 use crate::error::{RxError, RxResult};
-use crate::running::{self, RunKind};
+use crate::running::{self, RunKind, Stop};
 use crate::server::Ctx;
 
 command_callback!(rx_kill_cb, rx_kill);
@@ -21,7 +21,7 @@ fn rx_kill(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
             "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
         ));
     }
-    running.kill_requested.set(true);
+    running.stop.set(Some(Stop::Killed));
     reply_ok(ctx);
     Ok(())
 }
