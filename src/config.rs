@@ -45,10 +45,20 @@ unsafe extern "C" fn set_numeric(
     raw::REDISMODULE_OK as c_int
 }
 
-/// Applies `rx.memory-limit-mb` to the VM.
+/// `rx.memory-limit-mb` in bytes.
+pub fn memory_limit_bytes() -> usize {
+    (MEMORY_LIMIT_MB.load(Ordering::Relaxed) as usize).saturating_mul(1 << 20)
+}
+
+/// Applies `rx.memory-limit-mb` to the VM; while a dataset loads, the VM has no cap (what
+/// the dataset carries was accepted once and must load back).
 pub fn apply_memory_limit() {
-    let bytes = (MEMORY_LIMIT_MB.load(Ordering::Relaxed) as usize).saturating_mul(1 << 20);
     state::with(|s| {
+        let bytes = if s.loading_dataset.get() {
+            usize::MAX
+        } else {
+            memory_limit_bytes()
+        };
         let _ = s.engine.set_memory_limit(bytes);
     });
 }

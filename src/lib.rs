@@ -98,6 +98,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         registry: RefCell::new(Registry::new()),
         scripts: RefCell::new(Default::default()),
         catalog: RefCell::new(Default::default()),
+        loading_dataset: Default::default(),
     });
     if let Err(e) = commands::register_all(raw_ctx) {
         ctx.log_warning(&format!("RX: {e}"));

@@ -139,6 +139,7 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
         } else {
             read_entries(rdb)?
         };
+        let mut collector = LoadCollector::new();
         for (name, entry, code) in entries {
             if entry.is_tombstone() {
                 if let Some(name) = name {
@@ -146,16 +147,30 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
                 }
                 continue;
             }
+            let name = name.or_else(|| crate::header::parse_header(&code).ok().map(|h| h.name));
             // The registry was reset when loading started; REPLACE covers an RDB that
             // carries a library twice.
-            let loaded =
-                load_library(std::ptr::null_mut(), &code, true, "RX.LOAD").map_err(|e| {
-                    let name = crate::header::parse_header(&code)
-                        .map(|h| h.name)
-                        .unwrap_or_default();
-                    format!("RX: failed loading library '{name}' from the RDB: {e}")
-                })?;
-            record_exact(&loaded, entry);
+            match load_library(std::ptr::null_mut(), &code, true, "RX.LOAD") {
+                Ok(loaded) => record_exact(&loaded, entry),
+                // It was accepted once: keep it whatever happens, with the keys and every
+                // other library.
+                Err(e) => match name {
+                    Some(name) => {
+                        set_aside(std::ptr::null_mut(), &name, &code, e.text(), "the RDB");
+                        record_exact(&name, entry);
+                    }
+                    None => log(
+                        std::ptr::null_mut(),
+                        LogLevel::Warning,
+                        format!(
+                            "RX: the RDB holds a library without a valid header, dropped: {}",
+                            e.text()
+                        )
+                        .as_bytes(),
+                    ),
+                },
+            }
+            collector.after_library();
         }
         Ok::<(), String>(())
     });
@@ -172,6 +187,48 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
                 b"RX: internal error while loading libraries from the RDB",
             );
             failed
+        }
+    }
+}
+
+/// Keeps a library that a dataset carried but that cannot be built here (see
+/// `Library::set_aside`), and says so loudly.
+pub fn set_aside(ctx: crate::server::Ctx, name: &str, code: &[u8], error: &str, from: &str) {
+    log(
+        ctx,
+        LogLevel::Warning,
+        format!(
+            "RX: library '{name}' from {from} could not be loaded on this server and is set aside (its code is kept and saved; see RX.LIST SETASIDE WITHCODE, then RX.LOAD REPLACE or RX.DELETE it): {error}"
+        )
+        .as_bytes(),
+    );
+    let replaced = state::with(|s| s.registry.borrow_mut().set_aside(name, code, error));
+    drop(replaced);
+}
+
+/// Collects the VM's garbage between the libraries of a dataset, each time it has grown by
+/// a quarter of `rx.memory-limit-mb` (at least 16 MiB): library bodies may leave garbage,
+/// and while loading the VM has no cap to make it collect.
+struct LoadCollector {
+    engine: std::rc::Rc<crate::lua::LuaEngine>,
+    last: usize,
+    step: usize,
+}
+
+impl LoadCollector {
+    fn new() -> LoadCollector {
+        let engine = state::with(|s| std::rc::Rc::clone(&s.engine));
+        LoadCollector {
+            last: engine.used_memory(),
+            step: (crate::config::memory_limit_bytes() / 4).max(16 << 20),
+            engine,
+        }
+    }
+
+    fn after_library(&mut self) {
+        if self.engine.used_memory() > self.last.saturating_add(self.step) {
+            self.engine.collect_garbage();
+            self.last = self.engine.used_memory();
         }
     }
 }
@@ -236,8 +293,9 @@ fn read_entries(rdb: *mut raw::RedisModuleIO) -> Result<Vec<LoadedEntry>, String
 }
 
 /// Resets the registry whenever Redis starts loading a dataset (RDB, AOF or a replication
-/// stream), so that what it carries is exactly what RX holds afterwards; once loading ends,
-/// adds the selected bundled libraries that the dataset did not carry.
+/// stream), so that what it carries is exactly what RX holds afterwards, and lifts the VM's
+/// memory cap for the load; once loading ends, collects, puts the cap back and adds the
+/// selected bundled libraries that the dataset did not carry.
 extern "C" fn on_loading(
     _ctx: *mut raw::RedisModuleCtx,
     _event: raw::RedisModuleEvent,
@@ -249,18 +307,41 @@ extern "C" fn on_loading(
         raw::REDISMODULE_SUBEVENT_LOADING_AOF_START,
         raw::REDISMODULE_SUBEVENT_LOADING_REPL_START,
     ];
-    if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
-        guarded("the loading event", (), || {
-            crate::stdlib::load_missing(std::ptr::null_mut())
-        });
-    }
+    let ends = [
+        raw::REDISMODULE_SUBEVENT_LOADING_ENDED,
+        raw::REDISMODULE_SUBEVENT_LOADING_FAILED,
+    ];
     if starts.contains(&subevent) {
         guarded("the loading event", (), || {
             let removed = state::with(|s| {
+                s.loading_dataset.set(true);
                 s.catalog.borrow_mut().clear();
                 s.registry.borrow_mut().flush()
             });
             drop(removed);
+            crate::config::apply_memory_limit();
+        });
+    }
+    if ends.contains(&subevent) {
+        guarded("the loading event", (), || {
+            let engine = state::with(|s| {
+                s.loading_dataset.set(false);
+                std::rc::Rc::clone(&s.engine)
+            });
+            engine.collect_garbage();
+            crate::config::apply_memory_limit();
+            let (used, cap) = (engine.used_memory(), crate::config::memory_limit_bytes());
+            if used > cap {
+                log(
+                    std::ptr::null_mut(),
+                    LogLevel::Warning,
+                    format!(
+                        "RX: the libraries loaded from the dataset hold {used} bytes in the Lua VM, more than rx.memory-limit-mb allows ({cap} bytes): calls will fail with 'not enough memory' until it is raised"
+                    )
+                    .as_bytes(),
+                );
+            }
+            crate::stdlib::load_missing(std::ptr::null_mut())
         });
     }
 }

@@ -29,6 +29,11 @@ pub struct Library<F> {
     /// The full source, header included, exactly as loaded.
     pub code: Box<[u8]>,
     pub functions: Box<[Rc<FunctionInfo<F>>]>,
+    /// Set for a library that a dataset (an RDB, the AOF, the master's stream) carried but
+    /// that could not be built on this server: why. Such a library has no functions and is
+    /// neither listed nor dumped, but it keeps its name and is saved again with every RDB,
+    /// so nothing is lost; `RX.LOAD REPLACE` or `RX.DELETE` ends it.
+    pub set_aside: Option<Box<String>>,
 }
 
 /// How `install_all` treats libraries that already exist (Redis's RESTORE policies).
@@ -81,6 +86,7 @@ impl<F> Clone for Library<F> {
             name: self.name.clone(),
             code: self.code.clone(),
             functions: self.functions.clone(),
+            set_aside: self.set_aside.clone(),
         }
     }
 }
@@ -170,6 +176,35 @@ impl<F> Registry<F> {
         Ok(removed)
     }
 
+    /// Keeps the source of a library that could not be built (see `Library::set_aside`),
+    /// in place of any library of that name.
+    pub fn set_aside(&mut self, name: &str, code: &[u8], error: &str) -> Option<Library<F>> {
+        let old = self.remove(name);
+        self.libraries.insert(
+            name.into(),
+            Box::new(Library {
+                name: name.into(),
+                code: code.into(),
+                functions: Box::new([]),
+                set_aside: Some(Box::new(error.to_string())),
+            }),
+        );
+        old
+    }
+
+    /// Every library's name, set-aside ones included, in name order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.libraries.keys().map(|n| &**n)
+    }
+
+    /// The libraries that were set aside, in name order.
+    pub fn set_aside_libraries(&self) -> impl Iterator<Item = &Library<F>> {
+        self.libraries
+            .values()
+            .map(|l| &**l)
+            .filter(|l| l.set_aside.is_some())
+    }
+
     pub fn delete(&mut self, name: &str) -> Result<Library<F>, RegistryError> {
         self.remove(name).ok_or(RegistryError::LibraryNotFound)
     }
@@ -199,12 +234,13 @@ impl<F> Registry<F> {
         }
     }
 
+    /// The library of that name, set aside or not.
     pub fn library(&self, name: &str) -> Option<&Library<F>> {
         self.libraries.get(name).map(|lib| &**lib)
     }
 
-    /// Libraries in name order, optionally filtered by a Redis glob pattern (which, as in
-    /// Redis, ignores case).
+    /// Built libraries in name order, optionally filtered by a Redis glob pattern (which,
+    /// as in Redis, ignores case).
     pub fn list<'a>(
         &'a self,
         pattern: Option<&'a [u8]>,
@@ -212,6 +248,7 @@ impl<F> Registry<F> {
         self.libraries
             .values()
             .map(|l| &**l)
+            .filter(|l| l.set_aside.is_none())
             .filter(move |l| pattern.is_none_or(|p| glob_match(p, l.name.as_bytes(), true)))
     }
 
@@ -222,8 +259,12 @@ impl<F> Registry<F> {
             .flat_map(|l| l.functions.iter().map(move |f| (&*l.name, f)))
     }
 
+    /// Built libraries (not those set aside).
     pub fn library_count(&self) -> usize {
-        self.libraries.len()
+        self.libraries
+            .values()
+            .filter(|l| l.set_aside.is_none())
+            .count()
     }
 
     pub fn function_count(&self) -> usize {
@@ -263,7 +304,46 @@ mod tests {
                     })
                 })
                 .collect(),
+            set_aside: None,
         }
+    }
+
+    #[test]
+    fn a_set_aside_library_keeps_its_name_and_code_until_replaced_or_deleted() {
+        let mut r = Registry::new();
+        r.install(lib("a", &["f"]), false).unwrap();
+        assert!(r
+            .set_aside("b", b"#!lua name=b\nboom", "ERR boom")
+            .is_none());
+        // Not listed, counted or callable, but it exists: a plain load must not take it.
+        assert_eq!(r.list(None).map(|l| &*l.name).collect::<Vec<_>>(), ["a"]);
+        assert_eq!((r.library_count(), r.function_count()), (1, 1));
+        let kept: Vec<_> = r.set_aside_libraries().collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(&*kept[0].code, b"#!lua name=b\nboom");
+        assert_eq!(
+            kept[0].set_aside.as_deref().map(String::as_str),
+            Some("ERR boom")
+        );
+        assert_eq!(
+            r.install(lib("b", &["g"]), false).unwrap_err(),
+            RegistryError::LibraryExists("b".into())
+        );
+        // It survives a failed replace (here a function name clash) untouched...
+        assert!(r.install(lib("b", &["f"]), true).is_err());
+        assert!(r.library("b").unwrap().set_aside.is_some());
+        // ...and a successful one ends it.
+        let old = r.install(lib("b", &["g"]), true).unwrap().unwrap();
+        assert!(old.set_aside.is_some());
+        assert_eq!(r.set_aside_libraries().count(), 0);
+        assert_eq!(owner(&r, b"g"), Some("b"));
+        // Deleting and flushing remove set-aside libraries too.
+        r.set_aside("c", b"x", "e");
+        assert!(r.delete("c").unwrap().set_aside.is_some());
+        r.set_aside("c", b"x", "e");
+        let flushed: Vec<_> = r.flush().into_iter().map(|l| l.name).collect();
+        assert_eq!(flushed.len(), 3);
+        assert_eq!(r.set_aside_libraries().count(), 0);
     }
 
     #[test]

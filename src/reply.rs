@@ -19,6 +19,15 @@ pub trait ReplySink {
     fn verbatim(&mut self, format: &[u8], s: &[u8]);
 }
 
+/// An unsigned number (a library version): an integer reply when it fits one, else its
+/// decimal digits as a bulk string, never a negative number.
+pub fn unsigned(out: &mut dyn ReplySink, v: u64) {
+    match i64::try_from(v) {
+        Ok(v) => out.integer(v),
+        Err(_) => out.bulk(v.to_string().as_bytes()),
+    }
+}
+
 /// Passes replies through and remembers whether the top-level reply was an error.
 pub struct ErrorObserver<'a> {
     inner: &'a mut dyn ReplySink,
@@ -214,6 +223,18 @@ impl ReplySink for RespWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_never_negative() {
+        let mut w = RespWriter::new(2);
+        unsigned(&mut w, 7);
+        unsigned(&mut w, i64::MAX as u64);
+        unsigned(&mut w, u64::MAX);
+        assert_eq!(
+            w.out,
+            b":7\r\n:9223372036854775807\r\n$20\r\n18446744073709551615\r\n"
+        );
+    }
 
     #[test]
     fn resp2_downgrades_like_redis() {

@@ -19,6 +19,9 @@ pub struct ModuleState {
     /// The version and digest of every library name seen, tombstones included. Kept in step
     /// with `registry`: every live library has a live entry.
     pub catalog: RefCell<Catalog>,
+    /// A dataset (an RDB, the AOF, a full sync) is loading: what it carries was accepted
+    /// once, so it loads back without the load timeout or the VM memory cap.
+    pub loading_dataset: std::cell::Cell<bool>,
 }
 
 thread_local! {

@@ -7,6 +7,7 @@
 mod common;
 
 use common::{info_field, parse_reply, wait_until, Conn, Reply, Server};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -1797,13 +1798,50 @@ fn apply_payload(changes: &[(&str, u64, Option<&str>)]) -> Vec<u8> {
     p
 }
 
-fn rx_apply(c: &mut Conn, payload: &[u8]) -> Reply {
-    c.cmd(&[&b"RX.APPLY"[..], payload])
+/// Replays `RX.APPLY <payload>` for each payload the way a restart would: appended to the
+/// AOF's open command file, then `DEBUG LOADAOF` (RX takes RX.APPLY only from its master or
+/// its AOF). The server must run with `--appendonly yes`.
+fn apply_through_aof(s: &Server, c: &mut Conn, payloads: &[&[u8]]) {
+    let dir = s.dir().join("appendonlydir");
+    let incr = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .max()
+        .expect("an incr AOF file");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&incr)
+        .unwrap();
+    for p in payloads {
+        f.write_all(&common::encode_command(&[&b"RX.APPLY"[..], p]))
+            .unwrap();
+    }
+    drop(f);
+    assert_eq!(c.q(&["DEBUG", "LOADAOF"]), ok());
+}
+
+#[test]
+fn rx_apply_is_refused_from_clients() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let p = apply_payload(&[("liba", 5, Some(LIB_A))]);
+    assert_eq!(
+        c.cmd(&[&b"RX.APPLY"[..], &p]).err_text(),
+        Some("ERR RX.APPLY is internal: RX takes it only from its master's replication stream or its AOF")
+    );
+    assert!(rx_names(&mut c).is_empty());
+    // Inside a transaction too.
+    assert_eq!(c.q(&["MULTI"]), ok());
+    c.cmd(&[&b"RX.APPLY"[..], &p]);
+    let exec = c.q(&["EXEC"]);
+    assert!(exec.as_array().unwrap()[0].is_error(), "{exec:?}");
+    assert!(rx_names(&mut c).is_empty());
 }
 
 #[test]
 fn rx_apply_applies_only_what_wins_and_is_idempotent() {
-    let s = Server::start();
+    let s = Server::start_with(&["--appendonly", "yes"], &[]);
     let mut c = s.conn();
     // Outside a cluster, RX.CLUSTER STATUS says so (and there is nothing to be out of
     // sync with).
@@ -1817,12 +1855,8 @@ fn rx_apply_applies_only_what_wins_and_is_idempotent() {
         .chunks(2)
         .any(|p| p[0].as_str() == Some("in_sync") && p[1] == Reply::Int(1)));
     let p = apply_payload(&[("liba", 5, Some(LIB_A)), ("libb", 2, Some(LIB_B))]);
-    assert_eq!(rx_apply(&mut c, &p), Reply::Int(2));
-    assert_eq!(
-        rx_apply(&mut c, &p),
-        Reply::Int(0),
-        "the same payload twice"
-    );
+    // The same payload twice changes nothing the second time.
+    apply_through_aof(&s, &mut c, &[&p, &p]);
     assert_eq!(
         versions(&mut c),
         vec![("liba".to_string(), 5, 0), ("libb".to_string(), 2, 0)]
@@ -1830,14 +1864,18 @@ fn rx_apply_applies_only_what_wins_and_is_idempotent() {
     assert_callable(&mut c, &["liba", "libb"], "after RX.APPLY");
     // Older versions, and a deletion at the same version as a live library, lose.
     let older = apply_payload(&[("liba", 4, Some(LIB_A2)), ("libb", 2, None)]);
-    assert_eq!(rx_apply(&mut c, &older), Reply::Int(0));
+    apply_through_aof(&s, &mut c, &[&older]);
+    assert_eq!(
+        versions(&mut c),
+        vec![("liba".to_string(), 5, 0), ("libb".to_string(), 2, 0)]
+    );
     assert_eq!(
         lib_field_code(&mut c, "liba").as_deref(),
         Some(LIB_A.as_bytes())
     );
     // Newer ones win: a tombstone deletes, a library replaces.
     let newer = apply_payload(&[("liba", 6, Some(LIB_A2)), ("libb", 3, None)]);
-    assert_eq!(rx_apply(&mut c, &newer), Reply::Int(2));
+    apply_through_aof(&s, &mut c, &[&newer]);
     assert_eq!(rx_names(&mut c), vec!["liba"]);
     assert_eq!(
         lib_field_code(&mut c, "liba").as_deref(),
@@ -1849,15 +1887,40 @@ fn rx_apply_applies_only_what_wins_and_is_idempotent() {
         versions(&mut c),
         vec![("liba".to_string(), 6, 0), ("libb".to_string(), 4, 0)]
     );
-    // A corrupt payload is refused and changes nothing.
+    // A corrupt payload, or one whose version leaves no room for later changes, is refused
+    // and changes nothing; a version at the ceiling is fine, and counts on without wrapping.
     let before = manifest(&mut c);
     let mut bad = apply_payload(&[("liba", 9, Some(LIB_A))]);
     bad[20] ^= 1;
-    assert!(rx_apply(&mut c, &bad)
-        .err_text()
-        .unwrap()
-        .starts_with("ERR RX.APPLY payload refused"));
+    let exhausting = apply_payload(&[("liba", u64::MAX, Some(LIB_A))]);
+    apply_through_aof(&s, &mut c, &[&bad, &exhausting]);
     assert_eq!(manifest(&mut c), before);
+    // A version at the ceiling is accepted; the library then cannot change any more
+    // (its next version would not fit), which is refused clearly instead of wrapping.
+    let ceiling = i64::MAX as u64;
+    apply_through_aof(
+        &s,
+        &mut c,
+        &[&apply_payload(&[("liba", ceiling - 1, Some(LIB_A))])],
+    );
+    load_replace(&mut c, LIB_A2);
+    assert_eq!(versions(&mut c)[0], ("liba".to_string(), i64::MAX, 0));
+    let at_ceiling = manifest(&mut c);
+    let refusal = "ERR library 'liba' is at the highest version RX allows (9223372036854775807) and cannot change any more";
+    assert_eq!(
+        c.q(&["RX.LOAD", "REPLACE", LIB_A]).err_text(),
+        Some(refusal)
+    );
+    assert_eq!(c.q(&["RX.DELETE", "liba"]).err_text(), Some(refusal));
+    assert_eq!(c.q(&["RX.FLUSH"]).err_text(), Some(refusal));
+    assert_eq!(manifest(&mut c), at_ceiling);
+    // The AOF replays to the same versions, so the replacement is still there.
+    assert_eq!(c.q(&["DEBUG", "LOADAOF"]), ok());
+    assert_eq!(manifest(&mut c), at_ceiling);
+    assert_eq!(
+        lib_field_code(&mut c, "liba").as_deref(),
+        Some(LIB_A2.as_bytes())
+    );
 }
 
 fn lib_field_code(c: &mut Conn, name: &str) -> Option<Vec<u8>> {
@@ -1948,4 +2011,163 @@ fn an_rdb_in_encoding_1_still_loads_with_version_1() {
     assert_eq!(c.q(&["DEBUG", "RELOAD", "NOSAVE"]), ok());
     assert_eq!(versions(&mut c), vec![("libb".to_string(), 1, 0)]);
     assert_callable(&mut c, &["libb"], "after loading an encoding-1 RDB");
+}
+
+// ---------------------------------------------------------------------------
+// What a dataset carries always loads back
+
+/// A library that keeps 35 MB alive, and one that leaves 40 MB of garbage at load: both
+/// fit under a 64 MB cap when loaded one after the other.
+const LIB_BIG_TABLE: &str = "#!lua name=a_big
+local t = {} for i = 1, 5000 do t[i] = ('x'):rep(7000) .. i end
+redis.register_function('big', function() return #t end)";
+const LIB_CHURN: &str = "#!lua name=b_churn
+local n = 0 for i = 1, 4000 do local s = ('y'):rep(10000) .. i n = n + #s end
+redis.register_function('churn', function() return n end)";
+
+/// Before the fix, the RDB's libraries were built again under the load timeout and the VM
+/// cap with the earlier libraries' garbage uncollected: the restart aborted ("Short read or
+/// OOM loading DB") and DEBUG RELOAD left no keys and no libraries.
+#[test]
+fn libraries_accepted_under_a_memory_cap_load_back_with_every_key() {
+    let mut s = Server::start_with(&[], &["memory-limit-mb", "64"]);
+    let mut c = s.conn();
+    for i in 0..100 {
+        c.q(&["SET", &format!("k{i}"), "v"]).ok();
+    }
+    load(&mut c, LIB_BIG_TABLE);
+    load(&mut c, LIB_CHURN);
+    let check = |c: &mut Conn, when: &str| {
+        assert_eq!(c.q(&["DBSIZE"]), Reply::Int(100), "{when}");
+        assert_eq!(c.q(&["RX.CALL", "big", "0"]), Reply::Int(5000), "{when}");
+        assert_eq!(
+            c.q(&["RX.CALL", "churn", "0"]),
+            Reply::Int(40_014_893),
+            "{when}"
+        );
+    };
+    check(&mut c, "after loading");
+    assert_eq!(c.q(&["SAVE"]), ok());
+    s.restart();
+    let mut c = s.conn();
+    check(&mut c, "after a restart");
+    assert_eq!(c.q(&["DEBUG", "RELOAD"]), ok());
+    check(&mut c, "after DEBUG RELOAD");
+    // The cap is back in force once loading is over.
+    let bomb = "#!lua name=bomb\nredis.register_function('bomb', function() local t = {} for i = 1, 1e8 do t[i] = ('z'):rep(100) .. i end end)";
+    load(&mut c, bomb);
+    assert!(c
+        .q(&["RX.CALL", "bomb", "0"])
+        .err_text()
+        .unwrap()
+        .contains("not enough memory"));
+    check(&mut c, "after an allocation bomb");
+}
+
+/// A library body that runs for about a second: RX.LOAD refuses it (500 ms timeout), but
+/// once a dataset carries it (here the AOF), loading it takes as long as it takes.
+const LIB_SLOW: &str = "#!lua name=slow
+local x = 0 for i = 1, 3e8 do x = x + 1 end
+redis.register_function('slow', function() return 'loaded' end)";
+
+/// A library that cannot be built on this server (its body fails), as a master or an AOF
+/// written elsewhere may carry.
+const LIB_BROKEN: &str = "#!lua name=broken
+needs_another_server()
+redis.register_function('never', function() return 1 end)";
+const LIB_FIXED: &str = "#!lua name=broken
+redis.register_function('fixed', function() return 'fixed' end)";
+
+fn set_aside_list(c: &mut Conn) -> Reply {
+    c.q(&["RX.LIST", "SETASIDE", "WITHCODE"]).ok()
+}
+
+#[test]
+fn a_dataset_library_that_cannot_be_built_is_set_aside_with_its_code() {
+    let mut s = Server::start_with(&["--appendonly", "yes"], &[]);
+    let mut c = s.conn();
+    c.q(&["SET", "key", "value"]).ok();
+    load(&mut c, LIB_B);
+    let slow_refused = c.q(&["RX.LOAD", LIB_SLOW]);
+    assert!(
+        slow_refused.err_text().unwrap().contains("RX.LOAD timeout"),
+        "{slow_refused:?}"
+    );
+    apply_through_aof(
+        &s,
+        &mut c,
+        &[&apply_payload(&[
+            ("broken", 3, Some(LIB_BROKEN)),
+            ("slow", 1, Some(LIB_SLOW)),
+        ])],
+    );
+    let check = |c: &mut Conn, when: &str| {
+        assert_eq!(c.q(&["GET", "key"]), bulk("value"), "{when}");
+        assert_callable(c, &["libb"], when);
+        assert_eq!(c.q(&["RX.CALL", "slow", "0"]), bulk("loaded"), "{when}");
+        assert_eq!(rx_names(c), vec!["libb", "slow"], "{when}");
+        let kept = set_aside_list(c);
+        let kept = kept.as_array().unwrap();
+        assert_eq!(kept.len(), 1, "{when}: {kept:?}");
+        let fields = kept[0].as_array().unwrap();
+        assert_eq!(
+            fields[0..2],
+            [bulk("library_name"), bulk("broken")],
+            "{when}"
+        );
+        assert_eq!(fields[2], bulk("error"), "{when}");
+        let error = String::from_utf8_lossy(fields[3].as_bytes().unwrap()).to_string();
+        assert!(
+            error.contains("nonexistent global variable 'needs_another_server'"),
+            "{when}: {error}"
+        );
+        assert_eq!(
+            fields[4..6],
+            [bulk("library_code"), bulk(LIB_BROKEN)],
+            "{when}"
+        );
+        // Its name is taken and its version kept.
+        assert_eq!(
+            c.q(&["RX.LOAD", LIB_FIXED]).err_text(),
+            Some("ERR Library 'broken' already exists"),
+            "{when}"
+        );
+        assert!(
+            versions(c).contains(&("broken".to_string(), 3, 0)),
+            "{when}"
+        );
+    };
+    check(&mut c, "after the AOF");
+    assert!(s.log().contains("library 'broken' from the master's stream or the AOF could not be loaded on this server and is set aside"));
+    // The RDB keeps it too (DEBUG RELOAD saves and loads an RDB), and so does the AOF
+    // across a restart.
+    assert_eq!(c.q(&["DEBUG", "RELOAD"]), ok());
+    check(&mut c, "after DEBUG RELOAD");
+    assert!(s
+        .log()
+        .contains("library 'broken' from the RDB could not be loaded"));
+    s.restart();
+    let mut c = s.conn();
+    check(&mut c, "after a restart from the AOF");
+    // Replacing it ends it, with the next version.
+    assert_eq!(c.q(&["RX.LOAD", "REPLACE", LIB_FIXED]), bulk("broken"));
+    assert_eq!(c.q(&["RX.CALL", "fixed", "0"]), bulk("fixed"));
+    assert_eq!(set_aside_list(&mut c), Reply::Array(vec![]));
+    assert!(versions(&mut c).contains(&("broken".to_string(), 4, 0)));
+    // Deleting a set-aside library works like deleting any other.
+    apply_again_as_rdb_entry(&mut s);
+}
+
+/// Sets a library aside again through the AOF, then deletes it.
+fn apply_again_as_rdb_entry(s: &mut Server) {
+    let mut c = s.conn();
+    apply_through_aof(
+        s,
+        &mut c,
+        &[&apply_payload(&[("broken", 9, Some(LIB_BROKEN))])],
+    );
+    assert_eq!(set_aside_list(&mut c).as_array().unwrap().len(), 1);
+    assert_eq!(c.q(&["RX.DELETE", "broken"]), ok());
+    assert_eq!(set_aside_list(&mut c), Reply::Array(vec![]));
+    assert!(versions(&mut c).contains(&("broken".to_string(), 10, 1)));
 }

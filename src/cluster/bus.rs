@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use redis_module::raw;
 
-use super::meta::{hex, Catalog, Entry, BUNDLED_VERSION};
+use super::meta::{hex, Catalog, Entry, BUNDLED_VERSION, MAX_VERSION};
 use super::peers::Peers;
 use super::wire::{self, Change, Message, Reassembler};
 use crate::commands::library::compile_library;
 use crate::engine::LogLevel;
+use crate::error::{RxError, RxResult};
 use crate::header::parse_header;
 use crate::lua::LuaCallable;
 use crate::registry::Registry;
@@ -99,15 +100,38 @@ pub fn init(ctx: Ctx) {
 // ---------------------------------------------------------------------------
 // Local changes
 
+/// Refuses a local action on libraries whose versions reached the ceiling (see
+/// `meta::MAX_VERSION`); called before the action changes anything.
+pub fn check_changeable<'a>(names: impl IntoIterator<Item = &'a str>) -> RxResult<()> {
+    state::with(|s| {
+        let catalog = s.catalog.borrow();
+        match names
+            .into_iter()
+            .find(|n| catalog.next_version(n).is_none())
+        {
+            Some(name) => Err(RxError::err(format!(
+                "library '{name}' is at the highest version RX allows ({MAX_VERSION}) and cannot change any more"
+            ))),
+            None => Ok(()),
+        }
+    })
+}
+
+/// The version of a local change: one more than any seen for that name. Callers checked
+/// `check_changeable` before changing anything, so the ceiling is never hit here.
+fn local_version(catalog: &Catalog, name: &str) -> u64 {
+    catalog.next_version(name).unwrap_or(MAX_VERSION)
+}
+
 /// Records a library installed by a local action (load, restore, import): its version is
 /// one more than any seen for that name.
 pub fn record_live(name: &str, code: &[u8]) -> Change {
-    record(name, |c| Entry::live(c.next_version(name), code), code)
+    record(name, |c| Entry::live(local_version(c, name), code), code)
 }
 
 /// Records a library deleted by a local action.
 pub fn record_tombstone(name: &str) -> Change {
-    record(name, |c| Entry::tombstone(c.next_version(name)), &[])
+    record(name, |c| Entry::tombstone(local_version(c, name)), &[])
 }
 
 /// Records a library at an exact version (an RDB entry, a bundled library).
@@ -134,12 +158,14 @@ fn record(name: &str, make: impl FnOnce(&Catalog) -> Entry, code: &[u8]) -> Chan
 /// was never seen. `None` in cluster mode when the name carries a tombstone: a deletion is
 /// cluster-wide and a bundled library does not undo it.
 pub fn bundled_version(name: &str) -> Option<u64> {
-    let existing = state::with(|s| s.catalog.borrow().get(name).copied());
-    match existing {
-        None => Some(BUNDLED_VERSION),
-        Some(e) if e.is_tombstone() && enabled() => None,
-        Some(e) => Some(e.version + 1),
-    }
+    state::with(|s| {
+        let catalog = s.catalog.borrow();
+        match catalog.get(name) {
+            None => Some(BUNDLED_VERSION),
+            Some(e) if e.is_tombstone() && enabled() => None,
+            Some(_) => catalog.next_version(name),
+        }
+    })
 }
 
 /// Propagates local changes: to replicas and the AOF as one `RX.APPLY` (so they get this
@@ -219,6 +245,14 @@ fn libraries_changed() {
     with_node(|n| n.peers.forget_failures());
 }
 
+/// The command runs because the master sent it or the AOF replays it.
+pub fn replayed(ctx: Ctx) -> bool {
+    !ctx.is_null()
+        && context_flags(ctx)
+            & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING)
+            != 0
+}
+
 fn apply_one(ctx: Ctx, change: &Change) -> Result<(), String> {
     if change.entry.is_tombstone() {
         let removed = state::with(|s| {
@@ -233,17 +267,38 @@ fn apply_one(ctx: Ctx, change: &Change) -> Result<(), String> {
         Ok(h) => return Err(format!("the code is for library '{}'", h.name)),
         Err(e) => return Err(e.message()),
     }
-    let library = compile_library(ctx, &change.code, "RX.LOAD").map_err(|e| e.to_string())?;
-    let replaced = state::with(|s| {
-        let r = s.registry.borrow_mut().install(library, true);
-        if r.is_ok() {
-            s.catalog.borrow_mut().set(&change.name, change.entry);
+    let installed = compile_library(ctx, &change.code, "RX.LOAD")
+        .map_err(|e| e.to_string())
+        .and_then(|library| {
+            state::with(|s| {
+                let r = s.registry.borrow_mut().install(library, true);
+                if r.is_ok() {
+                    s.catalog.borrow_mut().set(&change.name, change.entry);
+                }
+                r
+            })
+            .map_err(|e| e.message())
+        });
+    match installed {
+        Ok(replaced) => {
+            drop(replaced);
+            Ok(())
         }
-        r
-    })
-    .map_err(|e| e.message())?;
-    drop(replaced);
-    Ok(())
+        // The master (or this server, before it wrote its AOF) accepted the change: keep
+        // its code rather than lose it. Changes from the bus are retried instead (`apply`).
+        Err(e) if replayed(ctx) => {
+            crate::persistence::set_aside(
+                ctx,
+                &change.name,
+                &change.code,
+                &e,
+                "the master's stream or the AOF",
+            );
+            state::with(|s| s.catalog.borrow_mut().set(&change.name, change.entry));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -668,7 +723,7 @@ pub fn write_manifest(out: &mut dyn ReplySink) {
         out.bulk(b"library_name");
         out.bulk(name.as_bytes());
         out.bulk(b"version");
-        out.integer(e.version as i64);
+        crate::reply::unsigned(out, e.version);
         out.bulk(b"digest");
         out.bulk(hex(&e.digest).as_bytes());
         out.bulk(b"deleted");

@@ -29,6 +29,13 @@ pub const BUNDLED_VERSION: u64 = 0;
 /// (aux encoding 1): as if it had been loaded once.
 pub const LEGACY_VERSION: u64 = 1;
 
+/// The highest version there is. A payload or a peer's entry above it is refused, and a
+/// library at it can no longer change (its next version would not fit): version arithmetic
+/// never wraps, which would make a newer change lose to an older one and bring deleted or
+/// replaced code back. Counting up by one per change, no real library gets near it; it
+/// also keeps every version a RESP integer.
+pub const MAX_VERSION: u64 = i64::MAX as u64;
+
 pub fn digest_of(code: &[u8]) -> Digest {
     Sha1::digest(code).into()
 }
@@ -85,8 +92,13 @@ impl Catalog {
 
     /// The version a local change of `name` takes: one more than any version seen for it,
     /// tombstones included.
-    pub fn next_version(&self, name: &str) -> u64 {
-        self.entries.get(name).map_or(1, |e| e.version + 1)
+    /// `None` once the name reached [`MAX_VERSION`].
+    pub fn next_version(&self, name: &str) -> Option<u64> {
+        match self.entries.get(name) {
+            None => Some(1),
+            Some(e) if e.version >= MAX_VERSION => None,
+            Some(e) => Some(e.version + 1),
+        }
     }
 
     pub fn set(&mut self, name: &str, entry: Entry) {
@@ -180,13 +192,25 @@ mod tests {
     }
 
     #[test]
+    fn next_version_stops_at_the_ceiling_instead_of_wrapping() {
+        let mut c = Catalog::new();
+        c.set("a", Entry::live(MAX_VERSION - 1, b"x"));
+        assert_eq!(c.next_version("a"), Some(MAX_VERSION));
+        c.set("a", Entry::tombstone(MAX_VERSION));
+        assert_eq!(c.next_version("a"), None);
+        // An RDB written before the ceiling existed may hold more.
+        c.set("a", Entry::tombstone(u64::MAX));
+        assert_eq!(c.next_version("a"), None);
+    }
+
+    #[test]
     fn next_version_counts_tombstones_and_bundled() {
         let mut c = Catalog::new();
-        assert_eq!(c.next_version("a"), 1);
+        assert_eq!(c.next_version("a"), Some(1));
         c.set("a", Entry::live(BUNDLED_VERSION, b"x"));
-        assert_eq!(c.next_version("a"), 1);
+        assert_eq!(c.next_version("a"), Some(1));
         c.set("a", Entry::tombstone(5));
-        assert_eq!(c.next_version("a"), 6);
+        assert_eq!(c.next_version("a"), Some(6));
         assert!(c.live_names().is_empty());
     }
 

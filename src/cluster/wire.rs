@@ -261,6 +261,9 @@ impl<'a> Reader<'a> {
     fn entry(&mut self) -> Result<(String, Entry), WireError> {
         let name = self.name()?;
         let version = self.u64()?;
+        if version > super::meta::MAX_VERSION {
+            return Err(WireError::Malformed("version out of range"));
+        }
         let digest = self.digest()?;
         Ok((name, Entry { version, digest }))
     }
@@ -503,6 +506,23 @@ mod tests {
                 },
             ]),
         ]
+    }
+
+    #[test]
+    fn versions_past_the_ceiling_are_refused() {
+        let mut high = change("a", super::super::meta::MAX_VERSION, b"x");
+        assert_eq!(
+            decode_entries(&encode_entries(&[high.clone()])).unwrap(),
+            vec![high.clone()]
+        );
+        high.entry.version += 1;
+        assert_eq!(
+            decode_entries(&encode_entries(&[high.clone()])),
+            Err(WireError::Malformed("version out of range"))
+        );
+        assert!(
+            Message::decode(&Message::Manifest(vec![("a".into(), high.entry)]).encode()).is_err()
+        );
     }
 
     #[test]

@@ -64,6 +64,17 @@ fn install_batch(
         .iter()
         .map(|l| (l.name.to_string(), l.code.to_vec()))
         .collect();
+    let flushed: Vec<String> = if policy == RestorePolicy::Flush {
+        state::with(|s| s.registry.borrow().names().map(str::to_string).collect())
+    } else {
+        Vec::new()
+    };
+    bus::check_changeable(
+        installed
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(flushed.iter().map(String::as_str)),
+    )?;
     let removed = state::with(|s| s.registry.borrow_mut().install_all(libraries, policy)).map_err(
         |e| match e {
             // FUNCTION RESTORE words this one without quotes, unlike FUNCTION LOAD.

@@ -5,28 +5,32 @@ use super::{command_callback, replicate_verbatim};
 use crate::cluster::{bus, wire};
 use crate::error::{RxError, RxResult};
 use crate::reply::ReplySink;
-use crate::server::{context_flags, Ctx, ModuleReply};
-use redis_module::raw;
+use crate::server::{Ctx, ModuleReply};
 
 command_callback!(rx_apply_cb, rx_apply);
 command_callback!(rx_cluster_cb, rx_cluster);
 
 /// RX.APPLY <payload>: applies each change that wins under the version rule and ignores
 /// the others, so applying the same payload twice, or after the same change arrived over
-/// the cluster bus, changes nothing. Replies with how many changes were applied.
+/// the cluster bus, changes nothing. Replies with how many changes were applied. Accepted
+/// only from the master link and AOF replay.
 fn rx_apply(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     if args.len() != 2 {
         return Err(RxError::wrong_arity("rx.apply"));
+    }
+    // It rewrites versions, history included: only what a master or this server's own AOF
+    // carries may do that, never a client.
+    if !bus::replayed(ctx) {
+        return Err(RxError::err(
+            "RX.APPLY is internal: RX takes it only from its master's replication stream or its AOF",
+        ));
     }
     let changes = wire::decode_entries(args[1])
         .map_err(|e| RxError::err(format!("RX.APPLY payload refused: {e}")))?;
     let (applied, errors) = bus::apply(ctx, changes, false);
     replicate_verbatim(ctx);
     // Changes that come from our master or the AOF reach the other nodes on their own.
-    let flags = context_flags(ctx);
-    let replayed =
-        flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0;
-    if !replayed {
+    if !bus::replayed(ctx) {
         bus::broadcast_changes(ctx, &applied);
     }
     if let Some(first) = errors.first() {

@@ -41,10 +41,14 @@ pub fn load_library(ctx: Ctx, code: &[u8], replace: bool, command: &str) -> RxRe
 /// Parses the header and runs the library body, without touching the registry.
 pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library<LuaCallable>> {
     let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
-    let engine = state::with(|s| Rc::clone(&s.engine));
+    let (engine, loading_dataset) =
+        state::with(|s| (Rc::clone(&s.engine), s.loading_dataset.get()));
     let logger = |level, msg: &[u8]| log(ctx, level, msg);
+    // A dataset's libraries were accepted once: they load back however long they take, as
+    // Redis loads functions from an RDB without a timeout.
+    let timeout = (!loading_dataset).then_some(LOAD_TIMEOUT);
     let registrations = engine
-        .load(code, &LogOnlyHost(&logger), LOAD_TIMEOUT, command)
+        .load(code, &LogOnlyHost(&logger), timeout, command)
         .map_err(RxError::coded)?;
     let functions: Box<[_]> = registrations
         .into_iter()
@@ -62,6 +66,7 @@ pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library
         name: header.name.as_str().into(),
         code: code.into(),
         functions,
+        set_aside: None,
     })
 }
 
@@ -82,6 +87,9 @@ fn rx_load(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         }
     }
     let code = args[args.len() - 1];
+    if let Ok(header) = parse_header(code) {
+        bus::check_changeable([header.name.as_str()])?;
+    }
     let name = load_library(ctx, code, replace, "RX.LOAD")?;
     let change = bus::record_live(&name, code);
     bus::propagate(ctx, &[change]);
@@ -89,15 +97,18 @@ fn rx_load(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     Ok(())
 }
 
-/// RX.LIST [LIBRARYNAME <pattern>] [WITHCODE]
+/// RX.LIST [LIBRARYNAME <pattern>] [WITHCODE] [SETASIDE]
 fn rx_list(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     let mut with_code = false;
+    let mut set_aside = false;
     let mut pattern: Option<&[u8]> = None;
     let mut i = 1;
     while i < args.len() {
         let arg = args[i];
         if !with_code && arg.eq_ignore_ascii_case(b"withcode") {
             with_code = true;
+        } else if !set_aside && arg.eq_ignore_ascii_case(b"setaside") {
+            set_aside = true;
         } else if pattern.is_none() && arg.eq_ignore_ascii_case(b"libraryname") {
             if i + 1 >= args.len() {
                 return Err(RxError::err("library name argument was not given"));
@@ -113,6 +124,10 @@ fn rx_list(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         i += 1;
     }
     let mut out = ModuleReply(ctx);
+    if set_aside {
+        write_set_aside(&mut out, pattern, with_code);
+        return Ok(());
+    }
     state::with(|s| {
         let registry = s.registry.borrow();
         let catalog = s.catalog.borrow();
@@ -124,6 +139,35 @@ fn rx_list(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         }
     });
     Ok(())
+}
+
+/// RX.LIST SETASIDE: the libraries a dataset carried that could not be built here, with
+/// why, and their code on request, so that nothing is lost.
+fn write_set_aside(out: &mut dyn ReplySink, pattern: Option<&[u8]>, with_code: bool) {
+    state::with(|s| {
+        let registry = s.registry.borrow();
+        let libs: Vec<_> = registry
+            .set_aside_libraries()
+            .filter(|l| pattern.is_none_or(|p| crate::glob::glob_match(p, l.name.as_bytes(), true)))
+            .collect();
+        out.array(libs.len());
+        for lib in libs {
+            out.map(if with_code { 3 } else { 2 });
+            out.bulk(b"library_name");
+            out.bulk(lib.name.as_bytes());
+            out.bulk(b"error");
+            out.bulk(
+                lib.set_aside
+                    .as_deref()
+                    .map_or("", String::as_str)
+                    .as_bytes(),
+            );
+            if with_code {
+                out.bulk(b"library_code");
+                out.bulk(&lib.code);
+            }
+        }
+    });
 }
 
 /// FUNCTION LIST's fields, then RX's own: `version` and `digest` (see the Cluster section
@@ -163,7 +207,7 @@ fn write_library<F>(
     }
     let entry = entry.unwrap_or_else(|| crate::cluster::meta::Entry::live(0, &lib.code));
     out.bulk(b"version");
-    out.integer(entry.version as i64);
+    crate::reply::unsigned(out, entry.version);
     out.bulk(b"digest");
     out.bulk(hex(&entry.digest).as_bytes());
 }
@@ -174,6 +218,9 @@ fn rx_delete(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         return Err(RxError::wrong_arity("rx.delete"));
     }
     let name = String::from_utf8_lossy(args[1]);
+    if state::with(|s| s.registry.borrow().library(&name).is_some()) {
+        bus::check_changeable([&*name])?;
+    }
     let removed = state::with(|s| s.registry.borrow_mut().delete(&name))
         .map_err(|e| RxError::err(e.message()))?;
     drop(removed);
@@ -194,6 +241,9 @@ fn rx_flush(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
             return Err(RxError::err("RX.FLUSH only supports SYNC|ASYNC option"));
         }
     }
+    let names: Vec<String> =
+        state::with(|s| s.registry.borrow().names().map(str::to_string).collect());
+    bus::check_changeable(names.iter().map(String::as_str))?;
     let removed = state::with(|s| s.registry.borrow_mut().flush());
     let changes: Vec<_> = removed
         .iter()

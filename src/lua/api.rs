@@ -29,6 +29,8 @@ pub struct ActiveCall<'h> {
     replicate: Cell<bool>,
     /// Set for a library body: past it, the load fails with a timeout.
     load_deadline: Option<Instant>,
+    /// A library body runs: the host is not asked to serve other clients.
+    loading: bool,
     timed_out: Cell<bool>,
 }
 
@@ -48,13 +50,15 @@ impl<'h> ActiveCall<'h> {
             resp3: Cell::new(false),
             replicate: Cell::new(true),
             load_deadline: None,
+            loading: false,
             timed_out: Cell::new(false),
         }
     }
 
-    pub fn loading(host: &'h dyn Host, deadline: Instant) -> Self {
+    pub fn loading(host: &'h dyn Host, deadline: Option<Instant>) -> Self {
         ActiveCall {
-            load_deadline: Some(deadline),
+            load_deadline: deadline,
+            loading: true,
             ..ActiveCall::new(host)
         }
     }
@@ -101,15 +105,12 @@ fn with_active<R>(f: impl FnOnce(&ActiveCall<'_>) -> R) -> Option<R> {
 /// The instruction hook's question: may the running script go on?
 pub fn tick() -> Tick {
     with_active(|a| match a.load_deadline {
-        Some(deadline) => {
-            if Instant::now() >= deadline {
-                a.timed_out.set(true);
-                Tick::Stop
-            } else {
-                Tick::Continue
-            }
+        Some(deadline) if Instant::now() >= deadline => {
+            a.timed_out.set(true);
+            Tick::Stop
         }
-        None => a.host.tick(),
+        _ if a.loading => Tick::Continue,
+        _ => a.host.tick(),
     })
     .unwrap_or(Tick::Continue)
 }

@@ -267,14 +267,41 @@ impl LuaEngine {
         self.lua.used_memory()
     }
 
+    /// A full collection cycle: frees every unreachable object now.
+    pub fn collect_garbage(&self) {
+        let _ = self.lua.gc_collect();
+    }
+
     /// Runs a library's code in the load-time sandbox and returns what it registered.
-    /// `command` names the loading command in the timeout error (`RX.LOAD timeout`).
+    /// `command` names the loading command in the timeout error (`RX.LOAD timeout`); no
+    /// `timeout` means the body may run as long as it takes.
     /// Errors are full error texts, code included.
     pub fn load(
         &self,
         code: &[u8],
         host: &dyn Host,
-        timeout: Duration,
+        timeout: Option<Duration>,
+        command: &str,
+    ) -> Result<Vec<Registration<LuaCallable>>, String> {
+        let loaded = match self.load_once(code, host, timeout, command) {
+            // A failed allocation does not make LuaJIT collect, so a body can fail only
+            // because earlier loads or calls left garbage: collect, then try once more (a
+            // body has no effects but its registrations, which a new attempt starts over).
+            Err(e) if e.ends_with("not enough memory") => {
+                self.collect_garbage();
+                self.load_once(code, host, timeout, command)
+            }
+            other => other,
+        };
+        self.after_run();
+        loaded
+    }
+
+    fn load_once(
+        &self,
+        code: &[u8],
+        host: &dyn Host,
+        timeout: Option<Duration>,
         command: &str,
     ) -> Result<Vec<Registration<LuaCallable>>, String> {
         // The header is not Lua; blank it but keep its newline so line numbers match Redis.
@@ -291,7 +318,7 @@ impl LuaEngine {
             .into_function()
             .map_err(|e| format!("ERR Error compiling function: {}", lua_error_message(&e)))?;
 
-        let active = ActiveCall::loading(host, Instant::now() + timeout);
+        let active = ActiveCall::loading(host, timeout.map(|t| Instant::now() + t));
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
         let ran = self.begin_load.call::<()>(()).and_then(|_| {
@@ -574,15 +601,7 @@ impl LuaEngine {
         } else {
             None
         };
-        // A failed allocation does not make LuaJIT collect, so the garbage of a call that hit
-        // the memory cap would keep later calls failing: collect fully after a call that
-        // leaves the VM near its cap.
-        // SAFETY: `main` is the VM's main thread; LUA_GCCOUNT only reads the GC's total.
-        let in_use = unsafe { ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
-        if in_use > self.memory_limit.get() / 2 {
-            let _ = self.lua.gc_collect();
-        }
-        self.pace_collector(in_use);
+        self.after_run();
         if !frame.replied {
             let text = match (active.host().interruption(), error) {
                 (Some(text), _) => text,
@@ -592,6 +611,19 @@ impl LuaEngine {
             };
             frame.sink.error(text.as_bytes());
         }
+    }
+
+    /// Housekeeping after a call or a library body: a failed allocation does not make
+    /// LuaJIT collect, so the garbage of a run that hit the memory cap would keep later runs
+    /// failing: collect fully after a run that leaves the VM near its cap. Then pace the
+    /// collector from the VM's size.
+    fn after_run(&self) {
+        // SAFETY: `main` is the VM's main thread; LUA_GCCOUNT only reads the GC's total.
+        let in_use = unsafe { ffi::lua_gc(self.main, ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
+        if in_use > self.memory_limit.get() / 2 {
+            self.collect_garbage();
+        }
+        self.pace_collector(in_use);
     }
 
     /// Caps the VM's memory; allocations past it fail with "not enough memory".
