@@ -364,3 +364,58 @@ fn failed_replace_keeps_the_old_library_callable() {
         assert_eq!(c.q(&["RX.CALL", "w2", "0"]).err_text(), Some("ERR Function not found"));
     }
 }
+
+/// Native Redis keeps one set of cjson settings for every function and script, so one
+/// library (or one EVAL) can change how every other encodes and decodes. In RX each library
+/// and each script has its own: before the fix, `cjson.decode_max_depth(1)` in one script
+/// broke the decoding of every library until a restart.
+#[test]
+fn cjson_settings_belong_to_each_library_and_script() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let precise = "#!lua name=precise
+redis.register_function('enc', function() return cjson.encode({3.14159}) end)
+redis.register_function('dec', function() return cjson.decode('[[1]]')[1][1] end)";
+    let coarse = "#!lua name=coarse
+redis.register_function('coarse_init', function() return cjson.encode_number_precision(1) end)
+redis.register_function('coarse_enc', function() return cjson.encode({3.14159}) end)
+redis.register_function('coarse_depth', function(keys, args) return cjson.decode_max_depth(tonumber(args[1])) end)
+redis.register_function('coarse_dec', function() return cjson.decode('[[1]]')[1][1] end)";
+    c.q(&["RX.LOAD", precise]).ok();
+    c.q(&["RX.LOAD", coarse]).ok();
+    let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
+    // A library's setting holds for its own functions only (a library body cannot reach
+    // cjson, as in Redis).
+    assert_eq!(c.q(&["RX.CALL", "coarse_init", "0"]), Reply::Int(1));
+    assert_eq!(c.q(&["RX.CALL", "coarse_enc", "0"]), bulk("[3]"));
+    assert_eq!(c.q(&["RX.CALL", "enc", "0"]), bulk("[3.14159]"));
+    // A setting made in one function holds for the library's other functions, across calls.
+    assert_eq!(c.q(&["RX.CALL", "coarse_depth", "0", "1"]), Reply::Int(1));
+    let refused = c.q(&["RX.CALL", "coarse_dec", "0"]);
+    assert!(
+        refused
+            .err_text()
+            .unwrap()
+            .contains("Found too many nested data structures"),
+        "{refused:?}"
+    );
+    assert_eq!(c.q(&["RX.CALL", "dec", "0"]), Reply::Int(1));
+    // A script's settings are its own too.
+    assert_eq!(
+        c.q(&["RX.EVAL_RO", "cjson.decode_max_depth(1) return 1", "0"]),
+        Reply::Int(1)
+    );
+    assert_eq!(c.q(&["RX.CALL", "dec", "0"]), Reply::Int(1));
+    assert_eq!(
+        c.q(&[
+            "RX.EVAL",
+            "return cjson.encode({0.5, cjson.decode('[[2]]')[1][1]})",
+            "0"
+        ]),
+        bulk("[0.5,2]")
+    );
+    // A replaced library starts from the defaults again.
+    c.q(&["RX.LOAD", "REPLACE", coarse]).ok();
+    assert_eq!(c.q(&["RX.CALL", "coarse_enc", "0"]), bulk("[3.14159]"));
+    assert_eq!(c.q(&["RX.CALL", "coarse_dec", "0"]), Reply::Int(1));
+}

@@ -52,16 +52,97 @@ impl Default for Config {
 
 type Shared = Arc<Mutex<Config>>;
 
-fn snapshot(cfg: &Shared) -> Config {
-    *cfg.lock().unwrap_or_else(|e| e.into_inner())
+/// Where an instance's settings live.
+#[derive(Clone)]
+enum Settings {
+    /// The global `cjson`: each library and each script has settings of its own (see
+    /// [`owners`]), so one cannot change how another encodes or decodes. (Redis shares
+    /// one set between every function: a flaw not copied.)
+    PerOwner,
+    /// An instance made by `cjson.new()`: its own settings, wherever it is used.
+    Instance(Shared),
+}
+
+impl Settings {
+    fn get(&self) -> Config {
+        match self {
+            Settings::PerOwner => owners::current(),
+            Settings::Instance(cfg) => *cfg.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut Config) -> T) -> T {
+        match self {
+            Settings::PerOwner => owners::update(f),
+            Settings::Instance(cfg) => f(&mut cfg.lock().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+}
+
+/// The settings of the global `cjson` per owner: a library (all its functions and its
+/// body share them) or an EVAL script, named by an id the engine gives it. Only owners
+/// that changed a setting have an entry.
+pub mod owners {
+    use super::Config;
+    use std::cell::{Cell, RefCell};
+
+    /// The owner of a library body being loaded, until it is known what it registered.
+    pub const LOADING: i32 = i32::MIN;
+
+    thread_local! {
+        static CURRENT: Cell<i32> = const { Cell::new(0) };
+        static CHANGED: RefCell<rustc_hash::FxHashMap<i32, Config>> = RefCell::default();
+    }
+
+    pub(super) fn current() -> Config {
+        let owner = CURRENT.with(Cell::get);
+        CHANGED.with(|m| m.borrow().get(&owner).copied().unwrap_or_default())
+    }
+
+    pub(super) fn update<T>(f: impl FnOnce(&mut Config) -> T) -> T {
+        let owner = CURRENT.with(Cell::get);
+        CHANGED.with(|m| f(m.borrow_mut().entry(owner).or_default()))
+    }
+
+    /// Makes `owner` the one whose settings the global `cjson` uses until the guard drops.
+    pub fn enter(owner: i32) -> Entered {
+        Entered(CURRENT.with(|c| c.replace(owner)))
+    }
+
+    pub struct Entered(i32);
+
+    impl Drop for Entered {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.set(self.0));
+        }
+    }
+
+    /// The settings a library body made while loading now belong to the library (`to`),
+    /// or are dropped (`None`: the load failed).
+    pub fn settle_loading(to: Option<i32>) {
+        CHANGED.with(|m| {
+            let mut m = m.borrow_mut();
+            if let (Some(cfg), Some(to)) = (m.remove(&LOADING), to) {
+                m.insert(to, cfg);
+            }
+        });
+    }
+
+    /// The owner is gone (its library was deleted or replaced, its script evicted).
+    pub fn forget(owner: i32) {
+        CHANGED.with(|m| {
+            if let Ok(mut m) = m.try_borrow_mut() {
+                m.remove(&owner);
+            }
+        });
+    }
 }
 
 /// Builds the `cjson` library table.
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
-    new_instance(lua)
+    new_instance(lua, Settings::PerOwner)
 }
-fn new_instance(lua: &Lua) -> mlua::Result<Table> {
-    let cfg: Shared = Arc::new(Mutex::new(Config::default()));
+fn new_instance(lua: &Lua, cfg: Settings) -> mlua::Result<Table> {
     // SAFETY: `push_codec_functions` runs inside mlua's protected call (Lua
     // errors are caught), with stack room checked, and leaves exactly the two
     // functions it pushes.
@@ -75,18 +156,19 @@ fn new_instance(lua: &Lua) -> mlua::Result<Table> {
         "encode_sparse_array",
         glue::function(lua, move |lua, args| {
             arg_init(args, 3)?;
-            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
-            let a = enum_option(
-                lua,
-                args,
-                1,
-                &mut g.encode_sparse_convert,
-                &["off", "on"],
-                1,
-            )?;
-            let b = integer_option(lua, args, 2, &mut g.encode_sparse_ratio, 0, INT_MAX)?;
-            let d = integer_option(lua, args, 3, &mut g.encode_sparse_safe, 0, INT_MAX)?;
-            Ok(Out::Vals(vec![a, b, d]))
+            c.update(|g| {
+                let a = enum_option(
+                    lua,
+                    args,
+                    1,
+                    &mut g.encode_sparse_convert,
+                    &["off", "on"],
+                    1,
+                )?;
+                let b = integer_option(lua, args, 2, &mut g.encode_sparse_ratio, 0, INT_MAX)?;
+                let d = integer_option(lua, args, 3, &mut g.encode_sparse_safe, 0, INT_MAX)?;
+                Ok(Out::Vals(vec![a, b, d]))
+            })
         })?,
     )?;
     let c = cfg.clone();
@@ -94,9 +176,10 @@ fn new_instance(lua: &Lua) -> mlua::Result<Table> {
         "encode_max_depth",
         glue::function(lua, move |lua, args| {
             arg_init(args, 1)?;
-            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
-            let v = integer_option(lua, args, 1, &mut g.encode_max_depth, 1, INT_MAX)?;
-            Ok(Out::Vals(vec![v]))
+            c.update(|g| {
+                let v = integer_option(lua, args, 1, &mut g.encode_max_depth, 1, INT_MAX)?;
+                Ok(Out::Vals(vec![v]))
+            })
         })?,
     )?;
     let c = cfg.clone();
@@ -104,9 +187,10 @@ fn new_instance(lua: &Lua) -> mlua::Result<Table> {
         "decode_max_depth",
         glue::function(lua, move |lua, args| {
             arg_init(args, 1)?;
-            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
-            let v = integer_option(lua, args, 1, &mut g.decode_max_depth, 1, INT_MAX)?;
-            Ok(Out::Vals(vec![v]))
+            c.update(|g| {
+                let v = integer_option(lua, args, 1, &mut g.decode_max_depth, 1, INT_MAX)?;
+                Ok(Out::Vals(vec![v]))
+            })
         })?,
     )?;
     let c = cfg.clone();
@@ -114,9 +198,10 @@ fn new_instance(lua: &Lua) -> mlua::Result<Table> {
         "encode_number_precision",
         glue::function(lua, move |lua, args| {
             arg_init(args, 1)?;
-            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
-            let v = integer_option(lua, args, 1, &mut g.encode_number_precision, 1, 14)?;
-            Ok(Out::Vals(vec![v]))
+            c.update(|g| {
+                let v = integer_option(lua, args, 1, &mut g.encode_number_precision, 1, 14)?;
+                Ok(Out::Vals(vec![v]))
+            })
         })?,
     )?;
     let c = cfg.clone();
@@ -124,9 +209,10 @@ fn new_instance(lua: &Lua) -> mlua::Result<Table> {
         "encode_keep_buffer",
         glue::function(lua, move |lua, args| {
             arg_init(args, 1)?;
-            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
-            let v = enum_option(lua, args, 1, &mut g.encode_keep_buffer, &["off", "on"], 1)?;
-            Ok(Out::Vals(vec![v]))
+            c.update(|g| {
+                let v = enum_option(lua, args, 1, &mut g.encode_keep_buffer, &["off", "on"], 1)?;
+                Ok(Out::Vals(vec![v]))
+            })
         })?,
     )?;
     let c = cfg.clone();
@@ -134,16 +220,17 @@ fn new_instance(lua: &Lua) -> mlua::Result<Table> {
         "encode_invalid_numbers",
         glue::function(lua, move |lua, args| {
             arg_init(args, 1)?;
-            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
-            let v = enum_option(
-                lua,
-                args,
-                1,
-                &mut g.encode_invalid_numbers,
-                &["off", "on", "null"],
-                1,
-            )?;
-            Ok(Out::Vals(vec![v]))
+            c.update(|g| {
+                let v = enum_option(
+                    lua,
+                    args,
+                    1,
+                    &mut g.encode_invalid_numbers,
+                    &["off", "on", "null"],
+                    1,
+                )?;
+                Ok(Out::Vals(vec![v]))
+            })
         })?,
     )?;
     let c = cfg.clone();
@@ -151,22 +238,24 @@ fn new_instance(lua: &Lua) -> mlua::Result<Table> {
         "decode_invalid_numbers",
         glue::function(lua, move |lua, args| {
             arg_init(args, 1)?;
-            let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
-            let v = enum_option(
-                lua,
-                args,
-                1,
-                &mut g.decode_invalid_numbers,
-                &["off", "on"],
-                1,
-            )?;
-            Ok(Out::Vals(vec![v]))
+            c.update(|g| {
+                let v = enum_option(
+                    lua,
+                    args,
+                    1,
+                    &mut g.decode_invalid_numbers,
+                    &["off", "on"],
+                    1,
+                )?;
+                Ok(Out::Vals(vec![v]))
+            })
         })?,
     )?;
     t.raw_set(
         "new",
         glue::function(lua, |lua, _args| {
-            Ok(Out::Vals(vec![Value::Table(new_instance(lua)?)]))
+            let own = Settings::Instance(Arc::new(Mutex::new(Config::default())));
+            Ok(Out::Vals(vec![Value::Table(new_instance(lua, own)?)]))
         })?,
     )?;
     t.raw_set(
@@ -259,7 +348,7 @@ fn enum_option(
 /// call, say) never strands a Rust owner on the C stack: the buffers belong to
 /// the Lua object, and its `__gc` frees them.
 struct State {
-    cfg: Shared,
+    cfg: Settings,
     /// The encoder's output.
     out: Vec<u8>,
     /// The tables being written out, outermost first.
@@ -295,7 +384,7 @@ unsafe extern "C-unwind" fn state_gc(l: *mut ffi::lua_State) -> c_int {
 ///
 /// # Safety
 /// Runs inside a protected call on a valid state with 3 free stack slots.
-unsafe fn push_codec_functions(l: *mut ffi::lua_State, cfg: &Shared) {
+unsafe fn push_codec_functions(l: *mut ffi::lua_State, cfg: &Settings) {
     if ffi::luaL_newmetatable(l, STATE_META.as_ptr()) != 0 {
         ffi::lua_pushcfunction(l, state_gc);
         ffi::lua_setfield(l, -2, c"__gc".as_ptr());
@@ -308,7 +397,7 @@ unsafe fn push_codec_functions(l: *mut ffi::lua_State, cfg: &Shared) {
         return;
     }
     // Nothing below allocates before the userdata owns these values (an empty
-    // Vec does not allocate, cloning an Arc does not either).
+    // Vec does not allocate, cloning the settings does not either).
     slot.write(Some(State {
         cfg: cfg.clone(),
         out: Vec::new(),
@@ -392,7 +481,7 @@ unsafe extern "C-unwind" fn json_encode(l: *mut ffi::lua_State) -> c_int {
     if ffi::lua_gettop(l) != 1 {
         return ffi::luaL_argerror(l, 1, c"expected 1 argument".as_ptr());
     }
-    let cfg = snapshot(&st.cfg);
+    let cfg = st.cfg.get();
     trim(&mut st.out);
     trim(&mut st.enc);
     st.out.clear();
@@ -783,7 +872,7 @@ unsafe extern "C-unwind" fn json_decode(l: *mut ffi::lua_State) -> c_int {
     if data.len() >= 2 && (data[0] == 0 || data[1] == 0) {
         return ffi::luaL_error(l, c"JSON parser does not support UTF-16 or UTF-32".as_ptr());
     }
-    let cfg = snapshot(&st.cfg);
+    let cfg = st.cfg.get();
     trim(&mut st.scratch);
     trim(&mut st.dec);
     st.dec.clear();

@@ -342,6 +342,8 @@ pub mod testing {
     /// Runs `prelude code` the way EVAL names a script; the string it returns, or a
     /// description of anything else.
     pub fn run(name: &str, open: Open, prelude: &str, code: &str) -> String {
+        // Each case starts from default settings, as a new script would.
+        crate::lua::cjson::owners::forget(0);
         let lua = with_lib(name, open);
         let chunk = format!("{} {}", prelude, code);
         match lua

@@ -42,10 +42,17 @@ const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 /// library, an evicted script) so the function's code can be collected at once.
 pub struct LuaCallable {
     id: c_int,
+    /// Whose `cjson` settings the function uses (see `cjson::owners`): the slot of its
+    /// library's first function, or its own for a script.
+    owner: c_int,
     /// Worked out at the first call (most of 10,000 loaded functions may never run, and
     /// loading and DEBUG RELOAD should not pay for them).
     shape: std::cell::Cell<Option<Shape>>,
-    lua: mlua::WeakLua,
+}
+
+thread_local! {
+    /// The VM whose registry holds every `LuaCallable`'s slot (there is one engine).
+    static VM: std::cell::RefCell<Option<mlua::WeakLua>> = const { std::cell::RefCell::new(None) };
 }
 
 /// What a call needs to know about the function's parameters.
@@ -70,7 +77,11 @@ impl Shape {
 
 impl Drop for LuaCallable {
     fn drop(&mut self) {
-        if let Some(lua) = self.lua.try_upgrade() {
+        if self.owner == self.id {
+            cjson::owners::forget(self.owner);
+        }
+        let lua = VM.with(|vm| vm.borrow().as_ref().and_then(|w| w.try_upgrade()));
+        if let Some(lua) = lua {
             // SAFETY: frees the slot `callable` took; nothing else refers to it.
             let _ = unsafe {
                 lua.exec_raw::<()>((), |l| ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, self.id))
@@ -233,6 +244,7 @@ impl LuaEngine {
                 Tick::Stop => Err(mlua::Error::runtime("script interrupted")),
             },
         )?;
+        VM.with(|vm| *vm.borrow_mut() = Some(lua.weak()));
         let mut main = std::ptr::null_mut();
         // SAFETY: the closure only records the state pointer. Outside any coroutine mlua
         // runs it on the main thread, whose state lives as long as the VM.
@@ -297,7 +309,33 @@ impl LuaEngine {
         loaded
     }
 
+    /// One attempt at loading. `cjson` settings the body makes go to the library: its
+    /// functions share them (their owner is the first function's slot).
     fn load_once(
+        &self,
+        code: &[u8],
+        host: &dyn Host,
+        timeout: Option<Duration>,
+        command: &str,
+    ) -> Result<Vec<Registration<LuaCallable>>, String> {
+        let settings = cjson::owners::enter(cjson::owners::LOADING);
+        let mut loaded = self.load_body(code, host, timeout, command);
+        drop(settings);
+        let owner = match &mut loaded {
+            Ok(registrations) => {
+                let owner = registrations.first().map(|r| r.callable.id);
+                for r in registrations.iter_mut() {
+                    r.callable.owner = owner.unwrap_or(r.callable.id);
+                }
+                owner
+            }
+            Err(_) => None,
+        };
+        cjson::owners::settle_loading(owner);
+        loaded
+    }
+
+    fn load_body(
         &self,
         code: &[u8],
         host: &dyn Host,
@@ -419,8 +457,8 @@ impl LuaEngine {
         };
         Ok(LuaCallable {
             id,
+            owner: id,
             shape: std::cell::Cell::new(shape),
-            lua: self.lua.weak(),
         })
     }
 
@@ -554,6 +592,7 @@ impl LuaEngine {
         sink: &mut dyn ReplySink,
     ) {
         let shape = self.shape(callable, kind);
+        let _settings = cjson::owners::enter(callable.owner);
         let lent_before = self.refs.recycled.each_ref().map(|r| r.lent.get());
         let active = ActiveCall::new(host);
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
