@@ -72,6 +72,17 @@ impl Running {
         }
     }
 
+    /// What other clients are told while this run is busy (without the `BUSY` code).
+    pub fn busy_message(&self) -> String {
+        match self.kind {
+            RunKind::Function => format!(
+                "Redis is busy running the RX function '{}'. You can only call RX.KILL or SHUTDOWN NOSAVE.",
+                self.function
+            ),
+            RunKind::Script => "Redis is busy running an RX script. You can only call RX.SCRIPT KILL or SHUTDOWN NOSAVE.".to_string(),
+        }
+    }
+
     /// The error the run's caller gets once it was stopped.
     pub fn stop_text(&self) -> Option<String> {
         Some(match self.stop.get()? {
@@ -149,4 +160,27 @@ pub fn start(running: Rc<Running>) -> RunningGuard {
 
 pub fn current() -> Option<Rc<Running>> {
     RUNNING.with(|r| r.borrow().clone())
+}
+
+/// The run that is busy (past the busy threshold, serving other clients), if any.
+pub fn busy() -> Option<Rc<Running>> {
+    current().filter(|r| r.busy.get())
+}
+
+/// RX.KILL (`kind` Function) or RX.SCRIPT KILL (`kind` Script): stops the running
+/// function or script if it has not written. The refusals are checked in Redis's order:
+/// nothing running, then a run that wrote, then a run of the other kind (which only its
+/// own kill command stops: the reply is the BUSY error that run gives others).
+pub fn kill(kind: RunKind) -> Result<(), String> {
+    let Some(r) = current() else {
+        return Err("NOTBUSY No scripts in execution right now.".into());
+    };
+    if r.wrote.get() {
+        return Err("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.".into());
+    }
+    if r.kind != kind {
+        return Err(format!("BUSY {}", r.busy_message()));
+    }
+    r.stop.set(Some(Stop::Killed));
+    Ok(())
 }

@@ -10,7 +10,7 @@ use redis_module::raw;
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::reply::{single_line, ReplySink};
 use crate::resp::{parse_tree, Tree};
-use crate::running::{RunKind, Running, Stop, UnyieldablePlace};
+use crate::running::{Running, Stop, UnyieldablePlace};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
@@ -701,18 +701,7 @@ impl Host for ModuleHost<'_> {
             }));
             return Tick::Stop;
         }
-        let busy = c_string(
-            match r.kind {
-                RunKind::Function => format!(
-                    "Redis is busy running the RX function '{}'. You can only call RX.KILL or SHUTDOWN NOSAVE.",
-                    r.function
-                ),
-                RunKind::Script => {
-                    "Redis is busy running an RX script. You can only call RX.SCRIPT KILL or SHUTDOWN NOSAVE.".to_string()
-                }
-            }
-            .as_bytes(),
-        );
+        let busy = c_string(r.busy_message().as_bytes());
         // SAFETY: the ctx is the running command's, in a place where yielding is allowed
         // (checked above); Redis serves other clients (they get -BUSY unless their command
         // is allow-busy, like RX.KILL) and returns here.

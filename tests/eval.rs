@@ -90,20 +90,26 @@ fn script_kill_stops_only_scripts_and_rx_kill_only_functions() {
     ])
     .ok();
 
-    // A busy script: other clients are told to use RX.SCRIPT KILL; RX.KILL cannot stop it.
+    // A busy script: other clients are told to use RX.SCRIPT KILL; RX.KILL cannot stop it
+    // and answers that same BUSY error, as FUNCTION KILL does natively (checked below);
+    // every RX.SCRIPT subcommand but KILL is refused with it too, as SCRIPT's are.
+    let script_busy =
+        "BUSY Redis is busy running an RX script. You can only call RX.SCRIPT KILL or SHUTDOWN NOSAVE.";
     let script = start_busy(
         &s,
         vec!["RX.EVAL".into(), "while true do end".into(), "0".into()],
     );
     let busy = c.q(&["GET", "x"]);
-    assert_eq!(
-        busy.err_text(),
-        Some("BUSY Redis is busy running an RX script. You can only call RX.SCRIPT KILL or SHUTDOWN NOSAVE.")
-    );
-    assert_eq!(
-        c.q(&["RX.KILL"]).err_text(),
-        Some("NOTBUSY No scripts in execution right now.")
-    );
+    assert_eq!(busy.err_text(), Some(script_busy));
+    assert_eq!(c.q(&["RX.KILL"]).err_text(), Some(script_busy));
+    for sub in [
+        &["RX.SCRIPT", "LOAD", "return 1"][..],
+        &["RX.SCRIPT", "FLUSH"],
+        &["RX.SCRIPT", "EXISTS", "abc"],
+        &["RX.SCRIPT", "HELP"],
+    ] {
+        assert_eq!(c.q(sub).err_text(), Some(script_busy), "{sub:?}");
+    }
     assert_eq!(c.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()));
     let r = script.join().unwrap().expect("a reply");
     assert!(
@@ -114,11 +120,12 @@ fn script_kill_stops_only_scripts_and_rx_kill_only_functions() {
     );
     assert_eq!(c.q(&["PING"]), Reply::Status("PONG".into()));
 
-    // A busy function: RX.SCRIPT KILL cannot stop it; RX.KILL does.
+    // A busy function: RX.SCRIPT KILL cannot stop it and answers the function's BUSY
+    // error; RX.KILL does.
     let function = start_busy(&s, vec!["RX.CALL".into(), "spin".into(), "0".into()]);
     assert_eq!(
         c.q(&["RX.SCRIPT", "KILL"]).err_text(),
-        Some("NOTBUSY No scripts in execution right now.")
+        Some("BUSY Redis is busy running the RX function 'spin'. You can only call RX.KILL or SHUTDOWN NOSAVE.")
     );
     assert_eq!(c.q(&["RX.KILL"]), Reply::Status("OK".into()));
     let r = function.join().unwrap().expect("a reply");
@@ -128,6 +135,34 @@ fn script_kill_stops_only_scripts_and_rx_kill_only_functions() {
             .starts_with("ERR Script killed by user with RX.KILL..."),
         "{r:?}"
     );
+
+    // Native, the oracle for the pattern above: the other kind's kill command, and every
+    // SCRIPT subcommand but KILL, answer the BUSY error the running script gives others.
+    c.q(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=nspin\nredis.register_function('nspin', function() while true do end end)",
+    ])
+    .ok();
+    for (cmd, wrong_kill, right_kill) in [
+        (vec!["EVAL", "while true do end", "0"], "FUNCTION", "SCRIPT"),
+        (vec!["FCALL", "nspin", "0"], "SCRIPT", "FUNCTION"),
+    ] {
+        let native = start_busy(&s, cmd.iter().map(|a| a.to_string()).collect());
+        let busy = c.q(&["PING"]);
+        let busy = busy.err_text().unwrap().to_string();
+        assert!(busy.starts_with("BUSY "), "{busy}");
+        assert_eq!(c.q(&[wrong_kill, "KILL"]).err_text(), Some(busy.as_str()));
+        if right_kill == "SCRIPT" {
+            assert_eq!(
+                c.q(&["SCRIPT", "LOAD", "return 1"]).err_text(),
+                Some(busy.as_str())
+            );
+            assert_eq!(c.q(&["SCRIPT", "FLUSH"]).err_text(), Some(busy.as_str()));
+        }
+        assert_eq!(c.q(&[right_kill, "KILL"]), Reply::Status("OK".into()));
+        assert!(native.join().unwrap().expect("a reply").is_error());
+    }
 
     // A script that wrote cannot be killed.
     let writer = start_busy(

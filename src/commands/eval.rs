@@ -11,7 +11,7 @@ use crate::error::{RxError, RxResult};
 use crate::lua::api::sha1_hex;
 use crate::lua::LuaCallable;
 use crate::reply::ReplySink;
-use crate::running::{self, RunKind, Stop};
+use crate::running::{self, RunKind};
 use crate::scripts::{parse_shebang, Script};
 use crate::server::{api, Ctx, ModuleReply};
 use crate::state;
@@ -85,6 +85,12 @@ fn run(
     if args.len() < 3 {
         return Err(RxError::wrong_arity(command));
     }
+    // EVALSHA answers NOSCRIPT at once for a SHA1 of the wrong length (no script can
+    // match it), before numkeys is looked at.
+    let no_script = || RxError::coded("NOSCRIPT No matching script. Please use EVAL.");
+    if by_sha && args[1].len() != 40 {
+        return Err(no_script());
+    }
     // EVAL checks numkeys first, with the generic integer error.
     let numkeys = parse_numkeys(args[2], args.len() - 3).map_err(|e| {
         if e.text() == "ERR Bad number of keys provided" {
@@ -94,8 +100,7 @@ fn run(
         }
     })?;
     let script = if by_sha {
-        state::with(|st| st.scripts.borrow_mut().get(args[1]))
-            .ok_or_else(|| RxError::coded("NOSCRIPT No matching script. Please use EVAL."))?
+        state::with(|st| st.scripts.borrow_mut().get(args[1])).ok_or_else(no_script)?
     } else {
         cache_script(ctx, args[1], false)?
     };
@@ -151,6 +156,13 @@ fn rx_script(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         return Err(RxError::wrong_arity("rx.script"));
     };
     let sub_name = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    // RX.SCRIPT runs while a script is busy only to kill it, as SCRIPT does in Redis: every
+    // other subcommand gets the BUSY error other commands get.
+    if sub_name != "kill" {
+        if let Some(r) = running::busy() {
+            return Err(RxError::coded(format!("BUSY {}", r.busy_message())));
+        }
+    }
     let arity = |n: usize, exact: bool| {
         if (exact && args.len() != n) || (!exact && args.len() < n) {
             Err(RxError::err(format!(
@@ -196,15 +208,7 @@ fn rx_script(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         }
         "kill" => {
             arity(2, true)?;
-            let Some(r) = running::current().filter(|r| r.kind == RunKind::Script) else {
-                return Err(RxError::coded("NOTBUSY No scripts in execution right now."));
-            };
-            if r.wrote.get() {
-                return Err(RxError::coded(
-                    "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
-                ));
-            }
-            r.stop.set(Some(Stop::Killed));
+            running::kill(RunKind::Script).map_err(RxError::coded)?;
             reply_ok(ctx);
         }
         "help" => {
