@@ -1246,3 +1246,96 @@ fn garbage_never_fails_calls_under_a_small_memory_cap() {
         .unwrap();
     assert!(used < 16 << 20, "VM at {used} bytes, over its 16 MB cap");
 }
+
+/// Values whose reply or encoding would never end: a table reachable from itself, or
+/// reachable many times over. Native Redis hangs on these (or fills its memory); RX
+/// answers an error, and a codec working through one can be killed or timed out like Lua
+/// code.
+#[test]
+fn endless_replies_and_encodings_are_errors_or_killable() {
+    let (s, mut c) = start_with_lib(BUSY_ARGS);
+    let contains_itself = "ERR the reply contains a table that contains itself";
+    for script in [
+        "local t = {} t[1] = t return t",
+        "local t = {} t[1] = t t[2] = t return t",
+        "local t = {} t.map = {a = t} return t",
+        "local t = {1, {2, {}}} t[2][2][1] = t return t",
+    ] {
+        assert_eq!(
+            c.q(&["RX.EVAL", script, "0"]).err_text(),
+            Some(contains_itself),
+            "{script}"
+        );
+    }
+    // Thirty levels of a table holding the level below twice: 2^31 elements.
+    let doubling = "local t = {} for i = 1, 30 do t = {t, t} end return t";
+    assert_eq!(
+        c.q(&["RX.EVAL", doubling, "0"]).err_text(),
+        Some("ERR reply too large: more than 100000000 elements")
+    );
+    // Shared (not cyclic) tables of a sensible size are fine, as are deep chains.
+    assert_eq!(
+        c.q(&["RX.EVAL", "local u = {1, 2} return {u, u, {u}}", "0"]),
+        Reply::Array(vec![
+            Reply::Array(vec![Reply::Int(1), Reply::Int(2)]),
+            Reply::Array(vec![Reply::Int(1), Reply::Int(2)]),
+            Reply::Array(vec![Reply::Array(vec![Reply::Int(1), Reply::Int(2)])]),
+        ])
+    );
+    // cmsgpack packs a table reachable ten times over at every level (10^16 values): busy,
+    // then killed, also from inside pcall.
+    for script in [
+        "local t = {} for i = 1, 10 do t[i] = t end return #cmsgpack.pack(t)",
+        "local t = {} for i = 1, 10 do t[i] = t end return {pcall(cmsgpack.pack, t)}",
+    ] {
+        let h = call_in_background(s.port(), &["RX.EVAL", script, "0"]);
+        wait_for_busy_script(s.port());
+        assert_eq!(
+            side_conn(&s).q(&["RX.SCRIPT", "KILL"]),
+            Reply::Status("OK".into())
+        );
+        let r = join_within(h, Duration::from_secs(5), script).unwrap();
+        assert!(
+            r.err_text()
+                .unwrap_or_default()
+                .starts_with("ERR Script killed by user with RX.SCRIPT KILL..."),
+            "{script}: {r:?}"
+        );
+    }
+    assert_eq!(c.q(&["RX.CALL", "ok", "0", "after"]), bulk("ok:after"));
+}
+
+/// Polls PING until it answers an RX script's BUSY error (5 s at most).
+fn wait_for_busy_script(port: u16) {
+    let mut probe = Conn::connect(port);
+    wait_until("an RX script turns busy", Duration::from_secs(5), || {
+        probe.q(&["PING"]).err_text() == Some("BUSY Redis is busy running an RX script. You can only call RX.SCRIPT KILL or SHUTDOWN NOSAVE.")
+    });
+}
+
+/// Running out of memory inside cjson, cmsgpack or struct reads as every other
+/// out-of-memory failure: `ERR not enough memory`, and `not enough memory` under pcall.
+/// Before the fix, an allocation failing in the codecs' glue replied mlua's own text
+/// (`ERR memory error: not enough memory stack traceback: ...`).
+#[test]
+fn out_of_memory_inside_a_codec_reads_like_any_other() {
+    let (_s, mut c) = start_with_lib(&[]);
+    set_config(&mut c, "rx.memory-limit-mb", "16");
+    for script in [
+        "return #cmsgpack.unpack(cmsgpack.pack(('x'):rep(6e6)))",
+        "return #cmsgpack.pack(('x'):rep(9e6))",
+        "return #cjson.encode(('x'):rep(9e6))",
+        "return #struct.pack('c0', ('x'):rep(9e6))",
+        "local u = {} for i = 1, 100 do u[i] = ('y'):rep(100) end local t = {} for i = 1, 2000 do t[i] = u end return #cjson.encode(t)",
+        "local u = {} for i = 1, 100 do u[i] = ('y'):rep(100) end local t = {} for i = 1, 2000 do t[i] = u end return #cmsgpack.pack(t)",
+    ] {
+        assert_eq!(c.q(&["RX.EVAL", script, "0"]).err_text(), Some("ERR not enough memory"), "{script}");
+        let caught = format!("return {{pcall(function() {script} end)}}");
+        assert_eq!(
+            c.q(&["RX.EVAL", &caught, "0"]),
+            Reply::Array(vec![Reply::Nil, bulk("not enough memory")]),
+            "{script}"
+        );
+    }
+    assert_eq!(c.q(&["RX.CALL", "ok", "0", "after"]), bulk("ok:after"));
+}

@@ -130,7 +130,8 @@ pub mod owners {
 
     /// The owner is gone (its library was deleted or replaced, its script evicted).
     pub fn forget(owner: i32) {
-        CHANGED.with(|m| {
+        // `try_with`: also called from destructors that run as the thread exits.
+        let _ = CHANGED.try_with(|m| {
             if let Ok(mut m) = m.try_borrow_mut() {
                 m.remove(&owner);
             }
@@ -470,6 +471,10 @@ enum EncErr {
     /// A value of this Lua type.
     Type(c_int),
     Number,
+    /// The text would not fit under the VM's memory cap.
+    Memory,
+    /// The script must stop (see `WorkMeter`).
+    Interrupted,
 }
 
 /// `cjson.encode(value)`.
@@ -530,6 +535,8 @@ unsafe extern "C-unwind" fn json_encode(l: *mut ffi::lua_State) -> c_int {
                     l,
                     c"Cannot serialise number: must not be NaN or Inf".as_ptr(),
                 ),
+                EncErr::Memory => glue::raise_memory_error(l),
+                EncErr::Interrupted => ffi::luaL_error(l, c"script interrupted".as_ptr()),
             }
         }
     }
@@ -727,6 +734,7 @@ impl Encoder<'_> {
     /// `self.frames`.
     unsafe fn run(&mut self) -> Result<(), EncErr> {
         let l = self.l;
+        let mut meter = glue::WorkMeter::new();
         if let Some(f) = self.value(1, 0)? {
             self.frames.push(f);
         }
@@ -766,6 +774,14 @@ impl Encoder<'_> {
             match self.value(child_pos, top.depth)? {
                 Some(f) => self.frames.push(f),
                 None => ffi::lua_settop(l, child_pos - 1),
+            }
+            // A table reachable many times over encodes to far more than it holds: stop
+            // once the text could not fit in the VM anyway, or the script must stop.
+            if crate::lua::over_memory_cap(self.out.len()) {
+                return Err(EncErr::Memory);
+            }
+            if !meter.step() {
+                return Err(EncErr::Interrupted);
             }
         }
         Ok(())

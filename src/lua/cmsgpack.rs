@@ -52,6 +52,7 @@ fn mp_pack(lua: &Lua, args: &Args) -> R<Out> {
         return Err(arg_err(0, "Too many arguments for MessagePack pack."));
     }
     let mut buf = Vec::new();
+    let mut meter = glue::WorkMeter::new();
     for i in 1..=nargs {
         // luaL_checkstack(L, 1, ...) with the arguments and the packed
         // strings of the previous arguments on the stack.
@@ -60,7 +61,7 @@ fn mp_pack(lua: &Lua, args: &Args) -> R<Out> {
             return Err(overflow("in function mp_check"));
         }
         let v = args.get(i as usize)?;
-        encode(&mut buf, &v, 0, top + 1)?;
+        encode(&mut buf, &mut meter, &v, 0, top + 1)?;
     }
     Ok(Out::Vals(vec![Value::String(lua.create_string(&buf)?)]))
 }
@@ -168,7 +169,16 @@ fn table_is_array(t: &Table) -> R<Option<u64>> {
 }
 
 /// mp_encode_lua_type() for the value at stack slot `top`.
-fn encode(buf: &mut Vec<u8>, v: &Value, level: u32, top: i64) -> R<()> {
+fn encode(
+    buf: &mut Vec<u8>,
+    meter: &mut glue::WorkMeter,
+    v: &Value,
+    level: u32,
+    top: i64,
+) -> R<()> {
+    if !meter.step() {
+        return Err(glue::interrupted());
+    }
     match v {
         Value::String(s) => encode_bytes(buf, &s.as_bytes()),
         Value::Boolean(b) => buf.push(if *b { 0xc3 } else { 0xc2 }),
@@ -186,7 +196,7 @@ fn encode(buf: &mut Vec<u8>, v: &Value, level: u32, top: i64) -> R<()> {
                     }
                     for j in 1..=len {
                         let x: Value = t.raw_get(j)?;
-                        encode(buf, &x, level + 1, top + 1)?;
+                        encode(buf, meter, &x, level + 1, top + 1)?;
                     }
                 }
                 None => {
@@ -201,14 +211,19 @@ fn encode(buf: &mut Vec<u8>, v: &Value, level: u32, top: i64) -> R<()> {
                     encode_header(buf, len, 0x80, 0xde, 0xdf);
                     for pair in t.pairs::<Value, Value>() {
                         let (k, x) = pair?;
-                        encode(buf, &k, level + 1, top + 3)?;
-                        encode(buf, &x, level + 1, top + 2)?;
+                        encode(buf, meter, &k, level + 1, top + 3)?;
+                        encode(buf, meter, &x, level + 1, top + 2)?;
                     }
                 }
             }
         }
         // nil, functions, userdata, threads and over-nested tables
         _ => buf.push(0xc0),
+    }
+    // A table reachable many times over (`t = {u, u}`, `u = {w, w}`, ...) packs to far more
+    // than it holds: stop once the result could not fit in the VM anyway.
+    if crate::lua::over_memory_cap(buf.len()) {
+        return Err(glue::out_of_memory());
     }
     Ok(())
 }

@@ -25,6 +25,10 @@ const ST_ERROR: i64 = 1;
 const ST_ARGERROR: i64 = 2;
 const ST_RAW: i64 = 3;
 const ST_TABLE: i64 = 4;
+/// The function ran out of memory (the VM's cap): raised as the VM's own memory error.
+const ST_MEMORY: i64 = 5;
+/// LuaJIT's largest userdata (`LJ_MAX_UDATA`).
+const MAX_USERDATA: usize = 0x7fff_ff00;
 const INLINE_ARGS: c_int = 16;
 const INLINE_RESULTS: usize = 16;
 
@@ -131,6 +135,7 @@ unsafe extern "C-unwind" fn trampoline(l: *mut ffi::lua_State) -> c_int {
             ffi::lua_pushvalue(l, 2);
             ffi::lua_error(l)
         }
+        ST_MEMORY => raise_memory_error(l),
         _ => {
             let cnt = ffi::lua_tointeger(l, 3) as c_int;
             ffi::lua_pushvalue(l, 2);
@@ -146,6 +151,54 @@ unsafe extern "C-unwind" fn trampoline(l: *mut ffi::lua_State) -> c_int {
             cnt
         }
     }
+}
+
+/// Raises the VM's own error for running out of memory (LUA_ERRMEM, "not enough memory"),
+/// so a library function that ran out reads as every other out-of-memory failure, inside
+/// pcall or not: it asks for more than the cap leaves, which fails the same way. Should
+/// that allocation succeed after all, the plain message is raised instead.
+///
+/// # Safety
+/// A Lua C function's state; nothing on the Rust stack needs dropping (this unwinds).
+pub unsafe fn raise_memory_error(l: *mut ffi::lua_State) -> c_int {
+    ffi::lua_settop(l, 0);
+    ffi::lua_newuserdata(l, MAX_USERDATA);
+    ffi::lua_settop(l, 0);
+    ffi::lua_pushstring(l, c"not enough memory".as_ptr());
+    ffi::lua_error(l)
+}
+
+/// Counts a codec's steps and, every so often, asks whether the running script must stop
+/// (a kill, a time limit) and lets a busy server serve others, as the VM's instruction
+/// hook does for Lua code: a C function can otherwise run for as long as its input makes
+/// it (a table reachable many times over packs to astronomical sizes).
+pub struct WorkMeter(u32);
+
+/// Steps between two questions.
+const STEPS_PER_TICK: u32 = 1 << 16;
+
+impl WorkMeter {
+    pub fn new() -> WorkMeter {
+        WorkMeter(0)
+    }
+
+    /// False once the script must stop: the caller fails (with any error: the run's
+    /// interruption replaces it, and pcall cannot catch it).
+    pub fn step(&mut self) -> bool {
+        self.0 = self.0.wrapping_add(1);
+        self.0 % STEPS_PER_TICK != 0 || crate::lua::api::tick() == crate::engine::Tick::Continue
+    }
+}
+
+/// The error a codec fails with once its `WorkMeter` says the script must stop.
+pub fn interrupted() -> Fail {
+    Fail::Raw(b"script interrupted".to_vec())
+}
+
+/// The error a library function returns when its result would not fit under the VM's
+/// memory cap.
+pub fn out_of_memory() -> Fail {
+    Fail::Lua(mlua::Error::MemoryError("not enough memory".into()))
 }
 
 unsafe extern "C-unwind" fn make_trampoline(l: *mut ffi::lua_State) -> c_int {
@@ -208,13 +261,25 @@ where
                 Value::String(lua.create_string(&m)?),
             ],
             Err(Fail::Raw(m)) => vec![int(ST_RAW), Value::String(lua.create_string(&m)?)],
-            Err(Fail::Lua(e)) => return Err(e),
+            Err(Fail::Lua(e)) if is_memory_error(&e) => vec![int(ST_MEMORY)],
+            Err(Fail::Lua(e)) => {
+                let m = super::lua_error_message(&e);
+                vec![int(ST_RAW), Value::String(lua.create_string(&m)?)]
+            }
         };
         Ok(MultiValue::from_vec(out))
     })?;
     // SAFETY: `make_trampoline` only uses the Lua C API on its own stack.
     let make = unsafe { lua.create_c_function(make_trampoline)? };
     make.call::<Function>(inner)
+}
+
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
+        _ => false,
+    }
 }
 
 /// `lua_typename(lua_type(v))` as Lua 5.1 spells it.

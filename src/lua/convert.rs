@@ -21,9 +21,20 @@ pub fn truncate_number(n: f64) -> i64 {
     }
 }
 
+/// The most elements a reply may have once a table in it holds another table. A table
+/// reachable many times over (`t = {u, u}`, `u = {w, w}`, ...) makes a reply of
+/// astronomical size out of a few tables, which would hang the server and fill its memory
+/// (native Redis does exactly that). Flat replies are not limited.
+pub const MAX_NESTED_REPLY_ELEMENTS: u64 = 100_000_000;
+
 /// Writes the value at stack index `idx` to `sink`, reading it directly with the Lua C
 /// API (the hot path: no intermediate values). `script_resp3` is whether the script called
 /// `redis.setresp(3)`.
+///
+/// A reply with nested tables is measured first, without writing anything, in time linear
+/// in the tables it holds: a table that contains itself (whose reply would never end, or
+/// end only at the Lua stack's limit), or more than [`MAX_NESTED_REPLY_ELEMENTS`]
+/// elements, make the reply an error instead.
 ///
 /// # Safety
 /// `l` must be a valid state with at least 8 free stack slots (checked again per nesting
@@ -34,6 +45,147 @@ pub unsafe fn raw_to_reply(
     sink: &mut dyn ReplySink,
     script_resp3: bool,
 ) {
+    if ffi::lua_type(l, idx) == ffi::LUA_TTABLE && has_nested_table(l, idx) {
+        let mut seen = rustc_hash::FxHashMap::default();
+        match measure(l, idx, &mut seen) {
+            Ok(_) => {}
+            Err(Unreplyable::ContainsItself) => {
+                return sink.error(b"ERR the reply contains a table that contains itself");
+            }
+            Err(Unreplyable::TooLarge) => {
+                return sink.error(
+                    format!("ERR reply too large: more than {MAX_NESTED_REPLY_ELEMENTS} elements")
+                        .as_bytes(),
+                );
+            }
+        }
+    }
+    walk(l, idx, sink, script_resp3);
+}
+
+enum Unreplyable {
+    ContainsItself,
+    TooLarge,
+}
+
+type Measured = rustc_hash::FxHashMap<*const std::ffi::c_void, Option<u64>>;
+
+/// How many elements the reply of the value at `idx` has, following the rules of `walk`;
+/// each table is measured once (`seen`: its count, or `None` while it is being measured,
+/// so meeting it again means it contains itself).
+unsafe fn measure(
+    l: *mut ffi::lua_State,
+    idx: c_int,
+    seen: &mut Measured,
+) -> Result<u64, Unreplyable> {
+    if ffi::lua_type(l, idx) != ffi::LUA_TTABLE {
+        return Ok(1);
+    }
+    let key = ffi::lua_topointer(l, idx);
+    match seen.get(&key) {
+        Some(Some(n)) => return Ok(*n),
+        Some(None) => return Err(Unreplyable::ContainsItself),
+        None => {}
+    }
+    if ffi::lua_checkstack(l, 8) == 0 {
+        return Ok(1); // `walk` writes one error element here
+    }
+    seen.insert(key, None);
+    let base = ffi::lua_gettop(l);
+    let n = measure_children(l, idx, seen);
+    ffi::lua_settop(l, base);
+    let n = n?;
+    seen.insert(key, Some(n));
+    Ok(n)
+}
+
+/// `measure` of a table: 1 plus what its reply holds. Leaves values on the stack (the
+/// caller resets it).
+unsafe fn measure_children(
+    l: *mut ffi::lua_State,
+    t: c_int,
+    seen: &mut Measured,
+) -> Result<u64, Unreplyable> {
+    let mut n: u64 = 1;
+    let mut add = |m: u64| {
+        n = n.saturating_add(m);
+        if n > MAX_NESTED_REPLY_ELEMENTS {
+            Err(Unreplyable::TooLarge)
+        } else {
+            Ok(n)
+        }
+    };
+    for (field, kind) in [
+        (c"err", ffi::LUA_TSTRING),
+        (c"ok", ffi::LUA_TSTRING),
+        (c"double", ffi::LUA_TNUMBER),
+        (c"big_number", ffi::LUA_TSTRING),
+    ] {
+        let found = raw_field(l, t, field) == kind;
+        ffi::lua_pop(l, 1);
+        if found {
+            return Ok(1);
+        }
+    }
+    if raw_field(l, t, c"verbatim_string") == ffi::LUA_TTABLE {
+        let v = ffi::lua_gettop(l);
+        if raw_field(l, v, c"format") == ffi::LUA_TSTRING
+            && raw_field(l, v, c"string") == ffi::LUA_TSTRING
+        {
+            return Ok(1);
+        }
+    }
+    if raw_field(l, t, c"map") == ffi::LUA_TTABLE {
+        let m = ffi::lua_gettop(l);
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, m) != 0 {
+            let top = ffi::lua_gettop(l);
+            add(measure(l, top - 1, seen)?)?;
+            add(measure(l, top, seen)?)?;
+            ffi::lua_pop(l, 1);
+        }
+        return Ok(n);
+    }
+    if raw_field(l, t, c"set") == ffi::LUA_TTABLE {
+        let m = ffi::lua_gettop(l);
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, m) != 0 {
+            add(measure(l, ffi::lua_gettop(l) - 1, seen)?)?;
+            ffi::lua_pop(l, 1);
+        }
+        return Ok(n);
+    }
+    let mut i = 1;
+    while ffi::lua_rawgeti(l, t, i) != ffi::LUA_TNIL {
+        add(measure(l, ffi::lua_gettop(l), seen)?)?;
+        ffi::lua_pop(l, 1);
+        i += 1;
+    }
+    Ok(n)
+}
+
+/// Whether the table at `t` has a table among what its reply would be made of.
+unsafe fn has_nested_table(l: *mut ffi::lua_State, t: c_int) -> bool {
+    for field in [c"map", c"set", c"verbatim_string"] {
+        let kind = raw_field(l, t, field);
+        ffi::lua_pop(l, 1);
+        if kind == ffi::LUA_TTABLE {
+            return true;
+        }
+    }
+    let mut i = 1;
+    loop {
+        let kind = ffi::lua_rawgeti(l, t, i);
+        ffi::lua_pop(l, 1);
+        match kind {
+            ffi::LUA_TNIL => return false,
+            ffi::LUA_TTABLE => return true,
+            _ => i += 1,
+        }
+    }
+}
+
+unsafe fn walk(l: *mut ffi::lua_State, idx: c_int, sink: &mut dyn ReplySink, script_resp3: bool) {
     match ffi::lua_type(l, idx) {
         ffi::LUA_TSTRING => sink.bulk(raw_bytes(l, idx)),
         ffi::LUA_TBOOLEAN => {
@@ -115,8 +267,8 @@ unsafe fn raw_table_to_reply(
         ffi::lua_pushnil(l);
         while ffi::lua_next(l, m) != 0 {
             let top = ffi::lua_gettop(l);
-            raw_to_reply(l, top - 1, sink, resp3);
-            raw_to_reply(l, top, sink, resp3);
+            walk(l, top - 1, sink, resp3);
+            walk(l, top, sink, resp3);
             ffi::lua_pop(l, 1);
         }
         return ffi::lua_pop(l, 1);
@@ -127,7 +279,7 @@ unsafe fn raw_table_to_reply(
         sink.set(raw_count(l, m));
         ffi::lua_pushnil(l);
         while ffi::lua_next(l, m) != 0 {
-            raw_to_reply(l, ffi::lua_gettop(l) - 1, sink, resp3);
+            walk(l, ffi::lua_gettop(l) - 1, sink, resp3);
             ffi::lua_pop(l, 1);
         }
         return ffi::lua_pop(l, 1);
@@ -143,7 +295,7 @@ unsafe fn raw_table_to_reply(
     sink.array(len);
     for i in 1..=len {
         ffi::lua_rawgeti(l, t, i as _);
-        raw_to_reply(l, ffi::lua_gettop(l), sink, resp3);
+        walk(l, ffi::lua_gettop(l), sink, resp3);
         ffi::lua_pop(l, 1);
     }
 }

@@ -51,6 +51,18 @@ pub struct LuaCallable {
 }
 
 thread_local! {
+    /// The VM's memory cap, for buffers the codecs build outside the VM: a result that
+    /// cannot fit under the cap once copied in is refused before it grows the server.
+    static MEMORY_CAP: std::cell::Cell<usize> = const { std::cell::Cell::new(DEFAULT_MEMORY_LIMIT) };
+}
+
+/// Whether a buffer of `len` bytes built outside the VM, to become a Lua string, is already
+/// more than the VM's cap allows.
+pub(crate) fn over_memory_cap(len: usize) -> bool {
+    len > MEMORY_CAP.with(std::cell::Cell::get)
+}
+
+thread_local! {
     /// The VM whose registry holds every `LuaCallable`'s slot (there is one engine).
     static VM: std::cell::RefCell<Option<mlua::WeakLua>> = const { std::cell::RefCell::new(None) };
 }
@@ -80,7 +92,11 @@ impl Drop for LuaCallable {
         if self.owner == self.id {
             cjson::owners::forget(self.owner);
         }
-        let lua = VM.with(|vm| vm.borrow().as_ref().and_then(|w| w.try_upgrade()));
+        // `try_with`: the last callables may drop as the thread exits, after `VM`.
+        let lua = VM
+            .try_with(|vm| vm.borrow().as_ref().and_then(|w| w.try_upgrade()))
+            .ok()
+            .flatten();
         if let Some(lua) = lua {
             // SAFETY: frees the slot `callable` took; nothing else refers to it.
             let _ = unsafe {
@@ -668,6 +684,7 @@ impl LuaEngine {
     /// Caps the VM's memory; allocations past it fail with "not enough memory".
     pub fn set_memory_limit(&self, bytes: usize) -> mlua::Result<()> {
         self.memory_limit.set(bytes);
+        MEMORY_CAP.with(|c| c.set(bytes));
         self.lua.set_memory_limit(bytes).map(|_| ())
     }
 
@@ -917,7 +934,7 @@ fn error_table_message(v: &Value) -> Vec<u8> {
 }
 
 /// Lua's own message, without mlua's decorations.
-fn lua_error_message(e: &mlua::Error) -> String {
+pub(crate) fn lua_error_message(e: &mlua::Error) -> String {
     match e {
         mlua::Error::SyntaxError { message, .. } => message.clone(),
         mlua::Error::RuntimeError(m) => m.clone(),

@@ -453,7 +453,8 @@ local eval_redis = {
   debug = function() end,
   replicate_commands = function() return true end, -- effects are always replicated
 }
-setmetatable(eval_redis, { __index = redis_api })
+-- A full copy, so iterating `redis` lists every field, as in Redis.
+for k, v in next, redis_api do eval_redis[k] = v end
 -- A full copy of G (which never changes after start-up), so that `_G` in a script is one
 -- table holding every global, as in Redis.
 local eval_globals = {}
