@@ -186,7 +186,8 @@ impl WorkMeter {
     /// interruption replaces it, and pcall cannot catch it).
     pub fn step(&mut self) -> bool {
         self.0 = self.0.wrapping_add(1);
-        self.0 % STEPS_PER_TICK != 0 || crate::lua::api::tick() == crate::engine::Tick::Continue
+        !self.0.is_multiple_of(STEPS_PER_TICK)
+            || crate::lua::api::tick() == crate::engine::Tick::Continue
     }
 }
 
