@@ -31,6 +31,7 @@ build: deps
 
 # Unit tests (pure parts, no server) and integration tests (real redis-server processes).
 test: build
+	$(CARGO) build --release --examples
 	$(CARGO) test --release
 
 unit:

@@ -265,6 +265,9 @@ pub struct ModuleHost<'a> {
     redis_calls: std::cell::Cell<u64>,
     /// Whether (and why) this run may not yield, worked out when it first turns busy.
     unyieldable: std::cell::Cell<Option<Option<UnyieldablePlace>>>,
+    /// The caller has no ACL user to check commands against: another module called RX
+    /// through `RedisModule_Call` without a user, with its own unrestricted rights.
+    unchecked_caller: std::cell::Cell<bool>,
 }
 
 impl Drop for ModuleHost<'_> {
@@ -358,6 +361,7 @@ impl<'a> ModuleHost<'a> {
             running,
             redis_calls: Default::default(),
             unyieldable: Default::default(),
+            unchecked_caller: Default::default(),
         }
     }
 
@@ -429,7 +433,9 @@ impl<'a> ModuleHost<'a> {
             None => push(b'v'),
         }
         push(b'S');
-        push(b'C');
+        if !self.unchecked_caller.get() {
+            push(b'C');
+        }
         if options.replicate {
             push(b'!');
         }
@@ -610,7 +616,15 @@ impl Host for ModuleHost<'_> {
         // RX cluster: the slot rule for scripts (one thread-local read outside a cluster).
         let bind_slot = crate::cluster::slots::before_call(self.ctx, argv)?;
         set_errno(0);
-        let (reply, err, args) = self.raw_call(name, rest, options);
+        let (mut reply, mut err, mut args) = self.raw_call(name, rest, options);
+        const ENOTSUP: c_int = 95;
+        if reply.is_null() && err == ENOTSUP && !self.unchecked_caller.get() {
+            // `C` (check the caller's ACL) needs a caller with an ACL user; a module's
+            // RedisModule_Call client has none. Run unchecked, as that module itself does.
+            self.unchecked_caller.set(true);
+            set_errno(0);
+            (reply, err, args) = self.raw_call(name, rest, options);
+        }
         crate::cluster::slots::after_call(bind_slot, !reply.is_null());
         if reply.is_null() {
             const EACCES: c_int = 13;

@@ -419,3 +419,85 @@ redis.register_function('coarse_dec', function() return cjson.decode('[[1]]')[1]
     assert_eq!(c.q(&["RX.CALL", "coarse_enc", "0"]), bulk("[3.14159]"));
     assert_eq!(c.q(&["RX.CALL", "coarse_dec", "0"]), Reply::Int(1));
 }
+
+/// The test module `rmcall` (examples/rm_call_module.rs): calls commands through
+/// RedisModule_Call as any module may.
+fn rm_call_module() -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/release/examples/librm_call_module.so");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release --examples` first",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
+/// RX called by another module through RedisModule_Call: its functions run and write
+/// (the calling module's client has no ACL user, so nothing is checked against one, as for
+/// that module's own calls); busy ones are killable outside a transaction and stopped
+/// inside MULTI/EXEC or under a script, where yielding would abort the server. Before the
+/// fix, every `redis.call` of such a function failed with `errno 95`.
+#[test]
+fn rx_called_from_another_module_runs_and_never_yields_where_it_must_not() {
+    let module = rm_call_module();
+    let s = Server::start_with(
+        &["--busy-reply-threshold", "100", "--loadmodule", &module],
+        &[],
+    );
+    let mut c = s.conn();
+    c.q(&[
+        "RX.LOAD",
+        "#!lua name=m\nredis.register_function('spin', function() while true do end end)\nredis.register_function('w', function(k) redis.call('SET', k[1], 'v') return redis.call('GET', k[1]) end)",
+    ])
+    .ok();
+    let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
+    assert_eq!(c.q(&["rmcall.call", "RX.CALL", "w", "1", "k"]), bulk("v"));
+    assert_eq!(c.q(&["GET", "k"]), bulk("v"));
+
+    // Outside a transaction: busy, and RX.KILL stops it.
+    let port = s.port();
+    let spin = std::thread::spawn(move || {
+        let mut c = Conn::connect(port);
+        c.q(&["rmcall.call", "RX.CALL", "spin", "0"])
+    });
+    let mut probe = s.conn();
+    wait_until("BUSY", Duration::from_secs(5), || {
+        probe.q(&["PING"]).is_error()
+    });
+    assert_eq!(probe.q(&["RX.KILL"]), Reply::Status("OK".into()));
+    let killed = spin.join().unwrap();
+    assert!(
+        killed
+            .err_text()
+            .unwrap_or_default()
+            .starts_with("ERR Script killed by user with RX.KILL..."),
+        "{killed:?}"
+    );
+
+    // Inside MULTI/EXEC and under a script: stopped at the threshold, server up.
+    c.q(&["MULTI"]).ok();
+    c.q(&["rmcall.call", "RX.CALL", "spin", "0"]);
+    let exec = c.q(&["EXEC"]);
+    let stopped = exec.as_array().unwrap()[0]
+        .err_text()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        stopped.contains("busy-reply-threshold (100 ms) inside MULTI/EXEC"),
+        "{stopped}"
+    );
+    let under_script = c.q(&[
+        "EVAL",
+        "return redis.call('rmcall.call', 'RX.CALL', 'spin', '0')",
+        "0",
+    ]);
+    assert!(
+        under_script
+            .err_text()
+            .unwrap_or_default()
+            .contains("busy-reply-threshold (100 ms) inside a script"),
+        "{under_script:?}"
+    );
+    assert_eq!(c.q(&["PING"]), Reply::Status("PONG".into()));
+}
