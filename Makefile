@@ -9,7 +9,7 @@ PORT ?= 6379
 # tests), its tools, and libclang + clang's headers for redis-module's bindgen.
 DEB_PACKAGES := redis-server redis-tools libclang1-14 libclang-common-14-dev
 
-.PHONY: all deps build test unit run lint bench clean
+.PHONY: all deps build test unit fuzz run lint bench clean
 
 all: build
 
@@ -36,6 +36,11 @@ test: build
 
 unit:
 	$(CARGO) test --release --lib
+
+# Fuzzing campaigns against real servers (tests/fuzz.rs): RX_FUZZ_SECONDS per campaign
+# (default 20), RX_FUZZ_SEED to replay a run (always printed), RX_FUZZ_CASES to cap cases.
+fuzz: build
+	$(CARGO) test --release --test fuzz -- --ignored --test-threads=1 --nocapture
 
 run: build
 	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then \

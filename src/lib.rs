@@ -22,6 +22,8 @@ pub mod lua;
 pub mod numfmt;
 pub mod payload;
 pub mod persistence;
+#[cfg(test)]
+mod proptests;
 pub mod registry;
 pub mod reply;
 pub mod resp;
