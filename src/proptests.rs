@@ -78,7 +78,7 @@ fn entry() -> impl Strategy<Value = Entry> {
 fn change() -> impl Strategy<Value = Change> {
     (
         "[a-zA-Z0-9_é]{1,16}",
-        0u64..u64::MAX,
+        0u64..=crate::cluster::meta::MAX_VERSION,
         any::<bool>(),
         prop::collection::vec(any::<u8>(), 1..64),
     )
@@ -250,6 +250,13 @@ proptest! {
     fn wire_apply_payload_round_trips(changes in prop::collection::vec(change(), 0..6)) {
         let p = wire::encode_entries(&changes);
         prop_assert_eq!(wire::decode_entries(&p).expect("decodes"), changes);
+    }
+
+    #[test]
+    fn wire_versions_past_the_ceiling_are_refused(mut changes in prop::collection::vec(change(), 1..4), excess in 1u64..=u64::MAX - crate::cluster::meta::MAX_VERSION, which in 0usize..4) {
+        let which = which % changes.len();
+        changes[which].entry.version = crate::cluster::meta::MAX_VERSION + excess;
+        prop_assert!(wire::decode_entries(&wire::encode_entries(&changes)).is_err());
     }
 
     #[test]
@@ -521,7 +528,7 @@ proptest! {
         let accepted = cat.accepts("lib", &cand);
         prop_assert_eq!(accepted, held.is_none_or(|h| cand.beats(&h)));
         prop_assert!(cat.accepts("other", &cand), "an unknown name accepts anything");
-        prop_assert!(cat.next_version("lib") > held.map_or(0, |h| h.version));
+        prop_assert!(cat.next_version("lib").is_some_and(|v| v > held.map_or(0, |h| h.version)));
         if accepted {
             cat.set("lib", cand);
             prop_assert!(!cat.accepts("lib", &cand), "the same entry twice is a no-op");
