@@ -1339,3 +1339,37 @@ fn out_of_memory_inside_a_codec_reads_like_any_other() {
     }
     assert_eq!(c.q(&["RX.CALL", "ok", "0", "after"]), bulk("ok:after"));
 }
+
+/// Found by `make fuzz`: after an out-of-memory failure the collection that should give the
+/// memory back could itself run out of memory halfway (LuaJIT allocates while collecting),
+/// leaving the VM at its cap so that every later call, of any function, failed with
+/// `ERR not enough memory`.
+#[test]
+fn the_vm_gives_memory_back_after_running_out() {
+    let (_s, mut c) = start_with_lib(&[]);
+    c.q(&["RX.LOAD", "#!lua name=bombs
+redis.register_function('hash', function(keys, args) local t = {} for i = 1, tonumber(args[1]) do t['k' .. i] = i end return 1 end)
+redis.register_function('nest', function(keys, args) local t = {} for i = 1, tonumber(args[1]) do t = {t} end return 1 end)"]).ok();
+    for round in 0..3 {
+        set_config(&mut c, "rx.memory-limit-mb", "16");
+        assert_eq!(
+            c.q(&["RX.CALL", "hash", "0", "100000000"]).err_text(),
+            Some("ERR not enough memory")
+        );
+        set_config(&mut c, "rx.memory-limit-mb", "8");
+        assert_eq!(
+            c.q(&["RX.CALL", "nest", "0", "10000000"]).err_text(),
+            Some("ERR not enough memory")
+        );
+        assert_eq!(
+            c.q(&["RX.CALL", "ok", "0", "x"]),
+            bulk("ok:x"),
+            "round {round}"
+        );
+        let vm: i64 = info_field(&mut c, "rx", "rx_vm_memory_bytes")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(vm < 4 << 20, "round {round}: the VM still holds {vm} bytes");
+    }
+}

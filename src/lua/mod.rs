@@ -295,9 +295,14 @@ impl LuaEngine {
         self.lua.used_memory()
     }
 
-    /// A full collection cycle: frees every unreachable object now.
+    /// A full collection cycle: frees every unreachable object now. The cap is lifted
+    /// while it runs: a collection allocates too (LuaJIT resizes its string table), and
+    /// one that fails halfway leaves the garbage in place, so a VM at its cap would stay
+    /// there and fail every call.
     pub fn collect_garbage(&self) {
+        let _ = self.lua.set_memory_limit(0);
         let _ = self.lua.gc_collect();
+        let _ = self.lua.set_memory_limit(self.memory_limit.get());
     }
 
     /// Runs a library's code in the load-time sandbox and returns what it registered.
