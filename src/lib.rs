@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod dialect;
 pub mod engine;
 pub mod error;
 pub mod flags;
@@ -19,6 +20,7 @@ pub mod glob;
 pub mod header;
 pub mod info;
 pub mod lua;
+pub mod lua_source;
 pub mod numfmt;
 pub mod payload;
 pub mod persistence;
@@ -87,6 +89,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         );
         previous_hook(info);
     }));
+    dialect::install(dialect::Dialect::for_server(server::detect_server(raw_ctx)));
     let (text, num) = server::server_version();
     let engine = match LuaEngine::new(&ServerVersion { text, num }) {
         Ok(e) => e,

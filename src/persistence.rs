@@ -156,7 +156,7 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
                 // other library.
                 Err(e) => match name {
                     Some(name) => {
-                        set_aside(std::ptr::null_mut(), &name, &code, e.text(), "the RDB");
+                        set_aside(std::ptr::null_mut(), &name, &code, &e.text(), "the RDB");
                         record_exact(&name, entry);
                     }
                     None => log(

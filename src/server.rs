@@ -97,6 +97,20 @@ pub fn server_version() -> (String, u32) {
     )
 }
 
+/// Which server this is (`INFO server`), and how its Lua reads a nested `[[`: a script that
+/// fails to compile either way, so nothing enters the script cache; only the error differs.
+pub fn detect_server(ctx: Ctx) -> crate::dialect::ServerInfo {
+    let info = match call_tree(ctx, c"INFO", &[b"server"]) {
+        Some(Tree::Str(text)) => String::from_utf8_lossy(&text).into_owned(),
+        _ => return crate::dialect::ServerInfo::debian_redis_7_0(),
+    };
+    let nesting_refused = match call_tree(ctx, c"EVAL", &[b"return [[ [[ ]] x", b"0"]) {
+        Some(Tree::Error(e)) => String::from_utf8_lossy(&e).contains("nesting of [[...]]"),
+        _ => false,
+    };
+    crate::dialect::parse_info(&info, nesting_refused)
+}
+
 thread_local! {
     /// Command name (lowercase) -> whether it is a write command, from COMMAND INFO.
     static WRITE_COMMANDS: std::cell::RefCell<rustc_hash::FxHashMap<Vec<u8>, bool>> =

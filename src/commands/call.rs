@@ -127,7 +127,7 @@ fn run(ctx: Ctx, args: &[&[u8]], read_only_command: bool) -> RxResult<()> {
     });
     let function = function.ok_or_else(|| RxError::err("Function not found"))?;
     let refused = |e: RxError| {
-        function.stats.borrow_mut().record_refusal(e.text());
+        function.stats.borrow_mut().record_refusal(&e.text());
         e
     };
     let started = Instant::now();

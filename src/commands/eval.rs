@@ -54,7 +54,7 @@ fn cache_script(ctx: Ctx, body: &[u8], pinned: bool) -> RxResult<Rc<Script<LuaCa
     }
     let flags = parse_shebang(body).map_err(RxError::err)?;
     let engine = state::with(|st| Rc::clone(&st.engine));
-    let callable = engine.compile_script(body).map_err(RxError::coded)?;
+    let callable = engine.compile_script(body).map_err(RxError::coded_bytes)?;
     let limit = crate::config::SCRIPT_CACHE_SIZE.load(Ordering::Relaxed) as usize;
     Ok(state::with(|st| {
         st.scripts.borrow_mut().insert(
@@ -105,7 +105,7 @@ fn run(
         cache_script(ctx, args[1], false)?
     };
     let refused = |e: RxError| {
-        script.stats.borrow_mut().record_refusal(e.text());
+        script.stats.borrow_mut().record_refusal(&e.text());
         e
     };
     let started = Instant::now();

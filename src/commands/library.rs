@@ -49,7 +49,7 @@ pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library
     let timeout = (!loading_dataset).then_some(LOAD_TIMEOUT);
     let registrations = engine
         .load(code, &LogOnlyHost(&logger), timeout, command)
-        .map_err(RxError::coded)?;
+        .map_err(RxError::coded_bytes)?;
     let functions: Box<[_]> = registrations
         .into_iter()
         .map(|r| {

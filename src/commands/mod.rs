@@ -55,7 +55,7 @@ pub fn dispatch(
     };
     match catch_unwind(AssertUnwindSafe(|| handler(ctx, args))) {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => ModuleReply(ctx).error(e.text().as_bytes()),
+        Ok(Err(e)) => ModuleReply(ctx).error(e.bytes()),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()

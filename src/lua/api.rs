@@ -126,6 +126,37 @@ pub unsafe extern "C-unwind" fn rx_interrupted(l: *mut ffi::lua_State) -> c_int 
     1
 }
 
+/// `load51(s, chunkname)` for the prelude's `loadstring`: compiles `s` read as Lua 5.1
+/// reads it (see `lua_source`), returning the function, or nil and Lua 5.1's error.
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
+pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
+    let mut len = 0usize;
+    let p = ffi::luaL_checklstring(l, 1, &mut len);
+    let source = std::slice::from_raw_parts(p.cast::<u8>(), len);
+    let name = ffi::luaL_optlstring(l, 2, p, std::ptr::null_mut());
+    let prepared = crate::lua_source::prepare(
+        source,
+        crate::dialect::current().refuse_nested_long_brackets,
+    );
+    let status = ffi::luaL_loadbuffer(l, prepared.code.as_ptr().cast(), prepared.code.len(), name);
+    if status == 0 {
+        return 1;
+    }
+    let mut len = 0usize;
+    let e = ffi::lua_tolstring(l, -1, &mut len);
+    let fixed = if e.is_null() {
+        Vec::new()
+    } else {
+        prepared.fix_error(std::slice::from_raw_parts(e.cast::<u8>(), len))
+    };
+    drop(prepared);
+    ffi::lua_pop(l, 1);
+    ffi::lua_pushnil(l);
+    ffi::lua_pushlstring(l, fixed.as_ptr().cast(), fixed.len());
+    2
+}
+
 // ---- small Lua helpers ------------------------------------------------------------------
 
 /// Pushes `{err = msg}`.

@@ -13,7 +13,7 @@ mod param_use;
 use std::time::{Duration, Instant};
 
 use mlua::chunk::ChunkMode;
-use std::ffi::c_int;
+use std::ffi::{c_int, CStr};
 
 use mlua::{
     ffi, Function, HookTriggers, Lua, LuaOptions, RegistryKey, StdLib, Table, Value, VmState,
@@ -26,7 +26,7 @@ use api::ActiveCall;
 
 const PRELUDE: &str = include_str!("prelude.lua");
 /// The chunk name Redis gives library code; errors read `user_function:<line>: ...`.
-const LIBRARY_CHUNK_NAME: &str = "@user_function";
+const LIBRARY_CHUNK_NAME: &CStr = c"@user_function";
 /// How often the hook looks at the clock.
 const HOOK_INSTRUCTIONS: u32 = 100_000;
 /// How much garbage a small VM may gather between collection cycles (see `pace_collector`).
@@ -236,9 +236,17 @@ impl LuaEngine {
             .set_name("=rx")
             .set_mode(ChunkMode::Text)
             // SAFETY: a lua_CFunction written against the C API in `api`.
-            .call((redis, cjson, cmsgpack, lstruct, unsafe {
-                lua.create_c_function(api::rx_interrupted)?
-            }))?;
+            .call((
+                redis,
+                cjson,
+                cmsgpack,
+                lstruct,
+                unsafe { lua.create_c_function(api::rx_interrupted)? },
+                unsafe {
+                    // SAFETY: as above.
+                    lua.create_c_function(api::rx_load51)?
+                },
+            ))?;
 
         // Nothing dangerous stays reachable, even from the real globals.
         for name in [
@@ -308,19 +316,19 @@ impl LuaEngine {
     /// Runs a library's code in the load-time sandbox and returns what it registered.
     /// `command` names the loading command in the timeout error (`RX.LOAD timeout`); no
     /// `timeout` means the body may run as long as it takes.
-    /// Errors are full error texts, code included.
+    /// Errors are full error replies, code included (bytes: they may quote the code).
     pub fn load(
         &self,
         code: &[u8],
         host: &dyn Host,
         timeout: Option<Duration>,
         command: &str,
-    ) -> Result<Vec<Registration<LuaCallable>>, String> {
+    ) -> Result<Vec<Registration<LuaCallable>>, Vec<u8>> {
         let loaded = match self.load_once(code, host, timeout, command) {
             // A failed allocation does not make LuaJIT collect, so a body can fail only
             // because earlier loads or calls left garbage: collect, then try once more (a
             // body has no effects but its registrations, which a new attempt starts over).
-            Err(e) if e.ends_with("not enough memory") => {
+            Err(e) if e.ends_with(b"not enough memory") => {
                 self.collect_garbage();
                 self.load_once(code, host, timeout, command)
             }
@@ -338,7 +346,7 @@ impl LuaEngine {
         host: &dyn Host,
         timeout: Option<Duration>,
         command: &str,
-    ) -> Result<Vec<Registration<LuaCallable>>, String> {
+    ) -> Result<Vec<Registration<LuaCallable>>, Vec<u8>> {
         let settings = cjson::owners::enter(cjson::owners::LOADING);
         let mut loaded = self.load_body(code, host, timeout, command);
         drop(settings);
@@ -362,20 +370,15 @@ impl LuaEngine {
         host: &dyn Host,
         timeout: Option<Duration>,
         command: &str,
-    ) -> Result<Vec<Registration<LuaCallable>>, String> {
+    ) -> Result<Vec<Registration<LuaCallable>>, Vec<u8>> {
         // The header is not Lua; blank it but keep its newline so line numbers match Redis.
         let body = match code.iter().position(|&b| b == b'\n') {
             Some(nl) => &code[nl..],
             None => &b""[..],
         };
         let chunk = self
-            .lua
-            .load(body)
-            .set_name(LIBRARY_CHUNK_NAME)
-            .set_mode(ChunkMode::Text)
-            .set_environment(self.env.clone())
-            .into_function()
-            .map_err(|e| format!("ERR Error compiling function: {}", lua_error_message(&e)))?;
+            .compile(body, LIBRARY_CHUNK_NAME, &self.env)
+            .map_err(|e| [&b"ERR Error compiling function: "[..], &e].concat())?;
 
         let active = ActiveCall::loading(host, timeout.map(|t| Instant::now() + t));
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
@@ -387,46 +390,45 @@ impl LuaEngine {
         let registered: mlua::Result<Table> = self.finish_load.call(());
 
         if active.timed_out() {
-            return Err(format!(
-                "ERR Error registering functions: ERR {command} timeout"
-            ));
+            return Err(
+                format!("ERR Error registering functions: ERR {command} timeout").into_bytes(),
+            );
         }
         let (ok, err) = ran.map_err(|e| {
             format!(
                 "ERR Error registering functions: ERR {}",
                 lua_error_message(&e)
             )
+            .into_bytes()
         })?;
         if !ok {
-            let text = error_table_message(&err);
-            return Err(format!(
-                "ERR Error registering functions: {}",
-                String::from_utf8_lossy(&text)
-            ));
+            return Err([
+                &b"ERR Error registering functions: "[..],
+                &error_table_message(&err),
+            ]
+            .concat());
         }
-        let registered = registered.map_err(|e| format!("ERR {e}"))?;
+        let text = |e: mlua::Error| format!("ERR {e}").into_bytes();
+        let registered = registered.map_err(text)?;
         let mut out = Vec::new();
         for entry in registered.sequence_values::<Table>() {
-            let entry = entry.map_err(|e| format!("ERR {e}"))?;
+            let entry = entry.map_err(text)?;
             let mut flags = FunctionFlags::empty();
-            let names: Table = entry.get("flags").map_err(|e| format!("ERR {e}"))?;
+            let names: Table = entry.get("flags").map_err(text)?;
             for name in names.sequence_values::<mlua::LuaString>().flatten() {
                 if let Some(f) = FunctionFlags::from_name(&name.as_bytes()) {
                     flags.insert(f);
                 }
             }
-            let description: Option<mlua::LuaString> =
-                entry.get("description").map_err(|e| format!("ERR {e}"))?;
+            let description: Option<mlua::LuaString> = entry.get("description").map_err(text)?;
             out.push(Registration {
-                name: entry
-                    .get::<String>("name")
-                    .map_err(|e| format!("ERR {e}"))?,
+                name: entry.get::<String>("name").map_err(text)?,
                 description: description.map(|d| d.as_bytes().to_vec()),
                 flags,
                 callable: entry
                     .get("callback")
                     .and_then(|f| self.callable(f, None))
-                    .map_err(|e| format!("ERR {e}"))?,
+                    .map_err(text)?,
             });
         }
         Ok(out)
@@ -566,14 +568,16 @@ impl LuaEngine {
 
     /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is
     /// not Lua) so line numbers stay those of the script, as in Redis.
-    pub fn compile_script(&self, body: &[u8]) -> Result<LuaCallable, String> {
+    pub fn compile_script(&self, body: &[u8]) -> Result<LuaCallable, Vec<u8>> {
         // LuaJIT skips a leading `#` line and reads bytecode; Lua 5.1, as Redis runs it, sees
         // a syntax error in both.
-        let prefix =
-            "ERR Error compiling script (new function): user_script:1: unexpected symbol near";
+        let prefix = &b"ERR Error compiling script (new function): "[..];
+        let unexpected = b"user_script:1: unexpected symbol near";
         match body.first() {
-            Some(b'#') if !body.starts_with(b"#!") => return Err(format!("{prefix} '#'")),
-            Some(27) => return Err(format!("{prefix} 'char(27)'")),
+            Some(b'#') if !body.starts_with(b"#!") => {
+                return Err([prefix, unexpected, b" '#'"].concat())
+            }
+            Some(27) => return Err([prefix, unexpected, b" 'char(27)'"].concat()),
             _ => {}
         }
         let code: &[u8] = if body.starts_with(b"#!") {
@@ -583,19 +587,54 @@ impl LuaEngine {
         } else {
             body
         };
-        self.lua
-            .load(code)
-            .set_name("@user_script")
-            .set_mode(ChunkMode::Text)
-            .set_environment(self.eval_env.clone())
-            .into_function()
-            .and_then(|f| self.callable(f, None))
-            .map_err(|e| {
-                format!(
-                    "ERR Error compiling script (new function): {}",
-                    lua_error_message(&e)
-                )
+        let function = self
+            .compile(code, c"@user_script", &self.eval_env)
+            .map_err(|e| [prefix, &e].concat())?;
+        self.callable(function, None)
+            .map_err(|e| [prefix, lua_error_message(&e).as_bytes()].concat())
+    }
+
+    /// Compiles Lua 5.1 source (see `lua_source`), text only, into a function running in
+    /// `env`. The error is Lua 5.1's message, as bytes (it may quote any byte of the code).
+    fn compile(&self, code: &[u8], chunk_name: &CStr, env: &Table) -> Result<Function, Vec<u8>> {
+        let prepared =
+            crate::lua_source::prepare(code, crate::dialect::current().refuse_nested_long_brackets);
+        let mut failed: Option<Vec<u8>> = None;
+        // SAFETY: inside mlua's protected call, with the environment pushed as the one
+        // argument; the buffer and name outlive it. Exactly one value is left as the result:
+        // the function (its environment set), or nil once the message is copied out.
+        let compiled = unsafe {
+            self.lua.exec_raw::<Option<Function>>(env, |l| {
+                let status = ffi::luaL_loadbufferx(
+                    l,
+                    prepared.code.as_ptr().cast(),
+                    prepared.code.len(),
+                    chunk_name.as_ptr(),
+                    c"t".as_ptr(),
+                );
+                if status == 0 {
+                    ffi::lua_pushvalue(l, -2);
+                    ffi::lua_setfenv(l, -2);
+                    ffi::lua_remove(l, -2);
+                } else {
+                    let mut len = 0usize;
+                    let p = ffi::lua_tolstring(l, -1, &mut len);
+                    failed = Some(if p.is_null() {
+                        b"not enough memory".to_vec()
+                    } else {
+                        std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
+                    });
+                    ffi::lua_settop(l, 0);
+                    ffi::lua_pushnil(l);
+                }
             })
+        };
+        match (compiled, failed) {
+            (Ok(Some(f)), _) => Ok(f),
+            (_, Some(message)) => Err(prepared.fix_error(&message)),
+            (Err(e), None) => Err(lua_error_message(&e).into_bytes()),
+            (Ok(None), None) => Err(b"not enough memory".to_vec()),
+        }
     }
 
     /// The per-call path, written against the raw API: one protected call of `run_frame`
@@ -918,6 +957,7 @@ unsafe fn raw_error_text(
     if let Some(text) = interruption {
         msg = text.into_bytes();
     }
+    crate::lua_source::restore_goto(&mut msg);
     if let Some((source, line)) = located {
         msg.extend_from_slice(format!(" script: {function_name}, on ").as_bytes());
         msg.extend_from_slice(&source);

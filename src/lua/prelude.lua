@@ -1,7 +1,7 @@
 -- Builds the sandbox every RX function runs in. Runs once per VM, with the full standard
 -- library still reachable; everything it keeps private stays in this chunk's upvalues.
 -- Arguments: the redis API table (filled by Rust), and the codec libraries.
-local redis_api, cjson, cmsgpack, struct, interrupted = ...
+local redis_api, cjson, cmsgpack, struct, interrupted, load51 = ...
 
 local debug_getinfo, setfenv, getmetatable, setmetatable = debug.getinfo, setfenv, getmetatable, setmetatable
 local type, tostring, error, rawequal = type, tostring, error, rawequal
@@ -165,19 +165,26 @@ do
       if type(src) == 'string' and (src:sub(1, 1) == '=' or src:sub(1, 1) == '@') then id = src:sub(2) else id = lua51_chunk_id(tostring(src)) end
       return nil, id .. ":1: unexpected symbol near 'char(27)'"
     end
-    local f, e = loadstring(s, name)
+    -- Read as Lua 5.1 reads it (LuaJIT's own syntax is refused, escapes mean the same).
+    local f, e
+    if type(s) == 'string' then f, e = load51(s, name) else f, e = loadstring(s, name) end
     if f then setfenv(f, env) end
     return f, redis_chunk_ids(e, name or s)
   end
   G.load = function(chunk, name)
     if type(chunk) == 'string' then return G.loadstring(chunk, name) end
+    -- The pieces, gathered and read as one text (as Lua 5.1 would read them).
+    local pieces = {}
     local f, e = load(function()
       local piece = chunk()
       if piece ~= nil and type(piece) == 'string' and string_byte(piece, 1) == 27 then
         error("unexpected symbol near 'char(27)'")
       end
-      return piece
+      if type(piece) == 'string' and piece ~= '' then pieces[#pieces + 1] = piece return ' ' end
+      return nil
     end, name)
+    if not f then return f, e end
+    f, e = load51(table.concat(pieces), name or '=(load)')
     if f then setfenv(f, env) end
     return f, e
   end

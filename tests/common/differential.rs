@@ -480,9 +480,12 @@ fn map_errors(
     };
     match line.first().copied().ok_or("empty")? {
         b'-' => {
-            let t = f(&String::from_utf8_lossy(&line[1..]));
             out.push(b'-');
-            out.extend_from_slice(t.as_bytes());
+            match std::str::from_utf8(&line[1..]) {
+                Ok(text) => out.extend_from_slice(f(text).as_bytes()),
+                // Not text (an error quoting a byte of the script): compared as it is.
+                Err(_) => out.extend_from_slice(&line[1..]),
+            }
             out.extend_from_slice(b"\r\n");
         }
         b'!' => {
