@@ -32,6 +32,8 @@ enum Fix {
     Token(Vec<u8>),
     /// A lexical error of Lua 5.1: the whole message, `near` included.
     Message(Vec<u8>),
+    /// A NUL byte: token 0 to Lua 5.1, whose errors then say nothing `near` it.
+    Unnamed,
 }
 
 /// `goto` is an ordinary name in Lua 5.1 but a keyword in LuaJIT: as a name it is written
@@ -54,6 +56,14 @@ impl Prepared {
                     fixed.extend_from_slice(b"near '");
                     fixed.extend_from_slice(text);
                     fixed.push(b'\'');
+                    fixed.extend_from_slice(&out[at + near.len()..]);
+                    out = fixed;
+                }
+                Fix::Unnamed => {
+                    let mut fixed = out[..at].to_vec();
+                    if fixed.last() == Some(&b' ') {
+                        fixed.pop();
+                    }
                     fixed.extend_from_slice(&out[at + near.len()..]);
                     out = fixed;
                 }
@@ -239,8 +249,8 @@ impl Writer<'_> {
                 }
                 b'"' | b'\'' => self.string(c)?,
                 b'.' => {
-                    if self.at(1) == Some(b'.') {
-                        if self.at(2) == Some(b'.') {
+                    if check_next(self.at(1), b".") {
+                        if check_next(self.at(2), b".") {
                             self.pos += 3;
                             self.token(b"...");
                         } else {
@@ -265,6 +275,11 @@ impl Writer<'_> {
                 b'&' | b'|' | b'!' | b'?' | 0x80..=0xff => {
                     self.pos += 1;
                     self.placeholder(Fix::Token(vec![c]))?;
+                }
+                // Token 0 to Lua 5.1, which its errors name with no `near` at all.
+                0 => {
+                    self.pos += 1;
+                    self.placeholder(Fix::Unnamed)?;
                 }
                 _ => {
                     self.pos += 1;
@@ -308,9 +323,9 @@ impl Writer<'_> {
         while self.cur().is_some_and(|c| c.is_ascii_digit() || c == b'.') {
             self.pos += 1;
         }
-        if matches!(self.cur(), Some(b'e') | Some(b'E')) {
+        if check_next(self.cur(), b"Ee") {
             self.pos += 1;
-            if matches!(self.cur(), Some(b'+') | Some(b'-')) {
+            if check_next(self.cur(), b"+-") {
                 self.pos += 1;
             }
         }
@@ -320,7 +335,9 @@ impl Writer<'_> {
         {
             self.pos += 1;
         }
-        let text = self.src[start..self.pos].to_vec();
+        // Lua 5.1 converts (and quotes) its buffer as a C string: up to a NUL.
+        let read = &self.src[start..self.pos];
+        let text = read[..read.iter().position(|&b| b == 0).unwrap_or(read.len())].to_vec();
         match lua51_number(&text) {
             Some(value) if is_hex(&text) => {
                 // LuaJIT reads hex numerals with rules of its own: write the value instead.
@@ -577,6 +594,13 @@ impl Writer<'_> {
     }
 }
 
+/// Lua 5.1's `check_next`: whether the next character is in `set`, by `strchr`, which also
+/// finds the string's terminating NUL: a NUL byte matches every set (so `10\0` reads as
+/// the numeral `10`, and `.\0` as `..`).
+fn check_next(c: Option<u8>, set: &[u8]) -> bool {
+    c.is_some_and(|c| c == 0 || set.contains(&c))
+}
+
 fn is_hex(text: &[u8]) -> bool {
     text.len() > 1 && text[0] == b'0' && (text[1] | 0x20) == b'x'
 }
@@ -819,6 +843,19 @@ mod tests {
             fixed("--[[ x", "user_script:1: unexpected symbol near P"),
             "user_script:1: unfinished long comment near '<eof>'"
         );
+    }
+
+    #[test]
+    fn nul_bytes_follow_lua51() {
+        // A NUL after a numeral's digits is taken as its exponent mark (strchr finds it).
+        assert_eq!(code("return {10\0 , 3}"), "return { 10 , 3 }");
+        assert_eq!(code("return 10\0\0 + 1"), "return 10 + 1");
+        assert_eq!(code("return a .\0 b"), "return a .. b");
+        assert_eq!(
+            fixed("return 1 +\0 2", "user_script:1: unexpected symbol near P"),
+            "user_script:1: unexpected symbol"
+        );
+        assert_eq!(code("return 'a\0b'"), r"return 'a\000b'");
     }
 
     #[test]
