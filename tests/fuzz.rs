@@ -4,7 +4,8 @@
 //!
 //! Campaigns (one test each):
 //! * `a_payload_mutation`: mutated `RX.DUMP` and `RX.APPLY` payloads (real ones, captured
-//!   from a server and from an AOF) through `RX.RESTORE` and `RX.APPLY`.
+//!   from a server and from an AOF) through `RX.RESTORE` and `RX.APPLY` (which a client
+//!   is refused) and, in batches, through the AOF and `DEBUG LOADAOF`.
 //! * `b_library_mutation_vs_native`: mutated libraries through `FUNCTION LOAD REPLACE`
 //!   (native server) and `RX.LOAD REPLACE` (RX server): both succeed or both fail.
 //! * `c_codecs_vs_native`: cjson, cmsgpack and struct inputs through `EVAL` (native) and
@@ -1221,8 +1222,11 @@ fn explained_by_apply(before: &State, after: &State, payload: &[u8]) -> Result<(
 fn a_payload_mutation() {
     let mut camp = Campaign::new("a_payload_mutation");
     let libs = all_payload_libs();
-    let mut server = Server::start();
+    // RX.APPLY is taken only from the master link and the AOF: mutated ones are replayed
+    // through the AOF in batches (see `replay_applies`).
+    let mut server = Server::start_with(&["--appendonly", "yes"], &[]);
     let mut c = connect(&server);
+    let mut pending_applies: Vec<Vec<u8>> = Vec::new();
     let dumps = capture_dumps(&mut c, &libs);
     let applies = capture_applies(&libs, &dumps);
     let baseline = dumps[0].clone();
@@ -1329,6 +1333,23 @@ fn a_payload_mutation() {
                 command.push(b"args".to_vec());
             }
         }
+        if !as_restore && command.len() == 2 {
+            pending_applies.push(command[1].clone());
+        }
+        if pending_applies.len() >= APPLIES_PER_REPLAY {
+            let batch = std::mem::take(&mut pending_applies);
+            if let Err(e) = replay_applies(&server, &mut c, &batch) {
+                camp.fail(&server, case, "AOF replay of RX.APPLY payloads", &cmds, &e);
+            }
+            camp.count("AOF replays of mutated RX.APPLY payloads");
+            if !server.is_alive() {
+                camp.check_health(&mut server, case, &cmds);
+                c = connect(&server);
+                setup(&mut c);
+            }
+            // Sealed payloads may apply: whatever the replay left is the new state.
+            state = State::read(&mut c).unwrap_or_else(|_| state.clone());
+        }
         let before = state.clone();
         cmds.push(command.clone());
         let reply = send(&mut c, &command, REPLY_BOUND);
@@ -1423,6 +1444,36 @@ fn a_payload_mutation() {
     }
     reload_checks(&mut camp, &mut server);
     camp.finish();
+}
+
+/// Mutated `RX.APPLY` payloads replayed through the AOF at a time.
+const APPLIES_PER_REPLAY: usize = 50;
+
+/// Appends `RX.APPLY <payload>` for each payload to the server's open AOF file, then
+/// `DEBUG LOADAOF`: the path a restart or a master's stream takes. The server must answer
+/// OK and stay up (a payload it refuses is logged and skipped).
+fn replay_applies(server: &Server, c: &mut Conn, payloads: &[Vec<u8>]) -> Result<(), String> {
+    use std::io::Write;
+    let dir = server.dir().join("appendonlydir");
+    let incr = std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .max()
+        .ok_or("no incr AOF file")?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&incr)
+        .map_err(|e| e.to_string())?;
+    for p in payloads {
+        f.write_all(&common::encode_command(&[&b"RX.APPLY"[..], p]))
+            .map_err(|e| e.to_string())?;
+    }
+    drop(f);
+    match send(c, &cmd(&["DEBUG", "LOADAOF"]), REPLY_BOUND) {
+        Ok(Reply::Status(s)) if s == "OK" => Ok(()),
+        other => Err(format!("DEBUG LOADAOF answered {other:?}")),
+    }
 }
 
 // ---------------------------------------------------------------------------
