@@ -19,13 +19,18 @@ struct Reading {
     rdb_error: bool,
     aof_error: bool,
     not_enough_replicas: bool,
+    /// Valkey's `extended-redis-compatibility`: its messages then say `Redis`.
+    extended_redis_compatibility: bool,
 }
 
 thread_local! {
     static CACHE: Cell<Option<(Instant, Reading)>> = const { Cell::new(None) };
 }
 
-const RDB_ERROR: &str = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.";
+/// The server's MISCONF text for a failed RDB save, naming the server as it names itself.
+fn rdb_error(server: &str) -> String {
+    format!("MISCONF {server} is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the {server} logs for details about the RDB error.")
+}
 
 /// Forgets the cached reading (after CONFIG SET, for instance).
 pub fn invalidate() {
@@ -43,7 +48,8 @@ pub fn check_write_gates(ctx: Ctx, now: Instant) -> RxResult<()> {
         }
     });
     if reading.rdb_error {
-        return Err(RxError::coded(RDB_ERROR));
+        let server = crate::dialect::current().server_name(reading.extended_redis_compatibility);
+        return Err(RxError::coded(rdb_error(server)));
     }
     if reading.aof_error {
         return Err(RxError::coded(
@@ -96,10 +102,14 @@ fn read(ctx: Ctx) -> Reading {
     } else {
         false
     };
+    let extended_redis_compatibility = rdb_error
+        && crate::dialect::current().server.family == crate::dialect::Family::Valkey
+        && config(ctx, "extended-redis-compatibility") == "yes";
     Reading {
         rdb_error,
         aof_error,
         not_enough_replicas,
+        extended_redis_compatibility,
     }
 }
 

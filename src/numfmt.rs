@@ -204,9 +204,101 @@ pub fn format_g_buf(v: f64, precision: usize) -> NumBuf {
     out
 }
 
+/// A number argument as Redis 7.2.5+, 8 and Valkey 8 write it for `redis.call`: an integer
+/// when the value is one within ±2^62 (`-0.0` is `0`), else the shortest digits that read
+/// back as the same double, laid out as fpconv does (plain up to a few zeros, `e±X`
+/// otherwise). The digits are the true shortest; fpconv's Grisu2 may rarely pick a longer
+/// string for the same value.
+pub fn format_shortest_buf(v: f64) -> NumBuf {
+    let limit = (i64::MAX / 2) as f64;
+    let text = if (-limit..=limit).contains(&v) && (v as i64) as f64 == v {
+        (v as i64).to_string()
+    } else {
+        shortest_text(v)
+    };
+    let mut out = NumBuf::EMPTY;
+    let n = text.len().min(out.bytes.len());
+    out.bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+    out.len = n as u8;
+    out
+}
+
+fn shortest_text(v: f64) -> String {
+    let neg = v.is_sign_negative();
+    let sign = if neg { "-" } else { "" };
+    if v.is_nan() {
+        return format!("{sign}nan");
+    }
+    if v.is_infinite() {
+        return format!("{sign}inf");
+    }
+    // Rust writes the shortest round-tripping digits as `d.ddde<x>`.
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let n = digits.len() as i32;
+    // The value is digits * 10^k.
+    let k = exponent - (n - 1);
+    let magnitude = (k + n - 1).abs();
+    let body = if k >= 0 && magnitude < n + 7 {
+        format!("{digits}{}", "0".repeat(k as usize))
+    } else if k < 0 && (k > -7 || magnitude < 4) {
+        let offset = n + k;
+        if offset <= 0 {
+            format!("0.{}{digits}", "0".repeat((-offset) as usize))
+        } else {
+            let (whole, fraction) = digits.split_at(offset as usize);
+            format!("{whole}.{fraction}")
+        }
+    } else {
+        let shown = n.min(18 - neg as i32) as usize;
+        let (first, rest) = digits[..shown].split_at(1);
+        let point = if rest.is_empty() { "" } else { "." };
+        let exp_sign = if k + shown as i32 - 1 < 0 { '-' } else { '+' };
+        format!("{first}{point}{rest}e{exp_sign}{magnitude}")
+    };
+    format!("{sign}{body}")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{append_g, format_g, format_g_buf};
+    use super::{append_g, format_g, format_g_buf, format_shortest_buf};
+
+    #[test]
+    fn shortest_arguments_follow_fpconv_layout() {
+        let cases: &[(f64, &str)] = &[
+            (0.1, "0.1"),
+            (-(2f64.powi(63)), "-9223372036854776000"),
+            (1e300, "1e+300"),
+            (5e-324, "5e-324"),
+            (1e-7, "1e-7"),
+            (0.000123, "0.000123"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (1e21, "1e+21"),
+            (2f64.powi(62), "4611686018427387904"),
+            (-0.0, "0"),
+            (123456.5, "123456.5"),
+            (1e15, "1000000000000000"),
+            (1e16, "10000000000000000"),
+            (-1.5e-10, "-1.5e-10"),
+            (3.0, "3"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (-f64::NAN, "-nan"),
+            (f64::NAN, "nan"),
+            (2.5e-5, "0.000025"),
+            (12345.678, "12345.678"),
+            (1.5e22, "1.5e+22"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(
+                std::str::from_utf8(format_shortest_buf(*v).as_bytes()).unwrap(),
+                *want,
+                "{v}"
+            );
+        }
+    }
 
     #[test]
     #[allow(clippy::approx_constant)]

@@ -13,21 +13,27 @@ use crate::header::split_args;
 /// compatibility mode (no checks before it starts; each command is checked as it runs).
 pub type ScriptFlags = Option<FunctionFlags>;
 
-/// Parses the shebang of an EVAL script, as Redis 7.0 does. The error is the message after
-/// the `ERR ` code.
-pub fn parse_shebang(body: &[u8]) -> Result<ScriptFlags, String> {
+/// Parses the shebang of an EVAL script, as the server does. The error is the message after
+/// the `ERR ` code. `engine_by_name`: Valkey's rules (`Dialect::engine_by_name`): the engine
+/// is named case-insensitively and checked after the flags.
+pub fn parse_shebang(body: &[u8], engine_by_name: bool) -> Result<ScriptFlags, String> {
     if !body.starts_with(b"#!") {
         return Ok(None);
     }
-    // Redis requires the shebang line to end with a newline.
+    // The shebang line must end with a newline.
     let end = body
         .iter()
         .position(|&b| b == b'\n')
         .ok_or("Invalid script shebang")?;
+    let invalid = if engine_by_name {
+        "Invalid engine in script shebang"
+    } else {
+        "Invalid script shebang"
+    };
     let parts = split_args(&body[..end])
         .filter(|p| !p.is_empty())
-        .ok_or("Invalid script shebang")?;
-    if parts[0] != b"#!lua" {
+        .ok_or(invalid)?;
+    if !engine_by_name && parts[0] != b"#!lua" {
         return Err(format!(
             "Unexpected engine in script shebang: {}",
             String::from_utf8_lossy(&parts[0])
@@ -56,6 +62,13 @@ pub fn parse_shebang(body: &[u8]) -> Result<ScriptFlags, String> {
                 ))
             }
         }
+    }
+    let engine = &parts[0][2..];
+    if engine_by_name && !engine.eq_ignore_ascii_case(b"lua") {
+        return Err(format!(
+            "Could not find scripting engine '{}'",
+            String::from_utf8_lossy(engine)
+        ));
     }
     Ok(Some(flags))
 }
@@ -181,6 +194,27 @@ impl<F> ScriptCache<F> {
 mod tests {
     use super::*;
 
+    fn parse_shebang_redis(body: &[u8]) -> Result<ScriptFlags, String> {
+        parse_shebang(body, false)
+    }
+
+    #[test]
+    fn valkey_finds_the_engine_by_name_after_the_flags() {
+        assert!(parse_shebang(b"#!LUA\nreturn 1", true).unwrap().is_some());
+        assert_eq!(
+            parse_shebang(b"#!python\nreturn 1", true).unwrap_err(),
+            "Could not find scripting engine 'python'"
+        );
+        assert_eq!(
+            parse_shebang(b"#!\nreturn 1", true).unwrap_err(),
+            "Could not find scripting engine ''"
+        );
+        assert_eq!(
+            parse_shebang(b"#!js flags=nope\n", true).unwrap_err(),
+            "Unexpected flag in script shebang: nope"
+        );
+    }
+
     fn script(sha: &str) -> Script<u32> {
         Script {
             sha: sha.into(),
@@ -192,37 +226,37 @@ mod tests {
 
     #[test]
     fn shebangs_parse_like_redis() {
-        assert_eq!(parse_shebang(b"return 1").unwrap(), None);
+        assert_eq!(parse_shebang_redis(b"return 1").unwrap(), None);
         assert_eq!(
-            parse_shebang(b"#!lua\nreturn 1").unwrap(),
+            parse_shebang_redis(b"#!lua\nreturn 1").unwrap(),
             Some(FunctionFlags::empty())
         );
-        let f = parse_shebang(b"#!lua flags=no-writes,allow-oom\nreturn 1")
+        let f = parse_shebang_redis(b"#!lua flags=no-writes,allow-oom\nreturn 1")
             .unwrap()
             .unwrap();
         assert!(f.contains(FunctionFlags::NO_WRITES) && f.contains(FunctionFlags::ALLOW_OOM));
         assert_eq!(
-            parse_shebang(b"#!lua flags=\nx").unwrap(),
+            parse_shebang_redis(b"#!lua flags=\nx").unwrap(),
             Some(FunctionFlags::empty())
         );
         assert_eq!(
-            parse_shebang(b"#!js\n").unwrap_err(),
+            parse_shebang_redis(b"#!js\n").unwrap_err(),
             "Unexpected engine in script shebang: #!js"
         );
         assert_eq!(
-            parse_shebang(b"#!lua flags=bad\n").unwrap_err(),
+            parse_shebang_redis(b"#!lua flags=bad\n").unwrap_err(),
             "Unexpected flag in script shebang: bad"
         );
         assert_eq!(
-            parse_shebang(b"#!lua foo=bar\n").unwrap_err(),
+            parse_shebang_redis(b"#!lua foo=bar\n").unwrap_err(),
             "Unknown lua shebang option: foo=bar"
         );
         assert_eq!(
-            parse_shebang(b"#!LUA\n").unwrap_err(),
+            parse_shebang_redis(b"#!LUA\n").unwrap_err(),
             "Unexpected engine in script shebang: #!LUA"
         );
         assert_eq!(
-            parse_shebang(b"#!lua").unwrap_err(),
+            parse_shebang_redis(b"#!lua").unwrap_err(),
             "Invalid script shebang"
         );
     }

@@ -111,14 +111,22 @@ pub fn detect_server(ctx: Ctx) -> crate::dialect::ServerInfo {
     crate::dialect::parse_info(&info, nesting_refused)
 }
 
+/// What RX needs to know of a command, from `COMMAND INFO`.
+#[derive(Clone, Copy, Default)]
+struct CommandFacts {
+    write: bool,
+    /// A container command (`CLIENT`, `CONFIG`, ...): ACL names `<command>|<subcommand>`.
+    has_subcommands: bool,
+}
+
 thread_local! {
-    /// Command name (lowercase) -> whether it is a write command, from COMMAND INFO.
-    static WRITE_COMMANDS: std::cell::RefCell<rustc_hash::FxHashMap<Vec<u8>, bool>> =
+    /// Command name (lowercase) -> its facts, from COMMAND INFO.
+    static COMMANDS: std::cell::RefCell<rustc_hash::FxHashMap<Vec<u8>, CommandFacts>> =
         std::cell::RefCell::new(rustc_hash::FxHashMap::default());
 }
 
-/// Whether `name` is a write command (`COMMAND INFO`'s flags), cached per name.
-fn is_write_command(ctx: Ctx, name: &[u8]) -> bool {
+/// `name`'s facts (`COMMAND INFO`'s flags and subcommands), cached per name.
+fn command_facts(ctx: Ctx, name: &[u8]) -> CommandFacts {
     let mut buf = [0u8; 64];
     let lower: &[u8] = if name.len() <= buf.len() {
         for (d, s) in buf.iter_mut().zip(name) {
@@ -126,25 +134,26 @@ fn is_write_command(ctx: Ctx, name: &[u8]) -> bool {
         }
         &buf[..name.len()]
     } else {
-        return false; // no Redis command has such a name
+        return CommandFacts::default(); // no Redis command has such a name
     };
-    if let Some(known) = WRITE_COMMANDS.with(|w| w.borrow().get(lower).copied()) {
+    if let Some(known) = COMMANDS.with(|w| w.borrow().get(lower).copied()) {
         return known;
     }
     let key = lower.to_vec();
-    // COMMAND INFO <name> -> [[name, arity, [flags...], ...]]
-    let is_write = match call_tree(ctx, c"COMMAND", &[b"INFO", &key]) {
+    // COMMAND INFO <name> -> [[name, arity, [flags...], first, last, step, acl categories,
+    // tips, key specs, [subcommands...]]]
+    let facts = match call_tree(ctx, c"COMMAND", &[b"INFO", &key]) {
         Some(Tree::List(entries)) => match entries.first() {
-            Some(Tree::List(info)) => match info.get(2) {
-                Some(Tree::List(flags)) => flags.contains(&Tree::Str(b"write".to_vec())),
-                _ => false,
+            Some(Tree::List(info)) => CommandFacts {
+                write: matches!(info.get(2), Some(Tree::List(flags)) if flags.contains(&Tree::Str(b"write".to_vec()))),
+                has_subcommands: matches!(info.get(9), Some(Tree::List(subs)) if !subs.is_empty()),
             },
-            _ => false,
+            _ => CommandFacts::default(),
         },
-        _ => false,
+        _ => CommandFacts::default(),
     };
-    WRITE_COMMANDS.with(|w| w.borrow_mut().insert(key, is_write));
-    is_write
+    COMMANDS.with(|w| w.borrow_mut().insert(key, facts));
+    facts
 }
 
 /// Owns RedisModuleStrings made from byte slices for one call.
@@ -221,23 +230,27 @@ pub fn config_value(ctx: Ctx, name: &str) -> Option<String> {
     }
 }
 
-/// Redis refuses XREAD/XREADGROUP with BLOCK in scripts (other blocking commands simply do
-/// not block); `RedisModule_Call` would quietly return nil instead.
+/// Redis 7 refuses XREAD/XREADGROUP with BLOCK in scripts, naming the command as the script
+/// spelled it (other blocking commands simply do not block), where `RedisModule_Call` would
+/// quietly return nil; Redis 8 and Valkey run them without blocking, as `RedisModule_Call`
+/// does (see `Dialect::blocking_stream_reads`).
 fn blocking_stream_read(name: &[u8], args: &[&[u8]]) -> Option<String> {
-    let label = if name.eq_ignore_ascii_case(b"xread") {
-        "XREAD"
-    } else if name.eq_ignore_ascii_case(b"xreadgroup") {
-        "XREADGROUP"
-    } else {
+    if crate::dialect::current().blocking_stream_reads
+        == crate::dialect::BlockingStreamReads::NonBlocking
+    {
         return None;
-    };
+    }
+    if !name.eq_ignore_ascii_case(b"xread") && !name.eq_ignore_ascii_case(b"xreadgroup") {
+        return None;
+    }
     for (i, a) in args.iter().enumerate() {
         if a.eq_ignore_ascii_case(b"streams") {
             return None;
         }
         if a.eq_ignore_ascii_case(b"block") && i + 1 < args.len() {
             return Some(format!(
-                "ERR {label} command is not allowed with BLOCK option from scripts"
+                "ERR {} command is not allowed with BLOCK option from scripts",
+                String::from_utf8_lossy(name)
             ));
         }
     }
@@ -400,7 +413,7 @@ impl<'a> ModuleHost<'a> {
         if !self.read_only
             && !self.running.wrote.get()
             && !proto.starts_with(b"-")
-            && is_write_command(self.ctx, name)
+            && command_facts(self.ctx, name).write
         {
             self.running.wrote.set(true);
         }
@@ -478,10 +491,10 @@ impl<'a> ModuleHost<'a> {
         const ESPIPE: c_int = 29;
         const EROFS: c_int = 30;
         match errno {
-            ENOENT => "ERR Unknown Redis command called from script".into(),
+            ENOENT => format!("ERR {}", crate::dialect::current().texts.unknown_command),
             // RX (cluster): RedisModule_Call refuses a key this node does not serve.
             EPERM => "ERR Script attempted to access a non local key in a cluster node".into(),
-            EINVAL => "ERR Wrong number of args calling Redis command from script".into(),
+            EINVAL => format!("ERR {}", crate::dialect::current().texts.wrong_arity),
             ESPIPE => "ERR This Redis command is not allowed from script".into(),
             EACCES => {
                 "ERR The user executing the script can't run this command or subcommand".into()
@@ -497,19 +510,26 @@ impl<'a> ModuleHost<'a> {
 }
 
 /// The user running the current command, freed on drop.
-struct CurrentUser(*mut raw::RedisModuleUser);
+struct CurrentUser {
+    user: *mut raw::RedisModuleUser,
+    name: Vec<u8>,
+}
 
 impl CurrentUser {
     fn of(ctx: Ctx) -> Option<CurrentUser> {
-        // SAFETY: the context is live; the name string is freed right after the lookup.
+        // SAFETY: the context is live; the name string is copied and freed right after the
+        // lookup.
         unsafe {
             let name = api!(RedisModule_GetCurrentUserName)(ctx);
             if name.is_null() {
                 return None;
             }
+            let mut len = 0usize;
+            let p = api!(RedisModule_StringPtrLen)(name, &mut len);
+            let bytes = std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec();
             let user = api!(RedisModule_GetModuleUserFromUserName)(name);
             api!(RedisModule_FreeString)(ctx, name);
-            (!user.is_null()).then_some(CurrentUser(user))
+            (!user.is_null()).then_some(CurrentUser { user, name: bytes })
         }
     }
 }
@@ -517,85 +537,68 @@ impl CurrentUser {
 impl Drop for CurrentUser {
     fn drop(&mut self) {
         // SAFETY: obtained from GetModuleUserFromUserName, freed once.
-        unsafe { api!(RedisModule_FreeModuleUser)(self.0) };
+        unsafe { api!(RedisModule_FreeModuleUser)(self.user) };
     }
 }
 
 impl ModuleHost<'_> {
     /// `RedisModule_Call` reports every ACL denial as EACCES; Redis's script engine says
     /// whether a key, a channel or the command itself was denied. Work out which.
-    fn acl_refusal(&self, name: &[u8], args: &ArgStrings) -> String {
-        const KEY: &str = "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments";
-        const CHANNEL: &str = "ERR The user executing the script can't publish to the channel mentioned in the command";
-        const COMMAND: &str =
-            "ERR The user executing the script can't run this command or subcommand";
-        let Some(user) = CurrentUser::of(self.ctx) else {
-            return COMMAND.into();
-        };
-        let name_str = ArgStrings::new(self.ctx, &[name]);
-        let mut argv = Vec::with_capacity(args.items.len() + 1);
-        argv.push(name_str.items[0]);
-        argv.extend_from_slice(&args.items);
-        // SAFETY: argv holds live strings; the key arrays Redis returns are freed with
-        // RedisModule_Free as its API requires.
-        unsafe {
-            let mut num = 0 as c_int;
-            let mut flags: *mut c_int = std::ptr::null_mut();
-            let positions = match raw::RedisModule_GetCommandKeysWithFlags {
-                Some(f) => f(
-                    self.ctx,
-                    argv.as_mut_ptr(),
-                    argv.len() as c_int,
-                    &mut num,
-                    &mut flags,
-                ),
-                None => std::ptr::null_mut(),
-            };
-            let mut key_denied = false;
-            if !positions.is_null() {
-                for i in 0..num.max(0) as usize {
-                    let pos = *positions.add(i) as usize;
-                    // The ACL check takes only the access-type flags.
-                    let access = (raw::REDISMODULE_CMD_KEY_ACCESS
-                        | raw::REDISMODULE_CMD_KEY_INSERT
-                        | raw::REDISMODULE_CMD_KEY_DELETE
-                        | raw::REDISMODULE_CMD_KEY_UPDATE)
-                        as c_int;
-                    let key_flags = if flags.is_null() {
-                        0
-                    } else {
-                        *flags.add(i) & access
-                    };
-                    if let Some(key) = argv.get(pos) {
-                        if api!(RedisModule_ACLCheckKeyPermissions)(user.0, *key, key_flags)
-                            != raw::REDISMODULE_OK as c_int
-                        {
-                            key_denied = true;
-                        }
+    fn acl_refusal(&self, name: &[u8], rest: &[&[u8]]) -> String {
+        use crate::dialect::AclRefusals;
+        let named = crate::dialect::current().acl_refusals == AclRefusals::Named;
+        let command = |user: &[u8]| {
+            if named {
+                // Redis names the command as registered: lowercase, `parent|sub` for a
+                // subcommand.
+                let mut full = String::from_utf8_lossy(name).to_ascii_lowercase();
+                if command_facts(self.ctx, name).has_subcommands {
+                    if let Some(sub) = rest.first() {
+                        full.push('|');
+                        full.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
                     }
                 }
-                api!(RedisModule_Free)(positions.cast());
-                if !flags.is_null() {
-                    api!(RedisModule_Free)(flags.cast());
-                }
+                format!(
+                    "ERR ACL failure in script: User {} has no permissions to run the '{full}' command",
+                    String::from_utf8_lossy(user)
+                )
+            } else {
+                "ERR The user executing the script can't run this command or subcommand".into()
             }
-            if key_denied {
-                return KEY.into();
+        };
+        let key = || -> String {
+            if named {
+                "ERR ACL failure in script: No permissions to access a key".into()
+            } else {
+                "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments".into()
             }
-            let publishes =
-                name.eq_ignore_ascii_case(b"publish") || name.eq_ignore_ascii_case(b"spublish");
-            if publishes && argv.len() > 1 {
-                let ok = api!(RedisModule_ACLCheckChannelPermissions)(
-                    user.0,
-                    argv[1],
-                    raw::REDISMODULE_CMD_CHANNEL_PUBLISH as c_int,
-                );
-                if ok != raw::REDISMODULE_OK as c_int {
-                    return CHANNEL.into();
-                }
+        };
+        let channel = || -> String {
+            if named {
+                "ERR ACL failure in script: No permissions to access a channel".into()
+            } else {
+                "ERR The user executing the script can't publish to the channel mentioned in the command".into()
             }
+        };
+        let Some(user) = CurrentUser::of(self.ctx) else {
+            return command(b"");
+        };
+        // Which check failed, in Redis's order (the command, then its keys, then the
+        // channel): ACL DRYRUN answers it in words; RedisModule_ACLCheckCommandPermissions
+        // checks keys too and cannot tell.
+        let mut dryrun: Vec<&[u8]> = vec![b"DRYRUN", &user.name, name];
+        dryrun.extend_from_slice(rest);
+        let verdict = match call_tree(self.ctx, c"ACL", &dryrun) {
+            Some(Tree::Str(t)) | Some(Tree::Error(t)) => String::from_utf8_lossy(&t).into_owned(),
+            _ => String::new(),
+        };
+        if verdict.contains("' key") {
+            key()
+        } else if verdict.contains("' channel") {
+            channel()
+        } else {
+            command(&user.name)
         }
-        COMMAND.into()
     }
 }
 
@@ -607,7 +610,10 @@ impl Host for ModuleHost<'_> {
         on_reply: &mut dyn FnMut(&[u8]),
     ) -> Result<(), String> {
         let Some((name, rest)) = argv.split_first() else {
-            return Err("ERR Please specify at least one argument for this redis lib call".into());
+            return Err(format!(
+                "ERR {}",
+                crate::dialect::current().texts.no_arguments
+            ));
         };
         self.redis_calls.set(self.redis_calls.get() + 1);
         if name.contains(&0) {
@@ -643,8 +649,7 @@ impl Host for ModuleHost<'_> {
         if reply.is_null() {
             const EACCES: c_int = 13;
             if err == EACCES {
-                let args = args.unwrap_or_else(|| ArgStrings::new(self.ctx, rest));
-                return Err(self.acl_refusal(name.to_bytes(), &args));
+                return Err(self.acl_refusal(name.to_bytes(), rest));
             }
             return Err(self.refusal_text(err));
         }
@@ -759,7 +764,7 @@ impl Host for ModuleHost<'_> {
         unsafe {
             set_errno(0);
             let r = api!(RedisModule_ACLCheckCommandPermissions)(
-                user.0,
+                user.user,
                 args.items.as_ptr() as *mut _,
                 args.items.len() as c_int,
             );
@@ -767,7 +772,10 @@ impl Host for ModuleHost<'_> {
             if r == raw::REDISMODULE_OK as c_int {
                 Ok(true)
             } else if err == 2 {
-                Err("ERR Invalid command passed to redis.acl_check_cmd()".into())
+                Err(format!(
+                    "ERR {}",
+                    crate::dialect::current().texts.acl_check_cmd_unknown
+                ))
             } else {
                 Ok(false)
             }

@@ -52,7 +52,8 @@ fn cache_script(ctx: Ctx, body: &[u8], pinned: bool) -> RxResult<Rc<Script<LuaCa
         }
         return Ok(s);
     }
-    let flags = parse_shebang(body).map_err(RxError::err)?;
+    let flags =
+        parse_shebang(body, crate::dialect::current().engine_by_name).map_err(RxError::err)?;
     let engine = state::with(|st| Rc::clone(&st.engine));
     let callable = engine.compile_script(body).map_err(RxError::coded_bytes)?;
     let limit = crate::config::SCRIPT_CACHE_SIZE.load(Ordering::Relaxed) as usize;
@@ -87,7 +88,7 @@ fn run(
     }
     // EVALSHA answers NOSCRIPT at once for a SHA1 of the wrong length (no script can
     // match it), before numkeys is looked at.
-    let no_script = || RxError::coded("NOSCRIPT No matching script. Please use EVAL.");
+    let no_script = || RxError::coded(crate::dialect::current().texts.noscript);
     if by_sha && args[1].len() != 40 {
         return Err(no_script());
     }

@@ -16,6 +16,7 @@ use std::time::Instant;
 use mlua::ffi;
 use sha1::{Digest, Sha1};
 
+use crate::dialect::NumberArguments;
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::numfmt;
 use crate::resp::{self, RespVisitor};
@@ -157,6 +158,21 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
     2
 }
 
+extern "C" {
+    /// C's processor time, as Lua's `os.clock` reads it.
+    fn clock() -> std::ffi::c_long;
+}
+
+/// `os.clock()`: the processor time the server used, in seconds.
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
+pub unsafe extern "C-unwind" fn os_clock(l: *mut ffi::lua_State) -> c_int {
+    // glibc's CLOCKS_PER_SEC (fixed by POSIX XSI).
+    const CLOCKS_PER_SEC: f64 = 1_000_000.0;
+    ffi::lua_pushnumber(l, clock() as f64 / CLOCKS_PER_SEC);
+    1
+}
+
 // ---- small Lua helpers ------------------------------------------------------------------
 
 /// Pushes `{err = msg}`.
@@ -206,7 +222,7 @@ fn raise_text(s: &str) -> Vec<u8> {
 const INLINE_ARGS: usize = 16;
 
 /// Runs `f` with all arguments as byte strings, Redis's rules for `redis.call` arguments
-/// (strings as they are, numbers as `%.17g`). `Err` is the error text for a bad argument.
+/// (strings as they are, numbers as the server writes them: `Dialect::number_arguments`). `Err` is the error text for a bad argument.
 ///
 /// Nothing is raised in here: the caller raises once every Rust value is gone.
 unsafe fn with_command_args<R>(
@@ -215,9 +231,7 @@ unsafe fn with_command_args<R>(
 ) -> Result<R, Vec<u8>> {
     let argc = ffi::lua_gettop(l).max(0) as usize;
     if argc == 0 {
-        return Err(raise_text(
-            "Please specify at least one argument for this redis lib call",
-        ));
+        return Err(raise_text(crate::dialect::current().texts.no_arguments));
     }
     // Types are read once; a number's text is made once, into `numbers`.
     let mut inline_numbers = [numfmt::NumBuf::EMPTY; INLINE_ARGS];
@@ -228,16 +242,21 @@ unsafe fn with_command_args<R>(
         spilled_numbers.resize(argc, numfmt::NumBuf::EMPTY);
         &mut spilled_numbers
     };
+    let number_arguments = crate::dialect::current().number_arguments;
     for (i, n) in numbers.iter_mut().enumerate() {
         match ffi::lua_type(l, (i + 1) as c_int) {
             ffi::LUA_TSTRING => {}
             ffi::LUA_TNUMBER => {
-                *n = numfmt::format_g_buf(ffi::lua_tonumber(l, (i + 1) as c_int), 17);
+                let v = ffi::lua_tonumber(l, (i + 1) as c_int);
+                *n = match number_arguments {
+                    NumberArguments::Precise => numfmt::format_g_buf(v, 17),
+                    NumberArguments::IntegerOrShortest => numfmt::format_shortest_buf(v),
+                };
                 n.mark_number();
             }
             _ => {
                 return Err(raise_text(
-                    "Lua redis lib command arguments must be strings or integers",
+                    crate::dialect::current().texts.bad_argument_type,
                 ))
             }
         }
@@ -524,7 +543,7 @@ pub unsafe extern "C-unwind" fn redis_status_reply(l: *mut ffi::lua_State) -> c_
 pub unsafe extern "C-unwind" fn redis_log(l: *mut ffi::lua_State) -> c_int {
     let argc = ffi::lua_gettop(l);
     if argc < 2 {
-        raise(l, raise_text("redis.log() requires two arguments or more."));
+        raise(l, raise_text(crate::dialect::current().texts.log_arity));
     }
     if ffi::lua_isnumber(l, 1) == 0 {
         raise(
@@ -533,7 +552,10 @@ pub unsafe extern "C-unwind" fn redis_log(l: *mut ffi::lua_State) -> c_int {
         );
     }
     let Some(level) = LogLevel::from_number(ffi::lua_tonumber(l, 1)) else {
-        raise(l, raise_text("Invalid debug level."));
+        raise(
+            l,
+            raise_text(crate::dialect::current().texts.invalid_log_level),
+        );
     };
     let mut msg = Vec::new();
     for i in 2..=argc {
@@ -561,7 +583,7 @@ pub unsafe extern "C-unwind" fn redis_log(l: *mut ffi::lua_State) -> c_int {
 /// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_setresp(l: *mut ffi::lua_State) -> c_int {
     if ffi::lua_gettop(l) != 1 {
-        raise(l, raise_text("redis.setresp() requires one argument."));
+        raise(l, raise_text(crate::dialect::current().texts.setresp_arity));
     }
     // Redis converts to a C int, so 2.5 means 2 and "3" means 3.
     let v = ffi::lua_tonumber(l, -1) as i64;
@@ -594,8 +616,10 @@ pub unsafe extern "C-unwind" fn redis_acl_check_cmd(l: *mut ffi::lua_State) -> c
 /// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_set_repl(l: *mut ffi::lua_State) -> c_int {
     if ffi::lua_gettop(l) != 1 {
-        // Redis's own (inaccurate) wording.
-        raise(l, raise_text("redis.set_repl() requires two arguments."));
+        raise(
+            l,
+            raise_text(crate::dialect::current().texts.set_repl_arity),
+        );
     }
     let v = ffi::lua_tonumber(l, -1) as i64;
     if v & !3 != 0 {

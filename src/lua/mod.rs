@@ -225,8 +225,27 @@ impl LuaEngine {
         ] {
             redis.raw_set(name, v)?;
         }
-        redis.raw_set("REDIS_VERSION", version.text.as_str())?;
-        redis.raw_set("REDIS_VERSION_NUM", version.num)?;
+        let dialect = crate::dialect::current();
+        if dialect.valkey_api {
+            // Valkey keeps the Redis version it claims under the old names.
+            let (claimed, claimed_num) = crate::dialect::VALKEY_CLAIMED_REDIS_VERSION;
+            redis.raw_set("REDIS_VERSION", claimed)?;
+            redis.raw_set("REDIS_VERSION_NUM", claimed_num)?;
+            redis.raw_set("VALKEY_VERSION", version.text.as_str())?;
+            redis.raw_set("VALKEY_VERSION_NUM", version.num)?;
+            redis.raw_set("SERVER_NAME", "valkey")?;
+        } else {
+            redis.raw_set("REDIS_VERSION", version.text.as_str())?;
+            redis.raw_set("REDIS_VERSION_NUM", version.num)?;
+        }
+        let dialect_table = lua.create_table()?;
+        dialect_table.raw_set("api", dialect.api_name)?;
+        dialect_table.raw_set("valkey", dialect.valkey_api)?;
+        dialect_table.raw_set("late_names", dialect.late_function_name_checks)?;
+        if dialect.os_clock {
+            // SAFETY: a lua_CFunction written against the C API in `api`.
+            dialect_table.raw_set("os_clock", unsafe { lua.create_c_function(api::os_clock)? })?;
+        }
 
         let cjson = cjson::open(&lua)?;
         let cmsgpack = cmsgpack::open(&lua)?;
@@ -246,6 +265,7 @@ impl LuaEngine {
                     // SAFETY: as above.
                     lua.create_c_function(api::rx_load51)?
                 },
+                dialect_table,
             ))?;
 
         // Nothing dangerous stays reachable, even from the real globals.
@@ -430,6 +450,9 @@ impl LuaEngine {
                     .and_then(|f| self.callable(f, None))
                     .map_err(text)?,
             });
+        }
+        if crate::dialect::current().late_function_name_checks {
+            check_function_names(&out)?;
         }
         Ok(out)
     }
@@ -743,6 +766,25 @@ impl LuaEngine {
             unsafe { ffi::lua_gc(self.main, ffi::LUA_GCSETPAUSE, pause) };
         }
     }
+}
+
+/// Valkey's checks of the functions a library body registered, made after the body ran,
+/// in registration order, with its own texts and no `Error registering functions` prefix.
+fn check_function_names(registered: &[Registration<LuaCallable>]) -> Result<(), Vec<u8>> {
+    let mut seen = std::collections::HashSet::new();
+    for r in registered {
+        let valid = !r.name.is_empty()
+            && r.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(b"ERR Function names can only contain letters, numbers, or underscores(_) and must be at least one character long".to_vec());
+        }
+        if !seen.insert(r.name.as_str()) {
+            return Err(b"ERR Function already exists in the library".to_vec());
+        }
+    }
+    Ok(())
 }
 
 /// Everything `run_frame` needs, passed through `lua_cpcall` as a light userdata.

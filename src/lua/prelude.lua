@@ -1,7 +1,10 @@
 -- Builds the sandbox every RX function runs in. Runs once per VM, with the full standard
 -- library still reachable; everything it keeps private stays in this chunk's upvalues.
--- Arguments: the redis API table (filled by Rust), and the codec libraries.
-local redis_api, cjson, cmsgpack, struct, interrupted, load51 = ...
+-- Arguments: the redis API table (filled by Rust), the codec libraries, and what differs
+-- between servers (`dialect`: see src/dialect.rs).
+local redis_api, cjson, cmsgpack, struct, interrupted, load51, dialect = ...
+-- The API table's name in error texts: `redis`, or `server` on Valkey.
+local API = dialect.api
 
 local debug_getinfo, setfenv, getmetatable, setmetatable = debug.getinfo, setfenv, getmetatable, setmetatable
 local type, tostring, error, rawequal = type, tostring, error, rawequal
@@ -113,6 +116,10 @@ G.cjson = readonly(cjson)
 G.cmsgpack = readonly(cmsgpack)
 G.struct = readonly(struct)
 G.redis = readonly(redis_api)
+-- Valkey: `server` is the same table as `redis`.
+if dialect.valkey then G.server = G.redis end
+-- Redis 7.4+ and Valkey 8: an `os` table holding only `clock`.
+if dialect.os_clock then G.os = readonly({ clock = dialect.os_clock }) end
 
 -- The environment every library and function runs in. Its __index is switched to the
 -- load-time API while a library body runs, then back to G.
@@ -307,62 +314,72 @@ local function script_code_of(f)
   return code, strings
 end
 
+local loading = false
+
 local function register_function(...)
+  if not loading then fail(API .. '.register_function can only be called on RX.LOAD command') end
   local argc = select('#', ...)
-  if argc < 1 or argc > 2 then fail('wrong number of arguments to redis.register_function') end
+  if argc < 1 or argc > 2 then fail('wrong number of arguments to ' .. API .. '.register_function') end
   local name, callback, flags, description
   if argc == 1 then
     local named = ...
     if type(named) ~= 'table' then
-      fail('calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).')
+      fail('calling ' .. API .. '.register_function with a single argument is only applicable to Lua table (representing named arguments).')
     end
     for k, v in next, named do
-      if not stringish(k) then fail('named argument key given to redis.register_function is not a string') end
+      if not stringish(k) then fail('named argument key given to ' .. API .. '.register_function is not a string') end
       local key = string_lower(tostring(k))
       if key == 'function_name' then
-        if not stringish(v) then fail('function_name argument given to redis.register_function must be a string') end
+        if not stringish(v) then fail('function_name argument given to ' .. API .. '.register_function must be a string') end
         name = tostring(v)
       elseif key == 'description' then
-        if not stringish(v) then fail('description argument given to redis.register_function must be a string') end
+        if not stringish(v) then fail('description argument given to ' .. API .. '.register_function must be a string') end
         description = tostring(v)
       elseif key == 'callback' then
-        if type(v) ~= 'function' then fail('callback argument given to redis.register_function must be a function') end
+        if type(v) ~= 'function' then fail('callback argument given to ' .. API .. '.register_function must be a function') end
         callback = v
       elseif key == 'flags' then
-        if type(v) ~= 'table' then fail('flags argument to redis.register_function must be a table representing function flags') end
+        if type(v) ~= 'table' then fail('flags argument to ' .. API .. '.register_function must be a table representing function flags') end
         flags = read_flags(v)
       else
-        fail('unknown argument given to redis.register_function')
+        fail('unknown argument given to ' .. API .. '.register_function')
       end
     end
-    if not name then fail('redis.register_function must get a function name argument') end
-    if not callback then fail('redis.register_function must get a callback argument') end
+    if not name then fail(API .. '.register_function must get a function name argument') end
+    if not callback then fail(API .. '.register_function must get a callback argument') end
   else
     local n, f = ...
-    if not stringish(n) then fail('first argument to redis.register_function must be a string') end
-    if type(f) ~= 'function' then fail('second argument to redis.register_function must be a function') end
+    if not stringish(n) then fail('first argument to ' .. API .. '.register_function must be a string') end
+    if type(f) ~= 'function' then fail('second argument to ' .. API .. '.register_function must be a function') end
     name, callback = tostring(n), f
   end
-  if not string_find(name, '^[%w_]+$') then fail(NAME_RULE) end
-  if pending_names[name] then fail('Function already exists in the library') end
+  -- Valkey checks names after the body ran (src/dialect.rs, late_function_name_checks).
+  if not dialect.late_names then
+    if not string_find(name, '^[%w_]+$') then fail(NAME_RULE) end
+    if pending_names[name] then fail('Function already exists in the library') end
+  end
   pending_names[name] = true
   pending[#pending + 1] = { name = name, callback = callback, flags = flags or {}, description = description }
 end
 
 local load_redis = { register_function = register_function, log = redis_api.log }
-for _, k in ipairs({ 'LOG_DEBUG', 'LOG_VERBOSE', 'LOG_NOTICE', 'LOG_WARNING', 'REDIS_VERSION', 'REDIS_VERSION_NUM' }) do
+for _, k in ipairs({ 'LOG_DEBUG', 'LOG_VERBOSE', 'LOG_NOTICE', 'LOG_WARNING', 'REDIS_VERSION', 'REDIS_VERSION_NUM',
+                     'VALKEY_VERSION', 'VALKEY_VERSION_NUM', 'SERVER_NAME' }) do
   load_redis[k] = redis_api[k]
 end
-local load_api = strict({ redis = strict(load_redis) })
+local load_redis_proxy = strict(load_redis)
+local load_api = strict({ redis = load_redis_proxy, server = dialect.valkey and load_redis_proxy or nil })
 
 local function begin_load()
   pending, pending_names = {}, {}
+  loading = true
   env_mt.__index = load_api
 end
 
 -- Always called after a library body ran (or failed); hands back what it registered.
 local function finish_load()
   env_mt.__index = G
+  loading = false
   local registered = pending
   pending, pending_names = {}, {}
   return registered
