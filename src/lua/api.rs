@@ -158,6 +158,16 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
     2
 }
 
+/// `number_text(x)`: a number as Lua 5.1 writes it (C's `%.14g`: `-nan` for a NaN with its
+/// sign bit set, where LuaJIT writes `nan`).
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
+pub unsafe extern "C-unwind" fn number_text(l: *mut ffi::lua_State) -> c_int {
+    let text = numfmt::format_g_buf(ffi::luaL_checknumber(l, 1), 14);
+    ffi::lua_pushlstring(l, text.as_bytes().as_ptr().cast(), text.as_bytes().len());
+    1
+}
+
 extern "C" {
     /// C's processor time, as Lua's `os.clock` reads it.
     fn clock() -> std::ffi::c_long;
@@ -296,9 +306,9 @@ enum CallOutcome {
 }
 
 unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
-    if ffi::lua_checkstack(l, 8) == 0 {
-        raise(l, raise_text("reached lua stack limit"));
-    }
+    // No stack check here: the arguments may fill the stack to its limit (`unpack` of 7,999
+    // values). Lua leaves a C function LUA_MINSTACK free slots, enough for a refusal's
+    // error table, and the arguments are popped before a reply is pushed.
     let outcome = with_command_args(l, |argv| {
         with_active(|active| {
             let options = CallOptions {
@@ -311,6 +321,9 @@ unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
                 depth_ok: true,
             };
             let r = active.host.call(argv, options, &mut |proto: &[u8]| {
+                // The command ran: its arguments (which `argv` points into) are no longer
+                // read, so they make room for the reply, as in Redis.
+                ffi::lua_settop(l, 0);
                 if resp::visit(proto, &mut pusher).is_err() {
                     pusher.reset_to_error(b"ERR RX could not read the reply");
                 }

@@ -242,6 +242,10 @@ impl LuaEngine {
         dialect_table.raw_set("api", dialect.api_name)?;
         dialect_table.raw_set("valkey", dialect.valkey_api)?;
         dialect_table.raw_set("late_names", dialect.late_function_name_checks)?;
+        // SAFETY: a lua_CFunction written against the C API in `api`.
+        dialect_table.raw_set("number_text", unsafe {
+            lua.create_c_function(api::number_text)?
+        })?;
         if dialect.os_clock {
             // SAFETY: a lua_CFunction written against the C API in `api`.
             dialect_table.raw_set("os_clock", unsafe { lua.create_c_function(api::os_clock)? })?;

@@ -100,6 +100,119 @@ do
 end
 
 -- Align LuaJIT's libraries with Redis's Lua 5.1 (compat functions in, extensions out).
+do
+  -- Lua 5.1 writes numbers with C's "%.14g": a NaN with its sign bit set (0/0 on x86) is
+  -- "-nan", where LuaJIT always writes "nan". (Concatenation with `..` still writes LuaJIT's
+  -- "nan": the VM does it, no library function; see README.)
+  local raw_tostring, number_text = tostring, dialect.number_text
+  G.tostring = function(...)
+    local v = ...
+    if v ~= v and type(v) == 'number' then return number_text(v) end
+    return raw_tostring(...)
+  end
+  -- string.format checks its arguments as Lua 5.1's does (lstrlib.c: %s and %q take strings
+  -- and numbers only, numeric conversions numbers, the same format errors), and %q quotes
+  -- as Lua 5.1 does (escaping only `"`, `\`, newline, CR and NUL); LuaJIT writes anything
+  -- through tostring and escapes control characters its own way.
+  local raw_format, find, sub, byte, select, type, tonumber, concat, gsub =
+    string.format, string.find, string.sub, string.byte, select, type, tonumber, table.concat, string.gsub
+  local NUMERIC = { c = true, d = true, i = true, o = true, u = true, x = true, X = true,
+                    e = true, E = true, f = true, g = true, G = true }
+  local QUOTED = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\\n', ['\r'] = '\\r', ['\0'] = '\\000' }
+  local function quote51(v)
+    if type(v) == 'number' then v = raw_tostring(v) end
+    return '"' .. gsub(v, '[%z"\\\n\r]', QUOTED) .. '"'
+  end
+  -- luaL_argerror: names the function as its caller called it (level 2: `format` itself).
+  local function argerror(narg, msg)
+    local ar = debug_getinfo(2, 'n')
+    local name = ar and ar.name or '?'
+    if ar and ar.namewhat == 'method' then
+      narg = narg - 1
+      if narg == 0 then error("calling '" .. name .. "' on bad self (" .. msg .. ")", 3) end
+    end
+    error("bad argument #" .. narg .. " to '" .. name .. "' (" .. msg .. ")", 3)
+  end
+  local function is_digit(c) return c and c >= 48 and c <= 57 end
+
+  -- %q, or a NaN for %s: the result is built piece by piece.
+  local function format_slowly(fmt, ...)
+    local out, arg, i = {}, 0, 1
+    while true do
+      local at = find(fmt, '%', i, true)
+      if not at then out[#out + 1] = sub(fmt, i) break end
+      out[#out + 1] = sub(fmt, i, at - 1)
+      if byte(fmt, at + 1) == 37 then
+        out[#out + 1] = '%'
+        i = at + 2
+      else
+        arg = arg + 1
+        local _, stop = find(fmt, '^[-+ #0]*%d?%d?%.?%d?%d?.', at + 1)
+        local spec, v = sub(fmt, at, stop), select(arg, ...)
+        local conversion = sub(spec, -1)
+        if conversion == 'q' then
+          out[#out + 1] = quote51(v)
+        elseif conversion == 's' and v ~= v then
+          out[#out + 1] = raw_format(spec, number_text(v))
+        else
+          out[#out + 1] = raw_format(spec, v)
+        end
+        i = stop + 1
+      end
+    end
+    return concat(out)
+  end
+
+  string.format = function(...)
+    local fmt = ...
+    local tf = type(fmt)
+    if tf ~= 'string' then
+      if tf ~= 'number' then
+        argerror(1, 'string expected, got ' .. (select('#', ...) == 0 and 'no value' or tf))
+      end
+      return raw_format(...)
+    end
+    if not find(fmt, '%', 1, true) then return raw_format(...) end
+    local argc, arg, i, len, slow = select('#', ...) - 1, 1, 1, #fmt, false
+    while true do
+      local at = find(fmt, '%', i, true)
+      if not at then break end
+      if byte(fmt, at + 1) == 37 then
+        i = at + 2
+      else
+        arg = arg + 1
+        if arg - 1 > argc then argerror(arg, 'no value') end
+        local p = at + 1
+        while p <= len and find('-+ #0', sub(fmt, p, p), 1, true) do p = p + 1 end
+        if p - at - 1 >= 6 then error('invalid format (repeated flags)', 2) end
+        if is_digit(byte(fmt, p)) then p = p + 1 end
+        if is_digit(byte(fmt, p)) then p = p + 1 end
+        if byte(fmt, p) == 46 then
+          p = p + 1
+          if is_digit(byte(fmt, p)) then p = p + 1 end
+          if is_digit(byte(fmt, p)) then p = p + 1 end
+        end
+        if is_digit(byte(fmt, p)) then error('invalid format (width or precision too long)', 2) end
+        local conversion = sub(fmt, p, p)
+        local v = select(arg, ...)
+        local t = type(v)
+        if NUMERIC[conversion] then
+          if t ~= 'number' and not (t == 'string' and tonumber(v)) then
+            argerror(arg, 'number expected, got ' .. t)
+          end
+        elseif conversion == 's' or conversion == 'q' then
+          if t ~= 'string' and t ~= 'number' then argerror(arg, 'string expected, got ' .. t) end
+          if conversion == 'q' or v ~= v then slow = true end
+        else
+          error("invalid option '%" .. conversion:match('^[^%z]*') .. "' to 'format'", 2)
+        end
+        i = p + 1
+      end
+    end
+    if slow then return format_slowly(...) end
+    return raw_format(...)
+  end
+end
 string.gfind = string.gmatch
 table.setn = function() error("'setn' is obsolete", 2) end
 table.move = nil
@@ -110,7 +223,24 @@ coroutine.isyieldable = nil
 G.string = readonly(string)
 G.table = readonly(table)
 G.math = readonly(math)
-if bit then G.bit = readonly(bit) end -- LuaJIT's; a plain Lua 5.1 build has none
+local original_tohex = bit and bit.tohex
+if bit then
+  -- Lua BitOp, as Redis bundles it, writes at most 8 digits: bit.tohex(x, n) clamps n to
+  -- [-8, 8] (and n = -2^31, which once asked for 2^31 digits, to -8: CVE-2024-31449).
+  -- LuaJIT writes as many as asked.
+  local tobit = bit.tobit
+  bit.tohex = function(x, ...)
+    if select('#', ...) == 0 then return original_tohex(x) end
+    local n = ...
+    local v = type(n) == 'number' and n or tonumber(n)
+    if v then
+      v = tobit(v)
+      if v > 8 then n = 8 elseif v < -8 then n = -8 end
+    end
+    return original_tohex(x, n)
+  end
+  G.bit = readonly(bit)
+end -- LuaJIT's; a plain Lua 5.1 build has none
 G.coroutine = readonly(coroutine)
 G.cjson = readonly(cjson)
 G.cmsgpack = readonly(cmsgpack)
@@ -240,8 +370,10 @@ local function read_flags(list)
   while true do
     local f = list[i]
     if f == nil then break end
-    if not stringish(f) or not FLAGS[string_lower(tostring(f))] then fail('unknown flag given') end
-    flags[#flags + 1] = string_lower(tostring(f))
+    -- Redis compares flag names as C strings: up to a NUL byte.
+    local name = stringish(f) and string_lower(tostring(f)):match('^[^%z]*')
+    if not name or not FLAGS[name] then fail('unknown flag given') end
+    flags[#flags + 1] = name
     i = i + 1
   end
   return flags
@@ -396,6 +528,8 @@ local c_names = {}
 for _, lib in ipairs({ string, table, math, coroutine, cjson, cmsgpack, struct, bit }) do
   for name, f in pairs(lib) do c_names[f] = name end
 end
+if original_tohex then c_names[original_tohex] = 'tohex' end
+c_names[G.tostring] = 'tostring'
 for _, name in ipairs({ 'assert', 'collectgarbage', 'getmetatable', 'pcall', 'rawequal', 'select',
                         'setmetatable', 'tonumber', 'tostring', 'type', 'unpack', 'xpcall' }) do
   c_names[_G[name]] = name
@@ -403,11 +537,17 @@ end
 local raw_error = error
 
 local function on_error(err)
-  local raising -- the innermost named C function on the way up, if any
+  local raising -- the innermost named library function on the way up, if any
   local level = 2
   local info = debug_getinfo(level, 'Slf')
   while info and (info.what == 'C' or info.source == INTERNAL) do
-    if not raising and info.what == 'C' and (c_names[info.func] or info.func == raw_error) then raising = info end
+    -- A library function written here in Lua (string.format, tostring) raises through
+    -- `error`: it, not `error`, is the one to name.
+    if c_names[info.func] and (not raising or raising.func == raw_error) then
+      raising = info
+    elseif not raising and info.what == 'C' and info.func == raw_error then
+      raising = info
+    end
     level = level + 1
     info = debug_getinfo(level, 'Slf')
   end
@@ -425,7 +565,7 @@ local function on_error(err)
     info = { source = f.source, currentline = line }
     -- The C function's own message lost its position and name the same way; Lua 5.1
     -- would have written `user_function:<line>: bad argument #1 to 'rep' (...)`.
-    if type(err) == 'string' and raising and raising.what == 'C' and raising.func ~= raw_error then
+    if type(err) == 'string' and raising and raising.func ~= raw_error then
       local name = c_names[raising.func]
       if name then err = err:gsub("to '%?'", "to '" .. name .. "'", 1) end
       if f.source:sub(1, 1) == '@' and not err:find('^[^%s]+:%d+: ') then
