@@ -23,15 +23,10 @@ pub enum PayloadError {
 }
 
 impl PayloadError {
-    /// The message after the `ERR ` code.
+    /// The message after the `ERR ` code: the one `FUNCTION RESTORE` gives for any payload
+    /// it cannot take, whatever the reason.
     pub fn message(&self) -> String {
-        match self {
-            PayloadError::Foreign => "payload is not an RX dump".into(),
-            PayloadError::NewerVersion(v) => {
-                format!("payload version {v} is newer than this RX supports ({PAYLOAD_VERSION})")
-            }
-            PayloadError::Corrupt => "payload version or checksum are wrong".into(),
-        }
+        "DUMP payload version or checksum are wrong".into()
     }
 }
 

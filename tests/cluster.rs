@@ -34,7 +34,7 @@ fn primaries(c: &Cluster) -> Vec<usize> {
 }
 
 fn list_raw(n: &Node) -> Vec<u8> {
-    n.conn().raw(&["RX.LIST", "WITHCODE"])
+    n.conn().raw(&["RX.LIST", "WITHCODE", "WITHVERSIONS"])
 }
 
 /// Waits until every node's `RX.LIST WITHCODE` equals `reference`'s; returns how long.
@@ -63,7 +63,7 @@ fn wait_converged(c: &Cluster, reference: usize, timeout: Duration, what: &str) 
 
 /// The `field` of library `name` in a node's RX.LIST, if it has that library.
 fn lib_field(n: &Node, name: &str, field: &str) -> Option<Reply> {
-    let list = n.conn().q(&["RX.LIST", "WITHCODE"]);
+    let list = n.conn().q(&["RX.LIST", "WITHCODE", "WITHVERSIONS"]);
     for lib in list.as_array().unwrap() {
         let kv = lib.as_array().unwrap();
         let get = |k: &str| {

@@ -264,24 +264,3 @@ fn runner_eval_error_normalisation() {
     // Bulk strings are untouched.
     assert_eq!(n("$7\r\nRX.EVAL\r\n", "EVAL"), "$7\r\nRX.EVAL\r\n");
 }
-
-#[test]
-fn runner_strips_only_rx_lists_own_fields() {
-    let list =
-        |args: &[&str]| -> Vec<Vec<u8>> { args.iter().map(|a| a.as_bytes().to_vec()).collect() };
-    let native = list(&["FUNCTION", "LIST"]);
-    // RESP3: a map per library, RX's two fields last.
-    let rx3 = b"*1\r\n%5\r\n$12\r\nlibrary_name\r\n$1\r\na\r\n$6\r\nengine\r\n$3\r\nLUA\r\n$9\r\nfunctions\r\n*0\r\n$7\r\nversion\r\n:3\r\n$6\r\ndigest\r\n$2\r\nab\r\n";
-    let native3 = b"*1\r\n%3\r\n$12\r\nlibrary_name\r\n$1\r\na\r\n$6\r\nengine\r\n$3\r\nLUA\r\n$9\r\nfunctions\r\n*0\r\n";
-    assert_eq!(normalize_rx_reply(rx3, &native), native3.to_vec());
-    // RESP2: a flat array per library.
-    let rx2 = b"*1\r\n*10\r\n$12\r\nlibrary_name\r\n$1\r\na\r\n$6\r\nengine\r\n$3\r\nLUA\r\n$9\r\nfunctions\r\n*0\r\n$7\r\nversion\r\n:3\r\n$6\r\ndigest\r\n$2\r\nab\r\n";
-    let native2 = b"*1\r\n*6\r\n$12\r\nlibrary_name\r\n$1\r\na\r\n$6\r\nengine\r\n$3\r\nLUA\r\n$9\r\nfunctions\r\n*0\r\n";
-    assert_eq!(normalize_rx_reply(rx2, &native), native2.to_vec());
-    // A listing without those fields, or another command's reply, is left as it is.
-    assert_eq!(normalize_rx_reply(native3, &native), native3.to_vec());
-    assert_eq!(
-        normalize_rx_reply(rx3, &list(&["FCALL", "f", "0"])),
-        rx3.to_vec()
-    );
-}

@@ -530,7 +530,7 @@ struct State {
 impl State {
     fn read(c: &mut Conn) -> Result<State, String> {
         let list = c
-            .try_raw(&["RX.LIST", "WITHCODE"])
+            .try_raw(&["RX.LIST", "WITHCODE", "WITHVERSIONS"])
             .map_err(|e| format!("RX.LIST WITHCODE: {e}"))?;
         let digest = c
             .try_raw(&["DEBUG", "DIGEST"])

@@ -97,9 +97,10 @@ fn rx_load(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     Ok(())
 }
 
-/// RX.LIST [LIBRARYNAME <pattern>] [WITHCODE] [SETASIDE]
+/// RX.LIST [LIBRARYNAME <pattern>] [WITHCODE] [WITHVERSIONS] [SETASIDE]
 fn rx_list(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     let mut with_code = false;
+    let mut with_versions = false;
     let mut set_aside = false;
     let mut pattern: Option<&[u8]> = None;
     let mut i = 1;
@@ -107,6 +108,8 @@ fn rx_list(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         let arg = args[i];
         if !with_code && arg.eq_ignore_ascii_case(b"withcode") {
             with_code = true;
+        } else if !with_versions && arg.eq_ignore_ascii_case(b"withversions") {
+            with_versions = true;
         } else if !set_aside && arg.eq_ignore_ascii_case(b"setaside") {
             set_aside = true;
         } else if pattern.is_none() && arg.eq_ignore_ascii_case(b"libraryname") {
@@ -134,7 +137,12 @@ fn rx_list(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         let libs: Vec<_> = registry.list(pattern).collect();
         out.array(libs.len());
         for lib in libs {
-            let entry = catalog.get(&lib.name).copied();
+            let entry = with_versions.then(|| {
+                catalog
+                    .get(&lib.name)
+                    .copied()
+                    .unwrap_or_else(|| crate::cluster::meta::Entry::live(0, &lib.code))
+            });
             write_library(&mut out, lib, with_code, entry);
         }
     });
@@ -170,15 +178,15 @@ fn write_set_aside(out: &mut dyn ReplySink, pattern: Option<&[u8]>, with_code: b
     });
 }
 
-/// FUNCTION LIST's fields, then RX's own: `version` and `digest` (see the Cluster section
-/// of the README).
+/// FUNCTION LIST's fields, then, when `entry` is given (WITHVERSIONS), RX's own: `version`
+/// and `digest` (see the Cluster section of the README).
 fn write_library<F>(
     out: &mut dyn ReplySink,
     lib: &Library<F>,
     with_code: bool,
     entry: Option<crate::cluster::meta::Entry>,
 ) {
-    out.map(if with_code { 6 } else { 5 });
+    out.map(3 + with_code as usize + 2 * entry.is_some() as usize);
     out.bulk(b"library_name");
     out.bulk(lib.name.as_bytes());
     out.bulk(b"engine");
@@ -205,11 +213,12 @@ fn write_library<F>(
         out.bulk(b"library_code");
         out.bulk(&lib.code);
     }
-    let entry = entry.unwrap_or_else(|| crate::cluster::meta::Entry::live(0, &lib.code));
-    out.bulk(b"version");
-    crate::reply::unsigned(out, entry.version);
-    out.bulk(b"digest");
-    out.bulk(hex(&entry.digest).as_bytes());
+    if let Some(entry) = entry {
+        out.bulk(b"version");
+        crate::reply::unsigned(out, entry.version);
+        out.bulk(b"digest");
+        out.bulk(hex(&entry.digest).as_bytes());
+    }
 }
 
 /// RX.DELETE <library>

@@ -521,79 +521,9 @@ fn map_errors(
     Ok(())
 }
 
-/// The end of the frame starting at `pos`.
-fn skip_frame(b: &[u8], pos: usize) -> Option<usize> {
-    let mut out = Vec::new();
-    let mut p = pos;
-    map_errors(b, &mut p, &mut out, &|t: &str| t.to_string()).ok()?;
-    Some(p)
-}
 
-/// RX.LIST adds two fields of its own after FUNCTION LIST's, `version` and `digest` (see
-/// the README's Cluster section). They are dropped here, and only here, so that every
-/// other byte of the listing is still compared with FUNCTION LIST's.
-pub fn strip_rx_list_extras(b: &[u8]) -> Option<Vec<u8>> {
-    const EXTRA_KEYS: [&[u8]; 2] = [b"$7\r\nversion\r\n", b"$6\r\ndigest\r\n"];
-    let header_end =
-        |p: usize| -> Option<usize> { Some(p + b[p..].windows(2).position(|w| w == b"\r\n")? + 2) };
-    if b.first() != Some(&b'*') {
-        return None;
-    }
-    let end = header_end(0)?;
-    let count: usize = std::str::from_utf8(&b[1..end - 2]).ok()?.parse().ok()?;
-    let mut out = b[..end].to_vec();
-    let mut pos = end;
-    for _ in 0..count {
-        let kind = *b.get(pos)?;
-        let hend = header_end(pos)?;
-        let n: usize = std::str::from_utf8(&b[pos + 1..hend - 2])
-            .ok()?
-            .parse()
-            .ok()?;
-        let pairs = if kind == b'%' { n } else { n / 2 };
-        let mut p = hend;
-        let mut fields = Vec::with_capacity(pairs);
-        for _ in 0..pairs {
-            let key_end = skip_frame(b, p)?;
-            let value_end = skip_frame(b, key_end)?;
-            fields.push((&b[p..key_end], &b[p..value_end]));
-            p = value_end;
-        }
-        let kept: Vec<&[u8]> = fields
-            .iter()
-            .filter(|(k, _)| !EXTRA_KEYS.contains(k))
-            .map(|(_, whole)| *whole)
-            .collect();
-        if fields.len() - kept.len() != 2 {
-            return None;
-        }
-        let m = if kind == b'%' {
-            kept.len()
-        } else {
-            kept.len() * 2
-        };
-        out.push(kind);
-        out.extend_from_slice(format!("{m}\r\n").as_bytes());
-        for f in kept {
-            out.extend_from_slice(f);
-        }
-        pos = p;
-    }
-    (pos == b.len()).then_some(out)
-}
 
 pub fn normalize_rx_reply(b: &[u8], native_args: &[Vec<u8>]) -> Vec<u8> {
-    let is_list = native_args.len() >= 2
-        && native_args[0].eq_ignore_ascii_case(b"function")
-        && native_args[1].eq_ignore_ascii_case(b"list");
-    let stripped;
-    let b = match is_list.then(|| strip_rx_list_extras(b)).flatten() {
-        Some(s) => {
-            stripped = s;
-            &stripped[..]
-        }
-        None => b,
-    };
     let mut out = Vec::new();
     let mut pos = 0;
     match map_errors(b, &mut pos, &mut out, &|t: &str| {
