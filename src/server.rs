@@ -115,6 +115,8 @@ pub fn detect_server(ctx: Ctx) -> crate::dialect::ServerInfo {
 #[derive(Clone, Copy, Default)]
 struct CommandFacts {
     write: bool,
+    /// Allowed on a stale replica (`stale` in COMMAND INFO's flags).
+    stale: bool,
     /// A container command (`CLIENT`, `CONFIG`, ...): ACL names `<command>|<subcommand>`.
     has_subcommands: bool,
 }
@@ -146,6 +148,7 @@ fn command_facts(ctx: Ctx, name: &[u8]) -> CommandFacts {
         Some(Tree::List(entries)) => match entries.first() {
             Some(Tree::List(info)) => CommandFacts {
                 write: matches!(info.get(2), Some(Tree::List(flags)) if flags.contains(&Tree::Str(b"write".to_vec()))),
+                stale: matches!(info.get(2), Some(Tree::List(flags)) if flags.contains(&Tree::Str(b"stale".to_vec()))),
                 has_subcommands: matches!(info.get(9), Some(Tree::List(subs)) if !subs.is_empty()),
             },
             _ => CommandFacts::default(),
@@ -326,6 +329,7 @@ impl ModuleHost<'_> {
         name: &std::ffi::CStr,
         rest: &[&[u8]],
         options: CallOptions,
+        refusals_as_replies: bool,
     ) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
         let mut fmt_buf = [0u8; 32];
         if rest.len() > MAX_BUFFER_ARGS {
@@ -336,14 +340,15 @@ impl ModuleHost<'_> {
                 api!(RedisModule_Call)(
                     self.ctx,
                     name.as_ptr(),
-                    self.format(options, None, &mut fmt_buf).as_ptr(),
+                    self.format(options, None, refusals_as_replies, &mut fmt_buf)
+                        .as_ptr(),
                     args.items.as_ptr(),
                     args.items.len(),
                 )
             };
             return (reply, errno(), Some(args));
         }
-        let fmt = self.format(options, Some(rest.len()), &mut fmt_buf);
+        let fmt = self.format(options, Some(rest.len()), refusals_as_replies, &mut fmt_buf);
         let (ctx, n, f) = (self.ctx, name.as_ptr(), fmt.as_ptr());
         // SAFETY: one (pointer, length) pair per `b` in the format, each valid for the call.
         let reply = unsafe {
@@ -443,11 +448,13 @@ impl<'a> ModuleHost<'a> {
 
     /// The call format, NUL-terminated in `buf`: `n` buffer arguments (or a `v` array when
     /// `None`), then the flags. S: script mode; C: the caller's ACL; !: replicate effects;
-    /// W: no writes; M: deny-oom check; 3: RESP3 replies.
+    /// W: no writes; M: deny-oom check; 3: RESP3 replies; E: a refusal comes back as an
+    /// error reply with the server's text rather than as errno alone.
     fn format<'b>(
         &self,
         options: CallOptions,
         buffers: Option<usize>,
+        refusals_as_replies: bool,
         buf: &'b mut [u8; 32],
     ) -> &'b std::ffi::CStr {
         let mut n = 0;
@@ -474,6 +481,9 @@ impl<'a> ModuleHost<'a> {
         }
         if options.resp3 {
             push(b'3');
+        }
+        if refusals_as_replies {
+            push(b'E');
         }
         push(0);
         // SAFETY: `buf[..n]` holds format letters and exactly one NUL, at its end.
@@ -506,6 +516,53 @@ impl<'a> ModuleHost<'a> {
             EROFS => "READONLY You can't write against a read only replica.".into(),
             other => format!("ERR RX could not run the command (errno {other})"),
         }
+    }
+}
+
+impl ModuleHost<'_> {
+    /// `RedisModule_Call`'s script mode refuses with ESPIPE for several reasons: a command
+    /// scripts may not run, or server state that forbids it (a stale replica, too few good
+    /// replicas, a disk error, a read-only replica). The refused call is made again asking
+    /// for the server's own text, which scripts show as the server's script engine does;
+    /// the engine checks staleness before the write gates, `RedisModule_Call` after them.
+    fn script_mode_refusal(
+        &self,
+        name: &std::ffi::CStr,
+        rest: &[&[u8]],
+        options: CallOptions,
+    ) -> String {
+        const NOT_FROM_SCRIPTS: &str = "ERR This Redis command is not allowed from script";
+        set_errno(0);
+        let (reply, _, args) = self.raw_call(name, rest, options, true);
+        drop(args);
+        if reply.is_null() {
+            return NOT_FROM_SCRIPTS.into();
+        }
+        let reply = CallReply(reply);
+        let mut len = 0usize;
+        // SAFETY: the reply is live until `reply` drops; the proto buffer belongs to it.
+        let proto = unsafe {
+            let p = api!(RedisModule_CallReplyProto)(reply.0, &mut len);
+            if p.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(p.cast::<u8>(), len)
+            }
+        };
+        let Some(text) = proto.strip_prefix(b"-") else {
+            return NOT_FROM_SCRIPTS.into();
+        };
+        let text = text.strip_suffix(b"\r\n").unwrap_or(text);
+        if text.ends_with(b"is not allowed on script mode") {
+            // "ERR command '<name>' is not allowed on script mode"
+            return NOT_FROM_SCRIPTS.into();
+        }
+        let stale = context_flags(self.ctx) & raw::REDISMODULE_CTX_FLAGS_REPLICA_IS_STALE != 0
+            && !crate::gates::serve_stale_data(self.ctx);
+        if stale && !command_facts(self.ctx, name.to_bytes()).stale {
+            return "ERR Can not execute the command on a stale replica".into();
+        }
+        String::from_utf8_lossy(text).into_owned()
     }
 }
 
@@ -636,20 +693,24 @@ impl Host for ModuleHost<'_> {
         // RX cluster: the slot rule for scripts (one thread-local read outside a cluster).
         let bind_slot = crate::cluster::slots::before_call(self.ctx, argv)?;
         set_errno(0);
-        let (mut reply, mut err, mut args) = self.raw_call(name, rest, options);
+        let (mut reply, mut err, mut args) = self.raw_call(name, rest, options, false);
         const ENOTSUP: c_int = 95;
         if reply.is_null() && err == ENOTSUP && !self.unchecked_caller.get() {
             // `C` (check the caller's ACL) needs a caller with an ACL user; a module's
             // RedisModule_Call client has none. Run unchecked, as that module itself does.
             self.unchecked_caller.set(true);
             set_errno(0);
-            (reply, err, args) = self.raw_call(name, rest, options);
+            (reply, err, args) = self.raw_call(name, rest, options, false);
         }
         crate::cluster::slots::after_call(bind_slot, !reply.is_null());
         if reply.is_null() {
             const EACCES: c_int = 13;
+            const ESPIPE: c_int = 29;
             if err == EACCES {
                 return Err(self.acl_refusal(name.to_bytes(), rest));
+            }
+            if err == ESPIPE {
+                return Err(self.script_mode_refusal(name, rest, options));
             }
             return Err(self.refusal_text(err));
         }

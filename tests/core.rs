@@ -12,6 +12,7 @@ const LIB: &str = "#!lua name=corelib
 redis.register_function('w', function(keys, args) redis.call('SET', keys[1], args[1]) return redis.call('INCR', 'counter') end)
 redis.register_function{function_name='r', callback=function(keys, args) return redis.call('GET', keys[1]) end, flags={'no-writes'}}
 redis.register_function{function_name='stale_ok', callback=function(keys, args) return 'served' end, flags={'no-writes', 'allow-stale'}}
+redis.register_function{function_name='stale_get', callback=function(keys, args) return redis.pcall('GET', keys[1]) end, flags={'no-writes', 'allow-stale'}}
 redis.register_function('echo', function(keys, args) return args[1] end)
 redis.register_function('norepl', function(keys, args)
   redis.set_repl(redis.REPL_NONE)
@@ -292,6 +293,86 @@ fn stale_replica_runs_only_allow_stale_functions() {
     assert_eq!(n, x);
     let (n, x) = both(&mut c, true, &["stale_ok", "0"]);
     assert_eq!(x, Reply::Bulk(b"served".to_vec()));
+    assert_eq!(n, x);
+    // An allow-stale function may run, but not a command that a stale replica refuses.
+    let (n, x) = both(&mut c, true, &["stale_get", "1", "k"]);
+    assert_eq!(
+        x.err_text(),
+        Some("ERR Can not execute the command on a stale replica")
+    );
+    assert_eq!(n, x);
+    // A script without a shebang is refused before it starts.
+    let script = "return redis.call('GET', KEYS[1])";
+    let (n, x) = eval_both(&mut c, script, &["1", "k"]);
+    assert_eq!(
+        x.err_text(),
+        Some("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.")
+    );
+    assert_eq!(n, x);
+    // A shebang script flagged allow-stale meets the command check instead.
+    let script = "#!lua flags=no-writes,allow-stale\nreturn redis.pcall('GET', KEYS[1])";
+    let (n, x) = eval_both(&mut c, script, &["1", "k"]);
+    assert_eq!(
+        x.err_text(),
+        Some("ERR Can not execute the command on a stale replica")
+    );
+    assert_eq!(n, x);
+    // Commands allowed on a stale replica still run.
+    let script = "#!lua flags=no-writes,allow-stale\nreturn redis.call('ECHO', 'still')";
+    let (n, x) = eval_both(&mut c, script, &["0"]);
+    assert_eq!(x, Reply::Bulk(b"still".to_vec()));
+    assert_eq!(n, x);
+}
+
+/// Runs `EVAL` and `RX.EVAL` with the same arguments; returns both.
+fn eval_both(c: &mut Conn, script: &str, args: &[&str]) -> (Reply, Reply) {
+    let mut n = vec!["EVAL", script];
+    n.extend_from_slice(args);
+    let mut r = vec!["RX.EVAL", script];
+    r.extend_from_slice(args);
+    (c.q(&n), c.q(&r))
+}
+
+#[test]
+fn scripts_without_shebang_meet_the_write_gates_at_their_first_write() {
+    let s = Server::start();
+    let mut c = s.conn();
+    c.q(&["CONFIG", "SET", "min-replicas-to-write", "1"]).ok();
+    c.q(&["CONFIG", "SET", "min-replicas-max-lag", "10"]).ok();
+    std::thread::sleep(Duration::from_millis(150));
+    // Reads run; the first write is refused with the server's own text.
+    let script = "local v = redis.call('GET', KEYS[1]) return redis.pcall('SET', KEYS[1], 'x')";
+    let (n, x) = eval_both(&mut c, script, &["1", "k"]);
+    assert_eq!(
+        x.err_text(),
+        Some("NOREPLICAS Not enough good replicas to write.")
+    );
+    assert_eq!(n, x);
+    let (n, x) = eval_both(
+        &mut c,
+        "return redis.call('SET', KEYS[1], 'x')",
+        &["1", "k"],
+    );
+    assert_eq!(n, x);
+    assert_eq!(c.q(&["EXISTS", "k"]), Reply::Int(0));
+    c.q(&["CONFIG", "SET", "min-replicas-to-write", "0"]).ok();
+    // A read-only replica: the write is refused with READONLY.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port().to_string();
+    drop(dead);
+    c.q(&["REPLICAOF", "127.0.0.1", &dead_port]).ok();
+    let (n, x) = eval_both(&mut c, script, &["1", "k"]);
+    assert_eq!(
+        x.err_text(),
+        Some("READONLY You can't write against a read only replica.")
+    );
+    assert_eq!(n, x);
+    // Commands scripts may never run keep their own text.
+    let (n, x) = eval_both(&mut c, "return redis.pcall('WATCH', 'k')", &["0"]);
+    assert_eq!(
+        x.err_text(),
+        Some("ERR This Redis command is not allowed from script")
+    );
     assert_eq!(n, x);
 }
 

@@ -1357,7 +1357,10 @@ fn restore_refuses_corrupt_and_foreign_payloads_without_changing_anything() {
 
     // Native says the same for any payload it cannot take.
     let native_says = Side::Native.restore(&mut c, b"hello", None);
-    assert_eq!(native_says.err_text(), Some("ERR DUMP payload version or checksum are wrong"));
+    assert_eq!(
+        native_says.err_text(),
+        Some("ERR DUMP payload version or checksum are wrong")
+    );
     for cases in [&corrupt, &foreign] {
         let want = native_says.err_text().unwrap();
         for (what, payload) in cases.iter() {

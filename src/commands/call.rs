@@ -69,6 +69,21 @@ pub fn report_keys(ctx: Ctx, args: &[&[u8]]) {
     }
 }
 
+/// A stale replica that does not serve stale data refuses scripts that are not flagged
+/// `allow-stale`, and scripts without a shebang, before they start.
+pub fn refuse_on_stale_replica(ctx: Ctx) -> RxResult<()> {
+    let state = context_flags(ctx);
+    if state & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0
+        && state & raw::REDISMODULE_CTX_FLAGS_REPLICA_IS_STALE != 0
+        && !crate::gates::serve_stale_data(ctx)
+    {
+        return Err(RxError::coded(
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        ));
+    }
+    Ok(())
+}
+
 /// What processCommand would refuse for a script with these flags, with its error text.
 /// `now` is the call's start (one clock reading serves the whole call).
 pub fn refuse_before_running(ctx: Ctx, flags: FunctionFlags, now: Instant) -> RxResult<()> {
@@ -87,14 +102,8 @@ pub fn refuse_before_running(ctx: Ctx, flags: FunctionFlags, now: Instant) -> Rx
             "READONLY You can't write against a read only replica.",
         ));
     }
-    if !flags.contains(FunctionFlags::ALLOW_STALE)
-        && has(raw::REDISMODULE_CTX_FLAGS_SLAVE)
-        && has(raw::REDISMODULE_CTX_FLAGS_REPLICA_IS_STALE)
-        && !crate::gates::serve_stale_data(ctx)
-    {
-        return Err(RxError::coded(
-            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
-        ));
+    if !flags.contains(FunctionFlags::ALLOW_STALE) {
+        refuse_on_stale_replica(ctx)?;
     }
     if flags.may_write() {
         crate::gates::check_write_gates(ctx, now)?;

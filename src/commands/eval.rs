@@ -5,7 +5,9 @@ use quanta::Instant;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use super::call::{execute, parse_numkeys, refuse_before_running, report_keys, Execution};
+use super::call::{
+    execute, parse_numkeys, refuse_before_running, refuse_on_stale_replica, report_keys, Execution,
+};
 use super::{command_callback, reply_ok};
 use crate::error::{RxError, RxResult};
 use crate::lua::api::sha1_hex;
@@ -110,10 +112,13 @@ fn run(
         e
     };
     let started = Instant::now();
-    // A script without a shebang runs in Redis's compatibility mode: nothing is checked
-    // before it starts; each command is checked as it runs.
+    // A script without a shebang runs in Redis's compatibility mode: only a stale replica
+    // is checked before it starts; each command is checked as it runs.
     let (read_only, check_oom) = match script.flags {
-        None => (read_only_command, true),
+        None => {
+            refuse_on_stale_replica(ctx).map_err(refused)?;
+            (read_only_command, true)
+        }
         Some(flags) => {
             refuse_before_running(ctx, flags, started).map_err(refused)?;
             if read_only_command && flags.may_write() {

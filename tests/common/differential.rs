@@ -521,8 +521,6 @@ fn map_errors(
     Ok(())
 }
 
-
-
 pub fn normalize_rx_reply(b: &[u8], native_args: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut pos = 0;
