@@ -74,7 +74,7 @@ probe_short() {
 }
 
 # Results, keyed by server and by server/test.
-declare -A VERSION TIME BUILT STATUS CELL PROBE
+declare -A VERSION=() TIME=() BUILT=() STATUS=() CELL=() PROBE=() FAILS=()
 FAILED_SERVERS=()
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -82,14 +82,13 @@ mkdir -p "$OUT"
 for s in "${SERVERS[@]}"; do
   mkdir -p "$OUT/$s"
   t0=$SECONDS
-  if ! bin=$(scripts/servers.sh path "$s" 2>"$OUT/$s/servers.log"); then
-    cat "$OUT/$s/servers.log" >&2
+  # servers.sh reports on stderr (a build takes minutes): shown as it comes, and kept.
+  if ! bin=$(scripts/servers.sh path "$s" 2> >(tee "$OUT/$s/servers.log" >&2)); then
     log "$s: no server binary (log: $OUT/$s/servers.log)"
     VERSION[$s]="(no binary)"; TIME[$s]=0; BUILT[$s]=$((SECONDS - t0)); STATUS[$s]=FAIL
     FAILED_SERVERS+=("$s")
     continue
   fi
-  cat "$OUT/$s/servers.log" >&2
   BUILT[$s]=$((SECONDS - t0))
   v=$("$bin" --version 2>/dev/null || true)
   VERSION[$s]="$(awk '{print $1}' <<<"$v") $(sed -n 's/.* v=\([^ ]*\) .*/\1/p' <<<"$v")"
@@ -125,7 +124,8 @@ for s in "${SERVERS[@]}"; do
       [ -n "$diffs" ] && [ "$diffs" != 0 ] && CELL[$s/$t]+=", $diffs diffs"
       STATUS[$s]=FAIL
       log "$s: $t FAILED (${CELL[$s/$t]}, $(fmt_time $dt); log: $tl)"
-      grep -E '^test .* \.\.\. FAILED$' "$tl" | sed 's/^/    /' >&2
+      FAILS[$s/$t]=$(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$tl" | tr '\n' ' ')
+      [ -n "${FAILS[$s/$t]}" ] && log "    failed: ${FAILS[$s/$t]}"
     fi
     CELL[$s/$t]+=" $(fmt_time $dt)"
   done
@@ -156,6 +156,15 @@ done
   done
   echo
   echo "(a cell: tests passed, or failed/total and the differential runner's failures, then the time)"
+  if [ ${#FAILS[@]} -gt 0 ]; then
+    echo
+    echo "failed tests:"
+    for s in "${SERVERS[@]}"; do
+      for t in "${TESTS[@]}"; do
+        [ -n "${FAILS[$s/$t]:-}" ] && printf '  %-12s %-20s %s\n' "$s" "$t" "${FAILS[$s/$t]}"
+      done
+    done
+  fi
   if [ ${#PROBE[@]} -gt 0 ]; then
     echo
     echo "native Lua sandbox, as the differential runner probed it:"
