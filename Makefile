@@ -9,7 +9,7 @@ PORT ?= 6379
 # tests), its tools, and libclang + clang's headers for redis-module's bindgen.
 DEB_PACKAGES := redis-server redis-tools libclang1-14 libclang-common-14-dev
 
-.PHONY: all deps build test unit fuzz run lint bench clean
+.PHONY: all deps build test test-matrix unit fuzz run lint bench clean
 
 all: build
 
@@ -33,6 +33,12 @@ build: deps
 test: build
 	$(CARGO) build --release --examples
 	$(CARGO) test --release
+
+# The integration tests against each supported server in turn (Debian 12's redis-server 7.0,
+# Redis 8.0.2 and Valkey 8.1.1 built from Debian 13's sources, cached in ~/.cache/rx/servers),
+# then a summary table. MATRIX_SERVERS="redis-8.0 valkey-8.1" picks servers; see the script.
+test-matrix: build
+	scripts/test-matrix.sh
 
 unit:
 	$(CARGO) test --release --lib

@@ -139,7 +139,7 @@ fn runner_case_file_parsing() {
     let f = dir.join("t.case");
     std::fs::write(
         &f,
-        "header text\n@@@ one\n# comment\n@@ lib\n#!lua name=a\nline2\n\n\n@@ lib\n#!lua name=b\n@@ run\nSET k v\n\n# skipped\n~ SMEMBERS s\n@@ teardown\nDEL k\n@@@ two\n@@ run\nPING\n",
+        "header text\n@@@ one\n# comment\n@@ lib\n#!lua name=a\nline2\n\n\n@@ lib\n#!lua name=b\n@@ run\nSET k v\n\n# skipped\n~ SMEMBERS s\n@@ teardown\nDEL k\n@@@ two\n@@ run\nPING\n! ~ SMEMBERS s\n% GET k\n% ~ SMEMBERS t\n",
     )
     .unwrap();
     let cases = parse_case_file(&f);
@@ -161,6 +161,17 @@ fn runner_case_file_parsing() {
     );
     assert_eq!(cases[0].teardown.len(), 1);
     assert_eq!(cases[1].run[0].args, vec![b"PING".to_vec()]);
+    assert!(!cases[0].run[1].documented_difference && !cases[0].run[1].unpatched_difference);
+    // `!` and `%` lines, alone and with `~`.
+    let marks = |l: &Line| (l.documented_difference, l.unpatched_difference, l.unordered);
+    assert_eq!(marks(&cases[1].run[1]), (true, false, true));
+    assert_eq!(marks(&cases[1].run[2]), (false, true, false));
+    assert_eq!(marks(&cases[1].run[3]), (false, true, true));
+    assert_eq!(cases[1].run[2].args, vec![b"GET".to_vec(), b"k".to_vec()]);
+    assert_eq!(
+        cases[1].run[3].args,
+        vec![b"SMEMBERS".to_vec(), b"t".to_vec()]
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

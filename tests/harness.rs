@@ -213,3 +213,40 @@ fn restart_keeps_dir_and_stop_shuts_down() {
     s.stop();
     assert!(Conn::try_connect(port).is_err());
 }
+
+#[test]
+fn fenced_read_resyncs_after_a_reply_of_two_frames() {
+    // A real server: the fence's reply is consumed, the next command reads its own reply.
+    let s = Server::start_native(&[]);
+    let mut c = s.conn();
+    assert_eq!(
+        c.try_raw_fenced(&["PING"], b"fence-1").unwrap(),
+        b"+PONG\r\n"
+    );
+    assert_eq!(c.q(&["ECHO", "next"]), Reply::Bulk(b"next".to_vec()));
+    s.stop();
+
+    // A server that lets CR/LF through an error text (CVE-2025-67733) answers with two
+    // frames, the second of them not even RESP: all of it is that command's reply.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut sock, _) = l.accept().unwrap();
+        sock.write_all(b"-ERR multi\nline\r\nerror script: arg\r\n$7\r\nfence-2\r\n")
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        sock.write_all(b"+PONG\r\n").unwrap();
+        let mut sink = [0u8; 4096];
+        while matches!(sock.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let mut c = Conn::connect(port);
+    assert_eq!(
+        c.try_raw_fenced(&["FCALL", "arg", "0", "multi\nline\r\nerror"], b"fence-2")
+            .unwrap(),
+        b"-ERR multi\nline\r\nerror script: arg\r\n"
+    );
+    assert_eq!(c.raw(&[b"PING"]), b"+PONG\r\n");
+    drop(c);
+    fake.join().unwrap();
+}

@@ -37,6 +37,10 @@
 //!   A line starting with `! ` is a documented difference (README, "Known
 //!   differences"): it runs on both sides, so it still must not crash or hang, but
 //!   its replies are printed instead of compared.
+//!   A line starting with `% ` is a documented difference only on servers whose
+//!   native Lua sandbox lacks the security fixes that RX keeps (see below); on every
+//!   other server it is compared normally.  Mark with `%` exactly the lines whose
+//!   native reply shows such a hole, nothing else.  `! ~ ` and `% ~ ` combine.
 //! * `@@ teardown`: same syntax; run after each side, replies not compared (use it
 //!   to reset configs, delete ACL users, ...).
 //!
@@ -51,6 +55,29 @@
 //! `FLUSHALL`, `FUNCTION FLUSH`, `RX.FLUSH`, `SCRIPT FLUSH`, `RX.SCRIPT FLUSH` (setup
 //! replies ignored: the RX commands may not exist), load the libs, run the lines (exact
 //! reply bytes recorded), `DEBUG DIGEST` (recorded: key state must match), teardown.
+//!
+//! Servers without the sandbox fixes: before the first case, the runner probes the
+//! native side once (plain EVALs, no state left behind) for three holes that RX must
+//! not copy, and prints what it found (on stderr, so it shows in every run):
+//! * `getfenv`/`setfenv`/`newproxy` reachable from scripts;
+//! * a writable string metatable (CVE-2025-46818): `mt.__index = mt.__index` on
+//!   `getmetatable('')` succeeds;
+//! * CR/LF from `error()` written raw into the reply (CVE-2025-67733).
+//!
+//! Debian 12's redis-server 7.0.15 has all three fixes; the upstream 8.0.2 and 8.1.1
+//! tarballs (scripts/servers.sh) have none.  Where any hole is found, `%` lines are
+//! treated as `!` lines, and two precautions keep them from disturbing the lines and
+//! cases that follow:
+//! * each `%` line is sent followed by `ECHO <fence>`, and everything before the
+//!   fence's reply is its reply ([`Conn::try_raw_fenced`]): a native error with CR/LF
+//!   arrives as two frames there, and reading exactly one would desync the connection
+//!   for the rest of the case.  Reconnecting instead would lose the connection's state
+//!   (protocol, AUTH) and the evidence; the fence keeps both and shows every byte the
+//!   native server sent.  So a `%` line must not run inside MULTI or as a user that
+//!   may not run `ECHO`;
+//! * after the native side of a case that holds `%` lines has run, the server is
+//!   restarted: a poisoned string metatable leaks into later libraries, and Valkey's
+//!   function VM survives `FUNCTION FLUSH`, so the per-case flushes cannot undo it.
 //!
 //! Writing cases: native-vs-native (below) cannot reveal orders that native leaves
 //! undefined but that are stable within one server.  Keep to one function per
@@ -70,6 +97,7 @@
 //!   write new cases.
 
 use super::*;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// RX -> native substitutions applied to the text of RX-side error replies, in order.
@@ -230,7 +258,10 @@ pub struct Line {
     pub lineno: usize,
     pub args: Vec<Vec<u8>>,
     pub unordered: bool,
+    /// `! `: never compared.
     pub documented_difference: bool,
+    /// `% `: not compared where the native sandbox lacks the fixes ([`SandboxHoles`]).
+    pub unpatched_difference: bool,
 }
 
 pub struct Case {
@@ -323,10 +354,12 @@ fn parse_command_line(raw: &str, lineno: usize, file: &str) -> Option<Line> {
     if t.is_empty() || t.starts_with('#') {
         return None;
     }
-    let (documented_difference, t2) = match t.strip_prefix("! ") {
-        Some(rest) => (true, rest.trim_start()),
-        None => (false, t),
-    };
+    let (documented_difference, unpatched_difference, t2) =
+        match (t.strip_prefix("! "), t.strip_prefix("% ")) {
+            (Some(rest), _) => (true, false, rest.trim_start()),
+            (_, Some(rest)) => (false, true, rest.trim_start()),
+            _ => (false, false, t),
+        };
     let (unordered, body) = match t2.strip_prefix("~ ") {
         Some(rest) => (true, rest.trim_start()),
         None => (false, t2),
@@ -338,6 +371,7 @@ fn parse_command_line(raw: &str, lineno: usize, file: &str) -> Option<Line> {
         args,
         unordered,
         documented_difference,
+        unpatched_difference,
     })
 }
 
@@ -553,6 +587,128 @@ pub fn unordered_canon(b: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------
+// Probing the native sandbox
+
+/// The holes of the native Lua sandbox that RX deliberately does not copy, as probed on
+/// the server under test. Where any is found, `% ` lines are documented differences.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SandboxHoles {
+    /// `getfenv`, `setfenv` or `newproxy` is reachable from scripts.
+    pub fenv: bool,
+    /// The string metatable is writable (CVE-2025-46818).
+    pub string_metatable: bool,
+    /// CR/LF in an `error()` text reaches the wire unsanitised (CVE-2025-67733).
+    pub error_crlf: bool,
+}
+
+impl SandboxHoles {
+    pub fn any(&self) -> bool {
+        self.fenv || self.string_metatable || self.error_crlf
+    }
+
+    /// One line for the test output.
+    pub fn describe(&self) -> String {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "getfenv/setfenv/newproxy exposed: {}; string metatable writable (CVE-2025-46818): {}; \
+             CR/LF from error() on the wire (CVE-2025-67733): {} => `%` lines are {}",
+            yes(self.fenv),
+            yes(self.string_metatable),
+            yes(self.error_crlf),
+            if self.any() {
+                "documented differences here (printed, not compared)"
+            } else {
+                "compared normally"
+            }
+        )
+    }
+}
+
+/// The three probes, plain EVALs on native's script VM (no module needed):
+/// * how many of `getfenv`, `setfenv`, `newproxy` are globals (0 on a fixed server);
+/// * whether `mt.__index = mt.__index` on the string metatable succeeds under `pcall`
+///   (it changes nothing when it does; a fixed server raises "Attempt to modify a
+///   readonly table");
+/// * whether an `error()` text with a LF comes back with the LF (a fixed server turns
+///   CR and LF into spaces). A lone LF cannot desync the connection, unlike CR LF.
+///
+/// The scripts are flushed from the cache afterwards.
+pub fn probe_sandbox(port: u16) -> Result<SandboxHoles, String> {
+    let mut c = Conn::try_connect(port).map_err(|e| format!("connect: {e}"))?;
+    let mut eval = |script: &str| -> Result<Vec<u8>, String> {
+        c.try_raw(&["EVAL", script, "0"])
+            .map_err(|e| format!("EVAL {script:?}: {e}"))
+    };
+    let unexpected =
+        |what: &str, b: &[u8]| format!("{what} probe: unexpected reply {}", escape_bytes(b));
+
+    let b = eval(
+        "local n = 0 for _, k in ipairs({'getfenv', 'setfenv', 'newproxy'}) do \
+         if rawget(_G, k) ~= nil then n = n + 1 end end return n",
+    )?;
+    let fenv = match b.as_slice() {
+        b":0\r\n" => false,
+        [b':', ..] => true,
+        _ => return Err(unexpected("getfenv", &b)),
+    };
+
+    let b = eval(
+        "local mt = getmetatable('') \
+         return tostring((pcall(function() mt.__index = mt.__index end)))",
+    )?;
+    let string_metatable = match b.as_slice() {
+        b"$5\r\nfalse\r\n" => false,
+        b"$4\r\ntrue\r\n" => true,
+        _ => return Err(unexpected("string metatable", &b)),
+    };
+
+    let b = eval("error('rx-probe\\nline', 0)")?;
+    let error_crlf = match b.as_slice() {
+        [b'-', body @ .., b'\r', b'\n'] if body.starts_with(b"ERR rx-probe") => {
+            body.contains(&b'\n') || body.contains(&b'\r')
+        }
+        _ => return Err(unexpected("error CR/LF", &b)),
+    };
+
+    c.try_raw(&["SCRIPT", "FLUSH"])
+        .map_err(|e| format!("SCRIPT FLUSH: {e}"))?;
+    Ok(SandboxHoles {
+        fenv,
+        string_metatable,
+        error_crlf,
+    })
+}
+
+/// `<name> <version>` of the server on `port`, from `INFO server`.
+fn server_version(port: u16) -> String {
+    let Ok(mut c) = Conn::try_connect(port) else {
+        return "?".into();
+    };
+    let info = c.try_raw(&["INFO", "server"]).unwrap_or_default();
+    let info = String::from_utf8_lossy(&info);
+    let field = |f: &str| {
+        info.lines().find_map(|l| {
+            l.strip_prefix(&format!("{f}:"))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    match field("valkey_version") {
+        Some(v) => format!("valkey {v}"),
+        None => format!(
+            "redis {}",
+            field("redis_version").unwrap_or_else(|| "?".into())
+        ),
+    }
+}
+
+/// A fresh fence token for [`Conn::try_raw_fenced`].
+fn new_fence() -> Vec<u8> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("rx-diff-fence-{}-{}", std::process::id(), n).into_bytes()
+}
+
+// ---------------------------------------------------------------------------
 // Running
 
 struct Recorded {
@@ -562,6 +718,8 @@ struct Recorded {
     bytes: Vec<u8>,
     unordered: bool,
     documented_difference: bool,
+    /// A `%` line on a server found without the sandbox fixes.
+    unpatched_difference: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -575,13 +733,26 @@ struct Crash {
     error: String,
 }
 
-fn run_side(server: &Server, case: &Case, proto: u8, side: Side) -> Result<Vec<Recorded>, Crash> {
+/// Runs one side of a case. `unpatched`: the server lacks the sandbox fixes, so `%`
+/// lines are fenced (see the module documentation) and recorded as documented.
+fn run_side(
+    server: &Server,
+    case: &Case,
+    proto: u8,
+    side: Side,
+    unpatched: bool,
+) -> Result<Vec<Recorded>, Crash> {
     let mut c = Conn::try_connect(server.port()).map_err(|e| Crash {
         command: "<connect>".into(),
         error: e.to_string(),
     })?;
-    let mut exec = |args: Vec<Vec<u8>>, label: &str| -> Result<Vec<u8>, Crash> {
-        c.try_raw(&args).map_err(|e| Crash {
+    let mut exec = |args: Vec<Vec<u8>>, label: &str, fenced: bool| -> Result<Vec<u8>, Crash> {
+        let reply = if fenced {
+            c.try_raw_fenced(&args, &new_fence())
+        } else {
+            c.try_raw(&args)
+        };
+        reply.map_err(|e| Crash {
             command: label.to_string(),
             error: e.to_string(),
         })
@@ -596,7 +767,7 @@ fn run_side(server: &Server, case: &Case, proto: u8, side: Side) -> Result<Vec<R
         vec!["RX.SCRIPT", "FLUSH"],
     ] {
         let args: Vec<Vec<u8>> = setup.iter().map(|s| s.as_bytes().to_vec()).collect();
-        exec(args, &setup.join(" "))?;
+        exec(args, &setup.join(" "), false)?;
     }
     let mut rec = Vec::new();
     for (i, lib) in case.libs.iter().enumerate() {
@@ -618,13 +789,14 @@ fn run_side(server: &Server, case: &Case, proto: u8, side: Side) -> Result<Vec<R
             b"LOAD".to_vec(),
             lib.as_bytes().to_vec(),
         ];
-        let bytes = exec(args, &label)?;
+        let bytes = exec(args, &label, false)?;
         rec.push(Recorded {
             label,
             args: native_args,
             bytes,
             unordered: false,
             documented_difference: false,
+            unpatched_difference: false,
         });
     }
     for l in &case.run {
@@ -633,29 +805,40 @@ fn run_side(server: &Server, case: &Case, proto: u8, side: Side) -> Result<Vec<R
             Side::Rx => to_rx(&l.args),
         };
         let label = format!("line {}: {}", l.lineno, l.text);
-        let bytes = exec(args, &label)?;
+        let fenced = l.unpatched_difference && unpatched;
+        let bytes = exec(args, &label, fenced)?;
         rec.push(Recorded {
             label,
             args: l.args.clone(),
             bytes,
             unordered: l.unordered,
             documented_difference: l.documented_difference,
+            unpatched_difference: fenced,
         });
     }
-    let bytes = exec(vec![b"DEBUG".to_vec(), b"DIGEST".to_vec()], "DEBUG DIGEST")?;
+    let bytes = exec(
+        vec![b"DEBUG".to_vec(), b"DIGEST".to_vec()],
+        "DEBUG DIGEST",
+        false,
+    )?;
     rec.push(Recorded {
         label: "DEBUG DIGEST (key state)".into(),
         args: vec![b"DEBUG".to_vec(), b"DIGEST".to_vec()],
         bytes,
         unordered: false,
         documented_difference: false,
+        unpatched_difference: false,
     });
     for l in &case.teardown {
         let args = match side {
             Side::Native => l.args.clone(),
             Side::Rx => to_rx(&l.args),
         };
-        exec(args, &format!("teardown line {}: {}", l.lineno, l.text))?;
+        exec(
+            args,
+            &format!("teardown line {}: {}", l.lineno, l.text),
+            false,
+        )?;
     }
     Ok(rec)
 }
@@ -729,6 +912,16 @@ pub fn run_corpus(dir: &Path) {
     } else {
         (Side::Native, Side::Rx, "rx")
     };
+    let holes = probe_sandbox(server.port())
+        .unwrap_or_else(|e| panic!("probing the native Lua sandbox failed: {e}"));
+    // Straight to stderr, past the test harness's capture: every run shows what was found.
+    let _ = writeln!(
+        std::io::stderr(),
+        "differential: {} ({}): native sandbox: {}",
+        server_version(server.port()),
+        redis_server_bin(),
+        holes.describe()
+    );
 
     let mut failures: Vec<String> = Vec::new();
     let mut documented: Vec<String> = Vec::new();
@@ -737,8 +930,18 @@ pub fn run_corpus(dir: &Path) {
         for proto in [2u8, 3] {
             let mut runs = Vec::new();
             for (side, side_name) in [(a_side, "native"), (b_side, b_name)] {
-                match run_side(&server, case, proto, side) {
-                    Ok(r) => runs.push(r),
+                match run_side(&server, case, proto, side, holes.any()) {
+                    Ok(r) => {
+                        runs.push(r);
+                        // What a native hole changed may outlive the flushes (a poisoned
+                        // string metatable in Valkey's function VM): start afresh.
+                        if side == Side::Native
+                            && holes.any()
+                            && case.run.iter().any(|l| l.unpatched_difference)
+                        {
+                            server.restart();
+                        }
+                    }
                     Err(crash) => {
                         // A crashing server may still be writing its crash report.
                         let deadline =
@@ -781,9 +984,14 @@ pub fn run_corpus(dir: &Path) {
                 continue;
             }
             for (ra, rb) in a.iter().zip(b.iter()) {
-                if ra.documented_difference && b_side == Side::Rx {
+                if (ra.documented_difference || ra.unpatched_difference) && b_side == Side::Rx {
                     documented.push(format!(
-                        "documented difference, case {:?} RESP{} {}\n    native: {}\n        rx: {}",
+                        "{}, case {:?} RESP{} {}\n    native: {}\n        rx: {}",
+                        if ra.documented_difference {
+                            "documented difference"
+                        } else {
+                            "documented difference on a server without the sandbox fixes (%)"
+                        },
                         case.name,
                         proto,
                         ra.label,

@@ -684,6 +684,41 @@ impl Conn {
         self.read_frame()
     }
 
+    /// Send one command followed by `ECHO <fence>`, and return every byte the server sent
+    /// before the fence's reply, however many frames (or malformed bytes) that is. For a
+    /// command whose reply may not be one well-formed frame (a server that lets CR/LF from
+    /// a script's error reach the wire sends two); the connection stays in sync. `fence`
+    /// must be unique, and the connection must be allowed `ECHO` and not be in MULTI.
+    pub fn try_raw_fenced<A: AsRef<[u8]>>(
+        &mut self,
+        args: &[A],
+        fence: &[u8],
+    ) -> std::io::Result<Vec<u8>> {
+        let mut out = encode_command(args);
+        out.extend_from_slice(&encode_command(&[&b"ECHO"[..], fence]));
+        self.stream.write_all(&out)?;
+        let mut reply = format!("${}\r\n", fence.len()).into_bytes();
+        reply.extend_from_slice(fence);
+        reply.extend_from_slice(b"\r\n");
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let mut scan = 0;
+        loop {
+            if let Some(i) = self.buf[scan..]
+                .windows(reply.len())
+                .position(|w| w == reply.as_slice())
+            {
+                let got = self.buf[..scan + i].to_vec();
+                self.buf.drain(..scan + i + reply.len());
+                return Ok(got);
+            }
+            scan = self.buf.len().saturating_sub(reply.len() - 1);
+            self.fill()?;
+        }
+    }
+
     /// Send one command and return the exact bytes of its reply.
     pub fn raw<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Vec<u8> {
         self.try_raw(args).unwrap_or_else(|e| {
