@@ -49,7 +49,10 @@ fn eval_scripts_are_evicted_least_recently_used_but_loaded_ones_never() {
     );
     // The same text as native EVALSHA of an unknown script (each server has its own).
     let native = c.q(&["EVALSHA", &sha[0], "0"]);
-    assert!(native.err_text().unwrap().starts_with("NOSCRIPT No matching script."));
+    assert!(native
+        .err_text()
+        .unwrap()
+        .starts_with("NOSCRIPT No matching script."));
     assert_eq!(c.q(&["RX.EVALSHA", &sha[0], "0"]), native);
     // Using a script keeps it: touch "return 2", add "return 4": "return 3" goes.
     assert_eq!(c.q(&["RX.EVALSHA", &sha[1], "0"]), Reply::Int(2));

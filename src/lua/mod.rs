@@ -6,6 +6,7 @@ pub mod cjson;
 pub mod cmsgpack;
 mod codec_glue;
 pub mod convert;
+pub mod lrand48;
 pub mod lstruct;
 mod pacing;
 mod param_use;
@@ -245,6 +246,13 @@ impl LuaEngine {
         // SAFETY: a lua_CFunction written against the C API in `api`.
         dialect_table.raw_set("number_text", unsafe {
             lua.create_c_function(api::number_text)?
+        })?;
+        // SAFETY: lua_CFunctions written against the C API in `lrand48`.
+        dialect_table.raw_set("math_random", unsafe {
+            lua.create_c_function(lrand48::math_random)?
+        })?;
+        dialect_table.raw_set("math_randomseed", unsafe {
+            lua.create_c_function(lrand48::math_randomseed)?
         })?;
         if dialect.os_clock {
             // SAFETY: a lua_CFunction written against the C API in `api`.

@@ -217,6 +217,9 @@ string.gfind = string.gmatch
 table.setn = function() error("'setn' is obsolete", 2) end
 table.move = nil
 math.mod = math.fmod
+-- The servers' generator (src/lua/lrand48.rs), not LuaJIT's.
+math.random = dialect.math_random
+math.randomseed = dialect.math_randomseed
 coroutine.isyieldable = nil
 
 -- Libraries, each behind a read-only proxy.
