@@ -37,14 +37,14 @@ impl Lrand48 {
     }
 
     /// The next value in [0, 2^31).
-    pub fn next(&mut self) -> i32 {
+    pub fn draw(&mut self) -> i32 {
         self.0 = (self.0.wrapping_mul(MULTIPLIER).wrapping_add(INCREMENT)) & MASK;
         (self.0 >> 17) as i32
     }
 
     /// Lua 5.1's `math.random` draw: a number in [0, 1).
     pub fn next_unit(&mut self) -> f64 {
-        (self.next() as i64 % LRAND48_MAX) as f64 / LRAND48_MAX as f64
+        (self.draw() as i64 % LRAND48_MAX) as f64 / LRAND48_MAX as f64
     }
 }
 
@@ -120,7 +120,7 @@ mod tests {
         // glibc's lrand48() after seed48({0x330E, 0xABCD, 0x1234}), the servers' start state.
         let mut g = Lrand48::new();
         assert_eq!(
-            [g.next(), g.next(), g.next()],
+            [g.draw(), g.draw(), g.draw()],
             [851401618, 1804928587, 758783491]
         );
         // The first math.random() a fresh server gives (measured on Redis 7.0.15).
@@ -133,13 +133,13 @@ mod tests {
         // glibc: srand48(42); lrand48() x3.
         let mut g = Lrand48::seeded(42);
         assert_eq!(
-            [g.next(), g.next(), g.next()],
+            [g.draw(), g.draw(), g.draw()],
             [1598855263, 735945821, 238553827]
         );
         // A negative seed keeps its 32 bits.
         let mut n = Lrand48::seeded(-1);
         assert_eq!(n.0, 0xFFFF_FFFF_330E);
-        n.next();
+        n.draw();
     }
 
     #[test]
