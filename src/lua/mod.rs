@@ -1042,3 +1042,23 @@ pub(crate) fn lua_error_message(e: &mlua::Error) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// RX's LuaJIT is built with a fixed PRNG seed (.cargo/config.toml), so the string hash,
+    /// and with it the order of tables with string keys, is the same on every start.
+    #[test]
+    fn luajit_is_built_with_the_fixed_seed() {
+        let lua = mlua::Lua::new();
+        let prng: i64 = lua.load("return jit.security('prng')").eval().unwrap();
+        assert_eq!(prng, 0, "LuaJIT was built without LUAJIT_SECURITY_PRNG=0");
+        // And the order is the same in two fresh VMs.
+        let order = || -> String {
+            let vm = mlua::Lua::new();
+            vm.load("local t = {alpha=1, beta=2, gamma=3, delta=4, epsilon=5, zeta=6} local k = {} for n in pairs(t) do k[#k+1] = n end return table.concat(k, ',')")
+                .eval()
+                .unwrap()
+        };
+        assert_eq!(order(), order());
+    }
+}
