@@ -32,6 +32,7 @@ pub mod resp;
 pub mod running;
 pub mod scripts;
 pub mod server;
+pub mod sort_in_scripts;
 pub mod state;
 pub mod stats;
 pub mod stdlib;

@@ -566,6 +566,32 @@ impl ModuleHost<'_> {
     }
 }
 
+impl ModuleHost<'_> {
+    /// Whether `key`, in the database the script runs in, holds a set. Opened without
+    /// touching its access time; the keyspace hit or miss it counts is one more than the
+    /// command alone would count.
+    fn holds_a_set(&self, key: &[u8]) -> bool {
+        // SAFETY: ctx is live; the key string and the key handle are created and released
+        // here, and the handle is only read while open.
+        unsafe {
+            let name = api!(RedisModule_CreateString)(self.ctx, key.as_ptr().cast(), key.len());
+            let handle = api!(RedisModule_OpenKey)(
+                self.ctx,
+                name,
+                (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int,
+            );
+            let is_set = !handle.is_null()
+                && api!(RedisModule_KeyType)(handle.cast())
+                    == raw::REDISMODULE_KEYTYPE_SET as c_int;
+            if !handle.is_null() {
+                api!(RedisModule_CloseKey)(handle.cast());
+            }
+            api!(RedisModule_FreeString)(self.ctx, name);
+            is_set
+        }
+    }
+}
+
 /// The user running the current command, freed on drop.
 struct CurrentUser {
     user: *mut raw::RedisModuleUser,
@@ -679,6 +705,10 @@ impl Host for ModuleHost<'_> {
         if let Some(refusal) = blocking_stream_read(name, rest) {
             return Err(refusal);
         }
+        // SORT ... BY <constant> on a set: what the server runs for its own scripts.
+        let forced_alpha = crate::sort_in_scripts::forced_alpha_args(name, rest)
+            .filter(|args| self.holds_a_set(args[0]));
+        let rest: &[&[u8]] = forced_alpha.as_deref().unwrap_or(rest);
         let is_select = name.eq_ignore_ascii_case(b"select");
         let mut name_buf = [0u8; 64];
         let owned_name;
