@@ -1,4 +1,5 @@
-//! Libraries in the RDB, as module aux data, and the reset when a dataset starts loading.
+//! Libraries in the RDB, as module aux data, and the reset when a dataset that replaces the
+//! current one starts loading.
 //!
 //! Only the source of each library is saved, with its version and digest; loading replays
 //! it through the same path as `RX.LOAD`, so whatever a library carries is rebuilt exactly
@@ -148,8 +149,8 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
                 continue;
             }
             let name = name.or_else(|| crate::header::parse_header(&code).ok().map(|h| h.name));
-            // The registry was reset when loading started; REPLACE covers an RDB that
-            // carries a library twice.
+            // The registry was reset when loading started, unless the dataset merges into
+            // the current one; REPLACE covers both that and an RDB carrying a library twice.
             match load_library(std::ptr::null_mut(), &code, true, "RX.LOAD") {
                 Ok(loaded) => record_exact(&loaded, entry),
                 // It was accepted once: keep it whatever happens, with the keys and every
@@ -292,12 +293,73 @@ fn read_entries(rdb: *mut raw::RedisModuleIO) -> Result<Vec<LoadedEntry>, String
     }
 }
 
-/// Resets the registry whenever Redis starts loading a dataset (RDB, AOF or a replication
-/// stream), so that what it carries is exactly what RX holds afterwards, and lifts the VM's
-/// memory cap for the load; once loading ends, collects, puts the cap back and adds the
-/// selected bundled libraries that the dataset did not carry.
+thread_local! {
+    /// `total_commands_processed` when the whole dataset was last emptied (a FLUSHDB event
+    /// for every database), if it was.
+    static EMPTIED_AT_COMMAND: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// The server's `total_commands_processed`, which moves only when a command ends: two
+/// readings inside one command are equal.
+fn commands_processed(ctx: *mut raw::RedisModuleCtx) -> Option<u64> {
+    // SAFETY: ctx is the event's live context; the info object is freed before returning.
+    unsafe {
+        let info = api!(RedisModule_GetServerInfo)(ctx, c"stats".as_ptr());
+        if info.is_null() {
+            return None;
+        }
+        let mut err: c_int = 0;
+        let n = api!(RedisModule_ServerInfoGetFieldUnsigned)(
+            info,
+            c"total_commands_processed".as_ptr(),
+            &mut err,
+        );
+        api!(RedisModule_FreeServerInfo)(ctx, info);
+        (err == raw::REDISMODULE_OK as c_int).then_some(n)
+    }
+}
+
+/// Notes when the whole dataset is emptied. Redis drops its functions only then (FLUSHALL
+/// fires the same event but keeps them, which the loading rule below allows for).
+extern "C" fn on_flush(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut std::ffi::c_void,
+) {
+    if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_START || data.is_null() {
+        return;
+    }
+    guarded("the flush event", (), || {
+        // SAFETY: for FLUSHDB events Redis passes a RedisModuleFlushInfo, valid for the call.
+        let dbnum = unsafe { (*data.cast::<raw::RedisModuleFlushInfoV1>()).dbnum };
+        if dbnum == -1 {
+            EMPTIED_AT_COMMAND.with(|e| e.set(commands_processed(ctx)));
+        }
+    });
+}
+
+/// Whether a dataset that starts loading replaces the libraries rather than adding to them.
+/// A replication stream always replaces everything. An RDB or AOF replaces them when the
+/// same command emptied the whole dataset first (`DEBUG RELOAD`, `DEBUG LOADAOF`; at
+/// startup there is nothing to replace);
+/// `DEBUG RELOAD NOFLUSH MERGE` loads into the dataset as it is, and so into the libraries
+/// as they are (same-named ones replaced), as Redis does with its functions.
+fn load_replaces_libraries(ctx: *mut raw::RedisModuleCtx, subevent: u64) -> bool {
+    if subevent == raw::REDISMODULE_SUBEVENT_LOADING_REPL_START {
+        return true;
+    }
+    let emptied = EMPTIED_AT_COMMAND.with(|e| e.take());
+    emptied.is_some() && emptied == commands_processed(ctx)
+}
+
+/// Resets the registry when Redis starts loading a dataset that replaces the current one
+/// (see `load_replaces_libraries`), so that what it carries is exactly what RX holds
+/// afterwards, and lifts the VM's memory cap for the load; once loading ends, collects,
+/// puts the cap back and adds the selected bundled libraries that the dataset did not
+/// carry.
 extern "C" fn on_loading(
-    _ctx: *mut raw::RedisModuleCtx,
+    ctx: *mut raw::RedisModuleCtx,
     _event: raw::RedisModuleEvent,
     subevent: u64,
     _data: *mut std::ffi::c_void,
@@ -313,10 +375,15 @@ extern "C" fn on_loading(
     ];
     if starts.contains(&subevent) {
         guarded("the loading event", (), || {
+            let replaces = load_replaces_libraries(ctx, subevent);
             let removed = state::with(|s| {
                 s.loading_dataset.set(true);
-                s.catalog.borrow_mut().clear();
-                s.registry.borrow_mut().flush()
+                if replaces {
+                    s.catalog.borrow_mut().clear();
+                    Some(s.registry.borrow_mut().flush())
+                } else {
+                    None
+                }
             });
             drop(removed);
             crate::config::apply_memory_limit();
@@ -351,6 +418,13 @@ pub fn subscribe_to_loading(ctx: *mut raw::RedisModuleCtx) {
         id: raw::REDISMODULE_EVENT_LOADING,
         dataver: 1,
     };
-    // SAFETY: called from OnLoad with its context; the callback is a plain extern fn.
-    unsafe { api!(RedisModule_SubscribeToServerEvent)(ctx, event, Some(on_loading)) };
+    let flush = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_FLUSHDB,
+        dataver: 1,
+    };
+    // SAFETY: called from OnLoad with its context; the callbacks are plain extern fns.
+    unsafe {
+        api!(RedisModule_SubscribeToServerEvent)(ctx, event, Some(on_loading));
+        api!(RedisModule_SubscribeToServerEvent)(ctx, flush, Some(on_flush));
+    }
 }

@@ -432,12 +432,51 @@ fn debug_reload_resets_the_registry_to_what_the_rdb_carries() {
     load(&mut c, LIB_A);
 }
 
+#[test]
+fn debug_reload_noflush_merge_keeps_libraries_the_rdb_lacks() {
+    let s = Server::start();
+    let mut c = s.conn();
+    load(&mut c, LIB_A);
+    c.q(&["FUNCTION", "LOAD", LIB_A]).ok();
+    assert_eq!(c.q(&["SAVE"]), ok());
+    // Loaded after the save: not in the RDB.
+    load(&mut c, LIB_B);
+    c.q(&["FUNCTION", "LOAD", LIB_B]).ok();
+    // Merging the RDB into the current dataset keeps both, natively and in RX.
+    assert_eq!(
+        c.q(&["DEBUG", "RELOAD", "NOSAVE", "NOFLUSH", "MERGE"]),
+        ok()
+    );
+    assert_eq!(lib_names(&native_list(&mut c)), vec!["liba", "libb"]);
+    assert_eq!(rx_names(&mut c), vec!["liba", "libb"]);
+    assert_eq!(
+        normalize(&rx_list(&mut c)),
+        normalize(&native_list(&mut c)),
+        "RX vs native after DEBUG RELOAD NOSAVE NOFLUSH MERGE"
+    );
+    assert_callable(&mut c, &["liba", "libb"], "after the merge");
+    // A FLUSHALL before the reload does not make the merge a reset (FLUSHALL keeps
+    // functions), and a plain reload after that still resets.
+    assert_eq!(c.q(&["FLUSHALL"]), ok());
+    assert_eq!(
+        c.q(&["DEBUG", "RELOAD", "NOSAVE", "NOFLUSH", "MERGE"]),
+        ok()
+    );
+    assert_eq!(lib_names(&native_list(&mut c)), vec!["liba", "libb"]);
+    assert_eq!(rx_names(&mut c), vec!["liba", "libb"]);
+    assert_eq!(c.q(&["DEBUG", "RELOAD", "NOSAVE"]), ok());
+    assert_eq!(lib_names(&native_list(&mut c)), vec!["liba"]);
+    assert_eq!(rx_names(&mut c), vec!["liba"]);
+}
+
 // ---------------------------------------------------------------------------
 // Replication
 
 #[test]
 fn full_sync_gives_a_replica_every_library_and_drops_its_own() {
-    for diskless in ["yes", "no"] {
+    // The replica loads from disk, or straight from the socket into a temporary dataset
+    // swapped in at the end (swapdb).
+    for (diskless, replica_load) in [("yes", "disabled"), ("no", "disabled"), ("yes", "swapdb")] {
         let master = start_master(&["--repl-diskless-sync", diskless]);
         let mut m = master.conn();
         let big = big_lib();
@@ -449,7 +488,7 @@ fn full_sync_gives_a_replica_every_library_and_drops_its_own() {
 
         // A standalone server with a library of its own becomes a replica: the full sync
         // replaces its registry with the master's, as it does for native functions.
-        let replica = Server::start();
+        let replica = Server::start_with(&["--repl-diskless-load", replica_load], &[]);
         let mut r = replica.conn();
         load(&mut r, LIB_C);
         r.q(&["FUNCTION", "LOAD", LIB_C]).ok();
@@ -458,7 +497,7 @@ fn full_sync_gives_a_replica_every_library_and_drops_its_own() {
             ok()
         );
         wait_synced(&mut m, &mut r);
-        let ctx = format!("diskless sync {diskless}");
+        let ctx = format!("diskless sync {diskless}, replica load {replica_load}");
         assert_eq!(
             rx_list(&mut r),
             rx_list(&mut m),
