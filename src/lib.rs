@@ -8,6 +8,7 @@
 // pass it straight back to the module API; they never dereference it themselves.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod c_tail_calls;
 pub mod cluster;
 pub mod commands;
 pub mod config;

@@ -18,6 +18,8 @@
 //! error comes first, as in Lua 5.1; one at the placeholder is rewritten by
 //! [`Prepared::fix_error`] into the message Lua 5.1 gives.
 
+use crate::c_tail_calls;
+
 /// The source to give LuaJIT, and how to read its syntax errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
@@ -132,6 +134,7 @@ pub fn prepare(src: &[u8], refuse_nested_long_brackets: bool) -> Prepared {
         adjacent: false,
         last: Last::Other,
         refuse_nested_long_brackets,
+        tokens: Vec::new(),
     };
     if w.run().is_err() {
         // No placeholder byte left (the source holds every one): compile it as it is.
@@ -140,8 +143,27 @@ pub fn prepare(src: &[u8], refuse_nested_long_brackets: bool) -> Prepared {
             placeholders: Vec::new(),
         };
     }
+    // Past a placeholder LuaJIT only reports an error: nothing to keep in its frame.
+    let code = if w.placeholders.is_empty() {
+        let tokens: Vec<c_tail_calls::Token> = w
+            .tokens
+            .iter()
+            .map(|&(start, end, literal)| c_tail_calls::Token {
+                end,
+                text: (!literal).then(|| &w.out[start..end]),
+            })
+            .collect();
+        let insertions = c_tail_calls::insertions(&tokens);
+        if insertions.is_empty() {
+            w.out
+        } else {
+            c_tail_calls::apply(&w.out, &insertions)
+        }
+    } else {
+        w.out
+    };
     Prepared {
-        code: w.out,
+        code,
         placeholders: w.placeholders,
     }
 }
@@ -166,6 +188,9 @@ struct Writer<'a> {
     adjacent: bool,
     last: Last,
     refuse_nested_long_brackets: bool,
+    /// Every token written: where it starts and ends in `out`, and whether it is a literal
+    /// (a string or a number), for `c_tail_calls`.
+    tokens: Vec<(usize, usize, bool)>,
 }
 
 impl Writer<'_> {
@@ -200,7 +225,12 @@ impl Writer<'_> {
 
     fn token(&mut self, text: &[u8]) {
         self.begin_token();
+        let start = self.out.len();
         self.out.extend_from_slice(text);
+        let literal = text.first().is_some_and(|c| {
+            c.is_ascii_digit() || (*c == b'.' && text.len() > 1 && text != b".." && text != b"...")
+        });
+        self.tokens.push((start, self.out.len(), literal));
         self.last = if text == b"." { Last::Dot } else { Last::Other };
     }
 
@@ -305,6 +335,9 @@ impl Writer<'_> {
                 let dot = self.out.iter().rposition(|&b| b == b'.').unwrap_or(0);
                 self.out.truncate(dot);
                 self.out.extend_from_slice(b"[\"goto\"]");
+                // The `.` token is gone: the index stands in its place, as one literal.
+                self.tokens.pop();
+                self.tokens.push((dot, self.out.len(), true));
                 self.last = Last::Other;
                 return;
             }
@@ -395,6 +428,7 @@ impl Writer<'_> {
                 self.out.extend_from_slice(&self.src[self.pos..after]);
                 self.pos = after;
                 self.long_bracket(level, false, opened)?;
+                self.tokens.push((opened, self.out.len(), true));
                 self.adjacent = true;
                 self.last = Last::Other;
                 Ok(())
@@ -542,7 +576,9 @@ impl Writer<'_> {
             }
         }
         self.begin_token();
+        let start = self.out.len();
         self.write_string(quote, &saved[1..], &lines);
+        self.tokens.push((start, self.out.len(), true));
         self.last = Last::Other;
         Ok(())
     }
