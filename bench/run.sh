@@ -50,7 +50,7 @@ declare -a CASES=(
 )
 
 {
-echo "RX vs native Redis Functions, $(redis-server --version | cut -d' ' -f3), $REQUESTS requests x $ROUNDS rounds per side, $(nproc) cores"
+echo "RX vs native Redis Functions, $(cli INFO server | tr -d "\r" | grep -E "^(valkey|redis)_version:" | tail -1), $REQUESTS requests x $ROUNDS rounds per side, $(nproc) cores"
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u '+%Y-%m-%d %H:%M UTC')"
 printf '%-14s %3s %14s %14s %7s %10s %10s\n' case P native_rps rx_rps ratio native_us rx_us
 for p in 1 16; do
