@@ -188,6 +188,22 @@ impl Drop for ArgStrings {
 /// Frees a call reply when dropped, even if Lua unwinds past it.
 struct CallReply(*mut raw::RedisModuleCallReply);
 
+impl CallReply {
+    /// The reply's RESP bytes, valid while the reply lives.
+    fn proto(&self) -> &[u8] {
+        let mut len = 0usize;
+        // SAFETY: the reply is live while `self` is; the proto buffer belongs to it.
+        unsafe {
+            let p = api!(RedisModule_CallReplyProto)(self.0, &mut len);
+            if p.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(p.cast::<u8>(), len)
+            }
+        }
+    }
+}
+
 impl Drop for CallReply {
     fn drop(&mut self) {
         // SAFETY: the reply came from RedisModule_Call and is freed exactly once.
@@ -212,13 +228,7 @@ pub fn call_tree(ctx: Ctx, command: &std::ffi::CStr, args: &[&[u8]]) -> Option<T
         if reply.is_null() {
             return None;
         }
-        let reply = CallReply(reply);
-        let mut len = 0usize;
-        let p = api!(RedisModule_CallReplyProto)(reply.0, &mut len);
-        if p.is_null() {
-            return None;
-        }
-        parse_tree(std::slice::from_raw_parts(p.cast::<u8>(), len)).ok()
+        parse_tree(CallReply(reply).proto()).ok()
     }
 }
 
@@ -539,16 +549,7 @@ impl ModuleHost<'_> {
             return NOT_FROM_SCRIPTS.into();
         }
         let reply = CallReply(reply);
-        let mut len = 0usize;
-        // SAFETY: the reply is live until `reply` drops; the proto buffer belongs to it.
-        let proto = unsafe {
-            let p = api!(RedisModule_CallReplyProto)(reply.0, &mut len);
-            if p.is_null() {
-                &[][..]
-            } else {
-                std::slice::from_raw_parts(p.cast::<u8>(), len)
-            }
-        };
+        let proto = reply.proto();
         let Some(text) = proto.strip_prefix(b"-") else {
             return NOT_FROM_SCRIPTS.into();
         };
@@ -746,16 +747,7 @@ impl Host for ModuleHost<'_> {
         }
         drop(args);
         let reply = CallReply(reply);
-        let mut len = 0usize;
-        // SAFETY: the reply is live until `reply` drops; the proto buffer belongs to it.
-        let proto = unsafe {
-            let p = api!(RedisModule_CallReplyProto)(reply.0, &mut len);
-            if p.is_null() {
-                &[][..]
-            } else {
-                std::slice::from_raw_parts(p.cast::<u8>(), len)
-            }
-        };
+        let proto = reply.proto();
         if is_select {
             self.follow_select(rest, proto);
         }
