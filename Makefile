@@ -32,7 +32,7 @@ build: deps
 # Unit tests (pure parts, no server) and integration tests (real redis-server processes).
 test: build
 	$(CARGO) build --release --examples
-	$(CARGO) test --release
+	$(CARGO) test --release --workspace
 
 # The integration tests against each supported server in turn (Debian 12's redis-server 7.0,
 # Redis 8.0.2 and Valkey 8.1.1 built from Debian 13's sources, cached in ~/.cache/rx/servers),
@@ -41,7 +41,7 @@ test-matrix: build
 	scripts/test-matrix.sh
 
 unit:
-	$(CARGO) test --release --lib
+	$(CARGO) test --release --workspace --lib
 
 # Fuzzing campaigns against real servers (tests/fuzz.rs): RX_FUZZ_SECONDS per campaign
 # (default 20), RX_FUZZ_SEED to replay a run (always printed), RX_FUZZ_CASES to cap cases.
@@ -62,8 +62,8 @@ bench: build
 	bench/run.sh
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

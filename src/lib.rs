@@ -9,33 +9,21 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod c_tail_calls;
+// The core's modules, under the names the glue has always used.
+pub use rx_core::{
+    dialect, engine, error, flags, glob, header, numfmt, payload, registry, reply, resp, running,
+    scripts, sort_in_scripts, stats,
+};
 pub mod cluster;
 pub mod commands;
 pub mod config;
-pub mod dialect;
-pub mod engine;
-pub mod error;
-pub mod flags;
 pub mod gates;
-pub mod glob;
-pub mod header;
 pub mod info;
 pub mod lua;
 pub mod lua_source;
-pub mod numfmt;
-pub mod payload;
 pub mod persistence;
-#[cfg(test)]
-mod proptests;
-pub mod registry;
-pub mod reply;
-pub mod resp;
-pub mod running;
-pub mod scripts;
 pub mod server;
-pub mod sort_in_scripts;
 pub mod state;
-pub mod stats;
 pub mod stdlib;
 
 use std::cell::RefCell;

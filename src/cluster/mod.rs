@@ -4,7 +4,5 @@
 //! Redis's slot rule to the commands a function runs on a cluster node.
 
 pub mod bus;
-pub mod meta;
-pub mod peers;
 pub mod slots;
-pub mod wire;
+pub use rx_core::cluster::{meta, peers, wire};
