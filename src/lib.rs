@@ -8,19 +8,18 @@
 // pass it straight back to the module API; they never dereference it themselves.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-pub mod c_tail_calls;
 // The core's modules, under the names the glue has always used.
 pub use rx_core::{
     dialect, engine, error, flags, glob, header, numfmt, payload, registry, reply, resp, running,
     scripts, sort_in_scripts, stats,
 };
+// The Lua engine.
+pub use rx_lua as lua;
 pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod gates;
 pub mod info;
-pub mod lua;
-pub mod lua_source;
 pub mod persistence;
 pub mod server;
 pub mod state;

@@ -1,13 +1,20 @@
 //! The Lua engine: one LuaJIT VM (JIT compiler off, so hooks can always interrupt it) that
 //! holds every library, each function running in the same read-only sandbox Redis builds.
+//! It implements the core's engine boundary (`rx_core::engine`) and reaches Redis only
+//! through its `Host`: no module API here, so it is tested without a server.
+
+// The core's modules, under the names this crate has always used.
+use rx_core::{dialect, engine, flags, numfmt, reply, resp};
 
 pub mod api;
+pub mod c_tail_calls;
 pub mod cjson;
 pub mod cmsgpack;
 mod codec_glue;
 pub mod convert;
 pub mod lrand48;
 pub mod lstruct;
+pub mod lua_source;
 mod pacing;
 mod param_use;
 

@@ -752,11 +752,11 @@ mod tests {
 
     #[test]
     fn matches_native_redis() {
-        crate::lua::codec_glue::testing::assert_cases("struct", open, PRELUDE, CASES);
+        crate::codec_glue::testing::assert_cases("struct", open, PRELUDE, CASES);
     }
 
     fn with_lib() -> Lua {
-        crate::lua::codec_glue::testing::with_lib("struct", open)
+        crate::codec_glue::testing::with_lib("struct", open)
     }
 
     /// Errors reach `pcall` as plain strings, as luaL_error's do.

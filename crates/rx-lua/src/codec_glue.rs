@@ -187,7 +187,7 @@ impl WorkMeter {
     pub fn step(&mut self) -> bool {
         self.0 = self.0.wrapping_add(1);
         !self.0.is_multiple_of(STEPS_PER_TICK)
-            || crate::lua::api::tick() == crate::engine::Tick::Continue
+            || crate::api::tick() == crate::engine::Tick::Continue
     }
 }
 
@@ -409,7 +409,7 @@ pub mod testing {
     /// description of anything else.
     pub fn run(name: &str, open: Open, prelude: &str, code: &str) -> String {
         // Each case starts from default settings, as a new script would.
-        crate::lua::cjson::owners::forget(0);
+        crate::cjson::owners::forget(0);
         let lua = with_lib(name, open);
         let chunk = format!("{} {}", prelude, code);
         match lua

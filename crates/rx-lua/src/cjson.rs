@@ -777,7 +777,7 @@ impl Encoder<'_> {
             }
             // A table reachable many times over encodes to far more than it holds: stop
             // once the text could not fit in the VM anyway, or the script must stop.
-            if crate::lua::over_memory_cap(self.out.len()) {
+            if crate::over_memory_cap(self.out.len()) {
                 return Err(EncErr::Memory);
             }
             if !meter.step() {
@@ -2458,11 +2458,11 @@ mod tests {
 
     #[test]
     fn matches_native_redis() {
-        crate::lua::codec_glue::testing::assert_cases("cjson", open, PRELUDE, CASES);
+        crate::codec_glue::testing::assert_cases("cjson", open, PRELUDE, CASES);
     }
 
     fn with_lib() -> Lua {
-        crate::lua::codec_glue::testing::with_lib("cjson", open)
+        crate::codec_glue::testing::with_lib("cjson", open)
     }
 
     /// Errors reach `pcall` as plain strings, as luaL_error's do (native:

@@ -222,7 +222,7 @@ fn encode(
     }
     // A table reachable many times over (`t = {u, u}`, `u = {w, w}`, ...) packs to far more
     // than it holds: stop once the result could not fit in the VM anyway.
-    if crate::lua::over_memory_cap(buf.len()) {
+    if crate::over_memory_cap(buf.len()) {
         return Err(glue::out_of_memory());
     }
     Ok(())
@@ -1118,11 +1118,11 @@ mod tests {
 
     #[test]
     fn matches_native_redis() {
-        crate::lua::codec_glue::testing::assert_cases("cmsgpack", open, PRELUDE, CASES);
+        crate::codec_glue::testing::assert_cases("cmsgpack", open, PRELUDE, CASES);
     }
 
     fn with_lib() -> Lua {
-        crate::lua::codec_glue::testing::with_lib("cmsgpack", open)
+        crate::codec_glue::testing::with_lib("cmsgpack", open)
     }
 
     /// Errors reach `pcall` as plain strings, as luaL_error's do.
