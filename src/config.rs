@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use redis_module::raw;
 
-use crate::server::{api, Ctx};
+use crate::ffi::{api, Ctx};
 use crate::state;
 
 /// The Lua VM's memory cap, in MiB.
@@ -40,7 +40,7 @@ unsafe extern "C" fn set_numeric(
     // SAFETY: as above; name is the NUL-terminated config name.
     (*(privdata as *const AtomicI64)).store(val, Ordering::Relaxed);
     if CStr::from_ptr(name).to_bytes() == b"memory-limit-mb" {
-        crate::server::guarded("rx.memory-limit-mb", (), apply_memory_limit);
+        crate::ffi::guarded("rx.memory-limit-mb", (), apply_memory_limit);
     }
     raw::REDISMODULE_OK as c_int
 }

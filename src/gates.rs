@@ -1,5 +1,5 @@
 //! Server state that decides whether a script that may write can start: disk errors
-//! (MISCONF), min-replicas (NOREPLICAS), and whether a stale replica serves data.
+//! (MISCONF) and min-replicas (NOREPLICAS); and the busy threshold runs start with.
 //! The module API has no flag for these, so they are read from INFO and CONFIG, and cached
 //! for a short time so that the cost stays off the per-call path.
 
@@ -8,8 +8,8 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use crate::error::{RxError, RxResult};
+use crate::ffi::{call_tree, config_value, Ctx};
 use crate::resp::Tree;
-use crate::server::{call_tree, config_value, Ctx};
 
 /// How long a reading stays fresh. Redis itself only changes these states in its cron.
 const FRESH_FOR: Duration = Duration::from_millis(100);
@@ -126,9 +126,4 @@ pub fn refresh_busy_threshold(ctx: Ctx) {
     if let Ok(ms) = config(ctx, "busy-reply-threshold").parse::<u64>() {
         BUSY_THRESHOLD_MS.with(|b| b.set(ms));
     }
-}
-
-/// `replica-serve-stale-data`; read only on the rare path where a replica is stale.
-pub fn serve_stale_data(ctx: Ctx) -> bool {
-    config(ctx, "replica-serve-stale-data") != "no"
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redis_module::raw;
 
 use crate::engine::LogLevel;
-use crate::server::{api, config_value, guarded, log, Ctx};
+use crate::ffi::{api, config_value, guarded, log, Ctx};
 use crate::state;
 
 static AOF_REWRITE_KEEPS_LIBRARIES: AtomicBool = AtomicBool::new(true);
@@ -101,8 +101,8 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
         add(c"errors", totals[1] as i64);
         add(c"refusals", totals[2] as i64);
         for (name, line, _) in &per_function {
-            let name = crate::server::c_string(name.as_bytes());
-            let line = crate::server::c_string(line.as_bytes());
+            let name = crate::ffi::c_string(name.as_bytes());
+            let line = crate::ffi::c_string(line.as_bytes());
             api!(RedisModule_InfoAddFieldCString)(
                 ctx,
                 name.as_ptr() as *mut _,

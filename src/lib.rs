@@ -10,18 +10,20 @@
 
 // The core's modules, under the names the glue has always used.
 pub use rx_core::{
-    dialect, engine, error, flags, glob, header, numfmt, payload, registry, reply, resp, running,
-    scripts, sort_in_scripts, stats,
+    dialect, engine, error, flags, glob, header, numfmt, numkeys, payload, registry, reply, resp,
+    running, scripts, sort_in_scripts, stats,
 };
 // The Lua engine.
 pub use rx_lua as lua;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod ffi;
 pub mod gates;
+pub mod host;
 pub mod info;
 pub mod persistence;
-pub mod server;
+pub mod run;
 pub mod state;
 pub mod stdlib;
 
@@ -71,15 +73,15 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let raw_ctx = ctx.ctx;
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        server::log(
+        ffi::log(
             std::ptr::null_mut(),
             engine::LogLevel::Warning,
             format!("RX panic: {info}").as_bytes(),
         );
         previous_hook(info);
     }));
-    dialect::install(dialect::Dialect::for_server(server::detect_server(raw_ctx)));
-    let (text, num) = server::server_version();
+    dialect::install(dialect::Dialect::for_server(ffi::detect_server(raw_ctx)));
+    let (text, num) = ffi::server_version();
     let engine = match LuaEngine::new(&ServerVersion { text, num }) {
         Ok(e) => e,
         Err(e) => {

@@ -21,7 +21,7 @@ use crate::cluster::meta::{Entry, DIGEST_LEN, LEGACY_VERSION};
 use crate::cluster::wire::Change;
 use crate::commands::library::load_library;
 use crate::engine::LogLevel;
-use crate::server::{api, guarded, log};
+use crate::ffi::{api, guarded, log};
 use crate::state;
 
 /// Redis requires exactly nine characters.
@@ -194,7 +194,7 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
 
 /// Keeps a library that a dataset carried but that cannot be built here (see
 /// `Library::set_aside`), and says so loudly.
-pub fn set_aside(ctx: crate::server::Ctx, name: &str, code: &[u8], error: &str, from: &str) {
+pub fn set_aside(ctx: crate::ffi::Ctx, name: &str, code: &[u8], error: &str, from: &str) {
     log(
         ctx,
         LogLevel::Warning,

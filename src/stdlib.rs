@@ -9,7 +9,7 @@
 
 use crate::commands::library::load_library;
 use crate::engine::LogLevel;
-use crate::server::{log, Ctx};
+use crate::ffi::{log, Ctx};
 use crate::state;
 
 /// Name and source of every bundled library.

@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
 use std::os::raw::c_char;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis_module::raw;
@@ -20,11 +19,11 @@ use super::wire::{self, Change, Message, Reassembler};
 use crate::commands::library::compile_library;
 use crate::engine::LogLevel;
 use crate::error::{RxError, RxResult};
+use crate::ffi::{api, context_flags, guarded, log, Ctx};
 use crate::header::parse_header;
 use crate::lua::LuaCallable;
 use crate::registry::Registry;
 use crate::reply::ReplySink;
-use crate::server::{api, context_flags, guarded, log, Ctx};
 use crate::state;
 
 /// The module cluster message type RX uses (types are per module).
@@ -50,10 +49,6 @@ struct Node {
 /// Deferred frames kept at most; beyond that they are dropped (anti-entropy recovers).
 const MAX_DEFERRED: usize = 4096;
 
-/// Set once at module load; read on every call (an atomic load costs less than a
-/// thread-local access).
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
 thread_local! {
     static NODE: RefCell<Option<Node>> = const { RefCell::new(None) };
 }
@@ -61,7 +56,7 @@ thread_local! {
 /// Whether this server runs in cluster mode (set once at module load).
 #[inline]
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    super::slots::cluster_mode()
 }
 
 fn with_node<R>(f: impl FnOnce(&mut Node) -> R) -> Option<R> {
@@ -88,7 +83,7 @@ pub fn init(ctx: Ctx) {
             deferred: Vec::new(),
         })
     });
-    ENABLED.store(true, Ordering::Relaxed);
+    super::slots::set_cluster_mode();
     // SAFETY: called from OnLoad with its context; the callbacks are plain extern fns that
     // live as long as the module.
     unsafe {
@@ -355,7 +350,7 @@ fn node_info(ctx: Ctx, id: &str) -> Option<NodeInfo> {
     let mut master = [0u8; NODE_ID_LEN + 1];
     let mut port: c_int = 0;
     let mut flags: c_int = 0;
-    let id_c = crate::server::c_string(id.as_bytes());
+    let id_c = crate::ffi::c_string(id.as_bytes());
     // SAFETY: ip has room for NET_IP_STR_LEN (46) bytes plus NUL, master_id for 40; the id
     // is a NUL-terminated 40-character node name.
     let ok = unsafe {
@@ -395,7 +390,7 @@ fn send(ctx: Ctx, target: Option<&str>, message: &Message) {
     }) else {
         return;
     };
-    let target_c = target.map(|t| crate::server::c_string(t.as_bytes()));
+    let target_c = target.map(|t| crate::ffi::c_string(t.as_bytes()));
     let target_ptr = target_c.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
     for frame in wire::frames(transfer, &message.encode()) {
         // SAFETY: the frame buffer and the optional NUL-terminated target id are valid for

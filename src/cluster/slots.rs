@@ -5,41 +5,42 @@
 //! `RedisModule_Call` itself (errno EPERM).
 //!
 //! Only active on cluster nodes, for a run started by a client (not the master link nor
-//! the AOF): elsewhere each hook is one relaxed atomic load.
+//! the AOF): elsewhere a run has no scope and its commands are not checked.
 
 use std::cell::Cell;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::raw;
 
-use crate::server::{api, context_flags, Ctx};
+use crate::ffi::{api, context_flags, Ctx};
+use crate::host::CallRule;
 
 pub use rx_core::cluster::keyslot::key_slot;
 
-/// The slot the current run is bound to (`None`: not bound yet).
-#[derive(Clone, Copy)]
-struct Run {
-    slot: Option<u16>,
+/// Whether this server runs in cluster mode (set once at module load, read on every run:
+/// an atomic load costs less than a thread-local access).
+static CLUSTER_MODE: AtomicBool = AtomicBool::new(false);
+
+pub fn set_cluster_mode() {
+    CLUSTER_MODE.store(true, Ordering::Relaxed);
 }
 
-thread_local! {
-    static RUN: Cell<Option<Run>> = const { Cell::new(None) };
+#[inline]
+pub fn cluster_mode() -> bool {
+    CLUSTER_MODE.load(Ordering::Relaxed)
 }
 
-/// Ends slot tracking for the run when dropped.
-pub struct SlotScope;
-
-impl Drop for SlotScope {
-    fn drop(&mut self) {
-        RUN.with(|r| r.set(None));
-    }
+/// Slot tracking for one run: the slot it is bound to (`None`: not bound yet).
+pub struct SlotScope {
+    slot: Cell<Option<u16>>,
 }
 
 /// Starts slot tracking for a function or script run by `command` (`<cmd> <name> <numkeys>
 /// [key ...] ...`), on cluster nodes only.
 #[inline]
 pub fn begin(ctx: Ctx, command: &[&[u8]], allow_cross_slot: bool) -> Option<SlotScope> {
-    if allow_cross_slot || !super::bus::enabled() {
+    if allow_cross_slot || !cluster_mode() {
         return None;
     }
     let replayed = raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING;
@@ -54,8 +55,9 @@ pub fn begin(ctx: Ctx, command: &[&[u8]], allow_cross_slot: bool) -> Option<Slot
     let slot = (numkeys > 0)
         .then(|| command.get(3).map(|k| key_slot(k)))
         .flatten();
-    RUN.with(|r| r.set(Some(Run { slot })));
-    Some(SlotScope)
+    Some(SlotScope {
+        slot: Cell::new(slot),
+    })
 }
 
 /// The slot of every key of a command, if it has keys and they share one slot.
@@ -121,43 +123,32 @@ pub const NON_LOCAL: &str = "ERR Script attempted to access a non local key in a
 pub const CROSS_SLOT: &str =
     "ERR Script attempted to access keys that do not hash to the same slot";
 
-/// Before a command runs inside a function: refuses it when its keys leave the run's
-/// slot. Returns the slot to bind the run to once the command has run (`after_call`).
-#[inline]
-pub fn before_call(ctx: Ctx, argv: &[&[u8]]) -> Result<Option<u16>, String> {
-    if !super::bus::enabled() {
-        return Ok(None);
-    }
-    let Some(run) = RUN.with(|r| r.get()) else {
-        return Ok(None);
-    };
-    let Some(slot) = command_slot(ctx, argv) else {
-        return Ok(None);
-    };
-    match run.slot {
-        None => Ok(Some(slot)),
-        Some(bound) if bound == slot => Ok(None),
-        Some(_) => {
-            // Redis checks locality first: a key served elsewhere is that error.
-            let key = argv.iter().skip(1).find(|k| key_slot(k) == slot);
-            if key.is_some_and(|k| !serves(ctx, k)) {
-                Err(NON_LOCAL.to_string())
-            } else {
-                Err(CROSS_SLOT.to_string())
+impl CallRule for SlotScope {
+    /// Before a command runs inside a function: refuses it when its keys leave the run's
+    /// slot. Returns the slot to bind the run to once the command has run (`after_call`).
+    fn before_call(&self, ctx: Ctx, argv: &[&[u8]]) -> Result<Option<u16>, String> {
+        let Some(slot) = command_slot(ctx, argv) else {
+            return Ok(None);
+        };
+        match self.slot.get() {
+            None => Ok(Some(slot)),
+            Some(bound) if bound == slot => Ok(None),
+            Some(_) => {
+                // Redis checks locality first: a key served elsewhere is that error.
+                let key = argv.iter().skip(1).find(|k| key_slot(k) == slot);
+                if key.is_some_and(|k| !serves(ctx, k)) {
+                    Err(NON_LOCAL.to_string())
+                } else {
+                    Err(CROSS_SLOT.to_string())
+                }
             }
         }
     }
-}
 
-/// After a command ran (`ran`: Redis accepted it), binds the run to its slot.
-#[inline]
-pub fn after_call(bind: Option<u16>, ran: bool) {
-    if let (Some(slot), true) = (bind, ran) {
-        RUN.with(|r| {
-            if let Some(mut run) = r.get() {
-                run.slot.get_or_insert(slot);
-                r.set(Some(run));
-            }
-        });
+    /// After a command ran (`ran`: Redis accepted it), binds the run to its slot.
+    fn after_call(&self, bind: Option<u16>, ran: bool) {
+        if let (Some(slot), true, None) = (bind, ran, self.slot.get()) {
+            self.slot.set(Some(slot));
+        }
     }
 }

@@ -6,12 +6,12 @@ use super::{command_callback, reply_ok};
 use crate::cluster::bus;
 use crate::cluster::wire::Change;
 use crate::error::{RxError, RxResult};
+use crate::ffi::{call_tree, Ctx, ModuleReply};
 use crate::lua::LuaCallable;
 use crate::payload;
 use crate::registry::{Library, RegistryError, RestorePolicy};
 use crate::reply::ReplySink;
 use crate::resp::Tree;
-use crate::server::{call_tree, Ctx, ModuleReply};
 use crate::state;
 
 command_callback!(rx_dump_cb, rx_dump);

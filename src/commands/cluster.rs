@@ -4,8 +4,8 @@
 use super::{command_callback, replicate_verbatim};
 use crate::cluster::{bus, wire};
 use crate::error::{RxError, RxResult};
+use crate::ffi::{Ctx, ModuleReply};
 use crate::reply::ReplySink;
-use crate::server::{Ctx, ModuleReply};
 
 command_callback!(rx_apply_cb, rx_apply);
 command_callback!(rx_cluster_cb, rx_cluster);

@@ -5,17 +5,16 @@ use quanta::Instant;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use super::call::{
-    execute, parse_numkeys, refuse_before_running, refuse_on_stale_replica, report_keys, Execution,
-};
 use super::{command_callback, reply_ok};
 use crate::error::{RxError, RxResult};
+use crate::ffi::{api, Ctx, ModuleReply};
 use crate::lua::api::sha1_hex;
 use crate::lua::LuaCallable;
+use crate::numkeys::parse_numkeys;
 use crate::reply::ReplySink;
+use crate::run::{execute, refuse_before_running, refuse_on_stale_replica, report_keys, Execution};
 use crate::running::{self, RunKind};
 use crate::scripts::{parse_shebang, Script};
-use crate::server::{api, Ctx, ModuleReply};
 use crate::state;
 
 command_callback!(rx_eval_cb, rx_eval);
@@ -131,15 +130,6 @@ fn run(
     };
     let (keys, argv) = args[3..].split_at(numkeys);
     let engine = state::with(|st| Rc::clone(&st.engine));
-    // RX cluster: bind the run to its keys' slot; a script without a shebang may cross
-    // slots, as in Redis (nothing outside a cluster).
-    let _slots = crate::cluster::slots::begin(
-        ctx,
-        args,
-        script
-            .flags
-            .is_none_or(|f| f.contains(crate::flags::FunctionFlags::ALLOW_CROSS_SLOT_KEYS)),
-    );
     execute(
         ctx,
         Execution {
@@ -148,6 +138,10 @@ fn run(
             command: args,
             read_only,
             check_oom,
+            // A script without a shebang may cross slots, as in Redis.
+            allow_cross_slot: script
+                .flags
+                .is_none_or(|f| f.contains(crate::flags::FunctionFlags::ALLOW_CROSS_SLOT_KEYS)),
             started,
         },
         &script.stats,

@@ -3,8 +3,8 @@
 
 use super::{command_callback, reply_ok};
 use crate::error::{RxError, RxResult};
+use crate::ffi::Ctx;
 use crate::running::{self, RunKind};
-use crate::server::Ctx;
 
 command_callback!(rx_kill_cb, rx_kill);
 

@@ -9,11 +9,11 @@ use crate::cluster::bus;
 use crate::cluster::meta::hex;
 use crate::engine::LogOnlyHost;
 use crate::error::{RxError, RxResult};
+use crate::ffi::{log, Ctx, ModuleReply};
 use crate::header::parse_header;
 use crate::lua::LuaCallable;
 use crate::registry::{FunctionInfo, Library};
 use crate::reply::ReplySink;
-use crate::server::{log, Ctx, ModuleReply};
 use crate::state;
 
 /// Redis's limit for running a library body.

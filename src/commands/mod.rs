@@ -17,8 +17,8 @@ use redis_module::raw;
 
 use crate::engine::LogLevel;
 use crate::error::RxError;
+use crate::ffi::{api, log, Ctx, ModuleReply};
 use crate::reply::ReplySink;
-use crate::server::{api, log, Ctx, ModuleReply};
 
 pub type Handler = fn(Ctx, &[&[u8]]) -> Result<(), RxError>;
 

@@ -3,9 +3,9 @@
 
 use super::{command_callback, reply_ok};
 use crate::error::{RxError, RxResult};
+use crate::ffi::{Ctx, ModuleReply};
 use crate::reply::ReplySink;
 use crate::running;
-use crate::server::{Ctx, ModuleReply};
 use crate::state;
 use crate::stats::FunctionStats;
 

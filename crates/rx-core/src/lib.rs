@@ -14,6 +14,7 @@ pub mod flags;
 pub mod glob;
 pub mod header;
 pub mod numfmt;
+pub mod numkeys;
 pub mod payload;
 #[cfg(test)]
 mod proptests;
