@@ -182,6 +182,14 @@ pub fn call_tree(ctx: Ctx, command: &std::ffi::CStr, args: &[&[u8]]) -> Option<T
     }
 }
 
+/// The command runs because the master sent it or the AOF replays it.
+pub fn replayed(ctx: Ctx) -> bool {
+    !ctx.is_null()
+        && context_flags(ctx)
+            & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING)
+            != 0
+}
+
 /// `replica-serve-stale-data`; read only on the rare path where a replica is stale.
 pub fn serves_stale_data(ctx: Ctx) -> bool {
     config_value(ctx, "replica-serve-stale-data").as_deref() != Some("no")

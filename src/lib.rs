@@ -22,6 +22,7 @@ pub mod ffi;
 pub mod gates;
 pub mod host;
 pub mod info;
+pub mod libraries;
 pub mod persistence;
 pub mod run;
 pub mod state;

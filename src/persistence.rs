@@ -16,12 +16,13 @@ use std::os::raw::c_char;
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use crate::cluster::bus::{change_of, record_exact};
+use crate::cluster::bus::change_of;
 use crate::cluster::meta::{Entry, DIGEST_LEN, LEGACY_VERSION};
 use crate::cluster::wire::Change;
-use crate::commands::library::load_library;
 use crate::engine::LogLevel;
 use crate::ffi::{api, guarded, log};
+use crate::libraries::record_exact;
+use crate::libraries::{load_library, set_aside};
 use crate::state;
 
 /// Redis requires exactly nine characters.
@@ -190,21 +191,6 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
             failed
         }
     }
-}
-
-/// Keeps a library that a dataset carried but that cannot be built here (see
-/// `Library::set_aside`), and says so loudly.
-pub fn set_aside(ctx: crate::ffi::Ctx, name: &str, code: &[u8], error: &str, from: &str) {
-    log(
-        ctx,
-        LogLevel::Warning,
-        format!(
-            "RX: library '{name}' from {from} could not be loaded on this server and is set aside (its code is kept and saved; see RX.LIST SETASIDE WITHCODE, then RX.LOAD REPLACE or RX.DELETE it): {error}"
-        )
-        .as_bytes(),
-    );
-    let replaced = state::with(|s| s.registry.borrow_mut().set_aside(name, code, error));
-    drop(replaced);
 }
 
 /// Collects the VM's garbage between the libraries of a dataset, each time it has grown by
@@ -376,16 +362,10 @@ extern "C" fn on_loading(
     if starts.contains(&subevent) {
         guarded("the loading event", (), || {
             let replaces = load_replaces_libraries(ctx, subevent);
-            let removed = state::with(|s| {
-                s.loading_dataset.set(true);
-                if replaces {
-                    s.catalog.borrow_mut().clear();
-                    Some(s.registry.borrow_mut().flush())
-                } else {
-                    None
-                }
-            });
-            drop(removed);
+            state::with(|s| s.loading_dataset.set(true));
+            if replaces {
+                drop(crate::libraries::reset());
+            }
             crate::config::apply_memory_limit();
         });
     }

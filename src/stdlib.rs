@@ -7,9 +7,9 @@
 //! RX never overwrites a library that already exists under a bundled name, so a user's own
 //! `lock` library, or a deliberately replaced bundled one, stays as it is.
 
-use crate::commands::library::load_library;
 use crate::engine::LogLevel;
 use crate::ffi::{log, Ctx};
+use crate::libraries::{bundled_version, load_library, record_exact};
 use crate::state;
 
 /// Name and source of every bundled library.
@@ -82,11 +82,11 @@ pub fn load_missing(ctx: Ctx) {
         {
             continue;
         }
-        let Some(version) = crate::cluster::bus::bundled_version(name) else {
+        let Some(version) = bundled_version(name) else {
             continue;
         };
         match load_library(ctx, code.as_bytes(), false, "RX.LOAD") {
-            Ok(loaded) => crate::cluster::bus::record_exact(
+            Ok(loaded) => record_exact(
                 &loaded,
                 crate::cluster::meta::Entry::live(version, code.as_bytes()),
             ),

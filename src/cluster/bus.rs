@@ -13,14 +13,12 @@ use std::time::{Duration, Instant};
 
 use redis_module::raw;
 
-use super::meta::{hex, Catalog, Entry, BUNDLED_VERSION, MAX_VERSION};
+use super::meta::{hex, Entry};
 use super::peers::Peers;
 use super::wire::{self, Change, Message, Reassembler};
-use crate::commands::library::compile_library;
 use crate::engine::LogLevel;
-use crate::error::{RxError, RxResult};
 use crate::ffi::{api, context_flags, guarded, log, Ctx};
-use crate::header::parse_header;
+use crate::libraries;
 use crate::lua::LuaCallable;
 use crate::registry::Registry;
 use crate::reply::ReplySink;
@@ -44,6 +42,8 @@ struct Node {
     /// busy script yields) or a dataset was loading: handled by the next timer tick, never
     /// inside the running Lua nor between two libraries of an RDB.
     deferred: Vec<(String, Vec<u8>)>,
+    /// `libraries::generation()` when the failures were last looked at.
+    seen_generation: u64,
 }
 
 /// Deferred frames kept at most; beyond that they are dropped (anti-entropy recovers).
@@ -60,7 +60,18 @@ pub fn enabled() -> bool {
 }
 
 fn with_node<R>(f: impl FnOnce(&mut Node) -> R) -> Option<R> {
-    NODE.with(|n| n.borrow_mut().as_mut().map(f))
+    NODE.with(|n| {
+        n.borrow_mut().as_mut().map(|node| {
+            // Entries that failed to apply may fit once the libraries changed (say the
+            // library that owned their function name is gone): pull them again.
+            let generation = libraries::generation();
+            if node.seen_generation != generation {
+                node.peers.forget_failures();
+                node.seen_generation = generation;
+            }
+            f(node)
+        })
+    })
 }
 
 /// Starts cluster sync when the server runs with `cluster-enabled yes`.
@@ -81,6 +92,7 @@ pub fn init(ctx: Ctx) {
             last_log: None,
             suppressed_logs: 0,
             deferred: Vec::new(),
+            seen_generation: 0,
         })
     });
     super::slots::set_cluster_mode();
@@ -94,74 +106,6 @@ pub fn init(ctx: Ctx) {
 
 // ---------------------------------------------------------------------------
 // Local changes
-
-/// Refuses a local action on libraries whose versions reached the ceiling (see
-/// `meta::MAX_VERSION`); called before the action changes anything.
-pub fn check_changeable<'a>(names: impl IntoIterator<Item = &'a str>) -> RxResult<()> {
-    state::with(|s| {
-        let catalog = s.catalog.borrow();
-        match names
-            .into_iter()
-            .find(|n| catalog.next_version(n).is_none())
-        {
-            Some(name) => Err(RxError::err(format!(
-                "library '{name}' is at the highest version RX allows ({MAX_VERSION}) and cannot change any more"
-            ))),
-            None => Ok(()),
-        }
-    })
-}
-
-/// The version of a local change: one more than any seen for that name. Callers checked
-/// `check_changeable` before changing anything, so the ceiling is never hit here.
-fn local_version(catalog: &Catalog, name: &str) -> u64 {
-    catalog.next_version(name).unwrap_or(MAX_VERSION)
-}
-
-/// Records a library installed by a local action (load, restore, import): its version is
-/// one more than any seen for that name.
-pub fn record_live(name: &str, code: &[u8]) -> Change {
-    record(name, |c| Entry::live(local_version(c, name), code), code)
-}
-
-/// Records a library deleted by a local action.
-pub fn record_tombstone(name: &str) -> Change {
-    record(name, |c| Entry::tombstone(local_version(c, name)), &[])
-}
-
-/// Records a library at an exact version (an RDB entry, a bundled library).
-pub fn record_exact(name: &str, entry: Entry) {
-    state::with(|s| s.catalog.borrow_mut().set(name, entry));
-}
-
-fn record(name: &str, make: impl FnOnce(&Catalog) -> Entry, code: &[u8]) -> Change {
-    libraries_changed();
-    let entry = state::with(|s| {
-        let mut catalog = s.catalog.borrow_mut();
-        let entry = make(&catalog);
-        catalog.set(name, entry);
-        entry
-    });
-    Change {
-        name: name.to_string(),
-        entry,
-        code: code.to_vec(),
-    }
-}
-
-/// The version a bundled library takes when (re)loaded: [`BUNDLED_VERSION`] when the name
-/// was never seen. `None` in cluster mode when the name carries a tombstone: a deletion is
-/// cluster-wide and a bundled library does not undo it.
-pub fn bundled_version(name: &str) -> Option<u64> {
-    state::with(|s| {
-        let catalog = s.catalog.borrow();
-        match catalog.get(name) {
-            None => Some(BUNDLED_VERSION),
-            Some(e) if e.is_tombstone() && enabled() => None,
-            Some(_) => catalog.next_version(name),
-        }
-    })
-}
 
 /// Propagates local changes: to replicas and the AOF as one `RX.APPLY` (so they get this
 /// node's versions, not versions of their own), and to every cluster node over the bus.
@@ -190,15 +134,14 @@ pub fn broadcast_changes(ctx: Ctx, changes: &[Change]) {
     }
 }
 
-/// Applies changes that won under the rule, one by one: a library is compiled exactly as
-/// `RX.LOAD` does (no borrow of the module state is held while Lua runs), a tombstone
-/// deletes. Returns the changes applied and an error text per change that failed.
+/// Applies changes that won under the rule, one by one (`libraries::apply_change`); from
+/// the bus, entries that already failed here are skipped until the libraries change.
+/// Returns the changes applied and an error text per change that failed.
 pub fn apply(ctx: Ctx, changes: Vec<Change>, from_bus: bool) -> (Vec<Change>, Vec<String>) {
     let mut applied = Vec::new();
     let mut errors = Vec::new();
     for change in changes {
-        let accepted = state::with(|s| s.catalog.borrow().accepts(&change.name, &change.entry));
-        if !accepted {
+        if !libraries::accepts(&change) {
             continue;
         }
         if from_bus
@@ -206,11 +149,8 @@ pub fn apply(ctx: Ctx, changes: Vec<Change>, from_bus: bool) -> (Vec<Change>, Ve
         {
             continue;
         }
-        match apply_one(ctx, &change) {
-            Ok(()) => {
-                libraries_changed();
-                applied.push(change)
-            }
+        match libraries::apply_change(ctx, &change) {
+            Ok(()) => applied.push(change),
             Err(e) => {
                 let first =
                     with_node(|n| n.peers.failed(&change.name, change.entry, &e)).unwrap_or(true);
@@ -232,68 +172,6 @@ pub fn apply(ctx: Ctx, changes: Vec<Change>, from_bus: bool) -> (Vec<Change>, Ve
         }
     }
     (applied, errors)
-}
-
-/// A library was installed or deleted here: entries that failed to apply may fit now
-/// (say the library that owned their function name is gone), so they may be pulled again.
-fn libraries_changed() {
-    with_node(|n| n.peers.forget_failures());
-}
-
-/// The command runs because the master sent it or the AOF replays it.
-pub fn replayed(ctx: Ctx) -> bool {
-    !ctx.is_null()
-        && context_flags(ctx)
-            & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING)
-            != 0
-}
-
-fn apply_one(ctx: Ctx, change: &Change) -> Result<(), String> {
-    if change.entry.is_tombstone() {
-        let removed = state::with(|s| {
-            s.catalog.borrow_mut().set(&change.name, change.entry);
-            s.registry.borrow_mut().delete(&change.name).ok()
-        });
-        drop(removed);
-        return Ok(());
-    }
-    match parse_header(&change.code) {
-        Ok(h) if h.name == change.name => {}
-        Ok(h) => return Err(format!("the code is for library '{}'", h.name)),
-        Err(e) => return Err(e.message()),
-    }
-    let installed = compile_library(ctx, &change.code, "RX.LOAD")
-        .map_err(|e| e.to_string())
-        .and_then(|library| {
-            state::with(|s| {
-                let r = s.registry.borrow_mut().install(library, true);
-                if r.is_ok() {
-                    s.catalog.borrow_mut().set(&change.name, change.entry);
-                }
-                r
-            })
-            .map_err(|e| e.message())
-        });
-    match installed {
-        Ok(replaced) => {
-            drop(replaced);
-            Ok(())
-        }
-        // The master (or this server, before it wrote its AOF) accepted the change: keep
-        // its code rather than lose it. Changes from the bus are retried instead (`apply`).
-        Err(e) if replayed(ctx) => {
-            crate::persistence::set_aside(
-                ctx,
-                &change.name,
-                &change.code,
-                &e,
-                "the master's stream or the AOF",
-            );
-            state::with(|s| s.catalog.borrow_mut().set(&change.name, change.entry));
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,15 +1,13 @@
 //! RX.DUMP, RX.RESTORE and RX.IMPORT: moving libraries between servers, and from native
 //! Redis Functions into RX.
 
-use super::library::compile_library;
 use super::{command_callback, reply_ok};
 use crate::cluster::bus;
-use crate::cluster::wire::Change;
 use crate::error::{RxError, RxResult};
 use crate::ffi::{call_tree, Ctx, ModuleReply};
-use crate::lua::LuaCallable;
+use crate::libraries;
 use crate::payload;
-use crate::registry::{Library, RegistryError, RestorePolicy};
+use crate::registry::RestorePolicy;
 use crate::reply::ReplySink;
 use crate::resp::Tree;
 use crate::state;
@@ -47,56 +45,6 @@ fn parse_policy(arg: Option<&&[u8]>) -> RxResult<RestorePolicy> {
     }
 }
 
-/// Compiles every source, then installs them all or none. Returns the versioned changes:
-/// each library installed counts as a load; with FLUSH, each library removed and not
-/// reinstalled gets a tombstone.
-fn install_batch(
-    ctx: Ctx,
-    sources: &[&[u8]],
-    policy: RestorePolicy,
-    command: &str,
-) -> RxResult<Vec<Change>> {
-    let mut libraries: Vec<Library<LuaCallable>> = Vec::with_capacity(sources.len());
-    for code in sources {
-        libraries.push(compile_library(ctx, code, command)?);
-    }
-    let installed: Vec<(String, Vec<u8>)> = libraries
-        .iter()
-        .map(|l| (l.name.to_string(), l.code.to_vec()))
-        .collect();
-    let flushed: Vec<String> = if policy == RestorePolicy::Flush {
-        state::with(|s| s.registry.borrow().names().map(str::to_string).collect())
-    } else {
-        Vec::new()
-    };
-    bus::check_changeable(
-        installed
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .chain(flushed.iter().map(String::as_str)),
-    )?;
-    let removed = state::with(|s| s.registry.borrow_mut().install_all(libraries, policy)).map_err(
-        |e| match e {
-            // FUNCTION RESTORE words this one without quotes, unlike FUNCTION LOAD.
-            RegistryError::LibraryExists(name) => {
-                RxError::err(format!("Library {name} already exists"))
-            }
-            other => RxError::err(other.message()),
-        },
-    )?;
-    let mut changes: Vec<Change> = installed
-        .iter()
-        .map(|(name, code)| bus::record_live(name, code))
-        .collect();
-    for lib in &removed {
-        if !installed.iter().any(|(n, _)| **n == *lib.name) {
-            changes.push(bus::record_tombstone(&lib.name));
-        }
-    }
-    drop(removed);
-    Ok(changes)
-}
-
 /// RX.RESTORE <payload> [FLUSH|APPEND|REPLACE]
 fn rx_restore(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     if args.len() < 2 || args.len() > 3 {
@@ -104,7 +52,7 @@ fn rx_restore(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     }
     let policy = parse_policy(args.get(2))?;
     let sources = payload::decode(args[1]).map_err(|e| RxError::err(e.message()))?;
-    let changes = install_batch(ctx, &sources, policy, "RX.RESTORE")?;
+    let changes = libraries::install_batch(ctx, &sources, policy, "RX.RESTORE")?;
     bus::propagate(ctx, &changes);
     reply_ok(ctx);
     Ok(())
@@ -142,7 +90,7 @@ fn rx_import(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     };
     let sources = native_library_sources(ctx)?;
     let refs: Vec<&[u8]> = sources.iter().map(|c| c.as_slice()).collect();
-    let changes = install_batch(ctx, &refs, policy, "RX.IMPORT")?;
+    let changes = libraries::install_batch(ctx, &refs, policy, "RX.IMPORT")?;
     bus::propagate(ctx, &changes);
     ModuleReply(ctx).integer(sources.len() as i64);
     Ok(())

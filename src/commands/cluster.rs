@@ -20,7 +20,7 @@ fn rx_apply(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     }
     // It rewrites versions, history included: only what a master or this server's own AOF
     // carries may do that, never a client.
-    if !bus::replayed(ctx) {
+    if !crate::ffi::replayed(ctx) {
         return Err(RxError::err(
             "RX.APPLY is internal: RX takes it only from its master's replication stream or its AOF",
         ));
@@ -30,7 +30,7 @@ fn rx_apply(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     let (applied, errors) = bus::apply(ctx, changes, false);
     replicate_verbatim(ctx);
     // Changes that come from our master or the AOF reach the other nodes on their own.
-    if !bus::replayed(ctx) {
+    if !crate::ffi::replayed(ctx) {
         bus::broadcast_changes(ctx, &applied);
     }
     if let Some(first) = errors.first() {

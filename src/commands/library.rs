@@ -1,74 +1,20 @@
 //! RX.LOAD, RX.LIST, RX.DELETE, RX.FLUSH: the library family, mirroring FUNCTION LOAD,
 //! LIST, DELETE and FLUSH.
 
-use std::rc::Rc;
-use std::time::Duration;
-
 use super::{command_callback, reply_ok};
 use crate::cluster::bus;
 use crate::cluster::meta::hex;
-use crate::engine::LogOnlyHost;
 use crate::error::{RxError, RxResult};
-use crate::ffi::{log, Ctx, ModuleReply};
-use crate::header::parse_header;
-use crate::lua::LuaCallable;
-use crate::registry::{FunctionInfo, Library};
+use crate::ffi::{Ctx, ModuleReply};
+use crate::libraries;
+use crate::registry::Library;
 use crate::reply::ReplySink;
 use crate::state;
-
-/// Redis's limit for running a library body.
-const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
 
 command_callback!(rx_load_cb, rx_load);
 command_callback!(rx_list_cb, rx_list);
 command_callback!(rx_delete_cb, rx_delete);
 command_callback!(rx_flush_cb, rx_flush);
-
-/// Compiles `code`, runs its body and installs the library, atomically: on any error the
-/// registry (and a library being replaced) is exactly as before. Returns the library name.
-pub fn load_library(ctx: Ctx, code: &[u8], replace: bool, command: &str) -> RxResult<String> {
-    let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
-    // Redis checks this before running any of the library's code.
-    state::with(|s| s.registry.borrow().check_loadable(&header.name, replace))
-        .map_err(|e| RxError::err(e.message()))?;
-    let library = compile_library(ctx, code, command)?;
-    let replaced = state::with(|s| s.registry.borrow_mut().install(library, replace))
-        .map_err(|e| RxError::err(e.message()))?;
-    drop(replaced);
-    Ok(header.name)
-}
-
-/// Parses the header and runs the library body, without touching the registry.
-pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library<LuaCallable>> {
-    let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
-    let (engine, loading_dataset) =
-        state::with(|s| (Rc::clone(&s.engine), s.loading_dataset.get()));
-    let logger = |level, msg: &[u8]| log(ctx, level, msg);
-    // A dataset's libraries were accepted once: they load back however long they take, as
-    // Redis loads functions from an RDB without a timeout.
-    let timeout = (!loading_dataset).then_some(LOAD_TIMEOUT);
-    let registrations = engine
-        .load(code, &LogOnlyHost(&logger), timeout, command)
-        .map_err(RxError::coded_bytes)?;
-    let functions: Box<[_]> = registrations
-        .into_iter()
-        .map(|r| {
-            Rc::new(FunctionInfo {
-                name: r.name.into_boxed_str(),
-                description: r.description.map(|d| Box::new(d.into_boxed_slice())),
-                flags: r.flags,
-                callable: r.callable,
-                stats: Default::default(),
-            })
-        })
-        .collect();
-    Ok(Library {
-        name: header.name.as_str().into(),
-        code: code.into(),
-        functions,
-        set_aside: None,
-    })
-}
 
 /// RX.LOAD [REPLACE] <code>
 fn rx_load(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
@@ -87,11 +33,7 @@ fn rx_load(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         }
     }
     let code = args[args.len() - 1];
-    if let Ok(header) = parse_header(code) {
-        bus::check_changeable([header.name.as_str()])?;
-    }
-    let name = load_library(ctx, code, replace, "RX.LOAD")?;
-    let change = bus::record_live(&name, code);
+    let (name, change) = libraries::load(ctx, code, replace)?;
     bus::propagate(ctx, &[change]);
     ModuleReply(ctx).bulk(name.as_bytes());
     Ok(())
@@ -227,13 +169,7 @@ fn rx_delete(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
         return Err(RxError::wrong_arity("rx.delete"));
     }
     let name = String::from_utf8_lossy(args[1]);
-    if state::with(|s| s.registry.borrow().library(&name).is_some()) {
-        bus::check_changeable([&*name])?;
-    }
-    let removed = state::with(|s| s.registry.borrow_mut().delete(&name))
-        .map_err(|e| RxError::err(e.message()))?;
-    drop(removed);
-    let change = bus::record_tombstone(&name);
+    let change = libraries::delete(&name)?;
     bus::propagate(ctx, &[change]);
     reply_ok(ctx);
     Ok(())
@@ -250,15 +186,7 @@ fn rx_flush(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
             return Err(RxError::err("RX.FLUSH only supports SYNC|ASYNC option"));
         }
     }
-    let names: Vec<String> =
-        state::with(|s| s.registry.borrow().names().map(str::to_string).collect());
-    bus::check_changeable(names.iter().map(String::as_str))?;
-    let removed = state::with(|s| s.registry.borrow_mut().flush());
-    let changes: Vec<_> = removed
-        .iter()
-        .map(|l| bus::record_tombstone(&l.name))
-        .collect();
-    drop(removed);
+    let changes = libraries::flush()?;
     bus::propagate(ctx, &changes);
     reply_ok(ctx);
     Ok(())
