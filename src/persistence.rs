@@ -144,8 +144,18 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
         let mut collector = LoadCollector::new();
         for (name, entry, code) in entries {
             if entry.is_tombstone() {
+                // A deletion newer than what is here deletes: the registry may hold the
+                // library (a bundled one loaded with the module, before the startup
+                // dataset; or, in a merge, one loaded since the save).
                 if let Some(name) = name {
-                    record_exact(&name, entry);
+                    let change = Change {
+                        name,
+                        entry,
+                        code: Vec::new(),
+                    };
+                    if crate::libraries::accepts(&change) {
+                        let _ = crate::libraries::apply_change(std::ptr::null_mut(), &change);
+                    }
                 }
                 continue;
             }

@@ -128,3 +128,26 @@ fn a_users_library_with_a_bundled_name_is_never_overwritten() {
     );
     assert_eq!(library_names(&mut c), ALL);
 }
+
+#[test]
+fn a_deleted_bundled_library_stays_deleted_after_a_restart_in_a_cluster() {
+    // In a cluster a deletion is cluster-wide: the tombstone the RDB carries must win over
+    // the bundled library loaded when the module starts, before the dataset.
+    let mut s = Server::start_with(&["--cluster-enabled", "yes"], &["stdlib", "all"]);
+    let mut c = s.conn();
+    assert_eq!(c.q(&["RX.DELETE", "lock"]), Reply::Status("OK".into()));
+    c.q(&["SAVE"]).ok();
+    s.restart();
+    let mut c = s.conn();
+    let names = library_names(&mut c);
+    assert!(!names.contains(&"lock".to_string()), "{names:?}");
+    assert_eq!(names.len(), ALL.len() - 1);
+    // Outside a cluster the bundled library comes back after a restart, as after a reload.
+    let mut s = Server::start_with(&[], &["stdlib", "all"]);
+    let mut c = s.conn();
+    assert_eq!(c.q(&["RX.DELETE", "lock"]), Reply::Status("OK".into()));
+    c.q(&["SAVE"]).ok();
+    s.restart();
+    let mut c = s.conn();
+    assert_eq!(library_names(&mut c), ALL);
+}
