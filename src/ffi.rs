@@ -14,6 +14,19 @@ use crate::resp::{parse_tree, Tree};
 
 pub type Ctx = *mut raw::RedisModuleCtx;
 
+/// Whether this server runs in cluster mode (set once at module load, read on every run:
+/// an atomic load costs less than a thread-local access).
+static CLUSTER_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_cluster_mode() {
+    CLUSTER_MODE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[inline]
+pub fn cluster_mode() -> bool {
+    CLUSTER_MODE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Calls a module API function pointer that Redis filled in at load time.
 macro_rules! api {
     ($name:ident) => {

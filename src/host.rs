@@ -552,8 +552,9 @@ impl Host for ModuleHost<'_> {
             return Err(refusal);
         }
         // SORT ... BY <constant> on a set: what the server runs for its own scripts.
-        let forced_alpha = crate::sort_in_scripts::forced_alpha_args(name, rest)
-            .filter(|args| self.holds_a_set(args[0]));
+        let forced_alpha =
+            crate::sort_in_scripts::forced_alpha_args(name, rest, crate::ffi::cluster_mode())
+                .filter(|args| self.holds_a_set(args[0]));
         let rest: &[&[u8]] = forced_alpha.as_deref().unwrap_or(rest);
         let is_select = name.eq_ignore_ascii_case(b"select");
         let mut name_buf = [0u8; 64];

@@ -242,7 +242,7 @@ pub fn bundled_version(name: &str) -> Option<u64> {
         let catalog = s.catalog.borrow();
         match catalog.get(name) {
             None => Some(BUNDLED_VERSION),
-            Some(e) if e.is_tombstone() && crate::cluster::slots::cluster_mode() => None,
+            Some(e) if e.is_tombstone() && crate::ffi::cluster_mode() => None,
             Some(_) => catalog.next_version(name),
         }
     })

@@ -56,7 +56,7 @@ thread_local! {
 /// Whether this server runs in cluster mode (set once at module load).
 #[inline]
 pub fn enabled() -> bool {
-    super::slots::cluster_mode()
+    crate::ffi::cluster_mode()
 }
 
 fn with_node<R>(f: impl FnOnce(&mut Node) -> R) -> Option<R> {
@@ -95,7 +95,7 @@ pub fn init(ctx: Ctx) {
             seen_generation: 0,
         })
     });
-    super::slots::set_cluster_mode();
+    crate::ffi::set_cluster_mode();
     // SAFETY: called from OnLoad with its context; the callbacks are plain extern fns that
     // live as long as the module.
     unsafe {

@@ -9,27 +9,13 @@
 
 use std::cell::Cell;
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::raw;
 
-use crate::ffi::{api, context_flags, Ctx};
+use crate::ffi::{api, cluster_mode, context_flags, Ctx};
 use crate::host::CallRule;
 
 pub use rx_core::cluster::keyslot::key_slot;
-
-/// Whether this server runs in cluster mode (set once at module load, read on every run:
-/// an atomic load costs less than a thread-local access).
-static CLUSTER_MODE: AtomicBool = AtomicBool::new(false);
-
-pub fn set_cluster_mode() {
-    CLUSTER_MODE.store(true, Ordering::Relaxed);
-}
-
-#[inline]
-pub fn cluster_mode() -> bool {
-    CLUSTER_MODE.load(Ordering::Relaxed)
-}
 
 /// Slot tracking for one run: the slot it is bound to (`None`: not bound yet).
 pub struct SlotScope {

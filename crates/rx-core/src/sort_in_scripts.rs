@@ -5,12 +5,18 @@
 //! a script, so RX rewrites such a call into the command the server runs in its place.
 //! Pure: the caller checks that the key holds a set.
 
-/// For `SORT`/`SORT_RO` with at least one `BY` pattern, every one constant, and no `STORE`
-/// (`STORE` makes the server sort anyway), the arguments (after the command name) the
-/// server would run for a script: every `BY <pattern>` pair dropped and `ALPHA` added.
-/// `None` for any other command, or when the options would not parse (the server then
-/// gives its own error).
-pub fn forced_alpha_args<'a>(name: &[u8], args: &[&'a [u8]]) -> Option<Vec<&'a [u8]>> {
+/// For `SORT`/`SORT_RO` with at least one constant `BY` pattern and no `STORE` (`STORE`
+/// makes the server sort anyway), the arguments (after the command name) the server would
+/// run for a script: every `BY <pattern>` pair dropped and `ALPHA` added. A constant `BY`
+/// means "do not sort" even when another `BY` has a `*` pattern (sort.c never clears it),
+/// so those are dropped too; but a cluster node refuses a `*` pattern before that
+/// (`cluster`: leave the command as typed for the server's own error). `None` for any other
+/// command, or when the options would not parse (the server then gives its own error).
+pub fn forced_alpha_args<'a>(
+    name: &[u8],
+    args: &[&'a [u8]],
+    cluster: bool,
+) -> Option<Vec<&'a [u8]>> {
     let read_only = if name.eq_ignore_ascii_case(b"sort") {
         false
     } else if name.eq_ignore_ascii_case(b"sort_ro") {
@@ -37,11 +43,11 @@ pub fn forced_alpha_args<'a>(name: &[u8], args: &[&'a [u8]]) -> Option<Vec<&'a [
         } else if is(b"store") && !read_only && left >= 1 {
             return None;
         } else if is(b"by") && left >= 1 {
-            if options[j + 1].contains(&b'*') {
-                // A real pattern: sorted by weights (or refused in a cluster) as typed.
+            if !options[j + 1].contains(&b'*') {
+                constant_by = true;
+            } else if cluster {
                 return None;
             }
-            constant_by = true;
             j += 1;
         } else if is(b"get") && left >= 1 {
             kept.extend_from_slice(&options[j..j + 2]);
@@ -64,7 +70,7 @@ mod tests {
 
     fn rewrite(name: &str, args: &[&str]) -> Option<Vec<String>> {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        forced_alpha_args(name.as_bytes(), &args).map(|v| {
+        forced_alpha_args(name.as_bytes(), &args, false).map(|v| {
             v.iter()
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect()
@@ -93,6 +99,16 @@ mod tests {
             rewrite("Sort", &["s", "BY", "a", "BY", "b"]),
             Some(vec!["s".into(), "ALPHA".into()])
         );
+        // A constant BY with a pattern BY, in either order: still not sorted by weights.
+        for args in [["s", "BY", "x", "BY", "w_*"], ["s", "BY", "w_*", "BY", "x"]] {
+            assert_eq!(
+                rewrite("SORT", &args),
+                Some(vec!["s".into(), "ALPHA".into()])
+            );
+        }
+        // On a cluster node the pattern is refused first: left as typed.
+        let args: Vec<&[u8]> = [&b"s"[..], b"BY", b"x", b"BY", b"w_*"].to_vec();
+        assert_eq!(forced_alpha_args(b"SORT", &args, true), None);
     }
 
     #[test]
@@ -100,7 +116,6 @@ mod tests {
         assert_eq!(rewrite("SORT", &["s"]), None);
         assert_eq!(rewrite("SORT", &["s", "ALPHA"]), None);
         assert_eq!(rewrite("SORT", &["s", "BY", "w_*"]), None);
-        assert_eq!(rewrite("SORT", &["s", "BY", "x", "BY", "w_*"]), None);
         assert_eq!(rewrite("SORT", &["s", "BY", "x", "STORE", "d"]), None);
         assert_eq!(rewrite("SORT", &["s", "BY"]), None);
         assert_eq!(rewrite("SORT", &["s", "BY", "x", "LIMIT", "0"]), None);
