@@ -140,7 +140,23 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
         source,
         crate::dialect::current().refuse_nested_long_brackets,
     );
-    let status = ffi::luaL_loadbuffer(l, prepared.code.as_ptr().cast(), prepared.code.len(), name);
+    if let Some(refusal) = &prepared.refusal {
+        ffi::lua_pushnil(l);
+        ffi::lua_pushlstring(l, refusal.as_ptr().cast(), refusal.len());
+        return 2;
+    }
+    // LuaJIT skips a first line that starts with `#`, Lua 5.1's loadstring does not: a space
+    // in front keeps it a `#` token. Text only: no bytecode, whatever the source holds.
+    let code: std::borrow::Cow<[u8]> = if prepared.code.first() == Some(&b'#') {
+        let mut spaced = Vec::with_capacity(prepared.code.len() + 1);
+        spaced.push(b' ');
+        spaced.extend_from_slice(&prepared.code);
+        spaced.into()
+    } else {
+        (&prepared.code[..]).into()
+    };
+    let status = ffi::luaL_loadbufferx(l, code.as_ptr().cast(), code.len(), name, c"t".as_ptr());
+    drop(code);
     if status == 0 {
         return 1;
     }

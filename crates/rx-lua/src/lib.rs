@@ -641,6 +641,9 @@ impl LuaEngine {
     fn compile(&self, code: &[u8], chunk_name: &CStr, env: &Table) -> Result<Function, Vec<u8>> {
         let prepared =
             crate::lua_source::prepare(code, crate::dialect::current().refuse_nested_long_brackets);
+        if let Some(refusal) = prepared.refusal {
+            return Err(refusal);
+        }
         let mut failed: Option<Vec<u8>> = None;
         // SAFETY: inside mlua's protected call, with the environment pushed as the one
         // argument; the buffer and name outlive it. Exactly one value is left as the result:

@@ -25,7 +25,14 @@ use crate::c_tail_calls;
 pub struct Prepared {
     pub code: Vec<u8>,
     placeholders: Vec<(u8, Fix)>,
+    /// The source needs a placeholder where Lua 5.1 stops with an error, but holds every
+    /// placeholder byte already: it is refused with this text instead of compiled.
+    pub refusal: Option<Vec<u8>>,
 }
+
+/// What a source that holds every placeholder byte gets, where Lua 5.1 reports an error of
+/// its own (RX cannot tell which without a placeholder).
+pub const NO_PLACEHOLDER_LEFT: &str = "RX cannot read this source as Lua 5.1 does: it holds every control character from \\1 to \\8 and \\14 to \\31, and Lua 5.1 stops with an error in it";
 
 /// What an error at a placeholder byte means in Lua 5.1 terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,15 +139,19 @@ pub fn prepare(src: &[u8], refuse_nested_long_brackets: bool) -> Prepared {
         placeholders: Vec::new(),
         free,
         adjacent: false,
-        last: Last::Other,
         refuse_nested_long_brackets,
+        brackets: Vec::new(),
+        function_name: None,
+        self_parameter: SelfParameter::None,
         tokens: Vec::new(),
     };
     if w.run().is_err() {
-        // No placeholder byte left (the source holds every one): compile it as it is.
+        // No placeholder byte left (the source holds every one): compiling it as it is
+        // would take LuaJIT's syntax where Lua 5.1 stops.
         return Prepared {
-            code: src.to_vec(),
+            code: Vec::new(),
             placeholders: Vec::new(),
+            refusal: Some(NO_PLACEHOLDER_LEFT.as_bytes().to_vec()),
         };
     }
     // Past a placeholder LuaJIT only reports an error: nothing to keep in its frame.
@@ -165,18 +176,22 @@ pub fn prepare(src: &[u8], refuse_nested_long_brackets: bool) -> Prepared {
     Prepared {
         code,
         placeholders: w.placeholders,
+        refusal: None,
     }
-}
-
-/// What the last token written was, for `goto` after a `.`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Last {
-    Dot,
-    Other,
 }
 
 /// Out of placeholder bytes.
 struct Exhausted;
+
+/// Where a method written as an assignment stands with its `self` parameter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SelfParameter {
+    None,
+    /// Write `self` after the next `(`.
+    Pending,
+    /// `self` written: a comma goes before the next token unless it is `)`.
+    Written,
+}
 
 struct Writer<'a> {
     src: &'a [u8],
@@ -186,8 +201,14 @@ struct Writer<'a> {
     free: Vec<u8>,
     /// No whitespace or comment since the last token: the next one is written after a space.
     adjacent: bool,
-    last: Last,
     refuse_nested_long_brackets: bool,
+    /// The brackets open at this point (`{`, `(`, `[`), for `goto` as a table field.
+    brackets: Vec<u8>,
+    /// Inside `function <name>`: where the `function` keyword was written, for
+    /// `function t.goto()`, which LuaJIT cannot read.
+    function_name: Option<(usize, usize)>,
+    /// `function t:goto(...)` became `t["goto"] = function(...)`: `self` goes first.
+    self_parameter: SelfParameter,
     /// Every token written: where it starts and ends in `out`, and whether it is a literal
     /// (a string or a number), for `c_tail_calls`.
     tokens: Vec<(usize, usize, bool)>,
@@ -223,7 +244,47 @@ impl Writer<'_> {
         self.adjacent = true;
     }
 
+    /// The text of the last token written (empty for a literal).
+    fn last_token(&self) -> &[u8] {
+        match self.tokens.last() {
+            Some(&(start, end, false)) => &self.out[start..end],
+            _ => b"",
+        }
+    }
+
     fn token(&mut self, text: &[u8]) {
+        if self.self_parameter == SelfParameter::Written {
+            self.self_parameter = SelfParameter::None;
+            if text != b")" {
+                self.push_token(b",");
+            }
+        }
+        self.push_token(text);
+        match text {
+            b"{" | b"(" | b"[" => self.brackets.push(text[0]),
+            b"}" | b")" | b"]" => {
+                self.brackets.pop();
+            }
+            _ => {}
+        }
+        if text == b"function" {
+            let end = self.out.len();
+            self.function_name = Some((end - text.len(), end));
+        } else if !(text == b"."
+            || text == b":"
+            || text
+                .first()
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_'))
+        {
+            self.function_name = None;
+        }
+        if text == b"(" && self.self_parameter == SelfParameter::Pending {
+            self.push_token(b"self");
+            self.self_parameter = SelfParameter::Written;
+        }
+    }
+
+    fn push_token(&mut self, text: &[u8]) {
         self.begin_token();
         let start = self.out.len();
         self.out.extend_from_slice(text);
@@ -231,7 +292,6 @@ impl Writer<'_> {
             c.is_ascii_digit() || (*c == b'.' && text.len() > 1 && text != b".." && text != b"...")
         });
         self.tokens.push((start, self.out.len(), literal));
-        self.last = if text == b"." { Last::Dot } else { Last::Other };
     }
 
     /// Ends the source with a placeholder LuaJIT will stop at. Lua 5.1 stops there too (or
@@ -320,6 +380,74 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// `goto`, a name to Lua 5.1 and a keyword to LuaJIT, written so that LuaJIT reads what
+    /// Lua 5.1 reads: a field or method name becomes the string key it stands for, any other
+    /// use a name LuaJIT takes (`goto` and a byte no Lua 5.1 name has; error texts give it
+    /// back its name: `restore_goto`).
+    fn goto_name(&mut self) {
+        let after = self.last_token().to_vec();
+        if after == b"." || after == b":" {
+            let method = after == b":";
+            // The separator is blanked, not cut: a comment or a line break may follow it.
+            if let Some((sep_start, sep_end, _)) = self.tokens.pop() {
+                for b in &mut self.out[sep_start..sep_end] {
+                    *b = b' ';
+                }
+            }
+            if let Some((keyword_start, keyword_end)) = self.function_name.take() {
+                // `function t.goto(...)` is `t["goto"] = function(...)`, and `function
+                // t:goto(...)` the same with `self` first; the keyword's place is blanked,
+                // so every line and offset stays where it was.
+                for b in &mut self.out[keyword_start..keyword_end] {
+                    *b = b' ';
+                }
+                self.tokens.retain(|&(start, _, _)| start != keyword_start);
+                self.adjacent = false;
+                self.literal(b"[\"goto\"]");
+                self.token(b"=");
+                self.token(b"function");
+                self.function_name = None;
+                if method {
+                    self.self_parameter = SelfParameter::Pending;
+                }
+                return;
+            }
+            if !method {
+                // `t.goto` is `t["goto"]`: same key, and no keyword for LuaJIT.
+                self.adjacent = false;
+                self.literal(b"[\"goto\"]");
+                return;
+            }
+            // `t:goto(...)`: LuaJIT has no way to write it; the renamed name stands (see
+            // the README's known differences).
+            self.token(b":");
+        } else if self.brackets.last() == Some(&b'{')
+            && matches!(&after[..], b"{" | b"," | b";")
+            && self.next_is_single_equals()
+        {
+            // `{goto = 1}` is `{["goto"] = 1}`.
+            self.literal(b"[\"goto\"]");
+            return;
+        }
+        self.token(b"goto");
+        self.out.push(GOTO_NAME_SUFFIX);
+    }
+
+    /// A literal token (a string, or an index standing for one).
+    fn literal(&mut self, text: &[u8]) {
+        self.begin_token();
+        let start = self.out.len();
+        self.out.extend_from_slice(text);
+        self.tokens.push((start, self.out.len(), true));
+    }
+
+    /// Whether the next token in the source is `=` (not `==`), past blanks and line breaks.
+    fn next_is_single_equals(&self) -> bool {
+        let rest = &self.src[self.pos..];
+        let at = rest.iter().position(|&c| !is_space(c));
+        at.is_some_and(|i| rest[i] == b'=' && rest.get(i + 1) != Some(&b'='))
+    }
+
     fn name(&mut self) {
         let start = self.pos;
         while self
@@ -330,19 +458,7 @@ impl Writer<'_> {
         }
         let name = &self.src[start..self.pos];
         if name == b"goto" {
-            if self.last == Last::Dot {
-                // `t.goto` is `t["goto"]`: same key, and no keyword for LuaJIT.
-                let dot = self.out.iter().rposition(|&b| b == b'.').unwrap_or(0);
-                self.out.truncate(dot);
-                self.out.extend_from_slice(b"[\"goto\"]");
-                // The `.` token is gone: the index stands in its place, as one literal.
-                self.tokens.pop();
-                self.tokens.push((dot, self.out.len(), true));
-                self.last = Last::Other;
-                return;
-            }
-            self.token(b"goto");
-            self.out.push(GOTO_NAME_SUFFIX);
+            self.goto_name();
             return;
         }
         // Every other keyword is the same in both.
@@ -430,7 +546,6 @@ impl Writer<'_> {
                 self.long_bracket(level, false, opened)?;
                 self.tokens.push((opened, self.out.len(), true));
                 self.adjacent = true;
-                self.last = Last::Other;
                 Ok(())
             }
             (None, after) if after == self.pos + 1 => {
@@ -579,7 +694,6 @@ impl Writer<'_> {
         let start = self.out.len();
         self.write_string(quote, &saved[1..], &lines);
         self.tokens.push((start, self.out.len(), true));
-        self.last = Last::Other;
         Ok(())
     }
 
@@ -688,26 +802,38 @@ pub fn lua51_number(text: &[u8]) -> Option<f64> {
 
 /// A hex numeral after its `0x`: glibc's `strtod` reads hex floats (`1.8p3`); what it
 /// cannot read whole, `strtoul` may (Lua 5.1's fallback when strtod stops at the `x`, which
-/// it never does here) — so the token is valid exactly when it is a whole hex float.
+/// it never does here) — so the token is valid exactly when it is a whole hex float. The
+/// digits are kept exactly (64 bits, and whether any dropped digit was not zero) and
+/// rounded once, to nearest even, as strtod does.
 fn hex_number(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     let mut i = 0;
-    let mut mantissa: f64 = 0.0;
+    let mut mantissa: u64 = 0;
+    let mut sticky = false;
     let mut digits = 0;
-    let mut scale: i32 = 0;
-    while i < b.len() && b[i].is_ascii_hexdigit() {
-        mantissa = mantissa * 16.0 + f64::from((b[i] as char).to_digit(16)?);
-        i += 1;
-        digits += 1;
-    }
-    if i < b.len() && b[i] == b'.' {
-        i += 1;
-        while i < b.len() && b[i].is_ascii_hexdigit() {
-            mantissa = mantissa * 16.0 + f64::from((b[i] as char).to_digit(16)?);
-            scale -= 4;
-            i += 1;
-            digits += 1;
+    let mut scale: i64 = 0;
+    let mut fraction = false;
+    loop {
+        match b.get(i) {
+            Some(&c) if c.is_ascii_hexdigit() => {
+                let d = u64::from((c as char).to_digit(16)?);
+                if mantissa >> 60 == 0 {
+                    mantissa = mantissa * 16 + d;
+                    if fraction {
+                        scale -= 4;
+                    }
+                } else {
+                    sticky |= d != 0;
+                    if !fraction {
+                        scale += 4;
+                    }
+                }
+                digits += 1;
+            }
+            Some(b'.') if !fraction => fraction = true,
+            _ => break,
         }
+        i += 1;
     }
     if digits == 0 {
         return None;
@@ -719,9 +845,12 @@ fn hex_number(s: &str) -> Option<f64> {
             j += 1;
         }
         if j < b.len() && b[j].is_ascii_digit() {
-            let mut e: i32 = 0;
+            let mut e: i64 = 0;
             while j < b.len() && b[j].is_ascii_digit() {
-                e = e.saturating_mul(10).saturating_add(i32::from(b[j] - b'0'));
+                e = e
+                    .saturating_mul(10)
+                    .saturating_add(i64::from(b[j] - b'0'))
+                    .min(1 << 40);
                 j += 1;
             }
             scale = scale.saturating_add(if negative { -e } else { e });
@@ -731,7 +860,49 @@ fn hex_number(s: &str) -> Option<f64> {
     if i != b.len() {
         return None;
     }
-    Some(mantissa * 2f64.powi(scale))
+    Some(round_binary(mantissa, sticky, scale))
+}
+
+/// `mantissa * 2^exp2`, plus a little more when `sticky`, rounded to the nearest double
+/// (ties to even), with subnormals and overflow to infinity.
+fn round_binary(mantissa: u64, sticky: bool, exp2: i64) -> f64 {
+    if mantissa == 0 {
+        return 0.0;
+    }
+    let lz = mantissa.leading_zeros();
+    let m = mantissa << lz;
+    // The value is m / 2^63 * 2^e, with m in [2^63, 2^64).
+    let e = exp2 + 63 - i64::from(lz);
+    if e > 1023 {
+        return f64::INFINITY;
+    }
+    // Bits dropped below the 53 kept: 11 for a normal, more for a subnormal.
+    let drop = 11 + (-1022 - e).max(0);
+    if drop > 64 {
+        return 0.0;
+    }
+    let (kept, rest, half) = if drop == 64 {
+        (0u64, m, 1u64 << 63)
+    } else {
+        (m >> drop, m & ((1u64 << drop) - 1), 1u64 << (drop - 1))
+    };
+    let round_up = rest > half || (rest == half && (sticky || kept & 1 == 1));
+    let kept = kept + u64::from(round_up);
+    if e >= -1022 {
+        // A normal number (rounding may carry into the next power of two).
+        let (kept, e) = if kept >> 53 != 0 {
+            (kept >> 1, e + 1)
+        } else {
+            (kept, e)
+        };
+        if e > 1023 {
+            return f64::INFINITY;
+        }
+        f64::from_bits((((e + 1023) as u64) << 52) | (kept & ((1u64 << 52) - 1)))
+    } else {
+        // A subnormal: the exponent field is 0 (or 1 when rounding reached 2^52).
+        f64::from_bits(kept)
+    }
 }
 
 /// A numeral LuaJIT reads as exactly `value`.
@@ -899,7 +1070,21 @@ mod tests {
         let p = prepare(b"local goto = 1 t.goto = goto return t.goto", true);
         assert_eq!(
             String::from_utf8_lossy(&p.code),
-            "local goto\u{fffd} = 1 t [\"goto\"] = goto\u{fffd} return t [\"goto\"]"
+            "local goto\u{fffd} = 1 t  [\"goto\"] = goto\u{fffd} return t  [\"goto\"]"
+        );
+        // A field in a table constructor, a function defined as a field or a method.
+        assert_eq!(
+            code("local t = {goto = 5, x = {goto=1}; goto == 1} return t.goto"),
+            "local t = { [\"goto\"] = 5 , x = { [\"goto\"] = 1 } ; goto\u{fffd} == 1 } return t  [\"goto\"]"
+        );
+        assert_eq!(
+            code("function t.goto(a) end function t.x:goto(...) end function t:goto() end"),
+            "         t  [\"goto\"] = function ( a ) end          t . x  [\"goto\"] = function ( self , ... ) end          t  [\"goto\"] = function ( self ) end"
+        );
+        // A dot in a comment before `goto` is not the field's dot.
+        assert_eq!(
+            code("return t. --a.b\ngoto"),
+            "return t   --a.b\n[\"goto\"]"
         );
         let msg = b"user_script:1: attempt to call global 'goto\x80'";
         assert_eq!(
@@ -913,5 +1098,75 @@ mod tests {
         let p = prepare(b"x = = 1\ny = 1LL", true);
         let msg = b"user_script:1: unexpected symbol near '='";
         assert_eq!(p.fix_error(msg), msg.to_vec());
+    }
+    extern "C" {
+        fn strtod(s: *const std::ffi::c_char, end: *mut *mut std::ffi::c_char) -> f64;
+    }
+
+    fn glibc(hex: &str) -> f64 {
+        let c = std::ffi::CString::new(format!("0x{hex}")).unwrap();
+        // SAFETY: a NUL-terminated string; the end pointer may be null.
+        unsafe { strtod(c.as_ptr(), std::ptr::null_mut()) }
+    }
+
+    #[test]
+    fn hex_numerals_round_once_as_strtod() {
+        let mut cases: Vec<String> = [
+            "200000000000018",
+            "20000000000001800",
+            "1fffffffffffff",
+            "3fffffffffffff",
+            "ffffffffffffffffff",
+            "1.8p3",
+            "1p-1074",
+            "1p-1075",
+            "1.8p-1075",
+            "1p1023",
+            "1.fffffffffffffp1023",
+            "1.fffffffffffff8p1023",
+            "0.0000000000000000001",
+            "123456789abcdef123456789",
+            "8000000000000008000001",
+            "1p-1080",
+            "3p-1076",
+            "ff.ffp-1070",
+            "0",
+            "0.0p5",
+            "10",
+            "abc.def",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Many more, from a fixed generator: digits around the 53-bit edge and exponents.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = 1 + (x % 30) as usize;
+            let mut h = String::new();
+            let mut y = x;
+            for k in 0..digits {
+                if k == 1 && y.is_multiple_of(5) {
+                    h.push('.');
+                }
+                h.push(char::from_digit((y % 16) as u32, 16).unwrap());
+                y = y.rotate_right(4) ^ (k as u64);
+            }
+            if x.is_multiple_of(3) {
+                h.push_str(&format!("p{}", (x >> 20) as i64 % 2200 - 1100));
+            }
+            cases.push(h);
+        }
+        for h in cases {
+            let ours = hex_number(&h).unwrap();
+            let theirs = glibc(&h);
+            assert_eq!(
+                ours.to_bits(),
+                theirs.to_bits(),
+                "0x{h}: {ours:e} vs {theirs:e}"
+            );
+        }
     }
 }

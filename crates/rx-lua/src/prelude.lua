@@ -120,7 +120,7 @@ do
                     e = true, E = true, f = true, g = true, G = true }
   local QUOTED = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\\n', ['\r'] = '\\r', ['\0'] = '\\000' }
   local function quote51(v)
-    if type(v) == 'number' then v = raw_tostring(v) end
+    if type(v) == 'number' then v = number_text(v) end
     return '"' .. gsub(v, '[%z"\\\n\r]', QUOTED) .. '"'
   end
   -- luaL_argerror: names the function as its caller called it (level 2: `format` itself).
@@ -135,7 +135,7 @@ do
   end
   local function is_digit(c) return c and c >= 48 and c <= 57 end
 
-  -- %q, or a NaN for %s: the result is built piece by piece.
+  -- %q, %c, a NaN for %s, a long string or one with a NUL: built piece by piece.
   local function format_slowly(fmt, ...)
     local out, arg, i = {}, 0, 1
     while true do
@@ -154,8 +154,19 @@ do
           out[#out + 1] = quote51(v)
         elseif conversion == 's' and v ~= v then
           out[#out + 1] = raw_format(spec, number_text(v))
+        elseif conversion == 's' and type(v) == 'string' then
+          -- lstrlib.c formats short strings (and any with a precision) with sprintf, which
+          -- stops at a NUL; longer ones are copied whole, width and all ignored.
+          if #v < 100 or find(spec, '.', 1, true) then
+            out[#out + 1] = raw_format(spec, (gsub(v, '%z.*', '')))
+          else
+            out[#out + 1] = v
+          end
         else
-          out[#out + 1] = raw_format(spec, v)
+          -- Every other piece is added with strlen: it ends at its first NUL (`%c` of 0).
+          local piece = raw_format(spec, v)
+          local nul = find(piece, '\0', 1, true)
+          out[#out + 1] = nul and sub(piece, 1, nul - 1) or piece
         end
         i = stop + 1
       end
@@ -200,9 +211,12 @@ do
           if t ~= 'number' and not (t == 'string' and tonumber(v)) then
             argerror(arg, 'number expected, got ' .. t)
           end
+          if conversion == 'c' then slow = true end
         elseif conversion == 's' or conversion == 'q' then
           if t ~= 'string' and t ~= 'number' then argerror(arg, 'string expected, got ' .. t) end
-          if conversion == 'q' or v ~= v then slow = true end
+          if conversion == 'q' or v ~= v or (t == 'string' and (#v >= 100 or find(v, '\0', 1, true))) then
+            slow = true
+          end
         else
           error("invalid option '%" .. conversion:match('^[^%z]*') .. "' to 'format'", 2)
         end
@@ -315,13 +329,21 @@ do
     if type(chunk) == 'string' then return G.loadstring(chunk, name) end
     -- The pieces, gathered and read as one text (as Lua 5.1 would read them).
     local pieces = {}
+    -- Lua 5.1's reader rules: nil or an empty piece ends the text, a number is read as
+    -- its text, anything else is an error that names the line calling load.
+    local caller = debug_getinfo(2, 'Sl')
+    local where = (caller and caller.currentline > 0) and (caller.short_src .. ':' .. caller.currentline .. ': ') or ''
     local f, e = load(function()
       local piece = chunk()
-      if piece ~= nil and type(piece) == 'string' and string_byte(piece, 1) == 27 then
+      if piece == nil then return nil end
+      if type(piece) == 'number' then piece = tostring(piece) end
+      if type(piece) ~= 'string' then error(where .. 'reader function must return a string', 0) end
+      if piece == '' then return nil end
+      if string_byte(piece, 1) == 27 then
         error("unexpected symbol near 'char(27)'")
       end
-      if type(piece) == 'string' and piece ~= '' then pieces[#pieces + 1] = piece return ' ' end
-      return nil
+      pieces[#pieces + 1] = piece
+      return ' '
     end, name)
     if not f then return f, e end
     f, e = load51(table.concat(pieces), name or '=(load)')
