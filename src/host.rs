@@ -378,8 +378,10 @@ impl ModuleHost<'_> {
     /// `RedisModule_Call`'s script mode refuses with ESPIPE for several reasons: a command
     /// scripts may not run, or server state that forbids it (a stale replica, too few good
     /// replicas, a disk error, a read-only replica). The refused call is made again asking
-    /// for the server's own text, which scripts show as the server's script engine does;
-    /// the engine checks staleness before the write gates, `RedisModule_Call` after them.
+    /// for the server's own text, which scripts show as the server's script engine does.
+    /// The engine checks staleness and the ACL before the write gates, `RedisModule_Call`
+    /// after them; both gates at once (too few replicas and a disk error) still give
+    /// `RedisModule_Call`'s first (NOREPLICAS) where the engine gives MISCONF.
     fn script_mode_refusal(
         &self,
         name: &std::ffi::CStr,
@@ -403,10 +405,30 @@ impl ModuleHost<'_> {
             // "ERR command '<name>' is not allowed on script mode"
             return NOT_FROM_SCRIPTS.into();
         }
-        let stale = context_flags(self.ctx) & raw::REDISMODULE_CTX_FLAGS_REPLICA_IS_STALE != 0
+        // The script engine's order from here: a stale replica, the ACL, a read-only
+        // replica, then the write gates (RedisModule_Call's own text for those).
+        let flags = context_flags(self.ctx);
+        let facts = command_facts(self.ctx, name.to_bytes());
+        let stale = flags & raw::REDISMODULE_CTX_FLAGS_REPLICA_IS_STALE != 0
             && !crate::ffi::serves_stale_data(self.ctx);
-        if stale && !command_facts(self.ctx, name.to_bytes()).stale {
+        if stale && !facts.stale {
             return "ERR Can not execute the command on a stale replica".into();
+        }
+        if !self.unchecked_caller.get() {
+            let mut argv = Vec::with_capacity(rest.len() + 1);
+            argv.push(name.to_bytes());
+            argv.extend_from_slice(rest);
+            if self.acl_check(&argv) == Ok(false) {
+                return self.acl_refusal(name.to_bytes(), rest);
+            }
+        }
+        let read_only_replica =
+            raw::REDISMODULE_CTX_FLAGS_SLAVE | raw::REDISMODULE_CTX_FLAGS_READONLY;
+        if facts.write
+            && flags & read_only_replica == read_only_replica
+            && !crate::ffi::replayed(self.ctx)
+        {
+            return "READONLY You can't write against a read only replica.".into();
         }
         String::from_utf8_lossy(text).into_owned()
     }

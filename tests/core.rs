@@ -355,6 +355,23 @@ fn scripts_without_shebang_meet_the_write_gates_at_their_first_write() {
     );
     assert_eq!(n, x);
     assert_eq!(c.q(&["EXISTS", "k"]), Reply::Int(0));
+    // A user who may not run the command gets the ACL refusal first: the script engine
+    // checks the ACL before the write gates.
+    c.q(&["ACL", "SETUSER", "u", "on", "nopass", "~*", "+@all", "-set"])
+        .ok();
+    let mut u = s.conn();
+    u.q(&["AUTH", "u", "x"]).ok();
+    let (n, x) = eval_both(
+        &mut u,
+        "return redis.pcall('SET', KEYS[1], 'x')",
+        &["1", "k"],
+    );
+    let text = x.err_text().unwrap_or_default().to_string();
+    assert!(
+        text.contains("ACL failure") || text.contains("can't run this command"),
+        "{x:?}"
+    );
+    assert_eq!(n, x);
     c.q(&["CONFIG", "SET", "min-replicas-to-write", "0"]).ok();
     // A read-only replica: the write is refused with READONLY.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
