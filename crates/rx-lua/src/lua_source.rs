@@ -572,12 +572,26 @@ impl Writer<'_> {
     ) -> Result<(), Exhausted> {
         let start = self.pos;
         let fail = |w: &mut Self, msg: &str, near: &[u8]| {
-            let lines: Vec<u8> = w.out[opened..]
+            // As many line breaks as Lua 5.1 counted (`\r\n` and `\n\r` are one, a lone
+            // `\r` or `\n` one each), written as `\n`: kept as they were, a `\r` and a
+            // `\n` from different lines would become one.
+            let text: Vec<u8> = w.out[opened..]
                 .iter()
                 .chain(&w.src[start..w.pos])
                 .copied()
-                .filter(|&b| b == b'\n' || b == b'\r')
                 .collect();
+            let mut lines = Vec::new();
+            let mut i = 0;
+            while i < text.len() {
+                let c = text[i];
+                if c == b'\n' || c == b'\r' {
+                    lines.push(b'\n');
+                    if matches!(text.get(i + 1), Some(&n) if (n == b'\n' || n == b'\r') && n != c) {
+                        i += 1;
+                    }
+                }
+                i += 1;
+            }
             w.out.truncate(opened);
             w.out.extend_from_slice(&lines);
             w.adjacent = false;
