@@ -11,7 +11,8 @@ use redis_module::raw;
 
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::ffi::{
-    api, c_string, call_tree, context_flags, errno, log, set_errno, ArgStrings, CallReply, Ctx,
+    api, c_string, call_tree, context_flags, errno, guarded, log, set_errno, ArgStrings, CallReply,
+    Ctx,
 };
 use crate::resp::Tree;
 use crate::running::{Running, Stop, UnyieldablePlace};
@@ -418,7 +419,7 @@ impl ModuleHost<'_> {
             let mut argv = Vec::with_capacity(rest.len() + 1);
             argv.push(name.to_bytes());
             argv.extend_from_slice(rest);
-            if self.acl_check(&argv) == Ok(false) {
+            if self.check_acl(&argv) == Ok(false) {
                 return self.acl_refusal(name.to_bytes(), rest);
             }
         }
@@ -553,6 +554,23 @@ impl ModuleHost<'_> {
     }
 }
 
+/// The text a script sees when RX's own code panicked under it: the run goes on (or
+/// fails) like any other error, and the server lives.
+const INTERNAL_ERROR: &str = "ERR RX internal error (panic) in redis.call: see the server log";
+
+thread_local! {
+    /// A command name whose `redis.call` panics on purpose: set from the environment
+    /// (`RX_TEST_PANIC_COMMAND`) when the module loads, for the test that shows a panic
+    /// under a Lua C function becomes an error reply. Unset, it costs one comparison per
+    /// call that never matches.
+    static TEST_PANIC_COMMAND: Option<Vec<u8>> = std::env::var_os("RX_TEST_PANIC_COMMAND")
+        .map(|v| v.into_encoded_bytes());
+}
+
+// Every Host method runs under Lua (a C function of rx-lua called it): a panic must end in
+// `guarded` here and become an error, never unwind into LuaJIT (which would abort the
+// server). Lua values are pushed outside (`on_reply`): a Lua error cannot cross a Rust
+// catch either.
 impl Host for ModuleHost<'_> {
     fn call(
         &self,
@@ -560,6 +578,37 @@ impl Host for ModuleHost<'_> {
         options: CallOptions,
         on_reply: &mut dyn FnMut(&[u8]),
     ) -> Result<(), String> {
+        let reply = guarded("redis.call", Err(INTERNAL_ERROR.to_string()), || {
+            self.run_command(argv, options)
+        })?;
+        on_reply(reply.proto());
+        Ok(())
+    }
+
+    fn tick(&self) -> Tick {
+        guarded("the script hook", Tick::Stop, || self.tick_now())
+    }
+
+    fn interruption(&self) -> Option<String> {
+        guarded("the script hook", None, || self.running.stop_text())
+    }
+
+    fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String> {
+        guarded(
+            "redis.acl_check_cmd",
+            Err("ERR RX internal error (panic) in redis.acl_check_cmd: see the server log".into()),
+            || self.check_acl(argv),
+        )
+    }
+
+    fn log(&self, level: LogLevel, msg: &[u8]) {
+        guarded("redis.log", (), || log(self.ctx, level, msg))
+    }
+}
+
+impl ModuleHost<'_> {
+    /// Runs one command of the script; the reply, or the refusal's text.
+    fn run_command(&self, argv: &[&[u8]], options: CallOptions) -> Result<CallReply, String> {
         let Some((name, rest)) = argv.split_first() else {
             return Err(format!(
                 "ERR {}",
@@ -567,6 +616,9 @@ impl Host for ModuleHost<'_> {
             ));
         };
         self.redis_calls.set(self.redis_calls.get() + 1);
+        if TEST_PANIC_COMMAND.with(|c| c.as_deref().is_some_and(|c| name.eq_ignore_ascii_case(c))) {
+            panic!("RX test: a forced panic in redis.call (RX_TEST_PANIC_COMMAND)");
+        }
         if name.contains(&0) {
             return Err(self.refusal_text(2));
         }
@@ -625,11 +677,10 @@ impl Host for ModuleHost<'_> {
             self.follow_select(rest, proto);
         }
         self.note_write(argv[0], proto);
-        on_reply(proto);
-        Ok(())
+        Ok(reply)
     }
 
-    fn tick(&self) -> Tick {
+    fn tick_now(&self) -> Tick {
         let r = &self.running;
         if r.stop.get().is_some() {
             return Tick::Stop;
@@ -707,11 +758,7 @@ impl Host for ModuleHost<'_> {
         Tick::Continue
     }
 
-    fn interruption(&self) -> Option<String> {
-        self.running.stop_text()
-    }
-
-    fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String> {
+    fn check_acl(&self, argv: &[&[u8]]) -> Result<bool, String> {
         let Some(user) = CurrentUser::of(self.ctx) else {
             return Ok(false);
         };
@@ -736,9 +783,5 @@ impl Host for ModuleHost<'_> {
                 Ok(false)
             }
         }
-    }
-
-    fn log(&self, level: LogLevel, msg: &[u8]) {
-        log(self.ctx, level, msg)
     }
 }

@@ -613,3 +613,52 @@ fn rx_called_from_another_module_runs_and_never_yields_where_it_must_not() {
     );
     assert_eq!(c.q(&["PING"]), Reply::Status("PONG".into()));
 }
+
+#[test]
+fn a_panic_under_redis_call_is_an_error_reply_and_the_server_lives() {
+    // RX_TEST_PANIC_COMMAND makes redis.call panic inside RX's own code for that command:
+    // a panic that reached LuaJIT would abort the server.
+    let s = Server::start_with_env(&[("RX_TEST_PANIC_COMMAND", "echo")]);
+    let mut c = s.conn();
+    c.q(&["RX.LOAD", "REPLACE", LIB]).ok();
+    let reply = c.q(&["RX.EVAL", "return redis.call('ECHO', 'x')", "0"]);
+    let text = reply.err_text().unwrap_or_default().to_string();
+    assert!(
+        text.starts_with("ERR RX internal error (panic) in redis.call"),
+        "{reply:?}"
+    );
+    // pcall sees it as an error table; the script goes on.
+    let caught = c.q(&[
+        "RX.EVAL",
+        "local r = redis.pcall('echo', 'x') return {type(r), r.err ~= nil, redis.call('PING')}",
+        "0",
+    ]);
+    assert_eq!(
+        caught,
+        Reply::Array(vec![
+            Reply::Bulk(b"table".to_vec()),
+            Reply::Int(1),
+            Reply::Status("PONG".into()),
+        ])
+    );
+    // Functions too, and the server answers everything else as before.
+    assert_eq!(
+        c.q(&["RX.CALL", "echo", "0", "v"]),
+        Reply::Bulk(b"v".to_vec())
+    );
+    for _ in 0..3 {
+        assert!(c
+            .q(&["RX.EVAL", "return redis.call('ECHO', 'x')", "0"])
+            .is_error());
+    }
+    assert_eq!(c.q(&["PING"]), Reply::Status("PONG".into()));
+    assert_eq!(
+        c.q(&["RX.EVAL", "return redis.call('SET', 'k', 'v')", "0"]),
+        Reply::Status("OK".into())
+    );
+    let log = std::fs::read_to_string(s.dir().join("redis.log")).unwrap_or_default();
+    assert!(
+        log.contains("RX internal error (panic) in redis.call"),
+        "{log}"
+    );
+}

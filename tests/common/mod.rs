@@ -73,6 +73,8 @@ pub struct Server {
     server_args: Vec<String>,
     module_args: Vec<String>,
     with_module: bool,
+    /// Environment variables for the server process.
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -92,15 +94,31 @@ impl Server {
         Server::launch(server_args, &[], false)
     }
 
-    fn launch(server_args: &[&str], module_args: &[&str], with_module: bool) -> Server {
-        let mut s = Server {
+    /// Server with the RX module, and these environment variables.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
+        let mut s = Server::new(&[], &[], true);
+        s.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        s.spawn(None);
+        s
+    }
+
+    fn new(server_args: &[&str], module_args: &[&str], with_module: bool) -> Server {
+        Server {
             child: None,
             port: 0,
             dir: fresh_dir(),
             server_args: server_args.iter().map(|s| s.to_string()).collect(),
             module_args: module_args.iter().map(|s| s.to_string()).collect(),
             with_module,
-        };
+            env: Vec::new(),
+        }
+    }
+
+    fn launch(server_args: &[&str], module_args: &[&str], with_module: bool) -> Server {
+        let mut s = Server::new(server_args, module_args, with_module);
         s.spawn(None);
         s
     }
@@ -155,6 +173,7 @@ impl Server {
             let log_offset = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
             let mut child = Command::new(redis_server_bin())
                 .args(self.build_args(port))
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())

@@ -136,10 +136,14 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
     let p = ffi::luaL_checklstring(l, 1, &mut len);
     let source = std::slice::from_raw_parts(p.cast::<u8>(), len);
     let name = ffi::luaL_optlstring(l, 2, p, std::ptr::null_mut());
-    let prepared = crate::lua_source::prepare(
-        source,
-        crate::dialect::current().refuse_nested_long_brackets,
-    );
+    let Ok(prepared) = crate::barrier::shield(|| {
+        crate::lua_source::prepare(
+            source,
+            crate::dialect::current().refuse_nested_long_brackets,
+        )
+    }) else {
+        return crate::barrier::raise_panicked(l, c"loadstring");
+    };
     if let Some(refusal) = &prepared.refusal {
         ffi::lua_pushnil(l);
         ffi::lua_pushlstring(l, refusal.as_ptr().cast(), refusal.len());
@@ -179,7 +183,10 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
 /// # Safety
 /// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn number_text(l: *mut ffi::lua_State) -> c_int {
-    let text = numfmt::format_g_buf(ffi::luaL_checknumber(l, 1), 14);
+    let n = ffi::luaL_checknumber(l, 1);
+    let Ok(text) = crate::barrier::shield(|| numfmt::format_g_buf(n, 14)) else {
+        return crate::barrier::raise_panicked(l, c"tostring");
+    };
     ffi::lua_pushlstring(l, text.as_bytes().as_ptr().cast(), text.as_bytes().len());
     1
 }
@@ -514,10 +521,13 @@ pub unsafe extern "C-unwind" fn redis_sha1hex(l: *mut ffi::lua_State) -> c_int {
     }
     let mut len = 0usize;
     let p = ffi::lua_tolstring(l, 1, &mut len);
-    let hex = if p.is_null() {
-        sha1_hex(b"")
+    let text: &[u8] = if p.is_null() {
+        b""
     } else {
-        sha1_hex(std::slice::from_raw_parts(p.cast::<u8>(), len))
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    };
+    let Ok(hex) = crate::barrier::shield(|| sha1_hex(text)) else {
+        return crate::barrier::raise_panicked(l, c"redis.sha1hex");
     };
     ffi::lua_pushlstring(l, hex.as_ptr().cast(), hex.len());
     1

@@ -497,8 +497,12 @@ unsafe extern "C-unwind" fn json_encode(l: *mut ffi::lua_State) -> c_int {
         out: &mut st.out,
         frames: &mut st.enc,
     };
-    // SAFETY: the argument is at slot 1 and the stack holds nothing else.
-    match unsafe { enc.run() } {
+    // SAFETY: the argument is at slot 1 and the stack holds nothing else. The encoder reads
+    // Lua values without raising (its errors come back as values), so it runs shielded.
+    let Ok(encoded) = crate::barrier::shield(|| unsafe { enc.run() }) else {
+        return crate::barrier::raise_panicked(l, c"cjson.encode");
+    };
+    match encoded {
         Ok(()) => {
             push_bytes(l, &st.out);
             if cfg.encode_keep_buffer == 0 {

@@ -7,6 +7,7 @@
 use rx_core::{dialect, engine, flags, numfmt, reply, resp};
 
 pub mod api;
+mod barrier;
 pub mod c_tail_calls;
 pub mod cjson;
 pub mod cmsgpack;
