@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use redis_module::raw;
 
+use crate::engine::Engine;
 use crate::ffi::{api, Ctx};
 use crate::state;
 

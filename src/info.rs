@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::raw;
 
+use crate::engine::Engine;
 use crate::engine::LogLevel;
 use crate::ffi::{api, config_value, guarded, log, Ctx};
 use crate::state;

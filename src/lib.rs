@@ -33,7 +33,6 @@ use std::rc::Rc;
 
 use redis_module::{redis_module, Context, RedisString, Status};
 
-use crate::lua::{LuaEngine, ServerVersion};
 use crate::persistence::LIBRARY_TYPE;
 use crate::registry::Registry;
 
@@ -83,7 +82,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }));
     dialect::install(dialect::Dialect::for_server(ffi::detect_server(raw_ctx)));
     let (text, num) = ffi::server_version();
-    let engine = match LuaEngine::new(&ServerVersion { text, num }) {
+    let engine = match state::start_engine(text, num) {
         Ok(e) => e,
         Err(e) => {
             ctx.log_warning(&format!("RX: could not start the Lua engine: {e}"));

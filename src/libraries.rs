@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use crate::cluster::meta::{Catalog, Entry, BUNDLED_VERSION, MAX_VERSION};
 use crate::cluster::wire::Change;
+use crate::engine::Engine;
 use crate::engine::{LogLevel, LogOnlyHost};
 use crate::error::{RxError, RxResult};
 use crate::ffi::{log, Ctx};
 use crate::header::parse_header;
-use crate::lua::LuaCallable;
 use crate::registry::{FunctionInfo, Library, RegistryError, RestorePolicy};
 use crate::state;
+use crate::state::Callable;
 
 thread_local! {
     /// Counts changes to the libraries; the cluster bus retries what failed to apply once
@@ -41,7 +42,7 @@ pub fn accepts(change: &Change) -> bool {
 
 /// Forgets every library and version: a dataset that replaces the current one starts
 /// loading. The libraries are returned to be dropped by the caller.
-pub fn reset() -> Vec<Library<LuaCallable>> {
+pub fn reset() -> Vec<Library<Callable>> {
     changed();
     state::with(|s| {
         s.catalog.borrow_mut().clear();
@@ -99,7 +100,7 @@ pub fn load_library(ctx: Ctx, code: &[u8], replace: bool, command: &str) -> RxRe
 }
 
 /// Parses the header and runs the library body, without touching the registry.
-pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library<LuaCallable>> {
+pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library<Callable>> {
     let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
     let (engine, loading_dataset) =
         state::with(|s| (Rc::clone(&s.engine), s.loading_dataset.get()));
@@ -139,7 +140,7 @@ pub fn install_batch(
     policy: RestorePolicy,
     command: &str,
 ) -> RxResult<Vec<Change>> {
-    let mut libraries: Vec<Library<LuaCallable>> = Vec::with_capacity(sources.len());
+    let mut libraries: Vec<Library<Callable>> = Vec::with_capacity(sources.len());
     for code in sources {
         libraries.push(compile_library(ctx, code, command)?);
     }

@@ -19,6 +19,7 @@ use redis_module::raw;
 use crate::cluster::bus::change_of;
 use crate::cluster::meta::{Entry, DIGEST_LEN, LEGACY_VERSION};
 use crate::cluster::wire::Change;
+use crate::engine::Engine;
 use crate::engine::LogLevel;
 use crate::ffi::{api, guarded, log};
 use crate::libraries::record_exact;
@@ -207,7 +208,7 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
 /// a quarter of `rx.memory-limit-mb` (at least 16 MiB): library bodies may leave garbage,
 /// and while loading the VM has no cap to make it collect.
 struct LoadCollector {
-    engine: std::rc::Rc<crate::lua::LuaEngine>,
+    engine: std::rc::Rc<crate::state::ActiveEngine>,
     last: usize,
     step: usize,
 }

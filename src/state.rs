@@ -8,14 +8,29 @@ use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use crate::cluster::meta::Catalog;
-use crate::lua::{LuaCallable, LuaEngine};
+use crate::engine::Engine;
 use crate::registry::Registry;
 use crate::scripts::ScriptCache;
 
+/// The script engine the module runs, named here only: the rest of the glue uses it
+/// through `rx_core::engine::Engine`.
+pub type ActiveEngine = crate::lua::LuaEngine;
+/// What the engine compiles a function or script into.
+pub type Callable = <ActiveEngine as Engine>::Callable;
+
+/// Starts the engine for a server of this version (`redis.REDIS_VERSION` and its number).
+pub fn start_engine(version_text: String, version_num: u32) -> Result<ActiveEngine, String> {
+    crate::lua::LuaEngine::new(&crate::lua::ServerVersion {
+        text: version_text,
+        num: version_num,
+    })
+    .map_err(|e| e.to_string())
+}
+
 pub struct ModuleState {
-    pub engine: Rc<LuaEngine>,
-    pub registry: RefCell<Registry<LuaCallable>>,
-    pub scripts: RefCell<ScriptCache<LuaCallable>>,
+    pub engine: Rc<ActiveEngine>,
+    pub registry: RefCell<Registry<Callable>>,
+    pub scripts: RefCell<ScriptCache<Callable>>,
     /// The version and digest of every library name seen, tombstones included. Kept in step
     /// with `registry`: every live library has a live entry.
     pub catalog: RefCell<Catalog>,

@@ -19,10 +19,10 @@ use super::wire::{self, Change, Message, Reassembler};
 use crate::engine::LogLevel;
 use crate::ffi::{api, context_flags, guarded, log, Ctx};
 use crate::libraries;
-use crate::lua::LuaCallable;
 use crate::registry::Registry;
 use crate::reply::ReplySink;
 use crate::state;
+use crate::state::Callable;
 
 /// The module cluster message type RX uses (types are per module).
 pub const MSG_TYPE: u8 = 0x52;
@@ -431,7 +431,7 @@ fn current_changes(names: &[String]) -> Vec<Change> {
 
 /// `name`'s catalog entry as a change (for a peer, or for the RDB): with the code of a
 /// live library, without code for a tombstone. `None` if the library is missing.
-pub fn change_of(registry: &Registry<LuaCallable>, name: &str, entry: Entry) -> Option<Change> {
+pub fn change_of(registry: &Registry<Callable>, name: &str, entry: Entry) -> Option<Change> {
     let code = if entry.is_tombstone() {
         Vec::new()
     } else {

@@ -5,6 +5,7 @@ use quanta::Instant;
 use std::rc::Rc;
 
 use super::command_callback;
+use crate::engine::Engine;
 use crate::error::{RxError, RxResult};
 use crate::ffi::{api, Ctx};
 use crate::flags::FunctionFlags;

@@ -6,16 +6,17 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use super::{command_callback, reply_ok};
+use crate::engine::Engine;
 use crate::error::{RxError, RxResult};
 use crate::ffi::{api, Ctx, ModuleReply};
-use crate::lua::api::sha1_hex;
-use crate::lua::LuaCallable;
 use crate::numkeys::parse_numkeys;
 use crate::reply::ReplySink;
 use crate::run::{execute, refuse_before_running, refuse_on_stale_replica, report_keys, Execution};
 use crate::running::{self, RunKind};
+use crate::scripts::sha1_hex;
 use crate::scripts::{parse_shebang, Script};
 use crate::state;
+use crate::state::Callable;
 
 command_callback!(rx_eval_cb, rx_eval);
 command_callback!(rx_evalsha_cb, rx_evalsha);
@@ -44,7 +45,7 @@ fn rx_evalsha_ro(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
 }
 
 /// Compiles `body` and adds it to the cache (pinned for SCRIPT LOAD).
-fn cache_script(ctx: Ctx, body: &[u8], pinned: bool) -> RxResult<Rc<Script<LuaCallable>>> {
+fn cache_script(ctx: Ctx, body: &[u8], pinned: bool) -> RxResult<Rc<Script<Callable>>> {
     let _ = ctx;
     let sha = sha1_hex(body);
     if let Some(s) = state::with(|st| st.scripts.borrow_mut().get(sha.as_bytes())) {

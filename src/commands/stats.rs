@@ -2,6 +2,7 @@
 //! numbers per function. It also answers while a function is busy (allow-busy).
 
 use super::{command_callback, reply_ok};
+use crate::engine::Engine;
 use crate::error::{RxError, RxResult};
 use crate::ffi::{Ctx, ModuleReply};
 use crate::reply::ReplySink;

@@ -4,7 +4,10 @@
 //! reaches Redis only through `Host`, which the module glue implements with
 //! `RedisModule_Call`. Neither side sees the other's types.
 
+use std::time::Duration;
+
 use crate::flags::FunctionFlags;
+use crate::reply::ReplySink;
 
 /// One `redis.register_function` made by a library body.
 #[derive(Debug)]
@@ -92,4 +95,58 @@ impl Host for LogOnlyHost<'_> {
     fn log(&self, level: LogLevel, msg: &[u8]) {
         (self.0)(level, msg)
     }
+}
+
+/// A script engine as the module drives it: it compiles library code into registrations
+/// and EVAL bodies into callables, runs them against a `Host`, writing the reply to a
+/// `ReplySink`, and manages its memory. The module names its engine in one place
+/// (`state.rs`) and uses it only through this trait.
+pub trait Engine {
+    /// A compiled function or script, kept by the registry and the script cache.
+    type Callable;
+
+    /// Runs a library's code in the load-time sandbox and returns what it registered.
+    /// `command` names the loading command in the timeout error; no `timeout` means the
+    /// body may run as long as it takes. Errors are full error replies, code included.
+    fn load(
+        &self,
+        code: &[u8],
+        host: &dyn Host,
+        timeout: Option<Duration>,
+        command: &str,
+    ) -> Result<Vec<Registration<Self::Callable>>, Vec<u8>>;
+
+    /// Compiles an EVAL script body; errors are full error replies.
+    fn compile_script(&self, body: &[u8]) -> Result<Self::Callable, Vec<u8>>;
+
+    /// Runs a function and writes its reply (or its error) to `sink`.
+    fn call(
+        &self,
+        callable: &Self::Callable,
+        function_name: &str,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        host: &dyn Host,
+        sink: &mut dyn ReplySink,
+    );
+
+    /// Runs an EVAL script, with KEYS and ARGV for the run.
+    fn call_script(
+        &self,
+        callable: &Self::Callable,
+        sha: &str,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        host: &dyn Host,
+        sink: &mut dyn ReplySink,
+    );
+
+    /// Bytes the engine holds.
+    fn used_memory(&self) -> usize;
+
+    /// A full collection: frees every unreachable object now.
+    fn collect_garbage(&self);
+
+    /// Caps the engine's memory; allocations past it fail with "not enough memory".
+    fn set_memory_limit(&self, bytes: usize) -> Result<(), String>;
 }

@@ -190,6 +190,16 @@ impl<F> ScriptCache<F> {
     }
 }
 
+/// The SHA1 of `data` in lowercase hex: a script's name in the cache, and `redis.sha1hex`.
+pub fn sha1_hex(data: &[u8]) -> String {
+    let digest = <sha1::Sha1 as sha1::Digest>::digest(data);
+    let mut s = String::with_capacity(40);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

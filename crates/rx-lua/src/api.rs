@@ -14,12 +14,12 @@ use std::ptr;
 use std::time::Instant;
 
 use mlua::ffi;
-use sha1::{Digest, Sha1};
 
 use crate::dialect::NumberArguments;
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::numfmt;
 use crate::resp::{self, RespVisitor};
+use rx_core::scripts::sha1_hex;
 
 /// The state of the script that is running right now.
 pub struct ActiveCall<'h> {
@@ -531,15 +531,6 @@ pub unsafe extern "C-unwind" fn redis_sha1hex(l: *mut ffi::lua_State) -> c_int {
     };
     ffi::lua_pushlstring(l, hex.as_ptr().cast(), hex.len());
     1
-}
-
-pub fn sha1_hex(data: &[u8]) -> String {
-    let digest = Sha1::digest(data);
-    let mut s = String::with_capacity(40);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 unsafe fn reply_helper(l: *mut ffi::lua_State, field: &std::ffi::CStr, add_dash: bool) -> c_int {

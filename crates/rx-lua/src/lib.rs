@@ -28,7 +28,7 @@ use mlua::{
     ffi, Function, HookTriggers, Lua, LuaOptions, RegistryKey, StdLib, Table, Value, VmState,
 };
 
-use crate::engine::{Host, Registration, Tick};
+use crate::engine::{Engine, Host, Registration, Tick};
 use crate::flags::FunctionFlags;
 use crate::reply::ReplySink;
 use api::ActiveCall;
@@ -179,6 +179,60 @@ enum CallKind {
 pub struct ServerVersion {
     pub text: String,
     pub num: u32,
+}
+
+impl Engine for LuaEngine {
+    type Callable = LuaCallable;
+
+    fn load(
+        &self,
+        code: &[u8],
+        host: &dyn Host,
+        timeout: Option<Duration>,
+        command: &str,
+    ) -> Result<Vec<Registration<LuaCallable>>, Vec<u8>> {
+        LuaEngine::load(self, code, host, timeout, command)
+    }
+
+    fn compile_script(&self, body: &[u8]) -> Result<LuaCallable, Vec<u8>> {
+        LuaEngine::compile_script(self, body)
+    }
+
+    fn call(
+        &self,
+        callable: &LuaCallable,
+        function_name: &str,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        host: &dyn Host,
+        sink: &mut dyn ReplySink,
+    ) {
+        LuaEngine::call(self, callable, function_name, keys, args, host, sink)
+    }
+
+    fn call_script(
+        &self,
+        callable: &LuaCallable,
+        sha: &str,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        host: &dyn Host,
+        sink: &mut dyn ReplySink,
+    ) {
+        LuaEngine::call_script(self, callable, sha, keys, args, host, sink)
+    }
+
+    fn used_memory(&self) -> usize {
+        LuaEngine::used_memory(self)
+    }
+
+    fn collect_garbage(&self) {
+        LuaEngine::collect_garbage(self)
+    }
+
+    fn set_memory_limit(&self, bytes: usize) -> Result<(), String> {
+        LuaEngine::set_memory_limit(self, bytes).map_err(|e| e.to_string())
+    }
 }
 
 impl LuaEngine {
@@ -339,7 +393,7 @@ impl LuaEngine {
         })
     }
 
-    pub fn used_memory(&self) -> usize {
+    pub(crate) fn used_memory(&self) -> usize {
         self.lua.used_memory()
     }
 
@@ -347,7 +401,7 @@ impl LuaEngine {
     /// while it runs: a collection allocates too (LuaJIT resizes its string table), and
     /// one that fails halfway leaves the garbage in place, so a VM at its cap would stay
     /// there and fail every call.
-    pub fn collect_garbage(&self) {
+    pub(crate) fn collect_garbage(&self) {
         let _ = self.lua.set_memory_limit(0);
         let _ = self.lua.gc_collect();
         let _ = self.lua.set_memory_limit(self.memory_limit.get());
@@ -357,7 +411,7 @@ impl LuaEngine {
     /// `command` names the loading command in the timeout error (`RX.LOAD timeout`); no
     /// `timeout` means the body may run as long as it takes.
     /// Errors are full error replies, code included (bytes: they may quote the code).
-    pub fn load(
+    pub(crate) fn load(
         &self,
         code: &[u8],
         host: &dyn Host,
@@ -478,7 +532,7 @@ impl LuaEngine {
     }
 
     /// Runs a function and writes its reply (or its error) to `sink`.
-    pub fn call(
+    pub(crate) fn call(
         &self,
         callable: &LuaCallable,
         function_name: &str,
@@ -499,7 +553,7 @@ impl LuaEngine {
     }
 
     /// Runs an EVAL script: as `call`, with KEYS and ARGV set as globals for the run.
-    pub fn call_script(
+    pub(crate) fn call_script(
         &self,
         callable: &LuaCallable,
         sha: &str,
@@ -611,7 +665,7 @@ impl LuaEngine {
 
     /// Compiles an EVAL script body in the EVAL environment. A shebang line is blanked (it is
     /// not Lua) so line numbers stay those of the script, as in Redis.
-    pub fn compile_script(&self, body: &[u8]) -> Result<LuaCallable, Vec<u8>> {
+    pub(crate) fn compile_script(&self, body: &[u8]) -> Result<LuaCallable, Vec<u8>> {
         // LuaJIT skips a leading `#` line and reads bytecode; Lua 5.1, as Redis runs it, sees
         // a syntax error in both.
         let prefix = &b"ERR Error compiling script (new function): "[..];
@@ -772,7 +826,7 @@ impl LuaEngine {
     }
 
     /// Caps the VM's memory; allocations past it fail with "not enough memory".
-    pub fn set_memory_limit(&self, bytes: usize) -> mlua::Result<()> {
+    pub(crate) fn set_memory_limit(&self, bytes: usize) -> mlua::Result<()> {
         self.memory_limit.set(bytes);
         MEMORY_CAP.with(|c| c.set(bytes));
         self.lua.set_memory_limit(bytes).map(|_| ())
