@@ -25,3 +25,4 @@ pub mod running;
 pub mod scripts;
 pub mod sort_in_scripts;
 pub mod stats;
+pub mod strtod;

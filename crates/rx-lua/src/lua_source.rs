@@ -816,107 +816,16 @@ pub fn lua51_number(text: &[u8]) -> Option<f64> {
 
 /// A hex numeral after its `0x`: glibc's `strtod` reads hex floats (`1.8p3`); what it
 /// cannot read whole, `strtoul` may (Lua 5.1's fallback when strtod stops at the `x`, which
-/// it never does here) — so the token is valid exactly when it is a whole hex float. The
-/// digits are kept exactly (64 bits, and whether any dropped digit was not zero) and
-/// rounded once, to nearest even, as strtod does.
+/// it never does here) — so the token is valid exactly when it is a whole hex float with at
+/// least one digit, rounded once as strtod rounds it.
 fn hex_number(s: &str) -> Option<f64> {
     let b = s.as_bytes();
-    let mut i = 0;
-    let mut mantissa: u64 = 0;
-    let mut sticky = false;
-    let mut digits = 0;
-    let mut scale: i64 = 0;
-    let mut fraction = false;
-    loop {
-        match b.get(i) {
-            Some(&c) if c.is_ascii_hexdigit() => {
-                let d = u64::from((c as char).to_digit(16)?);
-                if mantissa >> 60 == 0 {
-                    mantissa = mantissa * 16 + d;
-                    if fraction {
-                        scale -= 4;
-                    }
-                } else {
-                    sticky |= d != 0;
-                    if !fraction {
-                        scale += 4;
-                    }
-                }
-                digits += 1;
-            }
-            Some(b'.') if !fraction => fraction = true,
-            _ => break,
-        }
-        i += 1;
-    }
-    if digits == 0 {
+    let mantissa_end = b.iter().position(|c| (c | 0x20) == b'p').unwrap_or(b.len());
+    if !b[..mantissa_end].iter().any(u8::is_ascii_hexdigit) {
         return None;
     }
-    if i < b.len() && (b[i] | 0x20) == b'p' {
-        let mut j = i + 1;
-        let negative = j < b.len() && b[j] == b'-';
-        if j < b.len() && (b[j] == b'+' || b[j] == b'-') {
-            j += 1;
-        }
-        if j < b.len() && b[j].is_ascii_digit() {
-            let mut e: i64 = 0;
-            while j < b.len() && b[j].is_ascii_digit() {
-                e = e
-                    .saturating_mul(10)
-                    .saturating_add(i64::from(b[j] - b'0'))
-                    .min(1 << 40);
-                j += 1;
-            }
-            scale = scale.saturating_add(if negative { -e } else { e });
-            i = j;
-        }
-    }
-    if i != b.len() {
-        return None;
-    }
-    Some(round_binary(mantissa, sticky, scale))
-}
-
-/// `mantissa * 2^exp2`, plus a little more when `sticky`, rounded to the nearest double
-/// (ties to even), with subnormals and overflow to infinity.
-fn round_binary(mantissa: u64, sticky: bool, exp2: i64) -> f64 {
-    if mantissa == 0 {
-        return 0.0;
-    }
-    let lz = mantissa.leading_zeros();
-    let m = mantissa << lz;
-    // The value is m / 2^63 * 2^e, with m in [2^63, 2^64).
-    let e = exp2 + 63 - i64::from(lz);
-    if e > 1023 {
-        return f64::INFINITY;
-    }
-    // Bits dropped below the 53 kept: 11 for a normal, more for a subnormal.
-    let drop = 11 + (-1022 - e).max(0);
-    if drop > 64 {
-        return 0.0;
-    }
-    let (kept, rest, half) = if drop == 64 {
-        (0u64, m, 1u64 << 63)
-    } else {
-        (m >> drop, m & ((1u64 << drop) - 1), 1u64 << (drop - 1))
-    };
-    let round_up = rest > half || (rest == half && (sticky || kept & 1 == 1));
-    let kept = kept + u64::from(round_up);
-    if e >= -1022 {
-        // A normal number (rounding may carry into the next power of two).
-        let (kept, e) = if kept >> 53 != 0 {
-            (kept >> 1, e + 1)
-        } else {
-            (kept, e)
-        };
-        if e > 1023 {
-            return f64::INFINITY;
-        }
-        f64::from_bits((((e + 1023) as u64) << 52) | (kept & ((1u64 << 52) - 1)))
-    } else {
-        // A subnormal: the exponent field is 0 (or 1 when rounding reached 2^52).
-        f64::from_bits(kept)
-    }
+    let (value, end) = rx_core::strtod::hex_float(b, 0);
+    (end == b.len()).then_some(value)
 }
 
 /// A numeral LuaJIT reads as exactly `value`.
