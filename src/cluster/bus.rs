@@ -20,7 +20,6 @@ use crate::engine::LogLevel;
 use crate::ffi::{api, context_flags, guarded, log, Ctx};
 use crate::libraries;
 use crate::registry::Registry;
-use crate::reply::ReplySink;
 use crate::state;
 use crate::state::Callable;
 
@@ -407,7 +406,7 @@ fn handle(ctx: Ctx, sender: &str, message: Message, now: Instant) {
     }
 }
 
-fn manifest() -> Vec<(String, Entry)> {
+pub fn manifest() -> Vec<(String, Entry)> {
     state::with(|s| {
         s.catalog
             .borrow()
@@ -471,10 +470,36 @@ extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
 }
 
 // ---------------------------------------------------------------------------
-// RX.CLUSTER STATUS / MANIFEST
+// What RX.CLUSTER STATUS shows
 
-/// Writes the `RX.CLUSTER STATUS` reply.
-pub fn write_status(ctx: Ctx, out: &mut dyn ReplySink) {
+/// This node's view of cluster sync (rendered by `RX.CLUSTER STATUS`).
+pub struct ClusterStatus {
+    pub cluster_enabled: bool,
+    pub node_id: Option<String>,
+    pub state_digest: String,
+    pub libraries: usize,
+    pub entries: usize,
+    /// Every node that is not failing was heard recently with this node's digest.
+    pub in_sync: bool,
+    pub period_ms: i64,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node as this node last heard it.
+pub struct NodeStatus {
+    pub node_id: String,
+    pub address: Option<String>,
+    pub role: &'static str,
+    pub myself: bool,
+    pub state_digest: Option<String>,
+    pub entries: Option<u32>,
+    /// -1: never heard.
+    pub last_heard_ms: i64,
+    pub in_sync: bool,
+}
+
+/// What this node knows of cluster sync now.
+pub fn status(ctx: Ctx) -> ClusterStatus {
     let (digest, entries, live) = state::with(|s| {
         let c = s.catalog.borrow();
         (
@@ -485,33 +510,31 @@ pub fn write_status(ctx: Ctx, out: &mut dyn ReplySink) {
     });
     let now = Instant::now();
     let me = if enabled() { my_id() } else { None };
-    let nodes: Vec<String> = if enabled() {
+    let ids: Vec<String> = if enabled() {
         cluster_nodes(ctx)
     } else {
         Vec::new()
     };
-    struct Row {
-        id: String,
-        info: Option<NodeInfo>,
-        myself: bool,
-        digest: Option<String>,
-        entries: Option<u32>,
-        heard_ms: i64,
-        in_sync: bool,
-    }
-    let rows: Vec<Row> = nodes
+    let mut failing = Vec::new();
+    let nodes: Vec<NodeStatus> = ids
         .iter()
         .map(|id| {
             let myself = me.as_deref() == Some(id.as_str());
             let info = node_info(ctx, id);
+            failing.push(info.as_ref().is_some_and(|i| i.failing));
+            let (address, role) = match &info {
+                Some(i) => (Some(i.address.clone()), i.role),
+                None => (None, "unknown"),
+            };
             if myself {
-                return Row {
-                    id: id.clone(),
-                    info,
+                return NodeStatus {
+                    node_id: id.clone(),
+                    address,
+                    role,
                     myself,
-                    digest: Some(hex(&digest)),
+                    state_digest: Some(hex(&digest)),
                     entries: Some(entries as u32),
-                    heard_ms: 0,
+                    last_heard_ms: 0,
                     in_sync: true,
                 };
             }
@@ -522,84 +545,32 @@ pub fn write_status(ctx: Ctx, out: &mut dyn ReplySink) {
                     .map(|p| (p, n.peers.in_sync(id, &digest, now)))
             })
             .flatten();
-            Row {
-                id: id.clone(),
-                info,
+            NodeStatus {
+                node_id: id.clone(),
+                address,
+                role,
                 myself,
-                digest: peer.map(|(p, _)| hex(&p.digest)),
+                state_digest: peer.map(|(p, _)| hex(&p.digest)),
                 entries: peer.map(|(p, _)| p.count),
-                heard_ms: peer.map_or(-1, |(p, _)| now.duration_since(p.heard).as_millis() as i64),
+                last_heard_ms: peer
+                    .map_or(-1, |(p, _)| now.duration_since(p.heard).as_millis() as i64),
                 in_sync: peer.is_some_and(|(_, s)| s),
             }
         })
         .collect();
     // Failing nodes cannot be expected to answer; everyone else must agree.
-    let all_in_sync = rows
+    let in_sync = nodes
         .iter()
-        .all(|r| r.in_sync || r.info.as_ref().is_some_and(|i| i.failing));
-    out.map(8);
-    out.bulk(b"cluster_enabled");
-    out.integer(enabled() as i64);
-    out.bulk(b"node_id");
-    match &me {
-        Some(id) => out.bulk(id.as_bytes()),
-        None => out.null(),
-    }
-    out.bulk(b"state_digest");
-    out.bulk(hex(&digest).as_bytes());
-    out.bulk(b"libraries");
-    out.integer(live as i64);
-    out.bulk(b"entries");
-    out.integer(entries as i64);
-    out.bulk(b"in_sync");
-    out.integer(all_in_sync as i64);
-    out.bulk(b"period_ms");
-    out.integer(PERIOD_MS);
-    out.bulk(b"nodes");
-    out.array(rows.len());
-    for r in rows {
-        out.map(8);
-        out.bulk(b"node_id");
-        out.bulk(r.id.as_bytes());
-        out.bulk(b"address");
-        match &r.info {
-            Some(i) => out.bulk(i.address.as_bytes()),
-            None => out.null(),
-        }
-        out.bulk(b"role");
-        out.bulk(r.info.as_ref().map_or("unknown", |i| i.role).as_bytes());
-        out.bulk(b"myself");
-        out.integer(r.myself as i64);
-        out.bulk(b"state_digest");
-        match &r.digest {
-            Some(d) => out.bulk(d.as_bytes()),
-            None => out.null(),
-        }
-        out.bulk(b"entries");
-        match r.entries {
-            Some(n) => out.integer(n as i64),
-            None => out.null(),
-        }
-        out.bulk(b"last_heard_ms");
-        out.integer(r.heard_ms);
-        out.bulk(b"in_sync");
-        out.integer(r.in_sync as i64);
-    }
-}
-
-/// Writes the `RX.CLUSTER MANIFEST` reply: every entry, tombstones included.
-pub fn write_manifest(out: &mut dyn ReplySink) {
-    let entries = manifest();
-    out.array(entries.len());
-    for (name, e) in entries {
-        out.map(4);
-        out.bulk(b"library_name");
-        out.bulk(name.as_bytes());
-        out.bulk(b"version");
-        crate::reply::unsigned(out, e.version);
-        out.bulk(b"digest");
-        out.bulk(hex(&e.digest).as_bytes());
-        out.bulk(b"deleted");
-        out.integer(e.is_tombstone() as i64);
+        .zip(&failing)
+        .all(|(n, failing)| n.in_sync || *failing);
+    ClusterStatus {
+        cluster_enabled: enabled(),
+        node_id: me,
+        state_digest: hex(&digest),
+        libraries: live,
+        entries,
+        in_sync,
+        period_ms: PERIOD_MS,
+        nodes,
     }
 }
