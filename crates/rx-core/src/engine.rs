@@ -50,6 +50,11 @@ pub struct CallOptions {
 }
 
 /// What a running script may ask of Redis.
+///
+/// Implementations must not panic: the engine calls them from Lua C functions, where an
+/// unwinding panic would abort the process, and it cannot catch one around `call`, whose
+/// `on_reply` pushes Lua values that may raise. The module's host runs its own work under
+/// a panic barrier and turns a panic into an `Err`.
 pub trait Host {
     /// Runs one command. On success `on_reply` receives the whole reply as RESP bytes,
     /// which may be an error reply. `Err` carries a refusal made before the command ran
