@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::stdlib::library_names;
 use common::{info_field, parse_reply, wait_until, Conn, Reply, Server};
 use std::io::Write;
 use std::path::Path;
@@ -139,23 +140,7 @@ fn without_versions(list: Reply) -> Reply {
 
 /// Library names listed by `RX.LIST`, sorted.
 fn rx_names(c: &mut Conn) -> Vec<String> {
-    lib_names(&c.q(&["RX.LIST"]).ok())
-}
-
-fn lib_names(list: &Reply) -> Vec<String> {
-    let mut v: Vec<String> = list
-        .as_array()
-        .expect("list is an array")
-        .iter()
-        .map(|lib| {
-            lib.as_array().expect("library entry")[1]
-                .as_str()
-                .expect("library name")
-                .to_string()
-        })
-        .collect();
-    v.sort();
-    v
+    library_names(&c.q(&["RX.LIST"]).ok())
 }
 
 /// A FUNCTION LIST / RX.LIST reply with libraries, functions and flags sorted, so that a
@@ -447,7 +432,7 @@ fn debug_reload_noflush_merge_keeps_libraries_the_rdb_lacks() {
         c.q(&["DEBUG", "RELOAD", "NOSAVE", "NOFLUSH", "MERGE"]),
         ok()
     );
-    assert_eq!(lib_names(&native_list(&mut c)), vec!["liba", "libb"]);
+    assert_eq!(library_names(&native_list(&mut c)), vec!["liba", "libb"]);
     assert_eq!(rx_names(&mut c), vec!["liba", "libb"]);
     assert_eq!(
         normalize(&rx_list(&mut c)),
@@ -462,10 +447,10 @@ fn debug_reload_noflush_merge_keeps_libraries_the_rdb_lacks() {
         c.q(&["DEBUG", "RELOAD", "NOSAVE", "NOFLUSH", "MERGE"]),
         ok()
     );
-    assert_eq!(lib_names(&native_list(&mut c)), vec!["liba", "libb"]);
+    assert_eq!(library_names(&native_list(&mut c)), vec!["liba", "libb"]);
     assert_eq!(rx_names(&mut c), vec!["liba", "libb"]);
     assert_eq!(c.q(&["DEBUG", "RELOAD", "NOSAVE"]), ok());
-    assert_eq!(lib_names(&native_list(&mut c)), vec!["liba"]);
+    assert_eq!(library_names(&native_list(&mut c)), vec!["liba"]);
     assert_eq!(rx_names(&mut c), vec!["liba"]);
 }
 
@@ -1275,7 +1260,7 @@ fn restore_policies_behave_like_function_restore() {
             .1
             .clone()
     };
-    let lists = |what: &str| lib_names(&rx.iter().find(|(w, _, _)| w == what).unwrap().2);
+    let lists = |what: &str| library_names(&rx.iter().find(|(w, _, _)| w == what).unwrap().2);
     for w in [
         "restore (append) with liba present",
         "restore APPEND with liba present",

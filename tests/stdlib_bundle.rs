@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::stdlib::library_names;
 use common::{Reply, Server};
 
 const ALL: [&str; 9] = [
@@ -17,36 +18,12 @@ const ALL: [&str; 9] = [
     "workflow",
 ];
 
-fn library_names(c: &mut common::Conn) -> Vec<String> {
-    let list = c.q(&["RX.LIST"]);
-    let mut names: Vec<String> = list
-        .as_array()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|lib| match lib {
-            Reply::Array(fields) => fields
-                .chunks(2)
-                .find(|kv| kv[0].as_str() == Some("library_name"))
-                .and_then(|kv| kv[1].as_str())
-                .map(String::from),
-            Reply::Map(fields) => fields
-                .iter()
-                .find(|(k, _)| k.as_str() == Some("library_name"))
-                .and_then(|(_, v)| v.as_str())
-                .map(String::from),
-            _ => None,
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn all_bundled_libraries_load_by_default_and_are_callable() {
     // `stdlib all` is what the module does without arguments (the harness opts out by default).
     let s = Server::start_with(&[], &["stdlib", "all"]);
     let mut c = s.conn();
-    assert_eq!(library_names(&mut c), ALL);
+    assert_eq!(library_names(&c.q(&["RX.LIST"])), ALL);
     let r = c.q(&["RX.CALL", "counter_incr", "1", "{t}:n", "5", "10"]);
     assert!(!r.is_error(), "{r:?}");
     let r = c.q(&[
@@ -65,10 +42,10 @@ fn all_bundled_libraries_load_by_default_and_are_callable() {
 fn the_module_argument_selects_libraries() {
     let s = Server::start_with(&[], &["stdlib", "lock,queue"]);
     let mut c = s.conn();
-    assert_eq!(library_names(&mut c), ["lock", "queue"]);
+    assert_eq!(library_names(&c.q(&["RX.LIST"])), ["lock", "queue"]);
     let s = Server::start_with(&[], &["stdlib", "none"]);
     let mut c = s.conn();
-    assert!(library_names(&mut c).is_empty());
+    assert!(library_names(&c.q(&["RX.LIST"])).is_empty());
 }
 
 #[test]
@@ -89,14 +66,14 @@ fn bundled_libraries_are_ordinary_libraries_that_come_back_after_a_reload() {
     let mut c = s.conn();
     // Deletable and flushable like any library...
     assert_eq!(c.q(&["RX.DELETE", "lock"]), Reply::Status("OK".into()));
-    assert!(!library_names(&mut c).contains(&"lock".to_string()));
+    assert!(!library_names(&c.q(&["RX.LIST"])).contains(&"lock".to_string()));
     // ...and, as the module argument selects them, present again after a dataset load.
     assert_eq!(c.q(&["DEBUG", "RELOAD"]), Reply::Status("OK".into()));
-    assert_eq!(library_names(&mut c), ALL);
+    assert_eq!(library_names(&c.q(&["RX.LIST"])), ALL);
     assert_eq!(c.q(&["RX.FLUSH"]), Reply::Status("OK".into()));
-    assert!(library_names(&mut c).is_empty());
+    assert!(library_names(&c.q(&["RX.LIST"])).is_empty());
     assert_eq!(c.q(&["DEBUG", "RELOAD"]), Reply::Status("OK".into()));
-    assert_eq!(library_names(&mut c), ALL);
+    assert_eq!(library_names(&c.q(&["RX.LIST"])), ALL);
 }
 
 #[test]
@@ -126,7 +103,7 @@ fn a_users_library_with_a_bundled_name_is_never_overwritten() {
         c.q(&["RX.CALL", "my_lock", "0"]),
         Reply::Bulk(b"mine".to_vec())
     );
-    assert_eq!(library_names(&mut c), ALL);
+    assert_eq!(library_names(&c.q(&["RX.LIST"])), ALL);
 }
 
 #[test]
@@ -139,7 +116,7 @@ fn a_deleted_bundled_library_stays_deleted_after_a_restart_in_a_cluster() {
     c.q(&["SAVE"]).ok();
     s.restart();
     let mut c = s.conn();
-    let names = library_names(&mut c);
+    let names = library_names(&c.q(&["RX.LIST"]));
     assert!(!names.contains(&"lock".to_string()), "{names:?}");
     assert_eq!(names.len(), ALL.len() - 1);
     // Outside a cluster the bundled library comes back after a restart, as after a reload.
@@ -149,5 +126,5 @@ fn a_deleted_bundled_library_stays_deleted_after_a_restart_in_a_cluster() {
     c.q(&["SAVE"]).ok();
     s.restart();
     let mut c = s.conn();
-    assert_eq!(library_names(&mut c), ALL);
+    assert_eq!(library_names(&c.q(&["RX.LIST"])), ALL);
 }

@@ -5,6 +5,9 @@
 
 mod common;
 
+use common::stdlib::{
+    call_function, field, fields, int_field, load_natively_and_into_rx, text_field,
+};
 use common::{wait_until, Conn, Reply, Server};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -30,26 +33,11 @@ enum Eng {
     Rx,
 }
 
-fn load_all(c: &mut Conn) {
-    for (name, code) in LIBS {
-        assert_eq!(
-            c.q(&["FUNCTION", "LOAD", code]).ok(),
-            Reply::Bulk(name.as_bytes().to_vec()),
-            "native load of {name}"
-        );
-        assert_eq!(
-            c.q(&["RX.LOAD", code]).ok(),
-            Reply::Bulk(name.as_bytes().to_vec()),
-            "RX load of {name}"
-        );
-    }
-}
-
 /// Server with all three libraries loaded in both registries, and a RESP3 connection.
 fn setup() -> (Server, Conn) {
     let s = Server::start();
     let mut c = s.conn();
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     c.q(&["HELLO", "3"]).ok();
     (s, c)
 }
@@ -68,11 +56,7 @@ fn call<K: AsRef<str>, A: AsRef<str>>(
         (Eng::Rx, false) => "RX.CALL",
         (Eng::Rx, true) => "RX.CALL_RO",
     };
-    let nk = keys.len().to_string();
-    let mut v: Vec<&str> = vec![cmd, f, &nk];
-    v.extend(keys.iter().map(|k| k.as_ref()));
-    v.extend(args.iter().map(|a| a.as_ref()));
-    c.q(&v)
+    call_function(c, cmd, f, keys, args)
 }
 
 /// Canonical form: map fields sorted by key (engines may order map fields differently).
@@ -87,46 +71,6 @@ fn canon(r: &Reply) -> Reply {
         Reply::Array(v) => Reply::Array(v.iter().map(canon).collect()),
         other => other.clone(),
     }
-}
-
-/// Field of a map reply (RESP3 map or RESP2 flat field/value array).
-fn get(r: &Reply, field: &str) -> Reply {
-    match r {
-        Reply::Map(pairs) => pairs
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(field))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no field {field} in {r:?}")),
-        Reply::Array(v) => v
-            .chunks(2)
-            .find(|p| p[0].as_str() == Some(field))
-            .map(|p| p[1].clone())
-            .unwrap_or_else(|| panic!("no field {field} in {r:?}")),
-        _ => panic!("not a map reply: {r:?}"),
-    }
-}
-
-fn int(r: &Reply, field: &str) -> i64 {
-    get(r, field)
-        .as_int()
-        .unwrap_or_else(|| panic!("field {field} is not an integer in {r:?}"))
-}
-
-fn text(r: &Reply, field: &str) -> String {
-    get(r, field).as_str().unwrap().to_string()
-}
-
-/// Field names of a map reply, sorted.
-fn fields(r: &Reply) -> Vec<String> {
-    let mut v: Vec<String> = match r {
-        Reply::Map(pairs) => pairs
-            .iter()
-            .map(|(k, _)| k.as_str().unwrap().to_string())
-            .collect(),
-        _ => panic!("not a map: {r:?}"),
-    };
-    v.sort();
-    v
 }
 
 fn key(tag: &str, name: &str) -> String {
@@ -210,13 +154,13 @@ fn expect_err<K: AsRef<str>, A: AsRef<str>>(
 fn libraries_load_in_both_registries_with_the_same_listing() {
     let s = Server::start();
     let mut c = s.conn();
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     // Function names, descriptions and flags are the same in both listings.
     for (name, _) in LIBS {
         let funcs = |r: Reply| -> Vec<Reply> {
             let libs = r.as_array().unwrap().to_vec();
             assert_eq!(libs.len(), 1, "{name}");
-            let mut fs: Vec<Reply> = get(&libs[0], "functions").as_array().unwrap().to_vec();
+            let mut fs: Vec<Reply> = field(&libs[0], "functions").as_array().unwrap().to_vec();
             fs.sort_by_key(|f| format!("{f:?}"));
             fs
         };
@@ -224,9 +168,9 @@ fn libraries_load_in_both_registries_with_the_same_listing() {
         let rx = funcs(c.q(&["RX.LIST", "LIBRARYNAME", name]));
         assert_eq!(native, rx, "{name}");
         for f in &native {
-            let fname = text(f, "name");
+            let fname = text_field(f, "name");
             assert!(fname.starts_with(&format!("{name}_")), "{fname}");
-            let flags = get(f, "flags");
+            let flags = field(f, "flags");
             let ro = READ_ONLY.contains(&fname.as_str());
             let want = if ro {
                 vec![Reply::Status("no-writes".into())]
@@ -234,7 +178,7 @@ fn libraries_load_in_both_registries_with_the_same_listing() {
                 vec![]
             };
             assert_eq!(flags.as_array().unwrap().to_vec(), want, "{fname}");
-            assert!(!text(f, "description").is_empty(), "{fname}");
+            assert!(!text_field(f, "description").is_empty(), "{fname}");
         }
     }
     // Write functions are refused by the read-only call commands.
@@ -261,14 +205,14 @@ fn ecommerce_purchase_cancel_and_stats() {
             fields(&r),
             ["order_id", "price", "product", "quantity", "sold", "stock", "total", "user"]
         );
-        assert_eq!(int(&r, "order_id"), 1);
-        assert_eq!(int(&r, "stock"), 7);
-        assert_eq!(int(&r, "sold"), 3);
-        assert_eq!(int(&r, "total"), 750);
-        assert_eq!(int(&r, "price"), 250);
-        assert_eq!(int(&r, "quantity"), 3);
-        assert_eq!(text(&r, "user"), "alice");
-        assert_eq!(text(&r, "product"), "p1");
+        assert_eq!(int_field(&r, "order_id"), 1);
+        assert_eq!(int_field(&r, "stock"), 7);
+        assert_eq!(int_field(&r, "sold"), 3);
+        assert_eq!(int_field(&r, "total"), 750);
+        assert_eq!(int_field(&r, "price"), 250);
+        assert_eq!(int_field(&r, "quantity"), 3);
+        assert_eq!(text_field(&r, "user"), "alice");
+        assert_eq!(text_field(&r, "product"), "p1");
         let r = call(
             &mut c,
             e,
@@ -277,8 +221,8 @@ fn ecommerce_purchase_cancel_and_stats() {
             &["bob", "p1", "2", "250"],
         )
         .ok();
-        assert_eq!(int(&r, "order_id"), 2);
-        assert_eq!(int(&r, "stock"), 5);
+        assert_eq!(int_field(&r, "order_id"), 2);
+        assert_eq!(int_field(&r, "stock"), 5);
         // Effects on keys.
         assert_eq!(get_int(&mut c, &key(t, "stock:p1")), 5);
         assert_eq!(get_int(&mut c, &key(t, "sold:p1")), 5);
@@ -292,15 +236,15 @@ fn ecommerce_purchase_cancel_and_stats() {
             Reply::Array(vec![Reply::Bulk(b"2".to_vec())])
         );
         let o = c.q(&["HGETALL", &key(t, "orders")]);
-        assert_eq!(text(&o, "1:status"), "placed");
-        assert_eq!(text(&o, "1:user"), "alice");
-        assert_eq!(text(&o, "1:product"), "p1");
-        assert_eq!(text(&o, "1:quantity"), "3");
-        assert_eq!(text(&o, "1:price"), "250");
-        assert_eq!(text(&o, "1:total"), "750");
-        assert_eq!(text(&o, "1:cancelled_ms"), "0");
-        assert!(text(&o, "1:created_ms").parse::<i64>().unwrap() > 1_600_000_000_000);
-        assert_eq!(text(&o, "2:user"), "bob");
+        assert_eq!(text_field(&o, "1:status"), "placed");
+        assert_eq!(text_field(&o, "1:user"), "alice");
+        assert_eq!(text_field(&o, "1:product"), "p1");
+        assert_eq!(text_field(&o, "1:quantity"), "3");
+        assert_eq!(text_field(&o, "1:price"), "250");
+        assert_eq!(text_field(&o, "1:total"), "750");
+        assert_eq!(text_field(&o, "1:cancelled_ms"), "0");
+        assert!(text_field(&o, "1:created_ms").parse::<i64>().unwrap() > 1_600_000_000_000);
+        assert_eq!(text_field(&o, "2:user"), "bob");
         let st = call(&mut c, e, "ecommerce_product_stats", &stats_keys(t), NO).ok();
         assert_eq!(
             fields(&st),
@@ -308,11 +252,11 @@ fn ecommerce_purchase_cancel_and_stats() {
         );
         assert_eq!(
             (
-                int(&st, "stock"),
-                int(&st, "sold"),
-                int(&st, "orders"),
-                int(&st, "cancelled"),
-                int(&st, "revenue")
+                int_field(&st, "stock"),
+                int_field(&st, "sold"),
+                int_field(&st, "orders"),
+                int_field(&st, "cancelled"),
+                int_field(&st, "revenue")
             ),
             (5, 5, 2, 0, 1250)
         );
@@ -323,16 +267,16 @@ fn ecommerce_purchase_cancel_and_stats() {
             fields(&r),
             ["order_id", "product", "quantity", "refund", "sold", "status", "stock", "user"]
         );
-        assert_eq!(int(&r, "order_id"), 1);
-        assert_eq!(text(&r, "status"), "cancelled");
-        assert_eq!(int(&r, "quantity"), 3);
-        assert_eq!(int(&r, "refund"), 750);
-        assert_eq!(int(&r, "stock"), 8);
-        assert_eq!(int(&r, "sold"), 2);
+        assert_eq!(int_field(&r, "order_id"), 1);
+        assert_eq!(text_field(&r, "status"), "cancelled");
+        assert_eq!(int_field(&r, "quantity"), 3);
+        assert_eq!(int_field(&r, "refund"), 750);
+        assert_eq!(int_field(&r, "stock"), 8);
+        assert_eq!(int_field(&r, "sold"), 2);
         let o = c.q(&["HGETALL", &key(t, "orders")]);
-        assert_eq!(text(&o, "1:status"), "cancelled");
-        assert!(text(&o, "1:cancelled_ms").parse::<i64>().unwrap() > 1_600_000_000_000);
-        assert_eq!(text(&o, "2:status"), "placed");
+        assert_eq!(text_field(&o, "1:status"), "cancelled");
+        assert!(text_field(&o, "1:cancelled_ms").parse::<i64>().unwrap() > 1_600_000_000_000);
+        assert_eq!(text_field(&o, "2:status"), "placed");
         expect_err(
             &mut c,
             "ecommerce_cancel",
@@ -344,11 +288,11 @@ fn ecommerce_purchase_cancel_and_stats() {
         let st = call(&mut c, e, "ecommerce_product_stats", &stats_keys(t), NO).ok();
         assert_eq!(
             (
-                int(&st, "stock"),
-                int(&st, "sold"),
-                int(&st, "orders"),
-                int(&st, "cancelled"),
-                int(&st, "revenue")
+                int_field(&st, "stock"),
+                int_field(&st, "sold"),
+                int_field(&st, "orders"),
+                int_field(&st, "cancelled"),
+                int_field(&st, "revenue")
             ),
             (8, 2, 1, 1, 500)
         );
@@ -362,7 +306,11 @@ fn ecommerce_purchase_cancel_and_stats() {
         )
         .ok();
         assert_eq!(
-            (int(&r, "stock"), int(&r, "order_id"), int(&r, "total")),
+            (
+                int_field(&r, "stock"),
+                int_field(&r, "order_id"),
+                int_field(&r, "total")
+            ),
             (0, 3, 0)
         );
         expect_err(
@@ -561,7 +509,11 @@ fn cart_add_remove_get_clear() {
         .ok();
         assert_eq!(fields(&r), ["items", "product", "quantity", "ttl"]);
         assert_eq!(
-            (int(&r, "quantity"), int(&r, "items"), int(&r, "ttl")),
+            (
+                int_field(&r, "quantity"),
+                int_field(&r, "items"),
+                int_field(&r, "ttl")
+            ),
             (2, 1, 60)
         );
         let r = call(
@@ -572,7 +524,7 @@ fn cart_add_remove_get_clear() {
             &["p1", "3", "60"],
         )
         .ok();
-        assert_eq!((int(&r, "quantity"), int(&r, "items")), (5, 1));
+        assert_eq!((int_field(&r, "quantity"), int_field(&r, "items")), (5, 1));
         // The cart never holds more than the stock.
         expect_err(
             &mut c,
@@ -592,7 +544,11 @@ fn cart_add_remove_get_clear() {
         )
         .ok();
         assert_eq!(
-            (int(&r, "quantity"), int(&r, "items"), int(&r, "ttl")),
+            (
+                int_field(&r, "quantity"),
+                int_field(&r, "items"),
+                int_field(&r, "ttl")
+            ),
             (1, 2, 120)
         );
         let ttl = c.q(&["TTL", &cart]).as_int().unwrap();
@@ -607,27 +563,31 @@ fn cart_add_remove_get_clear() {
         let g = call(&mut c, e, "cart_get", &[cart.clone(), prices.clone()], NO).ok();
         assert_eq!(fields(&g), ["items", "lines", "quantity", "total", "ttl"]);
         assert_eq!(
-            (int(&g, "lines"), int(&g, "quantity"), int(&g, "total")),
+            (
+                int_field(&g, "lines"),
+                int_field(&g, "quantity"),
+                int_field(&g, "total")
+            ),
             (2, 6, 750)
         );
-        assert!((119..=120).contains(&int(&g, "ttl")));
-        let items = get(&g, "items").as_array().unwrap().to_vec();
+        assert!((119..=120).contains(&int_field(&g, "ttl")));
+        let items = field(&g, "items").as_array().unwrap().to_vec();
         assert_eq!(items.len(), 2);
-        assert_eq!(text(&items[0], "product"), "p1");
+        assert_eq!(text_field(&items[0], "product"), "p1");
         assert_eq!(
             (
-                int(&items[0], "quantity"),
-                int(&items[0], "price"),
-                int(&items[0], "subtotal")
+                int_field(&items[0], "quantity"),
+                int_field(&items[0], "price"),
+                int_field(&items[0], "subtotal")
             ),
             (5, 100, 500)
         );
-        assert_eq!(text(&items[1], "product"), "p2");
+        assert_eq!(text_field(&items[1], "product"), "p2");
         assert_eq!(
             (
-                int(&items[1], "quantity"),
-                int(&items[1], "price"),
-                int(&items[1], "subtotal")
+                int_field(&items[1], "quantity"),
+                int_field(&items[1], "price"),
+                int_field(&items[1], "subtotal")
             ),
             (1, 250, 250)
         );
@@ -642,7 +602,11 @@ fn cart_add_remove_get_clear() {
         .ok();
         assert_eq!(fields(&r), ["items", "product", "quantity", "removed"]);
         assert_eq!(
-            (int(&r, "removed"), int(&r, "quantity"), int(&r, "items")),
+            (
+                int_field(&r, "removed"),
+                int_field(&r, "quantity"),
+                int_field(&r, "items")
+            ),
             (2, 3, 2)
         );
         let r = call(
@@ -654,7 +618,11 @@ fn cart_add_remove_get_clear() {
         )
         .ok();
         assert_eq!(
-            (int(&r, "removed"), int(&r, "quantity"), int(&r, "items")),
+            (
+                int_field(&r, "removed"),
+                int_field(&r, "quantity"),
+                int_field(&r, "items")
+            ),
             (1, 0, 1)
         );
         assert_eq!(c.q(&["HEXISTS", &cart, "p2"]), Reply::Int(0));
@@ -663,21 +631,21 @@ fn cart_add_remove_get_clear() {
 
         let r = call(&mut c, e, "cart_clear", std::slice::from_ref(&cart), NO).ok();
         assert_eq!(fields(&r), ["lines", "quantity"]);
-        assert_eq!((int(&r, "lines"), int(&r, "quantity")), (1, 3));
+        assert_eq!((int_field(&r, "lines"), int_field(&r, "quantity")), (1, 3));
         assert_eq!(c.q(&["EXISTS", &cart]), Reply::Int(0));
         let g = call(&mut c, e, "cart_get", &[cart.clone(), prices.clone()], NO).ok();
-        assert_eq!(get(&g, "items"), Reply::Array(vec![]));
+        assert_eq!(field(&g, "items"), Reply::Array(vec![]));
         assert_eq!(
             (
-                int(&g, "lines"),
-                int(&g, "quantity"),
-                int(&g, "total"),
-                int(&g, "ttl")
+                int_field(&g, "lines"),
+                int_field(&g, "quantity"),
+                int_field(&g, "total"),
+                int_field(&g, "ttl")
             ),
             (0, 0, 0, -2)
         );
         let r = call(&mut c, e, "cart_clear", std::slice::from_ref(&cart), NO).ok();
-        assert_eq!((int(&r, "lines"), int(&r, "quantity")), (0, 0));
+        assert_eq!((int_field(&r, "lines"), int_field(&r, "quantity")), (0, 0));
         // Removing the last unit deletes the cart key.
         call(
             &mut c,
@@ -907,7 +875,11 @@ fn counter_incr_sharded_incr_and_total() {
         .ok();
         assert_eq!(fields(&r), ["max", "remaining", "value"]);
         assert_eq!(
-            (int(&r, "value"), int(&r, "max"), int(&r, "remaining")),
+            (
+                int_field(&r, "value"),
+                int_field(&r, "max"),
+                int_field(&r, "remaining")
+            ),
             (3, 10, 7)
         );
         let r = call(
@@ -918,7 +890,10 @@ fn counter_incr_sharded_incr_and_total() {
             &["7", "10"],
         )
         .ok();
-        assert_eq!((int(&r, "value"), int(&r, "remaining")), (10, 0));
+        assert_eq!(
+            (int_field(&r, "value"), int_field(&r, "remaining")),
+            (10, 0)
+        );
         // Refused past the maximum, not capped: the value stays.
         expect_err(
             &mut c,
@@ -936,7 +911,7 @@ fn counter_incr_sharded_incr_and_total() {
             &["1", "11"],
         )
         .ok();
-        assert_eq!(int(&r, "value"), 11);
+        assert_eq!(int_field(&r, "value"), 11);
 
         // Sharded: the same client id always lands on the same shard.
         let sk = shards(t, 4);
@@ -945,13 +920,13 @@ fn counter_incr_sharded_incr_and_total() {
             let id = format!("client-{}", i % 10);
             let r = call(&mut c, e, "counter_sharded_incr", &sk, &[id.as_str(), "2"]).ok();
             assert_eq!(fields(&r), ["shard", "shards", "value"]);
-            assert_eq!(int(&r, "shards"), 4);
-            let shard = int(&r, "shard");
+            assert_eq!(int_field(&r, "shards"), 4);
+            let shard = int_field(&r, "shard");
             assert!((1..=4).contains(&shard));
             expected[shard as usize - 1] += 2;
-            assert_eq!(int(&r, "value"), expected[shard as usize - 1]);
+            assert_eq!(int_field(&r, "value"), expected[shard as usize - 1]);
             let again = call(&mut c, e, "counter_sharded_incr", &sk, &[id.as_str(), "1"]).ok();
-            assert_eq!(int(&again, "shard"), shard, "{id}");
+            assert_eq!(int_field(&again, "shard"), shard, "{id}");
             expected[shard as usize - 1] += 1;
         }
         assert!(
@@ -960,10 +935,10 @@ fn counter_incr_sharded_incr_and_total() {
         );
         let tot = call(&mut c, e, "counter_total", &sk, NO).ok();
         assert_eq!(fields(&tot), ["shards", "total", "values"]);
-        assert_eq!(int(&tot, "total"), 120);
-        assert_eq!(int(&tot, "shards"), 4);
+        assert_eq!(int_field(&tot, "total"), 120);
+        assert_eq!(int_field(&tot, "shards"), 4);
         assert_eq!(
-            get(&tot, "values"),
+            field(&tot, "values"),
             Reply::Array(expected.iter().map(|v| Reply::Int(*v)).collect())
         );
         for (i, k) in sk.iter().enumerate() {
@@ -973,7 +948,7 @@ fn counter_incr_sharded_incr_and_total() {
         }
         // Shard choice: first 8 hex digits of sha1(client id), modulo N, plus one.
         let tot = call(&mut c, e, "counter_total", &shards("empty", 3), NO).ok();
-        assert_eq!(int(&tot, "total"), 0);
+        assert_eq!(int_field(&tot, "total"), 0);
     }
     // Both engines choose the same shards.
     assert_eq!(
@@ -1239,8 +1214,8 @@ fn fcall_and_rx_call_give_identical_replies() {
         let r = call(&mut c2, e, "ecommerce_product_stats", &stats_keys(tag), NO);
         let arr = r.as_array().expect("RESP2 flat array").to_vec();
         assert_eq!(arr.len(), 10);
-        assert_eq!(int(&r, "stock"), 9);
-        assert_eq!(int(&r, "revenue"), 5);
+        assert_eq!(int_field(&r, "stock"), 9);
+        assert_eq!(int_field(&r, "revenue"), 5);
     }
 }
 
@@ -1278,8 +1253,8 @@ fn concurrent_purchases_never_oversell() {
                         NO,
                     )
                     .ok();
-                    assert_eq!(int(&st, "stock") + int(&st, "sold"), 100);
-                    assert!(int(&st, "stock") >= 0);
+                    assert_eq!(int_field(&st, "stock") + int_field(&st, "sold"), 100);
+                    assert!(int_field(&st, "stock") >= 0);
                 }
                 ok
             })
@@ -1297,10 +1272,10 @@ fn concurrent_purchases_never_oversell() {
     .ok();
     assert_eq!(
         (
-            int(&st, "stock"),
-            int(&st, "sold"),
-            int(&st, "orders"),
-            int(&st, "revenue")
+            int_field(&st, "stock"),
+            int_field(&st, "sold"),
+            int_field(&st, "orders"),
+            int_field(&st, "revenue")
         ),
         (0, 100, 100, 300)
     );
@@ -1341,7 +1316,7 @@ fn functions_run_in_cluster_mode_with_one_hash_tag() {
         let info = c.q(&["CLUSTER", "INFO"]);
         String::from_utf8_lossy(info.as_bytes().unwrap()).contains("cluster_state:ok")
     });
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     c.q(&["HELLO", "3"]).ok();
     seed(&mut c, "n");
     seed(&mut c, "r");

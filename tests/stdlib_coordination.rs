@@ -9,6 +9,9 @@
 
 mod common;
 
+use common::stdlib::{
+    dict, field, fields, int_field, load_natively_and_into_rx, server_now_ms, text_field,
+};
 use common::{Conn, Reply, Server};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -46,66 +49,12 @@ impl Engine {
     }
 }
 
-fn load_all(c: &mut Conn) {
-    for (name, code) in LIBS {
-        assert_eq!(
-            c.q(&["FUNCTION", "LOAD", code]),
-            Reply::Bulk(name.as_bytes().to_vec()),
-            "native FUNCTION LOAD of {name}"
-        );
-        assert_eq!(
-            c.q(&["RX.LOAD", code]),
-            Reply::Bulk(name.as_bytes().to_vec()),
-            "RX.LOAD of {name}"
-        );
-    }
-}
-
 fn call_with(c: &mut Conn, cmd: &str, f: &str, keys: &[&str], args: &[&str]) -> Reply {
     let nk = keys.len().to_string();
     let mut v: Vec<&str> = vec![cmd, f, &nk];
     v.extend_from_slice(keys);
     v.extend_from_slice(args);
     c.q(&v)
-}
-
-/// A map reply (RESP3 map, or RESP2 flat field/value array) as a dictionary.
-fn dict(r: &Reply) -> BTreeMap<String, Reply> {
-    let pairs: Vec<(Reply, Reply)> = match r {
-        Reply::Map(v) => v.clone(),
-        Reply::Array(v) if v.len() % 2 == 0 => {
-            v.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect()
-        }
-        _ => panic!("expected a map reply, got {r:?}"),
-    };
-    let mut m = BTreeMap::new();
-    for (k, v) in pairs {
-        let k = k
-            .as_str()
-            .unwrap_or_else(|| panic!("map key {k:?}"))
-            .to_string();
-        assert!(m.insert(k.clone(), v).is_none(), "duplicate field {k}");
-    }
-    m
-}
-
-fn get(r: &Reply, field: &str) -> Reply {
-    dict(r)
-        .remove(field)
-        .unwrap_or_else(|| panic!("no field {field} in {r:?}"))
-}
-
-fn int(r: &Reply, field: &str) -> i64 {
-    get(r, field)
-        .as_int()
-        .unwrap_or_else(|| panic!("field {field} of {r:?} is not an integer"))
-}
-
-fn text(r: &Reply, field: &str) -> String {
-    get(r, field)
-        .as_str()
-        .unwrap_or_else(|| panic!("field {field} of {r:?} is not text"))
-        .to_string()
 }
 
 fn strs(r: &Reply) -> Vec<String> {
@@ -116,18 +65,9 @@ fn strs(r: &Reply) -> Vec<String> {
         .collect()
 }
 
-fn fields(r: &Reply) -> Vec<String> {
-    dict(r).keys().cloned().collect()
-}
-
 #[track_caller]
 fn assert_err(r: &Reply, want: &str) {
     assert_eq!(r.err_text(), Some(want), "reply {r:?}");
-}
-
-fn now_ms(c: &mut Conn) -> i64 {
-    let t = strs(&c.q(&["TIME"]));
-    t[0].parse::<i64>().unwrap() * 1000 + t[1].parse::<i64>().unwrap() / 1000
 }
 
 fn sha1hex(c: &mut Conn, s: &str) -> String {
@@ -212,7 +152,7 @@ fn both_engines(scenario: fn(&mut Run)) {
     let s = Server::start();
     let mut c = s.conn();
     c.q(&["HELLO", "3"]).ok();
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     let mut logs = Vec::new();
     for e in [Engine::Native, Engine::Rx] {
         let mut run = Run::new(&mut c, e);
@@ -233,7 +173,7 @@ fn both_engines(scenario: fn(&mut Run)) {
 fn libraries_load_natively_and_into_rx_with_the_same_functions_and_flags() {
     let s = Server::start();
     let mut c = s.conn();
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     let expected: [(&str, &[&str], &[&str]); 3] = [
         (
             "workflow",
@@ -313,10 +253,10 @@ fn libraries_load_natively_and_into_rx_with_the_same_functions_and_flags() {
         "1000",
     ]);
     assert!(matches!(r, Reply::Array(ref v) if v.len() == 8), "{r:?}");
-    assert_eq!(int(&r, "acquired"), 1);
+    assert_eq!(int_field(&r, "acquired"), 1);
     let r = c.q(&["FCALL", "lock_release", "1", "{t}:l", "me"]);
     assert!(matches!(r, Reply::Array(ref v) if v.len() == 6), "{r:?}");
-    assert_eq!(int(&r, "released"), 1);
+    assert_eq!(int_field(&r, "released"), 1);
     // Write functions are refused by the read-only variants; workflow_state is allowed.
     for e in [Engine::Native, Engine::Rx] {
         let r = call_with(
@@ -348,17 +288,17 @@ fn workflow_scenario(r: &mut Run) {
     let default_json = "{\"created\":[\"running\",\"cancelled\"],\"running\":[\"paused\",\"completed\",\"failed\",\"cancelled\"],\"paused\":[\"running\",\"cancelled\"],\"completed\":[],\"failed\":[],\"cancelled\":[]}";
 
     // create: success with the default table
-    let before = now_ms(r.c);
+    let before = server_now_ms(r.c);
     let x = r.call("workflow_create", &[w, h], &["job-1", "created"]);
     assert_eq!(
         fields(&x),
         ["allowed", "history_limit", "id", "state", "version"]
     );
-    assert_eq!(text(&x, "id"), "job-1");
-    assert_eq!(text(&x, "state"), "created");
-    assert_eq!(int(&x, "version"), 0);
-    assert_eq!(int(&x, "history_limit"), 100);
-    assert_eq!(strs(&get(&x, "allowed")), ["running", "cancelled"]);
+    assert_eq!(text_field(&x, "id"), "job-1");
+    assert_eq!(text_field(&x, "state"), "created");
+    assert_eq!(int_field(&x, "version"), 0);
+    assert_eq!(int_field(&x, "history_limit"), 100);
+    assert_eq!(strs(&field(&x, "allowed")), ["running", "cancelled"]);
     assert_eq!(r.q(&["HGET", w, "state"]).as_str(), Some("created"));
     assert_eq!(
         r.q(&["HGET", w, "transitions"]).as_str(),
@@ -370,7 +310,7 @@ fn workflow_scenario(r: &mut Run) {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(created_at >= before && created_at <= now_ms(r.c));
+    assert!(created_at >= before && created_at <= server_now_ms(r.c));
     assert_eq!(r.int(&["EXISTS", h]), 0);
 
     // create: every validation error, none of which writes
@@ -455,11 +395,11 @@ fn workflow_scenario(r: &mut Run) {
     // transition: success path and its effects
     let x = r.call("workflow_transition", &[w, h], &["running"]);
     assert_eq!(fields(&x), ["allowed", "from", "id", "state", "version"]);
-    assert_eq!(text(&x, "from"), "created");
-    assert_eq!(text(&x, "state"), "running");
-    assert_eq!(int(&x, "version"), 1);
+    assert_eq!(text_field(&x, "from"), "created");
+    assert_eq!(text_field(&x, "state"), "running");
+    assert_eq!(int_field(&x, "version"), 1);
     assert_eq!(
-        strs(&get(&x, "allowed")),
+        strs(&field(&x, "allowed")),
         ["paused", "completed", "failed", "cancelled"]
     );
     assert_eq!(r.q(&["HGET", w, "state"]).as_str(), Some("running"));
@@ -517,12 +457,12 @@ fn workflow_scenario(r: &mut Run) {
 
     // more transitions, with the compare-and-set form
     let x = r.call("workflow_transition", &[w, h], &["paused", "running"]);
-    assert_eq!(int(&x, "version"), 2);
-    assert_eq!(strs(&get(&x, "allowed")), ["running", "cancelled"]);
+    assert_eq!(int_field(&x, "version"), 2);
+    assert_eq!(strs(&field(&x, "allowed")), ["running", "cancelled"]);
     r.call("workflow_transition", &[w, h], &["running"]).ok();
     let x = r.call("workflow_transition", &[w, h], &["completed"]);
-    assert_eq!(int(&x, "version"), 4);
-    assert_eq!(get(&x, "allowed"), Reply::Array(vec![]));
+    assert_eq!(int_field(&x, "version"), 4);
+    assert_eq!(field(&x, "allowed"), Reply::Array(vec![]));
     assert_err(
         &r.call("workflow_transition", &[w, h], &["cancelled"]),
         "ERR invalid transition from completed to cancelled",
@@ -556,8 +496,8 @@ fn workflow_scenario(r: &mut Run) {
             "2",
         ],
     );
-    assert_eq!(int(&x, "history_limit"), 2);
-    assert_eq!(strs(&get(&x, "allowed")), ["review"]);
+    assert_eq!(int_field(&x, "history_limit"), 2);
+    assert_eq!(strs(&field(&x, "allowed")), ["review"]);
     for to in ["review", "draft", "review", "published"] {
         r.call("workflow_transition", &[w2, h2], &[to]).ok();
     }
@@ -578,7 +518,7 @@ fn workflow_scenario(r: &mut Run) {
         &[&w3, &h3],
         &["d2", "published", "{\"draft\":[\"published\"]}", "1"],
     );
-    assert_eq!(get(&x, "allowed"), Reply::Array(vec![]));
+    assert_eq!(field(&x, "allowed"), Reply::Array(vec![]));
 
     // state (read-only; also through the _RO commands)
     let x = r.call_ro("workflow_state", &[w, h], &[]);
@@ -595,15 +535,15 @@ fn workflow_scenario(r: &mut Run) {
             "version"
         ]
     );
-    assert_eq!(text(&x, "state"), "completed");
-    assert_eq!(int(&x, "version"), 4);
-    assert_eq!(int(&x, "created_at"), created_at);
-    assert!(int(&x, "updated_at") >= created_at);
-    assert_eq!(strs(&get(&x, "history")), hist_of(r, h, 4));
+    assert_eq!(text_field(&x, "state"), "completed");
+    assert_eq!(int_field(&x, "version"), 4);
+    assert_eq!(int_field(&x, "created_at"), created_at);
+    assert!(int_field(&x, "updated_at") >= created_at);
+    assert_eq!(strs(&field(&x, "history")), hist_of(r, h, 4));
     let x = r.call("workflow_state", &[w, h], &["1"]);
-    assert_eq!(strs(&get(&x, "history")), hist_of(r, h, 1));
+    assert_eq!(strs(&field(&x, "history")), hist_of(r, h, 1));
     let x = r.call("workflow_state", &[w, h], &["0"]);
-    assert_eq!(get(&x, "history"), Reply::Array(vec![]));
+    assert_eq!(field(&x, "history"), Reply::Array(vec![]));
     for bad in ["-1", "x", "1001", "01"] {
         assert_err(
             &r.call("workflow_state", &[w, h], &[bad]),
@@ -679,15 +619,15 @@ fn session_scenario(r: &mut Run) {
     let id2 = sha1hex(r.c, "2:alice");
 
     // create
-    let before = now_ms(r.c);
+    let before = server_now_ms(r.c);
     let x = r.call("session_create", &[seq, s], &["alice", "100", "hello"]);
     assert_eq!(fields(&x), ["expires_at", "id", "sessions", "ttl", "user"]);
-    assert_eq!(text(&x, "id"), id1);
-    assert_eq!(text(&x, "user"), "alice");
-    assert_eq!(int(&x, "ttl"), 100);
-    assert_eq!(int(&x, "sessions"), 1);
-    let exp1 = int(&x, "expires_at");
-    assert!(exp1 >= before + 100_000 && exp1 <= now_ms(r.c) + 100_000);
+    assert_eq!(text_field(&x, "id"), id1);
+    assert_eq!(text_field(&x, "user"), "alice");
+    assert_eq!(int_field(&x, "ttl"), 100);
+    assert_eq!(int_field(&x, "sessions"), 1);
+    let exp1 = int_field(&x, "expires_at");
+    assert!(exp1 >= before + 100_000 && exp1 <= server_now_ms(r.c) + 100_000);
     assert_eq!(r.q(&["GET", seq]).as_str(), Some("1"));
     assert_eq!(r.q(&["HGET", s, "user"]).as_str(), Some("alice"));
     assert_eq!(
@@ -703,8 +643,8 @@ fn session_scenario(r: &mut Run) {
     assert!(pttl > 95_000 && pttl <= 100_000, "{pttl}");
 
     let x = r.call("session_create", &[seq, s], &["alice", "10"]);
-    assert_eq!(text(&x, "id"), id2);
-    assert_eq!(int(&x, "sessions"), 2);
+    assert_eq!(text_field(&x, "id"), id2);
+    assert_eq!(int_field(&x, "sessions"), 2);
     assert_eq!(r.q(&["HGET", s, &format!("d:{id2}")]).as_str(), Some(""));
     // the key lives as long as its longest-lived session
     assert!(r.int(&["PTTL", s]) > 90_000);
@@ -781,12 +721,12 @@ fn session_scenario(r: &mut Run) {
         fields(&x),
         ["data", "expires_at", "found", "id", "ttl", "user"]
     );
-    assert_eq!(int(&x, "found"), 1);
-    assert_eq!(text(&x, "id"), id1);
-    assert_eq!(text(&x, "user"), "alice");
-    assert_eq!(text(&x, "data"), "hello");
-    assert_eq!(int(&x, "ttl"), 100);
-    let exp = int(&x, "expires_at");
+    assert_eq!(int_field(&x, "found"), 1);
+    assert_eq!(text_field(&x, "id"), id1);
+    assert_eq!(text_field(&x, "user"), "alice");
+    assert_eq!(text_field(&x, "data"), "hello");
+    assert_eq!(int_field(&x, "ttl"), 100);
+    let exp = int_field(&x, "expires_at");
     assert!(exp >= exp1);
     assert_eq!(
         r.q(&["HGET", s, &format!("e:{id1}")]).as_str(),
@@ -802,7 +742,7 @@ fn session_scenario(r: &mut Run) {
         ])
     );
     let x = r.call("session_get", &[none], &[&id1]);
-    assert_eq!(int(&x, "found"), 0);
+    assert_eq!(int_field(&x, "found"), 0);
     assert_eq!(r.int(&["EXISTS", none]), 0);
     // get: errors
     assert_err(
@@ -833,15 +773,18 @@ fn session_scenario(r: &mut Run) {
     // destroy
     let x = r.call("session_destroy", &[s], &[&id2]);
     assert_eq!(fields(&x), ["destroyed", "id", "sessions"]);
-    assert_eq!(int(&x, "destroyed"), 1);
-    assert_eq!(int(&x, "sessions"), 1);
+    assert_eq!(int_field(&x, "destroyed"), 1);
+    assert_eq!(int_field(&x, "sessions"), 1);
     assert_eq!(r.int(&["HEXISTS", s, &format!("d:{id2}")]), 0);
     assert_eq!(r.int(&["HLEN", s]), 4);
     let x = r.call("session_destroy", &[s], &[&id2]);
-    assert_eq!(int(&x, "destroyed"), 0);
-    assert_eq!(int(&x, "sessions"), 1);
+    assert_eq!(int_field(&x, "destroyed"), 0);
+    assert_eq!(int_field(&x, "sessions"), 1);
     let x = r.call("session_destroy", &[none], &[&id2]);
-    assert_eq!((int(&x, "destroyed"), int(&x, "sessions")), (0, 0));
+    assert_eq!(
+        (int_field(&x, "destroyed"), int_field(&x, "sessions")),
+        (0, 0)
+    );
     assert_eq!(r.int(&["EXISTS", none]), 0);
     assert_err(
         &r.call("session_destroy", &[s], &[""]),
@@ -860,7 +803,7 @@ fn session_scenario(r: &mut Run) {
         "ERR session key holds the wrong kind of value",
     );
     let x = r.call("session_get", &[s], &[&id2]);
-    assert_eq!(int(&x, "found"), 0);
+    assert_eq!(int_field(&x, "found"), 0);
 
     // destroy_all
     r.call("session_create", &[seq, s], &["alice", "50", "third"])
@@ -888,13 +831,13 @@ fn session_scenario(r: &mut Run) {
     );
     assert_eq!(r.int(&["EXISTS", s]), 0);
     let x = r.call("session_destroy_all", &[s], &[]);
-    assert_eq!(int(&x, "destroyed"), 0);
-    assert_eq!(int(&r.call("session_get", &[s], &[&id1]), "found"), 0);
+    assert_eq!(int_field(&x, "destroyed"), 0);
+    assert_eq!(int_field(&r.call("session_get", &[s], &[&id1]), "found"), 0);
     // ids are never reused: the counter survives destroy_all
     assert_eq!(r.q(&["GET", seq]).as_str(), Some("3"));
     let x = r.call("session_create", &[seq, s], &["alice", "5"]);
-    assert_eq!(text(&x, "id"), sha1hex(r.c, "4:alice"));
-    assert_eq!(int(&x, "sessions"), 1);
+    assert_eq!(text_field(&x, "id"), sha1hex(r.c, "4:alice"));
+    assert_eq!(int_field(&x, "sessions"), 1);
     // a binary-safe, odd user name
     let odd = r.key("sessions:odd");
     let x = r.call(
@@ -902,11 +845,11 @@ fn session_scenario(r: &mut Run) {
         &[seq, &odd],
         &["a:b\r\n\u{e9}", "5", "d\0x"],
     );
-    let id = text(&x, "id");
+    let id = text_field(&x, "id");
     assert_eq!(id, sha1hex(r.c, "5:a:b\r\n\u{e9}"));
     let x = r.call("session_get", &[&odd], &[&id]);
-    assert_eq!(get(&x, "data"), Reply::Bulk(b"d\0x".to_vec()));
-    assert_eq!(text(&x, "user"), "a:b\r\n\u{e9}");
+    assert_eq!(field(&x, "data"), Reply::Bulk(b"d\0x".to_vec()));
+    assert_eq!(text_field(&x, "user"), "a:b\r\n\u{e9}");
 }
 
 #[test]
@@ -918,7 +861,7 @@ fn session_create_get_destroy_and_errors_match_between_fcall_and_rx_call() {
 fn sessions_slide_on_get_and_expire_when_idle() {
     let s = Server::start();
     let mut c = s.conn();
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     let mut ids = Vec::new();
     for e in [Engine::Native, Engine::Rx] {
         let (seq, key) = (format!("{}:seq", e.tag()), format!("{}:s", e.tag()));
@@ -936,25 +879,31 @@ fn sessions_slide_on_get_and_expire_when_idle() {
             &[&seq, &key],
             &["u", "1"],
         );
-        ids.push((e, seq, key, text(&keep, "id"), text(&idle, "id")));
+        ids.push((
+            e,
+            seq,
+            key,
+            text_field(&keep, "id"),
+            text_field(&idle, "id"),
+        ));
     }
     std::thread::sleep(Duration::from_millis(600));
     for (e, _, key, keep, _) in &ids {
         let x = call_with(&mut c, e.fcall(), "session_get", &[key], &[keep]);
-        assert_eq!(int(&x, "found"), 1, "{e:?}");
+        assert_eq!(int_field(&x, "found"), 1, "{e:?}");
     }
     std::thread::sleep(Duration::from_millis(600));
     // 1.2 s after creation: the idle session is gone, the one read at 0.6 s is alive
     for (e, _, key, keep, idle) in &ids {
         let x = call_with(&mut c, e.fcall(), "session_get", &[key], &[idle]);
-        assert_eq!(int(&x, "found"), 0, "{e:?}");
+        assert_eq!(int_field(&x, "found"), 0, "{e:?}");
         assert_eq!(
             c.q(&["HEXISTS", key, &format!("d:{idle}")]),
             Reply::Int(0),
             "pruned"
         );
         let x = call_with(&mut c, e.fcall(), "session_get", &[key], &[keep]);
-        assert_eq!(int(&x, "found"), 1, "{e:?}");
+        assert_eq!(int_field(&x, "found"), 1, "{e:?}");
     }
     std::thread::sleep(Duration::from_millis(1150));
     for (e, seq, key, keep, _) in &ids {
@@ -964,7 +913,7 @@ fn sessions_slide_on_get_and_expire_when_idle() {
             "{e:?}: key expired with its last session"
         );
         let x = call_with(&mut c, e.fcall(), "session_get", &[key], &[keep]);
-        assert_eq!(int(&x, "found"), 0, "{e:?}");
+        assert_eq!(int_field(&x, "found"), 0, "{e:?}");
         assert_eq!(c.q(&["GET", seq]).as_str(), Some("2"));
     }
 }
@@ -985,10 +934,10 @@ fn lock_scenario(r: &mut Run) {
     assert_eq!(fields(&x), ["acquired", "fence", "holds", "ttl"]);
     assert_eq!(
         (
-            int(&x, "acquired"),
-            int(&x, "fence"),
-            int(&x, "holds"),
-            int(&x, "ttl")
+            int_field(&x, "acquired"),
+            int_field(&x, "fence"),
+            int_field(&x, "holds"),
+            int_field(&x, "ttl")
         ),
         (1, 1, 1, 10000)
     );
@@ -1002,10 +951,10 @@ fn lock_scenario(r: &mut Run) {
     let x = r.call("lock_acquire", &[l, f], &["A", "20000"]);
     assert_eq!(
         (
-            int(&x, "acquired"),
-            int(&x, "fence"),
-            int(&x, "holds"),
-            int(&x, "ttl")
+            int_field(&x, "acquired"),
+            int_field(&x, "fence"),
+            int_field(&x, "holds"),
+            int_field(&x, "ttl")
         ),
         (1, 1, 2, 20000)
     );
@@ -1014,8 +963,8 @@ fn lock_scenario(r: &mut Run) {
     // another owner: not acquired, told how long to wait, nothing changes
     let x = r.call("lock_acquire", &[l, f], &["B", "10000"]);
     assert_eq!(fields(&x), ["acquired", "ttl"]);
-    assert_eq!(int(&x, "acquired"), 0);
-    let wait = int(&x, "ttl");
+    assert_eq!(int_field(&x, "acquired"), 0);
+    let wait = int_field(&x, "ttl");
     assert!(wait > 10000 && wait <= 20000, "{wait}");
     assert_eq!(r.q(&["HGET", l, "owner"]).as_str(), Some("A"));
     assert_eq!(r.q(&["HGET", l, "holds"]).as_str(), Some("2"));
@@ -1034,10 +983,10 @@ fn lock_scenario(r: &mut Run) {
     assert_eq!(fields(&x), ["extended", "fence", "holds", "ttl"]);
     assert_eq!(
         (
-            int(&x, "extended"),
-            int(&x, "fence"),
-            int(&x, "holds"),
-            int(&x, "ttl")
+            int_field(&x, "extended"),
+            int_field(&x, "fence"),
+            int_field(&x, "holds"),
+            int_field(&x, "ttl")
         ),
         (1, 1, 2, 30000)
     );
@@ -1048,13 +997,21 @@ fn lock_scenario(r: &mut Run) {
     let x = r.call("lock_release", &[l], &["A"]);
     assert_eq!(fields(&x), ["fence", "holds", "released"]);
     assert_eq!(
-        (int(&x, "released"), int(&x, "holds"), int(&x, "fence")),
+        (
+            int_field(&x, "released"),
+            int_field(&x, "holds"),
+            int_field(&x, "fence")
+        ),
         (0, 1, 1)
     );
     assert_eq!(r.q(&["HGET", l, "holds"]).as_str(), Some("1"));
     let x = r.call("lock_release", &[l], &["A"]);
     assert_eq!(
-        (int(&x, "released"), int(&x, "holds"), int(&x, "fence")),
+        (
+            int_field(&x, "released"),
+            int_field(&x, "holds"),
+            int_field(&x, "fence")
+        ),
         (1, 0, 1)
     );
     assert_eq!(r.int(&["EXISTS", l]), 0);
@@ -1070,7 +1027,11 @@ fn lock_scenario(r: &mut Run) {
     // the next holder gets a larger fencing token
     let x = r.call("lock_acquire", &[l, f], &["B", "10000"]);
     assert_eq!(
-        (int(&x, "acquired"), int(&x, "fence"), int(&x, "holds")),
+        (
+            int_field(&x, "acquired"),
+            int_field(&x, "fence"),
+            int_field(&x, "holds")
+        ),
         (1, 2, 1)
     );
 
@@ -1180,7 +1141,7 @@ fn lock_scenario(r: &mut Run) {
     assert_eq!(r.q(&["HGET", l, "owner"]).as_str(), Some("B"));
     assert_eq!(r.q(&["HGET", l, "holds"]).as_str(), Some("1"));
     let x = r.call("lock_release", &[l], &["B"]);
-    assert_eq!(int(&x, "released"), 1);
+    assert_eq!(int_field(&x, "released"), 1);
 }
 
 #[test]
@@ -1192,16 +1153,20 @@ fn lock_acquire_release_extend_and_errors_match_between_fcall_and_rx_call() {
 fn an_expired_lock_can_be_taken_by_another_owner_with_a_larger_fence() {
     let s = Server::start();
     let mut c = s.conn();
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     for e in [Engine::Native, Engine::Rx] {
         let (l, f) = (format!("{}:l", e.tag()), format!("{}:f", e.tag()));
         let x = call_with(&mut c, e.fcall(), "lock_acquire", &[&l, &f], &["A", "100"]);
-        assert_eq!(int(&x, "fence"), 1);
+        assert_eq!(int_field(&x, "fence"), 1);
         let x = call_with(&mut c, e.fcall(), "lock_acquire", &[&l, &f], &["B", "100"]);
-        assert_eq!(int(&x, "acquired"), 0);
+        assert_eq!(int_field(&x, "acquired"), 0);
         std::thread::sleep(Duration::from_millis(150));
         let x = call_with(&mut c, e.fcall(), "lock_acquire", &[&l, &f], &["B", "100"]);
-        assert_eq!((int(&x, "acquired"), int(&x, "fence")), (1, 2), "{e:?}");
+        assert_eq!(
+            (int_field(&x, "acquired"), int_field(&x, "fence")),
+            (1, 2),
+            "{e:?}"
+        );
         assert_err(
             &call_with(&mut c, e.fcall(), "lock_release", &[&l], &["A"]),
             "ERR lock is held by another owner",
@@ -1215,7 +1180,7 @@ fn a_lock_is_never_held_by_two_owners_at_once() {
     const ROUNDS: usize = 100;
     let s = Server::start();
     let mut c = s.conn();
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     let port = s.port();
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -1235,8 +1200,8 @@ fn a_lock_is_never_held_by_two_owners_at_once() {
                             &me,
                             "10000",
                         ]);
-                        if int(&x, "acquired") == 1 {
-                            break int(&x, "fence");
+                        if int_field(&x, "acquired") == 1 {
+                            break int_field(&x, "fence");
                         }
                         tries += 1;
                         assert!(tries < 200_000, "{me} starved in round {round}");
@@ -1262,12 +1227,12 @@ fn a_lock_is_never_held_by_two_owners_at_once() {
                         &me,
                         "10000",
                     ]);
-                    assert_eq!((int(&x, "fence"), int(&x, "holds")), (fence, 2));
+                    assert_eq!((int_field(&x, "fence"), int_field(&x, "holds")), (fence, 2));
                     let x = c.q(&["RX.CALL", "lock_release", "1", "{t}:lock", &me]);
-                    assert_eq!(int(&x, "released"), 0);
+                    assert_eq!(int_field(&x, "released"), 0);
                     assert_eq!(c.q(&["DECR", "{t}:inside"]), Reply::Int(0));
                     let x = c.q(&["RX.CALL", "lock_release", "1", "{t}:lock", &me]);
-                    assert_eq!(int(&x, "released"), 1);
+                    assert_eq!(int_field(&x, "released"), 1);
                     fences.push(fence);
                 }
                 fences
@@ -1299,7 +1264,7 @@ fn a_lock_is_never_held_by_two_owners_at_once() {
 fn every_function_touches_only_the_keys_it_is_given() {
     let s = Server::start();
     let mut c = s.conn();
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     assert_eq!(c.q(&["DBSIZE"]), Reply::Int(0));
     let mut passed: BTreeSet<String> = BTreeSet::new();
     for e in [Engine::Native, Engine::Rx] {
@@ -1331,7 +1296,7 @@ fn every_function_touches_only_the_keys_it_is_given() {
         }
         call(&mut c, "workflow_state", &[&w, &h], &["5"]);
         let x = call(&mut c, "session_create", &[&seq, &sess], &["u", "100", "d"]);
-        let id = text(&x, "id");
+        let id = text_field(&x, "id");
         call(&mut c, "session_create", &[&seq, &sess], &["u", "100"]);
         call(&mut c, "session_get", &[&sess], &[&id]);
         call(&mut c, "session_destroy", &[&sess], &[&id]);

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::stdlib::{call_function, load_natively_and_into_rx};
 use common::{Conn, Reply, Server};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};
@@ -17,35 +18,18 @@ const CACHE: &str = include_str!("../lua-stdlib/cache.lua");
 const RATELIMIT: &str = include_str!("../lua-stdlib/ratelimit.lua");
 const QUEUE: &str = include_str!("../lua-stdlib/queue.lua");
 
+const NO: &[&str] = &[];
+
+const LIBS: [(&str, &str); 3] = [("cache", CACHE), ("ratelimit", RATELIMIT), ("queue", QUEUE)];
+
 type Map = BTreeMap<String, Reply>;
 type Out = Result<Map, String>;
-
-fn load_all(c: &mut Conn) {
-    for (lib, name) in [(CACHE, "cache"), (RATELIMIT, "ratelimit"), (QUEUE, "queue")] {
-        for load in ["FUNCTION", "RX.LOAD"] {
-            let r = if load == "FUNCTION" {
-                c.q(&["FUNCTION", "LOAD", "REPLACE", lib])
-            } else {
-                c.q(&["RX.LOAD", "REPLACE", lib])
-            };
-            assert_eq!(r, Reply::Bulk(name.as_bytes().to_vec()), "{load} {name}");
-        }
-    }
-}
 
 fn start() -> (Server, Conn) {
     let s = Server::start();
     let mut c = s.conn();
-    load_all(&mut c);
+    load_natively_and_into_rx(&mut c, &LIBS);
     (s, c)
-}
-
-fn call(c: &mut Conn, cmd: &str, f: &str, keys: &[&str], args: &[&str]) -> Reply {
-    let nk = keys.len().to_string();
-    let mut v: Vec<&str> = vec![cmd, f, &nk];
-    v.extend_from_slice(keys);
-    v.extend_from_slice(args);
-    c.q(&v)
 }
 
 /// A map reply (RESP3 map or RESP2 flat field/value array) as field -> value.
@@ -205,7 +189,7 @@ fn differential(
                     }
                     let k: Vec<&str> = stp.keys.iter().map(|s| s.as_str()).collect();
                     let a: Vec<&str> = stp.args.iter().map(|s| s.as_str()).collect();
-                    norm(call(&mut c, cmd, stp.f, &k, &a))
+                    norm(call_function(&mut c, cmd, stp.f, &k, &a))
                 })
                 .collect();
             let snap = snapshot(&mut s.conn());
@@ -244,7 +228,7 @@ fn assert_errors(s: &Server, setup: &[&[&str]], cases: &[(&str, &[&str], &[&str]
     let before = snapshot(&mut c);
     for (f, keys, args, want) in cases {
         for cmd in ["FCALL", "RX.CALL"] {
-            let r = call(&mut c, cmd, f, keys, args);
+            let r = call_function(&mut c, cmd, f, keys, args);
             assert_eq!(
                 r.err_text(),
                 Some(*want),
@@ -331,7 +315,7 @@ fn libraries_load_natively_and_into_rx_with_honest_flags() {
     }
     // Read-only functions run through FCALL_RO / RX.CALL_RO; writers are refused there.
     for cmd in ["FCALL_RO", "RX.CALL_RO"] {
-        let r = call(
+        let r = call_function(
             &mut c,
             cmd,
             "ratelimit_status",
@@ -339,7 +323,7 @@ fn libraries_load_natively_and_into_rx_with_honest_flags() {
             &["token_bucket", "5", "1", "0"],
         );
         assert_eq!(int(ok(&norm(r)), "remaining"), 5);
-        let r = call(
+        let r = call_function(
             &mut c,
             cmd,
             "ratelimit_token_bucket",
@@ -1020,7 +1004,7 @@ fn cache_entries_expire_and_dependency_sets_outlive_their_dependents() {
     let (_s, mut c) = start();
     for cmd in ["FCALL", "RX.CALL"] {
         c.q(&["FLUSHALL"]).ok();
-        norm(call(
+        norm(call_function(
             &mut c,
             cmd,
             "cache_set",
@@ -1028,7 +1012,7 @@ fn cache_entries_expire_and_dependency_sets_outlive_their_dependents() {
             &["s", "150"],
         ))
         .unwrap();
-        norm(call(
+        norm(call_function(
             &mut c,
             cmd,
             "cache_set",
@@ -1036,7 +1020,7 @@ fn cache_entries_expire_and_dependency_sets_outlive_their_dependents() {
             &["l", "60000"],
         ))
         .unwrap();
-        norm(call(
+        norm(call_function(
             &mut c,
             cmd,
             "cache_set",
@@ -1050,17 +1034,38 @@ fn cache_entries_expire_and_dependency_sets_outlive_their_dependents() {
             "{cmd}: the dependency set keeps the longest TTL ({pttl})"
         );
         std::thread::sleep(Duration::from_millis(250));
-        let g = norm(call(&mut c, cmd, "cache_get", &["{c}:short", "{c}:d"], &[])).unwrap();
+        let g = norm(call_function(
+            &mut c,
+            cmd,
+            "cache_get",
+            &["{c}:short", "{c}:d"],
+            NO,
+        ))
+        .unwrap();
         assert_eq!((int(&g, "hit"), int(&g, "ttl_ms")), (0, -2), "{cmd}");
-        let g = norm(call(&mut c, cmd, "cache_get", &["{c}:long", "{c}:d"], &[])).unwrap();
+        let g = norm(call_function(
+            &mut c,
+            cmd,
+            "cache_get",
+            &["{c}:long", "{c}:d"],
+            NO,
+        ))
+        .unwrap();
         assert_eq!(int(&g, "hit"), 1, "{cmd}");
         // Expired members stay listed; invalidation takes them too and deletes what exists.
-        let d = norm(call(&mut c, cmd, "cache_dependents", &["{c}:d"], &[])).unwrap();
+        let d = norm(call_function(
+            &mut c,
+            cmd,
+            "cache_dependents",
+            &["{c}:d"],
+            NO,
+        ))
+        .unwrap();
         assert_eq!(int(&d, "count"), 3);
         let keys: Vec<String> = strs(&d, "dependents");
         let mut all = vec!["{c}:d"];
         all.extend(keys.iter().map(|s| s.as_str()));
-        let i = norm(call(&mut c, cmd, "cache_invalidate", &all, &[])).unwrap();
+        let i = norm(call_function(&mut c, cmd, "cache_invalidate", &all, NO)).unwrap();
         assert_eq!((int(&i, "dependents"), int(&i, "deleted")), (3, 1), "{cmd}");
         assert_eq!(c.q(&["DBSIZE"]), Reply::Int(0));
     }
@@ -1211,7 +1216,7 @@ fn hammer(
                 let start = Instant::now();
                 let mut allowed = 0;
                 while start.elapsed() < dur {
-                    let m = norm(call(&mut c, cmd, f, &[&key], &a)).unwrap();
+                    let m = norm(call_function(&mut c, cmd, f, &[&key], &a)).unwrap();
                     allowed += int(&m, "allowed");
                 }
                 allowed
@@ -1302,8 +1307,14 @@ fn claimed_queue_items_are_delivered_exactly_once_to_concurrent_consumers() {
                     let mut got: Vec<(String, i64)> = Vec::new();
                     barrier.wait();
                     loop {
-                        let m =
-                            norm(call(&mut c, cmd, "queue_claim", &kr, &["3", "60000"])).unwrap();
+                        let m = norm(call_function(
+                            &mut c,
+                            cmd,
+                            "queue_claim",
+                            &kr,
+                            &["3", "60000"],
+                        ))
+                        .unwrap();
                         let items = strs(&m, "items");
                         let prios = m["priorities"].as_array().unwrap().to_vec();
                         if items.is_empty() {
@@ -1333,9 +1344,9 @@ fn claimed_queue_items_are_delivered_exactly_once_to_concurrent_consumers() {
         let kr: Vec<&str> = k.iter().map(|s| s.as_str()).collect();
         let mut ack = vec![];
         ack.extend(names.iter().copied());
-        let a = norm(call(&mut c, cmd, "queue_ack", &kr, &ack)).unwrap();
+        let a = norm(call_function(&mut c, cmd, "queue_ack", &kr, &ack)).unwrap();
         assert_eq!((int(&a, "acked"), int(&a, "missing")), (200, 0));
-        let st = norm(call(&mut c, cmd, "queue_stats", &kr, &[])).unwrap();
+        let st = norm(call_function(&mut c, cmd, "queue_stats", &kr, NO)).unwrap();
         assert_eq!(
             [
                 "length",
@@ -1366,7 +1377,7 @@ fn every_function_touches_only_the_keys_it_is_given() {
             for k in keys {
                 assert!(k.starts_with("{t}:"));
             }
-            norm(call(c, cmd, f, keys, args))
+            norm(call_function(c, cmd, f, keys, args))
         };
         run(
             &mut c,

@@ -15,6 +15,9 @@ pub mod differential;
 /// A real Redis Cluster of RX nodes, for tests/cluster.rs.
 pub mod cluster;
 
+/// Loading libraries both ways and reading map replies, for the stdlib tests.
+pub mod stdlib;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
