@@ -106,8 +106,11 @@ for s in "${SERVERS[@]}"; do
     failed=$(sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\2/p' "$tl" | tail -n1)
     passed=${passed:-0}; failed=${failed:-0}
     total=$((passed + failed))
-    # The differential runners' own count: "199 cases, 2876 commands compared, 29 failures".
-    diffs=$(sed -n 's/^[0-9]* cases, [0-9]* commands compared, \([0-9]*\) failures$/\1/p' "$tl" | tail -n1)
+    # The differential runners' own counts, one per corpus file that failed (libtest shows
+    # a passing test's output only with --nocapture): "30 cases, 448 commands compared,
+    # 2 failures". Their sum.
+    diffs=$(sed -n 's/^[0-9]* cases, [0-9]* commands compared, \([0-9]*\) failures$/\1/p' "$tl" |
+      awk '{ n += $1 } END { if (NR) print n }')
     probe=$(sed -n 's/^differential: .*native sandbox: //p' "$tl" | head -n1)
     [ -n "$probe" ] && [ -z "${PROBE[$s]:-}" ] && PROBE[$s]=$probe
     if [ $rc = 0 ]; then

@@ -9,8 +9,15 @@ use common::differential::*;
 
 use std::path::Path;
 
+// One test per corpus file (`cargo test --test differential corpus::sandbox`), each in its
+// own server.
+corpus_tests!("tests/differential": call_errors, conv_lua_to_reply, conv_reply_to_lua, flags, function_admin, keys_args, load_errors, lua51_syntax, sandbox, writes);
+
+/// The whole corpus in one server, from `$RX_DIFF_DIR` when set (a corpus being written
+/// elsewhere): `cargo test --test differential -- --ignored whole_corpus`.
 #[test]
-fn differential_corpus() {
+#[ignore]
+fn whole_corpus_from_rx_diff_dir() {
     run_corpus(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/differential"));
 }
 

@@ -12,7 +12,14 @@ use common::differential::*;
 
 use std::path::Path;
 
+// One test per corpus file (`cargo test --test differential_eval corpus::sandbox`), each in its
+// own server.
+corpus_tests!("tests/differential_eval": conv_lua_to_reply, conv_reply_to_lua, errors, globals_sandbox, keys_args, libs, lua51_syntax, misc, script_cmd, shebang_ro_oom);
+
+/// The whole corpus in one server, from `$RX_DIFF_DIR` when set (a corpus being written
+/// elsewhere): `cargo test --test differential_eval -- --ignored whole_corpus`.
 #[test]
-fn differential_eval_corpus() {
+#[ignore]
+fn whole_corpus_from_rx_diff_dir() {
     run_corpus(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/differential_eval"));
 }

@@ -91,8 +91,8 @@
 //! * `RX_DIFF_FILTER=substr`   only cases whose name contains `substr`;
 //! * `RX_DIFF_NATIVE_ONLY=1`   no module; the native side runs twice and is compared
 //!   with itself (proves the corpus deterministic; usable before RX exists);
-//! * `RX_DIFF_DIR=path`       read the `*.case` files from another directory (instead
-//!   of the corpus directory the test binary passes to [`run_corpus`]);
+//! * `RX_DIFF_DIR=path`       the ignored test `whole_corpus_from_rx_diff_dir` reads
+//!   the `*.case` files of that directory (its own corpus when unset), all in one server;
 //! * `RX_DIFF_DUMP=1`          print every native reply (with `--nocapture`), to
 //!   write new cases.
 
@@ -886,11 +886,82 @@ fn env_flag(name: &str) -> bool {
     matches!(std::env::var(name).as_deref(), Ok(v) if !v.is_empty() && v != "0")
 }
 
-/// Run every case of the corpus in `dir` (or `$RX_DIFF_DIR`), print
-/// `N cases, M commands compared, K failures`, and panic on any failure.
+/// One test per corpus file: `corpus_tests!("tests/differential": call_errors, flags)`
+/// makes `corpus::call_errors` running `tests/differential/call_errors.case`, and so on,
+/// plus `corpus::every_case_file_has_its_test`, so a new file cannot go unrun.
+// Unused in the test binaries without a corpus (this module is compiled into each).
+#[allow(unused_macros)]
+macro_rules! corpus_tests {
+    ($dir:literal: $($file:ident),+ $(,)?) => {
+        mod corpus {
+            use std::path::{Path, PathBuf};
+
+            fn corpus_dir() -> PathBuf {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join($dir)
+            }
+
+            $(
+                #[test]
+                fn $file() {
+                    $crate::common::differential::run_case_file(
+                        &corpus_dir().join(concat!(stringify!($file), ".case")),
+                    );
+                }
+            )+
+
+            #[test]
+            fn every_case_file_has_its_test() {
+                $crate::common::differential::assert_corpus_listed(
+                    &corpus_dir(),
+                    &[$(stringify!($file)),+],
+                );
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use corpus_tests;
+
+/// Every `*.case` file in `dir` is one of `listed` (file stems), and case names are
+/// unique across the directory.
+pub fn assert_corpus_listed(dir: &Path, listed: &[&str]) {
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {}", dir.display(), e))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "case"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        on_disk, listed,
+        "corpus files versus corpus_tests! in the test file"
+    );
+    // load_corpus panics on a case name used twice.
+    let _ = load_corpus(dir);
+}
+
+/// Runs the cases of one corpus file (those `RX_DIFF_FILTER` selects).
+pub fn run_case_file(path: &Path) {
+    let filter = std::env::var("RX_DIFF_FILTER").unwrap_or_default();
+    let cases: Vec<Case> = parse_case_file(path)
+        .into_iter()
+        .filter(|c| c.name.contains(&filter))
+        .collect();
+    if cases.is_empty() {
+        assert!(!filter.is_empty(), "{} has no cases", path.display());
+        println!(
+            "no case of {} matches RX_DIFF_FILTER={filter:?}",
+            path.display()
+        );
+        return;
+    }
+    run_cases(&cases);
+}
+
+/// Runs every case of the corpus in `$RX_DIFF_DIR` (else `dir`) in one server.
 pub fn run_corpus(dir: &Path) {
-    let native_only = env_flag("RX_DIFF_NATIVE_ONLY");
-    let dump = env_flag("RX_DIFF_DUMP");
     let filter = std::env::var("RX_DIFF_FILTER").unwrap_or_default();
     let cases: Vec<Case> = load_corpus(dir)
         .into_iter()
@@ -901,6 +972,14 @@ pub fn run_corpus(dir: &Path) {
         "no cases match RX_DIFF_FILTER={:?}",
         filter
     );
+    run_cases(&cases);
+}
+
+/// Runs `cases` on one fresh server, native side then RX side, prints
+/// `N cases, M commands compared, K failures`, and panics on any failure.
+fn run_cases(cases: &[Case]) {
+    let native_only = env_flag("RX_DIFF_NATIVE_ONLY");
+    let dump = env_flag("RX_DIFF_DUMP");
 
     let mut server = if native_only {
         Server::start_native(&[])
@@ -926,7 +1005,7 @@ pub fn run_corpus(dir: &Path) {
     let mut failures: Vec<String> = Vec::new();
     let mut documented: Vec<String> = Vec::new();
     let mut compared = 0usize;
-    'cases: for case in &cases {
+    'cases: for case in cases {
         for proto in [2u8, 3] {
             let mut runs = Vec::new();
             for (side, side_name) in [(a_side, "native"), (b_side, b_name)] {
