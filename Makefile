@@ -61,7 +61,10 @@ bench: build
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES=python3
 	bench/run.sh
 
-lint:
+# rustfmt --check and clippy with warnings as errors, over every crate and target.
+lint: deps
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
