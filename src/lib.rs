@@ -1,8 +1,17 @@
 //! RX: Redis Functions and EVAL-style Lua scripting in an embedded LuaJIT VM.
 //!
-//! Layout: `header`, `flags`, `registry`, `glob`, `resp`, `reply`, `numfmt` and `error` are
-//! plain Rust; `engine` is the boundary; `lua` is the engine; `server`, `gates`, `state`
-//! and `commands` are the module glue.
+//! This crate is the module glue only. The pure parts live in `rx-core` (re-exported here
+//! under their own names: `registry`, `header`, `dialect`, `engine`...), and the Lua engine
+//! in `rx-lua` (`lua`), which the glue names in `state` only and drives through
+//! `rx_core::engine::Engine`. Inside the glue, imports point down:
+//!
+//! * `commands`, `persistence`, `stdlib`, `info`: parse, call the layer below, render;
+//! * `run` (the run context shared by functions and EVAL), `libraries` (library
+//!   management, the only writer of the registry and the catalog together), `cluster::bus`
+//!   (transport and anti-entropy);
+//! * `host` (the script host, with each run's limits and slot rule handed in), `gates`
+//!   (server-state refusals), `state` (the one module state), `config`, `cluster::slots`;
+//! * `ffi`: the module API wrapper, which imports nothing above it.
 
 // The glue's functions take the context pointer Redis hands to the running callback and
 // pass it straight back to the module API; they never dereference it themselves.
