@@ -120,9 +120,26 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     Status::Ok
 }
 
+/// The crate's version as `MODULE LIST` shows module versions: 1.2.3 is 10203.
+const MODULE_VERSION: i32 = {
+    const fn number(s: &str) -> i32 {
+        let b = s.as_bytes();
+        let mut n = 0;
+        let mut i = 0;
+        while i < b.len() {
+            n = n * 10 + (b[i] - b'0') as i32;
+            i += 1;
+        }
+        n
+    }
+    number(env!("CARGO_PKG_VERSION_MAJOR")) * 10_000
+        + number(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + number(env!("CARGO_PKG_VERSION_PATCH"))
+};
+
 redis_module! {
     name: "rx",
-    version: 1,
+    version: MODULE_VERSION,
     allocator: (Allocator, ALLOCATOR),
     data_types: [LIBRARY_TYPE],
     init: init,

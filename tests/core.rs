@@ -662,3 +662,26 @@ fn a_panic_under_redis_call_is_an_error_reply_and_the_server_lives() {
         "{log}"
     );
 }
+
+/// `MODULE LIST` shows the crate's version (1.2.3 as 10203), which `make dist` names its
+/// tarball after.
+#[test]
+fn module_list_shows_the_crate_version() {
+    let s = Server::start();
+    let list = s.conn().q(&["MODULE", "LIST"]);
+    let rx = list
+        .as_array()
+        .expect("MODULE LIST is an array")
+        .iter()
+        .find(|m| common::stdlib::text_field(m, "name") == "rx")
+        .expect("rx is listed");
+    let v: Vec<i64> = env!("CARGO_PKG_VERSION")
+        .split(['.', '-', '+'])
+        .take(3)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(
+        common::stdlib::int_field(rx, "ver"),
+        v[0] * 10_000 + v[1] * 100 + v[2]
+    );
+}
