@@ -250,3 +250,32 @@ fn fenced_read_resyncs_after_a_reply_of_two_frames() {
     drop(c);
     fake.join().unwrap();
 }
+
+/// With RX_TEST_DOCKER=1 every server is a container of the test image on the host's
+/// network; otherwise a local process: the server's own process id says which.
+#[test]
+fn servers_run_as_processes_or_in_containers_as_asked() {
+    let s = Server::start();
+    let pid = common::info_field(&mut s.conn(), "server", "process_id")
+        .expect("INFO server has process_id");
+    let process = s.process().expect("a running server");
+    if common::process::docker_mode() {
+        let id = process.container_id().expect("a container in docker mode");
+        let inspect = common::process::docker(&[
+            "inspect",
+            "--format",
+            "{{.State.Pid}} {{.Config.Image}}",
+            id,
+        ])
+        .expect("docker inspect");
+        let mut parts = inspect.split_whitespace();
+        // The server is the container's first process: its pid on the host is the
+        // container's, and inside the container it is 1.
+        assert!(parts.next().is_some_and(|p| p != "0"), "{inspect}");
+        assert_eq!(pid, "1", "the server is the container's init process");
+        let image = std::env::var("RX_TEST_IMAGE").unwrap_or_else(|_| "rx:test".into());
+        assert_eq!(parts.next(), Some(image.as_str()));
+    } else {
+        assert_eq!(pid, process.pid().expect("a local process").to_string());
+    }
+}

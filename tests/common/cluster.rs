@@ -1,15 +1,16 @@
 //! A real Redis Cluster on loopback for the cluster tests: N `redis-server` processes with
 //! `--cluster-enabled yes` and RX loaded, each in its own directory, joined with
-//! `redis-cli --cluster create`. Nodes are stopped by their own process on drop.
+//! `redis-cli --cluster create`. Nodes are stopped by their own process (or container) on drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{free_port, fresh_dir, module_path, ping, redis_server_bin, Conn, Reply};
+use super::process::{module_mounts, ServerProcess};
+use super::{free_port, fresh_dir, module_path, ping, Conn, Reply};
 
 pub struct Node {
-    child: Option<Child>,
+    child: Option<ServerProcess>,
     pub port: u16,
     pub bus_port: u16,
     pub dir: PathBuf,
@@ -36,30 +37,42 @@ impl Node {
                 (self.port, self.bus_port)
             };
             let d = self.dir.to_string_lossy().to_string();
-            let child = Command::new(redis_server_bin())
-                .args(["--port", &port.to_string()])
-                .args(["--cluster-port", &bus_port.to_string()])
-                .args(["--bind", "127.0.0.1", "--dir", &d, "--save", ""])
-                .args(["--appendonly", "no", "--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "5000"])
-                .args(["--enable-debug-command", "yes"])
-                .args(["--logfile", &format!("{d}/redis.log")])
-                .args([
-                    "--loadmodule",
-                    module_path().to_str().unwrap(),
-                    "stdlib",
-                    "none",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("redis-server runs");
-            let mut child = child;
+            let args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--cluster-port",
+                &bus_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &d,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+                "--enable-debug-command",
+                "yes",
+                "--logfile",
+                &format!("{d}/redis.log"),
+                "--loadmodule",
+                module_path().to_str().unwrap(),
+                "stdlib",
+                "none",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            let mut child =
+                ServerProcess::spawn(&args, &[], &self.dir, &module_mounts(&module_path()));
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
+                if child.has_exited() {
                     break;
                 }
                 if ping(port) {
@@ -70,8 +83,7 @@ impl Node {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
             // A port taken meanwhile: try fresh ones (only for a first start).
             if self.port != 0 {
                 break;
@@ -106,8 +118,7 @@ impl Node {
     /// SIGKILL, then start again on the same ports and directory.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 

@@ -18,10 +18,13 @@ pub mod cluster;
 /// Loading libraries both ways and reading map replies, for the stdlib tests.
 pub mod stdlib;
 
+/// A server as a local process, or as a container (`RX_TEST_DOCKER=1`).
+pub mod process;
+use process::{module_mounts, ServerProcess};
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -70,7 +73,7 @@ fn free_port() -> u16 {
 }
 
 pub struct Server {
-    child: Option<Child>,
+    child: Option<ServerProcess>,
     port: u16,
     dir: PathBuf,
     server_args: Vec<String>,
@@ -174,19 +177,13 @@ impl Server {
             };
             let log_path = self.dir.join("redis.log");
             let log_offset = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-            let mut child = Command::new(redis_server_bin())
-                .args(self.build_args(port))
-                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {}", redis_server_bin(), e));
+            let mut child =
+                ServerProcess::spawn(&self.build_args(port), &self.env, &self.dir, &self.mounts());
             let deadline = Instant::now() + STARTUP_DEADLINE;
             let mut up = false;
             let mut exited = false;
             while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
+                if child.has_exited() {
                     exited = true;
                     break;
                 }
@@ -201,10 +198,11 @@ impl Server {
                 self.port = port;
                 return;
             }
-            if !exited {
-                let _ = child.kill();
+            if exited {
+                child.wait();
+            } else {
+                child.kill();
             }
-            let _ = child.wait();
             let log = std::fs::read(&log_path)
                 .map(|b| {
                     String::from_utf8_lossy(&b[(log_offset as usize).min(b.len())..]).to_string()
@@ -255,15 +253,28 @@ impl Server {
     /// Is the process still running?
     pub fn is_alive(&mut self) -> bool {
         match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
+            Some(c) => !c.has_exited(),
             None => false,
+        }
+    }
+
+    /// The running server process (or container).
+    pub fn process(&self) -> Option<&ServerProcess> {
+        self.child.as_ref()
+    }
+
+    /// What the server reads besides its directory: the module's directory.
+    fn mounts(&self) -> Vec<PathBuf> {
+        if self.with_module {
+            module_mounts(&module_path())
+        } else {
+            Vec::new()
         }
     }
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 
@@ -296,15 +307,14 @@ impl Server {
         if let Some(mut c) = self.child.take() {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                match c.try_wait() {
-                    Ok(Some(_)) => break,
-                    _ if Instant::now() > deadline => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                    _ => std::thread::sleep(Duration::from_millis(10)),
+                if c.has_exited() {
+                    break;
                 }
+                if Instant::now() > deadline {
+                    c.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }
@@ -804,30 +814,28 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 pub fn run_to_exit(dir: &Path, module_args: &[&str]) -> (bool, String) {
     let log = dir.join("redis.log");
     let port = free_port().to_string();
-    let status = Command::new(redis_server_bin())
-        .args([
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--save",
-            "",
-        ])
-        .args([
-            "--logfile",
-            log.to_str().unwrap(),
-            "--loadmodule",
-            module_path().to_str().unwrap(),
-        ])
-        .args(module_args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("redis-server runs");
+    let mut args: Vec<String> = [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--save",
+        "",
+        "--logfile",
+        log.to_str().unwrap(),
+        "--loadmodule",
+        module_path().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(module_args.iter().map(|a| a.to_string()));
+    let mut server = ServerProcess::spawn(&args, &[], dir, &module_mounts(&module_path()));
+    let code = server.wait();
     (
-        status.success(),
+        code == Some(0),
         std::fs::read_to_string(&log).unwrap_or_default(),
     )
 }
