@@ -4,12 +4,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 MODULE := $(CURDIR)/target/release/librx.so
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 PORT ?= 6379
+# RX_TEST_DOCKER=1 make test: every test server runs in a container of this image.
+RX_TEST_IMAGE ?= rx:test
+export RX_TEST_IMAGE
 # Debian packages the build and the tests need: the server (the oracle for differential
 # tests), its tools, and libclang + clang's headers for redis-module's bindgen.
 DEB_PACKAGES := redis-server redis-tools libclang1-14 libclang-common-14-dev
 
-.PHONY: all deps build test test-matrix unit fuzz run lint bench clean
+.PHONY: all deps build test test-matrix unit fuzz run lint bench docker test-compose dist clean
 
 all: build
 
@@ -29,9 +33,13 @@ deps:
 build: deps
 	$(CARGO) build --release
 
-# Unit tests (pure parts, no server) and integration tests (real redis-server processes).
+# Unit tests (pure parts, no server) and integration tests (real redis-server processes;
+# with RX_TEST_DOCKER=1, containers of $(RX_TEST_IMAGE), built first).
 test: build
 	$(CARGO) build --release --examples
+	@if [ -n "$$RX_TEST_DOCKER" ] && [ "$$RX_TEST_DOCKER" != 0 ]; then \
+	  scripts/docker.sh image $(RX_TEST_IMAGE) && scripts/docker.sh clean-tests; \
+	fi
 	$(CARGO) test --release --workspace
 
 # The integration tests against each supported server in turn (Debian 12's redis-server 7.0,
@@ -48,12 +56,18 @@ unit:
 fuzz: build
 	$(CARGO) test --release --test fuzz -- --ignored --test-threads=1 --nocapture
 
+# A server with RX on PORT. Without PORT=, the first free port from 6379 (installing
+# redis-server may have started the distribution's own server on 6379).
 run: build
-	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then \
-	  echo "port $(PORT) is already in use (installing redis-server may have started the system service);"; \
-	  echo "stop it, or run: make run PORT=6380"; exit 1; \
-	fi
-	redis-server --port $(PORT) --loadmodule $(MODULE)
+	@port=$(PORT); \
+	if [ "$(origin PORT)" = file ]; then \
+	  while (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null; do port=$$((port + 1)); done; \
+	  [ $$port = $(PORT) ] || echo "port $(PORT) is in use (the distribution's redis-server?): RX starts on $$port"; \
+	elif (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null; then \
+	  echo "port $$port is already in use"; exit 1; \
+	fi; \
+	echo "redis-server with RX on port $$port: redis-cli -p $$port"; \
+	exec redis-server --port $$port --loadmodule $(MODULE)
 
 # RX against native FCALL in one server; writes bench/results.txt. The scale part
 # (bench/scale.py) needs python3 as well.
@@ -67,6 +81,21 @@ lint: deps
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# The image of a server with RX loaded, tagged rx:latest and rx:$(VERSION) (scripts/docker.sh:
+# starts a Docker engine if none answers; RX_DOCKER_BASE picks the base image).
+docker: build
+	scripts/docker.sh image rx:latest rx:$(VERSION)
+
+# The compose files (docker/compose.yml, docker/compose.cluster.yml) brought up and checked.
+test-compose: docker
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="docker-compose redis-tools"
+	scripts/test-compose.sh
+
+# A release tarball in dist/: librx.so, the READMEs, the standard library's sources and a
+# SHA-256 file, named with the version and platform.
+dist: build
+	scripts/dist.sh $(VERSION)
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# make dist: a release tarball in dist/ named rx-<version>-linux-<arch>-glibc<version>.tar.gz
+# with librx.so (debug info stripped), the README, the standard library's sources and
+# documentation, and SHA256SUMS of those; next to it, the tarball's own .sha256. Then the
+# packaged module is loaded into a redis-server, which must list it with its version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=${1:?usage: scripts/dist.sh VERSION}
+glibc=$(ldd --version | head -n1 | awk '{print $NF}')
+name=rx-$version-linux-$(uname -m)-glibc$glibc
+stage=dist/$name
+rm -rf "$stage" "dist/$name.tar.gz" "dist/$name.tar.gz.sha256"
+mkdir -p "$stage/stdlib"
+objcopy --strip-debug target/release/librx.so "$stage/librx.so"
+cp README.md "$stage/"
+cp lua-stdlib/README.md lua-stdlib/*.lua "$stage/stdlib/"
+(cd "$stage" && find . -type f ! -name SHA256SUMS | sort | sed 's|^\./||' | xargs sha256sum >SHA256SUMS)
+tar -C dist -czf "dist/$name.tar.gz" "$name"
+(cd dist && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256")
+rm -rf "$stage"
+
+# The packaged module loads and says its version (MODULE LIST: 1.2.3 is 10203).
+check=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$check"' EXIT
+tar -C "$check" -xzf "dist/$name.tar.gz"
+(cd "$check/$name" && sha256sum --quiet -c SHA256SUMS)
+IFS=. read -r major minor patch <<<"${version%%[-+]*}"
+expected=$((major * 10000 + minor * 100 + patch))
+port=$((30000 + RANDOM % 20000))
+redis-server --port "$port" --bind 127.0.0.1 --save '' --dir "$check" \
+  --loadmodule "$check/$name/librx.so" >"$check/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 50); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+listed=$(redis-cli -p "$port" MODULE LIST | paste -sd' ')
+case "$listed" in
+  *"name rx ver $expected "*) ;;
+  *) echo "dist: the packaged module does not list as rx version $expected: $listed" >&2; exit 1 ;;
+esac
+echo "dist/$name.tar.gz ($(du -h "dist/$name.tar.gz" | cut -f1)): $listed"
+cat "dist/$name.tar.gz.sha256"
