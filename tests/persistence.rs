@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::stdlib::library_names;
+use common::stdlib::{comparable_listing, library_names};
 use common::{info_field, parse_reply, wait_until, Conn, Reply, Server};
 use std::io::Write;
 use std::path::Path;
@@ -143,49 +143,9 @@ fn rx_names(c: &mut Conn) -> Vec<String> {
     library_names(&c.q(&["RX.LIST"]).ok())
 }
 
-/// A FUNCTION LIST / RX.LIST reply with libraries, functions and flags sorted, so that a
-/// native listing and an RX listing can be compared regardless of order.
+/// A listing made comparable (`common::stdlib::comparable_listing`); panics on anything else.
 fn normalize(list: &Reply) -> Reply {
-    let key = |r: &Reply| r.as_bytes().map(|b| b.to_vec()).unwrap_or_default();
-    let mut libs: Vec<Reply> = list
-        .as_array()
-        .expect("list is an array")
-        .iter()
-        .map(|lib| {
-            let mut kv = lib.as_array().expect("library entry").to_vec();
-            // RX.LIST's own fields (version, digest), which FUNCTION LIST does not have.
-            let rx_own = |k: &Reply| matches!(k.as_str(), Some("version" | "digest"));
-            kv = kv
-                .chunks(2)
-                .filter(|p| !rx_own(&p[0]))
-                .flatten()
-                .cloned()
-                .collect();
-            for i in (0..kv.len()).step_by(2) {
-                if kv[i].as_str() == Some("functions") {
-                    if let Reply::Array(fs) = &mut kv[i + 1] {
-                        for f in fs.iter_mut() {
-                            if let Reply::Array(fkv) = f {
-                                for j in (0..fkv.len()).step_by(2) {
-                                    if fkv[j].as_str() == Some("flags") {
-                                        if let Reply::Array(flags) | Reply::Set(flags) =
-                                            &mut fkv[j + 1]
-                                        {
-                                            flags.sort_by_key(|x| key(x));
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        fs.sort_by_key(|f| f.as_array().map(|a| key(&a[1])).unwrap_or_default());
-                    }
-                }
-            }
-            Reply::Array(kv)
-        })
-        .collect();
-    libs.sort_by_key(|l| key(&l.as_array().unwrap()[1]));
-    Reply::Array(libs)
+    comparable_listing(list).unwrap_or_else(|| panic!("not a library listing: {list:?}"))
 }
 
 fn native_list(c: &mut Conn) -> Reply {

@@ -110,3 +110,50 @@ pub fn server_now_ms(c: &mut Conn) -> i64 {
     };
     part(0) * 1000 + part(1) / 1000
 }
+
+/// A `FUNCTION LIST` / `RX.LIST` reply reduced to what both have (RX's `version` and
+/// `digest` fields dropped), with libraries, functions and flags sorted, so a native and
+/// an RX listing compare regardless of order. `None` when it is not a library listing.
+pub fn comparable_listing(list: &Reply) -> Option<Reply> {
+    let key = |r: &Reply| {
+        r.as_bytes()
+            .map(|b| b.to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let mut libs = Vec::new();
+    for lib in list.as_array()? {
+        let mut kv: Vec<Reply> = lib
+            .as_array()?
+            .chunks(2)
+            .filter(|p| !matches!(p[0].as_str(), Some("version" | "digest")))
+            .flatten()
+            .cloned()
+            .collect();
+        for i in (0..kv.len()).step_by(2) {
+            if kv[i].as_str() != Some("functions") {
+                continue;
+            }
+            if let Reply::Array(functions) = &mut kv[i + 1] {
+                for f in functions.iter_mut() {
+                    if let Reply::Array(fkv) = f {
+                        for j in (0..fkv.len()).step_by(2) {
+                            if fkv[j].as_str() == Some("flags") {
+                                if let Reply::Array(flags) | Reply::Set(flags) = &mut fkv[j + 1] {
+                                    flags.sort_by_key(key);
+                                }
+                            }
+                        }
+                    }
+                }
+                functions.sort_by_key(|f| {
+                    f.as_array()
+                        .map(|a| (key(&a[1]), format!("{a:?}")))
+                        .unwrap_or_default()
+                });
+            }
+        }
+        libs.push(Reply::Array(kv));
+    }
+    libs.sort_by_key(|l| format!("{l:?}"));
+    Some(Reply::Array(libs))
+}
