@@ -8,6 +8,10 @@ PORT ?= 6379
 # Debian packages the build and the tests need: the server (the oracle for differential
 # tests), its tools, and libclang + clang's headers for redis-module's bindgen.
 DEB_PACKAGES := redis-server redis-tools libclang1-14 libclang-common-14-dev
+# What the tests need on top (installed by `make test` and `make test-matrix`, not by
+# `make build`/`make run`): Debian's Prometheus exporter for Redis, which tests/metrics.rs
+# runs with contrib/prometheus/rx_info.lua.
+TEST_DEB_PACKAGES := prometheus-redis-exporter
 
 .PHONY: all deps build test test-matrix unit fuzz run lint bench clean
 
@@ -31,6 +35,7 @@ build: deps
 
 # Unit tests (pure parts, no server) and integration tests (real redis-server processes).
 test: build
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(TEST_DEB_PACKAGES)"
 	$(CARGO) build --release --examples
 	$(CARGO) test --release --workspace
 
@@ -38,6 +43,7 @@ test: build
 # Redis 8.0.2 and Valkey 8.1.1 built from Debian 13's sources, cached in ~/.cache/rx/servers),
 # then a summary table. MATRIX_SERVERS="redis-8.0 valkey-8.1" picks servers; see the script.
 test-matrix: build
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(TEST_DEB_PACKAGES)"
 	scripts/test-matrix.sh
 
 unit:
