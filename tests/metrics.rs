@@ -1,7 +1,8 @@
 //! INFO rx in Prometheus: Debian's `prometheus-redis-exporter` runs
 //! contrib/prometheus/rx_info.lua on a server with RX (its `-script` option: the file is run
 //! with EVAL on every scrape), and its /metrics carry every INFO rx number, per function and
-//! per EVAL script.
+//! per EVAL script; the Grafana dashboard (contrib/grafana/rx-dashboard.json) asks for series
+//! that exist.
 //!
 //! The exporter is `$PROMETHEUS_REDIS_EXPORTER`, else `prometheus-redis-exporter` on PATH
 //! (`make test` installs the Debian package). Without it the test fails; it never skips.
@@ -399,4 +400,39 @@ fn exporter_scrapes_info_rx_per_function_and_per_script() {
     assert_eq!(again["rx_fn:hit:calls"], 7.0);
     assert_eq!(again[&format!("rx_script:{count}:calls")], 5.0);
     assert_eq!(again["rx_calls"], 17.0);
+
+    // Every series the Grafana dashboard selects is one the exporter serves.
+    dashboard_selects_scraped_series(&again, "hit", &count);
+}
+
+/// The `key` matchers of contrib/grafana/rx-dashboard.json, with `$function` and `$script`
+/// set to `function` and `script`, each match at least one scraped series.
+fn dashboard_selects_scraped_series(got: &BTreeMap<String, f64>, function: &str, script: &str) {
+    let path = contrib("grafana/rx-dashboard.json");
+    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut matchers = Vec::new();
+    for start in ["key=\\\"", "key=~\\\""] {
+        for (at, _) in json.match_indices(start) {
+            let rest = &json[at + start.len()..];
+            let end = rest.find("\\\"").expect("a closed key matcher");
+            matchers.push(rest[..end].to_string());
+        }
+    }
+    assert!(matchers.len() > 20, "{matchers:?}");
+    for m in &matchers {
+        let concrete = m
+            .replace("(${function})", function)
+            .replace("(${script})", script);
+        // A matcher is a literal, or a literal around one `.+`.
+        let matches = |key: &str| match concrete.split_once(".+") {
+            None => key == concrete,
+            Some((head, tail)) => {
+                key.len() > head.len() + tail.len() && key.starts_with(head) && key.ends_with(tail)
+            }
+        };
+        assert!(
+            got.keys().any(|k| matches(k)),
+            "the dashboard's key matcher {m:?} selects no scraped series"
+        );
+    }
 }
