@@ -12,6 +12,10 @@ export RX_TEST_IMAGE
 # Debian packages the build and the tests need: the server (the oracle for differential
 # tests), its tools, and libclang + clang's headers for redis-module's bindgen.
 DEB_PACKAGES := redis-server redis-tools libclang1-14 libclang-common-14-dev
+# What the tests need on top (installed by `make test` and `make test-matrix`, not by
+# `make build`/`make run`): Debian's Prometheus exporter for Redis, which tests/metrics.rs
+# runs with contrib/prometheus/rx_info.lua.
+TEST_DEB_PACKAGES := prometheus-redis-exporter
 
 .PHONY: all deps build test test-matrix unit fuzz run lint bench docker test-compose dist clean
 
@@ -36,6 +40,7 @@ build: deps
 # Unit tests (pure parts, no server) and integration tests (real redis-server processes;
 # with RX_TEST_DOCKER=1, containers of $(RX_TEST_IMAGE), built first).
 test: build
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(TEST_DEB_PACKAGES)"
 	$(CARGO) build --release --examples
 	@if [ -n "$$RX_TEST_DOCKER" ] && [ "$$RX_TEST_DOCKER" != 0 ]; then \
 	  scripts/docker.sh image $(RX_TEST_IMAGE) && scripts/docker.sh clean-tests; \
@@ -46,6 +51,7 @@ test: build
 # Redis 8.0.2 and Valkey 8.1.1 built from Debian 13's sources, cached in ~/.cache/rx/servers),
 # then a summary table. MATRIX_SERVERS="redis-8.0 valkey-8.1" picks servers; see the script.
 test-matrix: build
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(TEST_DEB_PACKAGES)"
 	scripts/test-matrix.sh
 
 unit:

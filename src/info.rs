@@ -1,4 +1,5 @@
-//! `INFO rx`, and watching the configuration that decides whether libraries survive.
+//! `INFO rx` (totals, then a line per function and per EVAL script), and watching the
+//! configuration that decides whether libraries survive.
 //!
 //! An AOF rewrite without the RDB preamble writes only commands for keys; module aux data
 //! has no place in it, so RX's libraries would be dropped. RX does not hide that: it logs
@@ -13,6 +14,7 @@ use crate::engine::Engine;
 use crate::engine::LogLevel;
 use crate::ffi::{api, config_value, guarded, log, Ctx};
 use crate::state;
+use crate::stats::FunctionStats;
 
 static AOF_REWRITE_KEEPS_LIBRARIES: AtomicBool = AtomicBool::new(true);
 
@@ -50,40 +52,39 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
 }
 
 fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
-    let (libraries, functions, memory) = state::with(|s| {
-        let r = s.registry.borrow();
+    // Per function and per cached EVAL script (by SHA1, sorted as RX.STATS lists them), a
+    // line in the style of INFO commandstats (`cmdstat_get:calls=...`); the totals are over
+    // both.
+    let (libraries, functions, memory, entries) = state::with(|s| {
+        let registry = s.registry.borrow();
+        let scripts = s.scripts.borrow();
+        let mut by_sha: Vec<_> = scripts.scripts().collect();
+        by_sha.sort_by(|a, b| a.sha.cmp(&b.sha));
+        let mut entries: Vec<Entry> = Vec::with_capacity(registry.function_count() + by_sha.len());
+        entries.extend(
+            registry
+                .functions()
+                .map(|(_, f)| Entry::new(format!("fn_{}", f.name), &f.stats.borrow())),
+        );
+        entries.extend(
+            by_sha
+                .iter()
+                .map(|sc| Entry::new(format!("script_{}", sc.sha), &sc.stats.borrow())),
+        );
         (
-            r.library_count(),
-            r.function_count(),
+            registry.library_count(),
+            registry.function_count(),
             s.engine.used_memory(),
+            entries,
         )
     });
-    // Per function, in the style of INFO commandstats (`cmdstat_get:calls=...`).
-    let per_function: Vec<(String, String, [u64; 3])> = state::with(|s| {
-        s.registry
-            .borrow()
-            .functions()
-            .map(|(_, f)| {
-                let st = f.stats.borrow();
-                let line = format!(
-                    "calls={},errors={},refusals={},usec={},usec_per_call={},max_usec={},p50_usec={},p99_usec={},p999_usec={},redis_calls={}",
-                    st.calls,
-                    st.errors,
-                    st.refusal_count(),
-                    st.total_us,
-                    st.avg_us(),
-                    st.max_us,
-                    st.percentile_us(0.5),
-                    st.percentile_us(0.99),
-                    st.percentile_us(0.999),
-                    st.redis_calls
-                );
-                (format!("fn_{}", f.name), line, [st.calls, st.errors, st.refusal_count()])
-            })
-            .collect()
-    });
-    let totals = per_function.iter().fold([0u64; 3], |acc, (_, _, t)| {
-        [acc[0] + t[0], acc[1] + t[1], acc[2] + t[2]]
+    let scripts = entries.len() - functions;
+    let totals = entries.iter().fold([0u64; 3], |acc, e| {
+        [
+            acc[0] + e.totals[0],
+            acc[1] + e.totals[1],
+            acc[2] + e.totals[2],
+        ]
     });
     // SAFETY: ctx is the live info context; field names are NUL-terminated.
     unsafe {
@@ -93,6 +94,7 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
         };
         add(c"libraries", libraries as i64);
         add(c"functions", functions as i64);
+        add(c"scripts", scripts as i64);
         add(c"vm_memory_bytes", memory as i64);
         add(
             c"aof_rewrite_keeps_libraries",
@@ -101,14 +103,33 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
         add(c"calls", totals[0] as i64);
         add(c"errors", totals[1] as i64);
         add(c"refusals", totals[2] as i64);
-        for (name, line, _) in &per_function {
-            let name = crate::ffi::c_string(name.as_bytes());
-            let line = crate::ffi::c_string(line.as_bytes());
+        for e in &entries {
+            let name = crate::ffi::c_string(e.name.as_bytes());
+            let line = crate::ffi::c_string(e.line.as_bytes());
             api!(RedisModule_InfoAddFieldCString)(
                 ctx,
                 name.as_ptr() as *mut _,
                 line.as_ptr() as *mut _,
             );
+        }
+    }
+}
+
+/// One function's or script's line of INFO rx.
+struct Entry {
+    /// `fn_<name>` or `script_<sha1>` (Redis prefixes `rx_`).
+    name: String,
+    line: String,
+    /// Calls, errors and refusals, for the totals.
+    totals: [u64; 3],
+}
+
+impl Entry {
+    fn new(name: String, st: &FunctionStats) -> Entry {
+        Entry {
+            name,
+            line: st.info_line(),
+            totals: [st.calls, st.errors, st.refusal_count()],
         }
     }
 }

@@ -1030,42 +1030,85 @@ redis.register_function('slow', function(keys, args) local t = 0 for i = 1, tonu
     }
 }
 
-/// `rx_fn_<name>` lines of INFO rx, as name -> (field -> value).
-fn info_functions(
-    c: &mut Conn,
-) -> (
-    BTreeMap<String, String>,
-    BTreeMap<String, BTreeMap<String, i64>>,
-) {
+/// One entry's line of INFO rx (`calls=3,errors=0,...`) as field -> value.
+fn info_entry_fields(line: &str, v: &str) -> BTreeMap<String, i64> {
+    v.split(',')
+        .map(|kv| {
+            let (a, b) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad INFO field {kv:?} in {line}"));
+            (
+                a.to_string(),
+                b.trim()
+                    .parse::<i64>()
+                    .unwrap_or_else(|_| panic!("bad value in {line}")),
+            )
+        })
+        .collect()
+}
+
+type InfoEntries = BTreeMap<String, BTreeMap<String, i64>>;
+
+/// INFO rx as its plain fields, the `rx_fn_<name>` lines (name -> field -> value) and the
+/// `rx_script_<sha1>` lines (SHA1 -> field -> value).
+fn info_rx(c: &mut Conn) -> (BTreeMap<String, String>, InfoEntries, InfoEntries) {
     let info = c.q(&["INFO", "rx"]);
     let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
     let mut plain = BTreeMap::new();
     let mut per_fn = BTreeMap::new();
+    let mut per_script = BTreeMap::new();
     for line in text.lines() {
         let Some((k, v)) = line.split_once(':') else {
             continue;
         };
         if let Some(name) = k.strip_prefix("rx_fn_") {
-            let fields = v
-                .split(',')
-                .map(|kv| {
-                    let (a, b) = kv
-                        .split_once('=')
-                        .unwrap_or_else(|| panic!("bad INFO field {kv:?} in {line}"));
-                    (
-                        a.to_string(),
-                        b.trim()
-                            .parse::<i64>()
-                            .unwrap_or_else(|_| panic!("bad value in {line}")),
-                    )
-                })
-                .collect();
-            per_fn.insert(name.to_string(), fields);
+            per_fn.insert(name.to_string(), info_entry_fields(line, v));
+        } else if let Some(sha) = k.strip_prefix("rx_script_") {
+            per_script.insert(sha.to_string(), info_entry_fields(line, v));
         } else {
             plain.insert(k.to_string(), v.trim().to_string());
         }
     }
-    (plain, per_fn)
+    (plain, per_fn, per_script)
+}
+
+/// The fields of an INFO rx entry line, in their documented order.
+const INFO_ENTRY_FIELDS: [&str; 10] = [
+    "calls",
+    "errors",
+    "refusals",
+    "usec",
+    "usec_per_call",
+    "max_usec",
+    "p50_usec",
+    "p99_usec",
+    "p999_usec",
+    "redis_calls",
+];
+
+/// An INFO rx entry line carries the numbers RX.STATS gives for the same function or script.
+fn assert_info_entry_matches_stats(
+    name: &str,
+    info: &BTreeMap<String, i64>,
+    stats: &BTreeMap<String, Reply>,
+) {
+    assert_eq!(info.len(), INFO_ENTRY_FIELDS.len(), "{name}: {info:?}");
+    let refusals: i64 = counts(&stats["refusals"]).values().sum();
+    let want = [
+        int(&stats["calls"]),
+        int(&stats["errors"]),
+        refusals,
+        int(&stats["total_us"]),
+        int(&stats["avg_us"]),
+        int(&stats["max_us"]),
+        int(&stats["p50_us"]),
+        int(&stats["p99_us"]),
+        int(&stats["p999_us"]),
+        int(&stats["redis_calls"]),
+    ];
+    for (k, w) in INFO_ENTRY_FIELDS.iter().zip(want) {
+        assert_eq!(info.get(*k), Some(&w), "{name}: INFO {k} vs RX.STATS");
+    }
 }
 
 #[test]
@@ -1073,7 +1116,8 @@ fn info_rx_per_function_lines_match_rx_stats() {
     let s = Server::start();
     let mut c = resp3(&s);
     stats_fixture(&mut c);
-    let (plain, per_fn) = info_functions(&mut c);
+    let (plain, per_fn, per_script) = info_rx(&mut c);
+    assert!(per_script.is_empty(), "{per_script:?}");
     let stats = stats_map(&mut c, &[]);
     let fns = functions(&stats);
     assert_eq!(
@@ -1091,41 +1135,8 @@ fn info_rx_per_function_lines_match_rx_stats() {
         int(&stats["vm_memory_bytes"]),
         "rx_vm_memory_bytes vs RX.STATS vm_memory_bytes"
     );
-    let keys = [
-        "calls",
-        "errors",
-        "refusals",
-        "usec",
-        "usec_per_call",
-        "max_usec",
-        "p50_usec",
-        "p99_usec",
-        "p999_usec",
-        "redis_calls",
-    ];
     for (name, info) in &per_fn {
-        assert_eq!(
-            info.keys().map(String::as_str).collect::<Vec<_>>().len(),
-            keys.len(),
-            "{name}: {info:?}"
-        );
-        let f = &fns[name];
-        let refusals: i64 = counts(&f["refusals"]).values().sum();
-        let want = [
-            int(&f["calls"]),
-            int(&f["errors"]),
-            refusals,
-            int(&f["total_us"]),
-            int(&f["avg_us"]),
-            int(&f["max_us"]),
-            int(&f["p50_us"]),
-            int(&f["p99_us"]),
-            int(&f["p999_us"]),
-            int(&f["redis_calls"]),
-        ];
-        for (k, w) in keys.iter().zip(want) {
-            assert_eq!(info.get(*k), Some(&w), "{name}: INFO {k} vs RX.STATS");
-        }
+        assert_info_entry_matches_stats(name, info, &fns[name]);
     }
     // The exact counts, through INFO alone.
     assert_eq!(
@@ -1158,7 +1169,102 @@ fn info_rx_per_function_lines_match_rx_stats() {
         .split(',')
         .map(|kv| kv.split('=').next().unwrap())
         .collect();
-    assert_eq!(order, keys);
+    assert_eq!(order, INFO_ENTRY_FIELDS);
+}
+
+/// EVAL scripts count in INFO rx as functions do: the totals include their runs, and each
+/// cached script has a line keyed by its SHA1 with the numbers RX.STATS gives it.
+#[test]
+fn info_rx_counts_scripts_and_lists_them_by_sha1() {
+    let s = Server::start();
+    let mut c = resp3(&s);
+    // Functions: 9 calls, 3 errors, 2 refusals (see stats_fixture).
+    stats_fixture(&mut c);
+    let load = |c: &mut Conn, body: &str| {
+        let r = c.q(&["RX.SCRIPT", "LOAD", body]);
+        let sha = r.as_str().unwrap_or_else(|| panic!("{r:?}")).to_string();
+        assert_eq!(sha, common::sha1_hex(body.as_bytes()));
+        sha
+    };
+    let incr = load(&mut c, "return redis.call('INCR', KEYS[1])");
+    for _ in 0..3 {
+        assert!(!c.q(&["RX.EVALSHA", &incr, "1", "n"]).is_error());
+    }
+    // "str" holds "abc": INCR fails, and the script with it.
+    let r = c.q(&["RX.EVALSHA", &incr, "1", "str"]);
+    assert!(
+        r.err_text()
+            .unwrap_or_default()
+            .starts_with("ERR value is not an integer"),
+        "{r:?}"
+    );
+    // A script with a shebang and no no-writes flag: *_RO refuses it before it runs.
+    let writer_body = "#!lua\nreturn redis.call('SET', KEYS[1], 'x')";
+    let writer = common::sha1_hex(writer_body.as_bytes());
+    assert_eq!(
+        c.q(&["RX.EVAL", writer_body, "1", "w"]),
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        c.q(&["RX.EVALSHA_RO", &writer, "1", "w"]).err_text(),
+        Some(RO_TEXT)
+    );
+    let idle = load(&mut c, "return 1");
+
+    let (plain, per_fn, per_script) = info_rx(&mut c);
+    let stats = stats_map(&mut c, &[]);
+    // Totals: functions (9, 3, 2) plus scripts (5, 1, 1).
+    assert_eq!(plain.get("rx_calls").map(String::as_str), Some("14"));
+    assert_eq!(plain.get("rx_errors").map(String::as_str), Some("4"));
+    assert_eq!(plain.get("rx_refusals").map(String::as_str), Some("3"));
+    assert_eq!(plain.get("rx_scripts").map(String::as_str), Some("3"));
+    assert_eq!(plain.get("rx_functions").map(String::as_str), Some("6"));
+    // The same scripts as RX.STATS, with the same numbers.
+    let scripts: BTreeMap<String, BTreeMap<String, Reply>> = map_of(&stats["scripts"])
+        .into_iter()
+        .map(|(k, v)| (k, map_of(&v)))
+        .collect();
+    let mut want_shas = vec![incr.clone(), writer.clone(), idle.clone()];
+    want_shas.sort();
+    assert_eq!(scripts.keys().cloned().collect::<Vec<_>>(), want_shas);
+    assert_eq!(per_script.keys().cloned().collect::<Vec<_>>(), want_shas);
+    for (sha, info) in &per_script {
+        assert_info_entry_matches_stats(sha, info, &scripts[sha]);
+    }
+    let fns = functions(&stats);
+    for (name, info) in &per_fn {
+        assert_info_entry_matches_stats(name, info, &fns[name]);
+    }
+    // The exact counts, through INFO alone.
+    let counts_of = |sha: &str| {
+        let e = &per_script[sha];
+        (e["calls"], e["errors"], e["refusals"], e["redis_calls"])
+    };
+    assert_eq!(counts_of(&incr), (4, 1, 0, 4));
+    assert_eq!(counts_of(&writer), (1, 0, 1, 1));
+    assert_eq!(counts_of(&idle), (0, 0, 0, 0));
+    // Script lines have the fields of function lines, in the same order.
+    let info = c.q(&["INFO", "rx"]);
+    let text = String::from_utf8_lossy(info.as_bytes().unwrap()).into_owned();
+    let prefix = format!("rx_script_{incr}:");
+    let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap();
+    let order: Vec<&str> = line[prefix.len()..]
+        .split(',')
+        .map(|kv| kv.split('=').next().unwrap())
+        .collect();
+    assert_eq!(order, INFO_ENTRY_FIELDS);
+    // RX.STATS RESET zeroes scripts in INFO too; RX.SCRIPT FLUSH removes their lines.
+    assert_eq!(c.q(&["RX.STATS", "RESET"]), Reply::Status("OK".into()));
+    let (plain, _, per_script) = info_rx(&mut c);
+    assert_eq!(plain.get("rx_calls").map(String::as_str), Some("0"));
+    assert!(
+        per_script[&incr].values().all(|&v| v == 0),
+        "{per_script:?}"
+    );
+    assert_eq!(c.q(&["RX.SCRIPT", "FLUSH"]), Reply::Status("OK".into()));
+    let (plain, _, per_script) = info_rx(&mut c);
+    assert!(per_script.is_empty(), "{per_script:?}");
+    assert_eq!(plain.get("rx_scripts").map(String::as_str), Some("0"));
 }
 
 /// Deleting libraries (and flushing scripts) gives their memory back to the VM at once:

@@ -125,6 +125,25 @@ impl FunctionStats {
         self.total_us.checked_div(self.calls).unwrap_or(0)
     }
 
+    /// The value of this function's or script's `INFO rx` line, in the style of INFO
+    /// commandstats: `calls=3,errors=0,refusals=1,usec=237,...`. The field names and their
+    /// order are documented (README, "INFO rx") and read by contrib/prometheus/rx_info.lua.
+    pub fn info_line(&self) -> String {
+        format!(
+            "calls={},errors={},refusals={},usec={},usec_per_call={},max_usec={},p50_usec={},p99_usec={},p999_usec={},redis_calls={}",
+            self.calls,
+            self.errors,
+            self.refusal_count(),
+            self.total_us,
+            self.avg_us(),
+            self.max_us,
+            self.percentile_us(0.5),
+            self.percentile_us(0.99),
+            self.percentile_us(0.999),
+            self.redis_calls
+        )
+    }
+
     /// Latency at `quantile` (0.5, 0.99, 0.999), in microseconds; 0 before any call.
     pub fn percentile_us(&self, quantile: f64) -> u64 {
         // The histogram answers with its bucket's upper bound, which can exceed the real
@@ -156,6 +175,22 @@ mod tests {
         assert_eq!(s.refusals.get("OOM"), Some(&1));
         assert_eq!((s.total_us, s.max_us, s.avg_us()), (60, 30, 20));
         assert_eq!(s.last_error.as_ref().unwrap().0, "OOM command not allowed");
+    }
+
+    #[test]
+    fn info_line_has_every_field_in_order() {
+        assert_eq!(
+            FunctionStats::default().info_line(),
+            "calls=0,errors=0,refusals=0,usec=0,usec_per_call=0,max_usec=0,p50_usec=0,p99_usec=0,p999_usec=0,redis_calls=0"
+        );
+        let mut s = FunctionStats::default();
+        s.record_call(Duration::from_micros(10), 2, None);
+        s.record_call(Duration::from_micros(30), 1, Some("ERR boom"));
+        s.record_refusal("OOM command not allowed");
+        assert_eq!(
+            s.info_line(),
+            "calls=2,errors=1,refusals=1,usec=40,usec_per_call=20,max_usec=30,p50_usec=10,p99_usec=30,p999_usec=30,redis_calls=3"
+        );
     }
 
     /// `make bench` runs this to show what counting costs on top of a call.
