@@ -8,6 +8,7 @@ loopback port in its own temporary directory and is stopped by its PID.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,17 +38,38 @@ def server_binary() -> str:
     return binary
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(cluster: bool = False) -> int:
+    """A free loopback port; for a cluster node, one whose bus port (+10000) is free too."""
+    if not cluster:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class Server:
     """One redis-server with RX, in its own directory, on a free loopback port."""
 
-    def __init__(self, extra: Sequence[str] = (), module_args: Sequence[str] = ("stdlib", "none")):
+    def __init__(
+        self,
+        extra: Sequence[str] = (),
+        module_args: Sequence[str] = ("stdlib", "none"),
+        cluster: bool = False,
+    ):
+        self.cluster = cluster
         self.extra = list(extra)
+        if cluster:
+            self.extra += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                           "--cluster-node-timeout", "5000"]
         self.module_args = list(module_args)
         self.dir = tempfile.mkdtemp(prefix="rx-py-")
         self.port = 0
@@ -60,7 +82,7 @@ class Server:
     def start(self) -> "Server":
         last_error = ""
         for _ in range(3):  # a port taken between free_port() and bind: try another
-            self.port = free_port()
+            self.port = free_port(self.cluster)
             args = [
                 server_binary(),
                 "--port", str(self.port),
@@ -152,3 +174,58 @@ def clean(server: Server) -> Server:
     c.execute_command("RX.STATS RESET")
     c.close()
     return server
+
+
+class Cluster:
+    """Three RX primaries (no replicas) made a cluster by redis-cli --cluster create."""
+
+    def __init__(self) -> None:
+        self.nodes: List[Server] = []
+
+    def start(self) -> "Cluster":
+        try:
+            for _ in range(3):
+                self.nodes.append(Server(cluster=True).start())
+            cli = shutil.which("redis-cli")
+            if not cli:
+                raise RuntimeError("redis-cli not found (Debian: apt-get install redis-tools)")
+            subprocess.run(
+                [cli, "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+            )
+            deadline = time.monotonic() + 30
+            while not self.ready():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not reach cluster_state:ok")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def ready(self) -> bool:
+        for n in self.nodes:
+            out = subprocess.run(
+                [shutil.which("redis-cli") or "redis-cli", "-p", str(n.port), "CLUSTER", "INFO"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=10,
+            ).stdout
+            info = dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line)
+            if (info.get("cluster_state"), info.get("cluster_known_nodes"), info.get("cluster_slots_ok")) != (
+                "ok", str(len(self.nodes)), "16384"
+            ):
+                return False
+        return True
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster().start()
+    try:
+        yield c
+    finally:
+        c.stop()
