@@ -89,7 +89,7 @@ def _key(name: Any) -> Any:
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else name
 
 
-def _as_map(reply: Any) -> Any:
+def _as_map(reply: Any) -> Any:  # a dict, or None for a nil reply
     """A RESP2 flat ``[k, v, k, v, ...]`` list or a RESP3 map, as a dict with str keys."""
     if reply is None:
         return None
@@ -102,13 +102,13 @@ def _as_map(reply: Any) -> Any:
 
 
 def _bool_ok(reply: Any, **options: Any) -> bool:
-    return _key(reply) == "OK"
+    return bool(_key(reply) == "OK")
 
 
 def parse_stats(reply: Any) -> Dict[str, Any]:
     """``RX.STATS`` as nested dicts: ``running_script``, ``engines``, ``vm_memory_bytes``,
     ``functions`` (name -> numbers) and ``scripts`` (sha1 -> numbers)."""
-    top = _as_map(reply)
+    top: Dict[str, Any] = _as_map(reply)
     if isinstance(top.get("running_script"), (list, tuple, dict)):
         top["running_script"] = _as_map(top["running_script"])
     if "engines" in top:
@@ -129,7 +129,7 @@ def parse_stats(reply: Any) -> Dict[str, Any]:
 
 def parse_cluster_status(reply: Any, **options: Any) -> Dict[str, Any]:
     """``RX.CLUSTER STATUS`` as a dict whose ``nodes`` is a list of dicts."""
-    top = _as_map(reply)
+    top: Dict[str, Any] = _as_map(reply)
     top["nodes"] = [_as_map(node) for node in top.get("nodes") or []]
     return top
 
@@ -520,7 +520,14 @@ class _RXClusterRouting:
 
 class RXClusterPipeline(_RXClusterRouting, RXCommands, ClusterPipeline):
     """The pipeline of :class:`RXCluster`: redis-py's cluster pipeline, with the RX
-    methods routed as in :class:`RXCluster`."""
+    methods routed as in :class:`RXCluster`.  The methods redis-py blocks in its
+    cluster pipeline (``evalsha``, ``script_load``, ...) are blocked here too."""
+
+
+for _name in [n for n in vars(RXCommands) if not n.startswith("_")]:
+    _blocked = vars(ClusterPipeline).get(_name)
+    if _blocked is not None:
+        setattr(RXClusterPipeline, _name, _blocked)
 
 
 class RXCluster(_RXClusterRouting, RXCommands, RedisCluster):
@@ -566,12 +573,14 @@ class RXCluster(_RXClusterRouting, RXCommands, RedisCluster):
 
 
 @overload
-def wrap(client: RedisCluster) -> RXCluster:
+def wrap(client: redis.Redis) -> RX:
     ...
 
 
+# Where redis-py has no type information (Debian's 4.3.4), both parameters are Any:
+# the first overload then wins, and mypy notes that this one never matches.
 @overload
-def wrap(client: redis.Redis) -> RX:
+def wrap(client: RedisCluster) -> RXCluster:  # type: ignore[misc]
     ...
 
 
@@ -593,7 +602,7 @@ def wrap(client: Union[redis.Redis, RedisCluster]) -> Union[RX, RXCluster]:
     if isinstance(client, (Pipeline, ClusterPipeline)):
         raise TypeError("wrap() takes a client, not a pipeline: wrap the client, then call pipeline()")
     if isinstance(client, RedisCluster):
-        rxc: RXCluster = copy.copy(client)  # type: ignore[assignment]
+        rxc: RXCluster = copy.copy(client)
         rxc.__class__ = RXCluster
         rxc.command_flags = copy.copy(client.command_flags)
         rxc.result_callbacks = copy.copy(client.result_callbacks)
