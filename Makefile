@@ -37,8 +37,9 @@ deps:
 build: deps
 	$(CARGO) build --release
 
-# Unit tests (pure parts, no server) and integration tests (real redis-server processes;
-# with RX_TEST_DOCKER=1, containers of $(RX_TEST_IMAGE), built first).
+# Unit tests (pure parts, no server), integration tests (real redis-server processes; with
+# RX_TEST_DOCKER=1, containers of $(RX_TEST_IMAGE), built first), and the Python client's
+# tests (clients/python, against real servers too).
 test: build
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(TEST_DEB_PACKAGES)"
 	$(CARGO) build --release --examples
@@ -46,6 +47,7 @@ test: build
 	  scripts/docker.sh image $(RX_TEST_IMAGE) && scripts/docker.sh clean-tests; \
 	fi
 	$(CARGO) test --release --workspace
+	clients/python/run_tests.sh -q
 
 # The integration tests against each supported server in turn (Debian 12's redis-server 7.0,
 # Redis 8.0.2 and Valkey 8.1.1 built from Debian 13's sources, cached in ~/.cache/rx/servers),
