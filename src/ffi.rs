@@ -75,6 +75,26 @@ pub fn guarded<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// `guarded` for work whose errors are texts: a panic becomes
+/// `ERR RX internal error (panic) in <what>: see the server log`, made only then (the
+/// fallback of `guarded` is built before the work runs, and this runs on every
+/// `redis.call`).
+pub fn guarded_text<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            log(
+                std::ptr::null_mut(),
+                LogLevel::Warning,
+                format!("RX internal error (panic) in {what}").as_bytes(),
+            );
+            Err(format!(
+                "ERR RX internal error (panic) in {what}: see the server log"
+            ))
+        }
+    }
+}
+
 /// A NUL-terminated copy of `s`, cut at its first NUL (C APIs would stop there anyway).
 pub fn c_string(s: &[u8]) -> CString {
     let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());

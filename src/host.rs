@@ -11,8 +11,8 @@ use redis_module::raw;
 
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::ffi::{
-    api, c_string, call_tree, context_flags, errno, guarded, log, set_errno, ArgStrings, CallReply,
-    Ctx,
+    api, c_string, call_tree, context_flags, errno, guarded, guarded_text, log, set_errno,
+    ArgStrings, CallReply, Ctx,
 };
 use crate::resp::Tree;
 use crate::running::{Running, Stop, UnyieldablePlace};
@@ -554,10 +554,6 @@ impl ModuleHost<'_> {
     }
 }
 
-/// The text a script sees when RX's own code panicked under it: the run goes on (or
-/// fails) like any other error, and the server lives.
-const INTERNAL_ERROR: &str = "ERR RX internal error (panic) in redis.call: see the server log";
-
 thread_local! {
     /// A command name whose `redis.call` panics on purpose: set from the environment
     /// (`RX_TEST_PANIC_COMMAND`) when the module loads, for the test that shows a panic
@@ -578,9 +574,9 @@ impl Host for ModuleHost<'_> {
         options: CallOptions,
         on_reply: &mut dyn FnMut(&[u8]),
     ) -> Result<(), String> {
-        let reply = guarded("redis.call", Err(INTERNAL_ERROR.to_string()), || {
-            self.run_command(argv, options)
-        })?;
+        // A panic becomes an error text the script sees: the run goes on (or fails) like
+        // after any other error, and the server lives.
+        let reply = guarded_text("redis.call", || self.run_command(argv, options))?;
         on_reply(reply.proto());
         Ok(())
     }
@@ -594,11 +590,7 @@ impl Host for ModuleHost<'_> {
     }
 
     fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String> {
-        guarded(
-            "redis.acl_check_cmd",
-            Err("ERR RX internal error (panic) in redis.acl_check_cmd: see the server log".into()),
-            || self.check_acl(argv),
-        )
+        guarded_text("redis.acl_check_cmd", || self.check_acl(argv))
     }
 
     fn log(&self, level: LogLevel, msg: &[u8]) {
