@@ -4,8 +4,9 @@
 # requests/s for each, the RX/native ratio, and server-side microseconds per call from
 # INFO commandstats. Then the scale part (bench/scale.py, its own servers): 1 vs 10,000
 # libraries per call, memory per library, a 1 MB library's load time and DEBUG RELOAD time
-# (BENCH_SCALE=0 skips it; BENCH_SCALE_LIBS=<n> sets the count). Results go to stdout and
-# bench/results.txt.
+# (BENCH_SCALE=0 skips it; BENCH_SCALE_LIBS=<n> sets the count). Then the real-world part:
+# BullMQ's scripts recorded and replayed through EVALSHA and RX.EVALSHA (bench/bullmq/run.sh;
+# BENCH_BULLMQ=0 skips it). Results go to stdout and bench/results.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODULE="${RX_MODULE_PATH:-$PWD/target/release/librx.so}"
@@ -87,9 +88,13 @@ for p in 1 16; do
 done
 echo
 echo "Statistics bookkeeping per call (two clock reads + counters + histogram):"
-cargo test --release --quiet --lib stats_bookkeeping_cost -- --ignored --nocapture 2>/dev/null | grep "ns per call" || echo "  (could not run the measurement)"
+cargo test --release --quiet -p rx-core --lib stats_bookkeeping_cost -- --ignored --nocapture 2>/dev/null | grep "ns per call" || echo "  (could not run the measurement)"
 if [ "${BENCH_SCALE:-1}" != 0 ]; then
   echo
   python3 bench/scale.py
+fi
+if [ "${BENCH_BULLMQ:-1}" != 0 ]; then
+  echo
+  bench/bullmq/run.sh
 fi
 } | tee "$OUT"

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Replays a recorded BullMQ command stream (record.js) against native EVALSHA and against
+RX.EVALSHA in one server with RX loaded, alternating sides round by round, and prints the
+server time per call in total (INFO commandstats, over every round) and per script (from
+one more round per side with every command in SLOWLOG, whose own cost for each command a
+script runs is then counted in, on both sides alike), with the RX/native ratio.
+
+    replay.py <port> <recording.jsonl> [rounds]
+
+Each side starts from an empty dataset with the scripts loaded (SCRIPT LOAD, or
+RX.SCRIPT LOAD), replays every command in recorded order on one connection (blocking pops
+become their non-blocking form; connection housekeeping is left out), and must end with
+the same replies and the same dataset as the other side: a difference fails the run.
+
+Two things are compared as values rather than bytes, and the run says how often they
+differed as bytes: JSON text (BullMQ's scripts cjson.encode Lua tables, and the order of a
+table's keys differs between Lua 5.1 and LuaJIT: a documented difference), and stream
+entry IDs (XADD * takes the clock).
+"""
+import base64
+import hashlib
+import json
+import socket
+import sys
+from collections import defaultdict
+
+SKIP = {"client", "info", "hello", "quit", "ping", "select", "monitor", "script"}
+NONBLOCKING = {"bzpopmin": "zpopmin", "bzpopmax": "zpopmax", "blpop": "lpop", "brpop": "rpop"}
+
+
+class Conn:
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def send(self, args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.s.sendall(b"".join(out))
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.s.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.s.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def read(self):
+        """One reply: bytes, int, None, list, or ('err', text) for an error."""
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest
+        if t == b"-":
+            return ("err", rest)
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise ValueError("unexpected reply %r" % line)
+
+    def call(self, *args):
+        self.send(args)
+        return self.read()
+
+
+def load(path):
+    with open(path) as f:
+        scripts = json.loads(f.readline())["scripts"]
+        commands = []
+        for line in f:
+            d = json.loads(line)
+            name = d["n"].lower()
+            args = [base64.b64decode(a) for a in d["a"]]
+            if name in SKIP:
+                continue
+            if name in NONBLOCKING:
+                name, args = NONBLOCKING[name], args[:1]
+            if name == "eval":  # the body becomes its SHA1, loaded beforehand
+                name, args = "evalsha", [hashlib.sha1(args[0]).hexdigest().encode()] + args[1:]
+            commands.append((name, args))
+    return scripts, commands
+
+
+def canonical(v):
+    """A reply or value with JSON texts parsed (keys sorted): equal JSON compares equal."""
+    if isinstance(v, list):
+        return [canonical(x) for x in v]
+    if isinstance(v, bytes) and v[:1] in (b"{", b"["):
+        try:
+            return ("json", json.dumps(json.loads(v), sort_keys=True))
+        except ValueError:
+            return v
+    return v
+
+
+def dataset(c):
+    """Every key with its type and contents (JSON values canonical, stream IDs left out)."""
+    keys, cursor = [], b"0"
+    while True:
+        cursor, batch = c.call("SCAN", cursor, "COUNT", "1000")
+        keys.extend(batch)
+        if cursor == b"0":
+            break
+    out = {}
+    for k in sorted(keys):
+        t = c.call("TYPE", k)
+        if t == b"string":
+            v = c.call("GET", k)
+        elif t == b"hash":
+            flat = c.call("HGETALL", k)
+            v = sorted(zip(flat[0::2], [canonical(x) for x in flat[1::2]]))
+        elif t == b"list":
+            v = c.call("LRANGE", k, "0", "-1")
+        elif t == b"set":
+            v = sorted(c.call("SMEMBERS", k))
+        elif t == b"zset":
+            v = c.call("ZRANGE", k, "0", "-1", "WITHSCORES")
+        elif t == b"stream":
+            v = [entry[1] for entry in c.call("XRANGE", k, "-", "+")]
+        else:
+            v = t
+        out[k] = (t, canonical(v), c.call("PTTL", k) > 0)
+    return out
+
+
+def run_side(c, side, scripts, commands, breakdown):
+    prefix = b"RX." if side == "rx" else b""
+    c.call("FLUSHALL", "SYNC")
+    c.call("SCRIPT", "FLUSH", "SYNC")
+    c.call("RX.SCRIPT", "FLUSH")
+    for s in scripts.values():
+        c.call(prefix + b"SCRIPT", "LOAD", s["body"].encode())
+    c.call("CONFIG", "RESETSTAT")
+    c.call("CONFIG", "SET", "slowlog-log-slower-than", "0" if breakdown else "-1")
+    # Commands scripts run are logged too: room for all of them.
+    c.call("CONFIG", "SET", "slowlog-max-len", "10000000")
+    c.call("SLOWLOG", "RESET")
+    replies = []
+    for name, args in commands:
+        cmd = name.encode()
+        if name in ("evalsha", "evalsha_ro"):
+            cmd = prefix + cmd
+        replies.append(c.call(cmd, *args))
+    log = c.call("SLOWLOG", "GET", "10000000") if breakdown else []
+    c.call("CONFIG", "SET", "slowlog-log-slower-than", "10000")
+    c.call("SLOWLOG", "RESET")
+    per_script = defaultdict(lambda: [0, 0])
+    for entry in log:
+        argv = entry[3]
+        if argv and argv[0].lower() in (b"evalsha", b"rx.evalsha"):
+            sha = argv[1].decode()
+            per_script[sha][0] += 1
+            per_script[sha][1] += entry[2]
+    stats = c.call("INFO", "commandstats").decode()
+    total = 0
+    want = "cmdstat_%s:" % ("rx.evalsha" if side == "rx" else "evalsha")
+    for line in stats.splitlines():
+        if line.startswith(want):
+            fields = dict(kv.split("=") for kv in line.split(":", 1)[1].split(","))
+            total = int(fields["usec"])
+    return replies, per_script, total, dataset(c)
+
+
+def main():
+    port, path = int(sys.argv[1]), sys.argv[2]
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    scripts, commands = load(path)
+    c = Conn(port)
+    acc = {"native": defaultdict(lambda: [0, 0]), "rx": defaultdict(lambda: [0, 0])}
+    totals = {"native": [], "rx": []}
+    reference = None
+    json_order = [0]
+    for r in range(rounds + 1):
+        breakdown = r == rounds
+        for side in (("native", "rx") if r % 2 == 0 else ("rx", "native")):
+            replies, per_script, total, data = run_side(c, side, scripts, commands, breakdown)
+            if reference is None:
+                reference = (side, replies, data)
+            else:
+                pairs = list(zip(reference[1], replies))
+                bad = [i for i, (a, b) in enumerate(pairs) if canonical(a) != canonical(b)]
+                byte_diffs = sum(1 for a, b in pairs if a != b)
+                if side == "rx" or reference[0] == "rx":
+                    json_order[0] = max(json_order[0], byte_diffs)
+                if bad or data != reference[2]:
+                    i = bad[0] if bad else None
+                    keys = [k for k in set(data) | set(reference[2])
+                            if data.get(k) != reference[2].get(k)]
+                    print("replay: %s differs from %s: %d replies%s; %d keys differ%s" % (
+                        side, reference[0], len(bad),
+                        "" if i is None else " (first: %s %r -> %r vs %r)" % (
+                            commands[i][0], commands[i][1][:3], reference[1][i], replies[i]),
+                        len(keys), "" if not keys else " (first: %r: %r vs %r)" % (
+                            keys[0], reference[2].get(keys[0]), data.get(keys[0]))))
+                    sys.exit(1)
+            for sha, (n, us) in per_script.items():
+                acc[side][sha][0] += n
+                acc[side][sha][1] += us
+            if not breakdown:
+                totals[side].append(total)
+    print("BullMQ replay: %d commands, %d rounds per side: the same replies and datasets "
+          "(%d replies equal as JSON values, not as bytes)" % (len(commands), rounds, json_order[0]))
+    print("%-28s %7s %10s %10s %7s" % ("script (SLOWLOG round)", "calls", "native_us", "rx_us", "ratio"))
+    rows = []
+    for sha, (n, us) in acc["native"].items():
+        rn, rus = acc["rx"].get(sha, (0, 0))
+        if n == 0 or rn == 0:
+            continue
+        name = scripts.get(sha, {}).get("name", sha[:12])
+        rows.append((n, name, us / n, rus / rn))
+    for calls, name, nus, rus in sorted(rows, reverse=True):
+        print("%-28s %7d %10.2f %10.2f %6.2fx" % (name, calls, nus, rus, rus / nus))
+    calls = sum(n for n, _ in acc["native"].values())
+    print("%-28s %7d %10.2f %10.2f %6.2fx   (INFO commandstats, per round: native %s, rx %s us)" % (
+        "total", calls, sum(totals["native"]) / rounds / calls, sum(totals["rx"]) / rounds / calls,
+        sum(totals["rx"]) / sum(totals["native"]),
+        "/".join(map(str, totals["native"])), "/".join(map(str, totals["rx"]))))
+
+
+if __name__ == "__main__":
+    main()
