@@ -12,7 +12,9 @@
 //!
 //! Written from the observed behaviour of native Redis 7.0.15.
 
-use mlua::{Lua, Table, Value};
+use std::ffi::{c_int, CStr};
+
+use mlua::{ffi, Lua, Table, Value};
 
 use self::glue::{
     arg_err, check_integer, check_string, f2i32, f2i64, msg, opt_integer, Args, Fail, Out,
@@ -26,7 +28,8 @@ const MAX_NESTING: u32 = 16;
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.raw_set("pack", glue::function(lua, mp_pack)?)?;
-    t.raw_set("unpack", glue::function(lua, mp_unpack)?)?;
+    // SAFETY: a lua_CFunction written against the C API (below).
+    t.raw_set("unpack", unsafe { lua.create_c_function(mp_unpack_raw)? })?;
     t.raw_set("unpack_one", glue::function(lua, mp_unpack_one)?)?;
     t.raw_set("unpack_limit", glue::function(lua, mp_unpack_limit)?)?;
     t.raw_set("_NAME", "cmsgpack")?;
@@ -230,13 +233,6 @@ fn encode(
 
 // ===== decoding =====
 
-fn mp_unpack(lua: &Lua, args: &Args) -> R<Out> {
-    let s = check_string(lua, args, 1)?;
-    // Extra arguments stay on the stack below the results.
-    let top = args.len().max(1) as i64;
-    unpack_full(lua, &s.as_bytes(), 0, 0, top)
-}
-
 fn mp_unpack_one(lua: &Lua, args: &Args) -> R<Out> {
     let offset = opt_integer(lua, args, 2, 0)?;
     let s = check_string(lua, args, 1)?;
@@ -270,11 +266,13 @@ fn unpack_full(lua: &Lua, s: &[u8], limit: i64, offset: i64, top: i64) -> R<Out>
     let first = if decode_all { 1 } else { 2 };
     let mut d = Decoder {
         lua,
-        s,
-        pos: offset as usize,
+        r: Reader {
+            s,
+            pos: offset as usize,
+        },
     };
     let mut cnt: i64 = 0;
-    while d.pos < s.len() && cnt < limit {
+    while d.r.pos < s.len() && cnt < limit {
         let v = d.value(top + cnt)?;
         results.raw_set(first + cnt, v)?;
         cnt += 1;
@@ -285,13 +283,23 @@ fn unpack_full(lua: &Lua, s: &[u8], limit: i64, offset: i64, top: i64) -> R<Out>
     if top + cnt + 1 > MAXCSTACK {
         return Err(overflow("in function mp_unpack_full"));
     }
-    let next = if d.pos == s.len() { -1.0 } else { d.pos as f64 };
+    let next = if d.r.pos == s.len() {
+        -1.0
+    } else {
+        d.r.pos as f64
+    };
     results.raw_set(1, next)?;
     Ok(Out::Table(results, cnt as usize + 1))
 }
 
+/// One MessagePack item as read: a scalar (a string as its place in the input), or the
+/// header of a container whose elements follow.
 enum Item {
-    Scalar(Value),
+    Nil,
+    Bool(bool),
+    Num(f64),
+    /// `s[start..start + len]`.
+    Str(usize, usize),
     Array(u64),
     Map(u64),
 }
@@ -306,20 +314,205 @@ struct Frame {
     below: i64,
 }
 
-struct Decoder<'a> {
-    lua: &'a Lua,
+// ===== `cmsgpack.unpack` on the Lua stack =====
+//
+// `unpack` is what scripts call (BullMQ's on every job), so it pushes values straight onto
+// the Lua stack as it reads, as the C implementation does, instead of building mlua values
+// and a results table. `unpack_one` and `unpack_limit` keep the general path. The stack
+// accounting, and so every error and where it happens, is the general path's.
+
+/// Why the raw decoder failed: plain data, raised once nothing on the Rust side needs
+/// dropping.
+enum RawErr {
+    Read(ReadErr),
+    NilIndex,
+    NanIndex,
+}
+
+thread_local! {
+    /// The open containers of the value being decoded, kept between calls. Taken out while
+    /// a call runs: a memory error unwinding through it leaves an empty one here.
+    static RAW_FRAMES: std::cell::Cell<Vec<Frame>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `cmsgpack.unpack(s, ...)`: every value in `s`, as results (extra arguments stay below
+/// them, as in the C code, and count against the stack limit).
+///
+/// # Safety
+/// Called by Lua as a C function.
+unsafe extern "C-unwind" fn mp_unpack_raw(l: *mut ffi::lua_State) -> c_int {
+    let top = (ffi::lua_gettop(l) as i64).max(1);
+    let mut len = 0usize;
+    let p = ffi::luaL_checklstring(l, 1, &mut len);
+    // SAFETY: the string stays at slot 1, which nothing below writes, until this returns.
+    let s = std::slice::from_raw_parts(p.cast::<u8>(), len);
+    let mut frames = RAW_FRAMES.with(|f| f.take());
+    let mut r = Reader { s, pos: 0 };
+    let mut count: i64 = 0;
+    let mut result = Ok(());
+    while r.pos < s.len() && count < i32::MAX as i64 {
+        // SAFETY: as this function's.
+        result = unsafe { push_value(l, &mut r, top + count, &mut frames) };
+        if result.is_err() {
+            break;
+        }
+        count += 1;
+    }
+    frames.clear();
+    RAW_FRAMES.with(|f| f.set(frames));
+    match result {
+        Ok(()) => count as c_int,
+        Err(RawErr::Read(e)) => {
+            ffi::luaL_where(l, 1);
+            ffi::lua_pushstring(l, e.text().as_ptr());
+            ffi::lua_concat(l, 2);
+            ffi::lua_error(l)
+        }
+        Err(RawErr::NilIndex) => {
+            ffi::lua_pushstring(l, c"table index is nil".as_ptr());
+            ffi::lua_error(l)
+        }
+        Err(RawErr::NanIndex) => {
+            ffi::lua_pushstring(l, c"table index is NaN".as_ptr());
+            ffi::lua_error(l)
+        }
+    }
+}
+
+/// Reads one complete value and pushes it; `below` stack slots are in use under it in the
+/// C implementation's accounting (`Decoder::value` keeps the same).
+///
+/// # Safety
+/// A Lua C function's state. Pushes can raise a memory error, which unwinds through here.
+unsafe fn push_value(
+    l: *mut ffi::lua_State,
+    r: &mut Reader<'_>,
+    below: i64,
+    frames: &mut Vec<Frame>,
+) -> Result<(), RawErr> {
+    frames.clear();
+    let mut slot = below;
+    loop {
+        // One slot per push: the accounting above counts at least the slots in use, and
+        // stops at LuaJIT's own limit (LUAI_MAXCSTACK, 8000 slots, as Lua 5.1's).
+        if ffi::lua_checkstack(l, 1) == 0 {
+            return Err(RawErr::Read(ReadErr::TooManyValues));
+        }
+        match r.item(slot).map_err(RawErr::Read)? {
+            Item::Nil => ffi::lua_pushnil(l),
+            Item::Bool(b) => ffi::lua_pushboolean(l, b as c_int),
+            Item::Num(x) => ffi::lua_pushnumber(l, x),
+            Item::Str(start, len) => {
+                ffi::lua_pushlstring(l, r.s[start..].as_ptr().cast(), len);
+            }
+            Item::Array(n) => {
+                if slot + 2 > MAXCSTACK {
+                    return Err(RawErr::Read(ReadErr::ArrayTooDeep));
+                }
+                ffi::lua_createtable(l, 0, 0);
+                if n > 0 {
+                    frames.push(Frame {
+                        map: false,
+                        remaining: n,
+                        next_idx: 1,
+                        have_key: false,
+                        below: slot,
+                    });
+                    slot += 2;
+                    continue;
+                }
+            }
+            Item::Map(n) => {
+                ffi::lua_createtable(l, 0, 0);
+                if n > 0 {
+                    frames.push(Frame {
+                        map: true,
+                        remaining: n,
+                        next_idx: 1,
+                        have_key: false,
+                        below: slot,
+                    });
+                    slot += 1;
+                    continue;
+                }
+            }
+        }
+        // A finished value is on top: hand it to the containers above it.
+        loop {
+            let Some(f) = frames.last_mut() else {
+                return Ok(());
+            };
+            if !f.map {
+                ffi::lua_rawseti(l, -2, f.next_idx as _);
+                f.next_idx += 1;
+                f.remaining -= 1;
+            } else if !f.have_key {
+                f.have_key = true;
+            } else {
+                match ffi::lua_type(l, -2) {
+                    ffi::LUA_TNIL => return Err(RawErr::NilIndex),
+                    ffi::LUA_TNUMBER if ffi::lua_tonumber(l, -2).is_nan() => {
+                        return Err(RawErr::NanIndex)
+                    }
+                    _ => {}
+                }
+                ffi::lua_rawset(l, -3);
+                f.have_key = false;
+                f.remaining -= 1;
+            }
+            if f.remaining == 0 && !f.have_key {
+                frames.pop();
+                continue;
+            }
+            slot = f.below + if f.map && !f.have_key { 1 } else { 2 };
+            break;
+        }
+    }
+}
+
+/// Reads items off the input; `Decoder` (mlua values) and `unpack_raw` (the Lua stack)
+/// build values from them.
+struct Reader<'a> {
     s: &'a [u8],
     pos: usize,
 }
 
-fn missing() -> Fail {
-    msg("Missing bytes in input.")
+struct Decoder<'a> {
+    lua: &'a Lua,
+    r: Reader<'a>,
 }
 
-impl<'a> Decoder<'a> {
-    fn need(&self, n: usize) -> R<()> {
+/// Why reading an item failed: plain data, so the raw decoder can raise it once nothing
+/// needs dropping.
+#[derive(Clone, Copy, Debug)]
+enum ReadErr {
+    Missing,
+    BadFormat,
+    TooManyValues,
+    ArrayTooDeep,
+}
+
+impl ReadErr {
+    fn text(self) -> &'static CStr {
+        match self {
+            ReadErr::Missing => c"Missing bytes in input.",
+            ReadErr::BadFormat => c"Bad data format in input.",
+            ReadErr::TooManyValues => c"stack overflow (too many return values at once; use unpack_one or unpack_limit instead.)",
+            ReadErr::ArrayTooDeep => c"stack overflow (in function mp_decode_to_lua_array)",
+        }
+    }
+}
+
+impl From<ReadErr> for Fail {
+    fn from(e: ReadErr) -> Fail {
+        msg(e.text().to_str().expect("ASCII"))
+    }
+}
+
+impl Reader<'_> {
+    fn need(&self, n: usize) -> Result<(), ReadErr> {
         if self.s.len() - self.pos < n {
-            return Err(missing());
+            return Err(ReadErr::Missing);
         }
         Ok(())
     }
@@ -330,27 +523,24 @@ impl<'a> Decoder<'a> {
         b
     }
 
-    fn string(&mut self, header: usize, len: usize) -> R<Item> {
+    fn string(&mut self, header: usize, len: usize) -> Result<Item, ReadErr> {
         self.need(header.saturating_add(len))?;
         let start = self.pos + header;
-        let v = self.lua.create_string(&self.s[start..start + len])?;
         self.pos = start + len;
-        Ok(Item::Scalar(Value::String(v)))
+        Ok(Item::Str(start, len))
     }
 
-    fn num(&mut self, consumed: usize, x: f64) -> R<Item> {
+    fn num(&mut self, consumed: usize, x: f64) -> Result<Item, ReadErr> {
         self.pos += consumed;
-        Ok(Item::Scalar(Value::Number(x)))
+        Ok(Item::Num(x))
     }
 
     /// The next item, which the C code would push with `below` stack slots
     /// in use.
-    fn item(&mut self, below: i64) -> R<Item> {
+    fn item(&mut self, below: i64) -> Result<Item, ReadErr> {
         self.need(1)?;
         if below + 1 > MAXCSTACK {
-            return Err(overflow(
-                "too many return values at once; use unpack_one or unpack_limit instead.",
-            ));
+            return Err(ReadErr::TooManyValues);
         }
         let b = self.s[self.pos];
         match b {
@@ -397,11 +587,11 @@ impl<'a> Decoder<'a> {
             }
             0xc0 => {
                 self.pos += 1;
-                Ok(Item::Scalar(Value::Nil))
+                Ok(Item::Nil)
             }
             0xc3 | 0xc2 => {
                 self.pos += 1;
-                Ok(Item::Scalar(Value::Boolean(b == 0xc3)))
+                Ok(Item::Bool(b == 0xc3))
             }
             0xca => {
                 self.need(5)?;
@@ -459,10 +649,12 @@ impl<'a> Decoder<'a> {
                 self.pos += 1;
                 Ok(Item::Map((b & 0xf) as u64))
             }
-            _ => Err(msg("Bad data format in input.")),
+            _ => Err(ReadErr::BadFormat),
         }
     }
+}
 
+impl<'a> Decoder<'a> {
     /// One complete top-level value, decoded with `below` slots in use.
     /// Nested containers are handled with an explicit stack; only the table
     /// being filled is held on the Rust side, its ancestors wait in Lua.
@@ -474,11 +666,16 @@ impl<'a> Decoder<'a> {
         let mut spill: Option<Table> = None;
         let mut slot = below;
         loop {
-            let mut value = match self.item(slot)? {
-                Item::Scalar(v) => v,
+            let mut value = match self.r.item(slot)? {
+                Item::Nil => Value::Nil,
+                Item::Bool(b) => Value::Boolean(b),
+                Item::Num(x) => Value::Number(x),
+                Item::Str(start, len) => {
+                    Value::String(lua.create_string(&self.r.s[start..start + len])?)
+                }
                 Item::Array(n) => {
                     if slot + 2 > MAXCSTACK {
-                        return Err(overflow("in function mp_decode_to_lua_array"));
+                        return Err(ReadErr::ArrayTooDeep.into());
                     }
                     if n == 0 {
                         Value::Table(lua.create_table()?)
