@@ -26,7 +26,8 @@ trap 'rm -rf "$DIR"' EXIT
 
 # Total instructions of one server life: start, load the library, `calls` calls, shut down.
 count() { # command case calls
-  local cmd=$1 case=$2 calls=$3 port=$((30000 + RANDOM % 20000)) out=$DIR/cg.$RANDOM
+  local cmd=$1 case=$2 calls=$3 out=$DIR/cg.$RANDOM port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   valgrind --tool=callgrind --callgrind-out-file="$out" "$SERVER" --port "$port" \
     --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" --hz 1 --loadmodule "$MODULE" \
     stdlib none >"$DIR/server.log" 2>&1 &

@@ -232,6 +232,7 @@ pub fn install(dialect: Dialect) {
 
 /// The dialect in force: the one installed at load, or Debian's Redis 7.0 before that (and
 /// in unit tests).
+#[inline]
 pub fn current() -> &'static Dialect {
     CURRENT.get_or_init(|| Dialect::for_server(ServerInfo::debian_redis_7_0()))
 }

@@ -172,10 +172,12 @@ impl NumBuf {
         number: false,
     };
 
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
 
+    #[inline]
     pub fn mark_number(&mut self) {
         self.number = true;
     }
@@ -187,6 +189,7 @@ impl NumBuf {
 
 /// `format_g` into a fixed buffer, without allocating for integers (the usual number in a
 /// command argument).
+#[inline]
 pub fn format_g_buf(v: f64, precision: usize) -> NumBuf {
     let mut out = NumBuf::EMPTY;
     let mut buf = [0u8; INTEGER_MAX];

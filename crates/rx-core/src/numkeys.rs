@@ -3,6 +3,7 @@
 use crate::error::{RxError, RxResult};
 
 /// Parses numkeys the way FCALL does.
+#[inline]
 pub fn parse_numkeys(raw_numkeys: &[u8], available: usize) -> RxResult<usize> {
     // The common case, a single digit, without going through str parsing.
     if let [d @ b'0'..=b'9'] = raw_numkeys {

@@ -12,6 +12,7 @@
 /// so those are dropped too; but a cluster node refuses a `*` pattern before that
 /// (`cluster`: leave the command as typed for the server's own error). `None` for any other
 /// command, or when the options would not parse (the server then gives its own error).
+#[inline]
 pub fn forced_alpha_args<'a>(
     name: &[u8],
     args: &[&'a [u8]],
