@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version=${1:?usage: scripts/dist.sh VERSION}
-glibc=$(ldd --version | head -n1 | awk '{print $NF}')
+# getconf, not `ldd --version | head`: with pipefail, head closing the pipe early is an error.
+glibc=$(getconf GNU_LIBC_VERSION | awk '{print $2}')
 name=rx-$version-linux-$(uname -m)-glibc$glibc
 stage=dist/$name
 rm -rf "$stage" "dist/$name.tar.gz" "dist/$name.tar.gz.sha256"

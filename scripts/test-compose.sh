@@ -82,6 +82,6 @@ for p in "${ports[@]}"; do
   [ "$r" = "hello node $p" ] || fail "RX.CALL on $p: $r"
   echo "  $p: $("$CLI" -p "$p" INFO replication | tr -d '\r' | sed -n 's/^role://p'), RX.CALL_RO -> $r"
 done
-"$CLI" -p "${ports[0]}" RX.CLUSTER STATUS | head -12 | paste -sd' '
+"$CLI" -p "${ports[0]}" RX.CLUSTER STATUS | sed -n 1,12p | paste -sd' '
 down cluster .cluster
 log "cluster: ok"

@@ -246,8 +246,8 @@ impl Engine for LuaEngine {
 
 #[cfg(test)]
 mod tests {
-    /// RX's LuaJIT is built with a fixed PRNG seed (.cargo/config.toml), so the string hash,
-    /// and with it the order of tables with string keys, is the same on every start.
+    /// RX's LuaJIT is built with a fixed PRNG seed (.cargo/config.toml), so two VMs with the
+    /// same history order tables with string keys alike.
     #[test]
     fn luajit_is_built_with_the_fixed_seed() {
         let lua = mlua::Lua::new();
