@@ -17,7 +17,8 @@ SERVER="${REDIS_SERVER:-redis-server}"
 CALLS="${CALLS:-5000}"
 command -v valgrind >/dev/null || {
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind >/dev/null
+  $SUDO apt-get update -qq >/dev/null 2>&1 || true
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 }
 [ $# -gt 0 ] || set -- const get write5
 LIB=$(cat bench/functions.lua)
@@ -46,7 +47,7 @@ count() { # command case calls
   fi
   redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
   wait "$pid" || true
-  sed -n 's/^summary: //p; s/^totals: //p' "$out" | head -n1
+  awk '/^(summary|totals): / { print $2; exit }' "$out"
 }
 
 echo "instructions per call (callgrind), $CALLS calls, $("$SERVER" --version | awk '{print $3}')"
@@ -55,5 +56,5 @@ for c in "$@"; do
   n0=$(count FCALL "$c" 0); n1=$(count FCALL "$c" "$CALLS")
   r0=$(count RX.CALL "$c" 0); r1=$(count RX.CALL "$c" "$CALLS")
   native=$(((n1 - n0) / CALLS)); rx=$(((r1 - r0) / CALLS))
-  printf '%-14s %12d %12d %7.2fx\n' "$c" "$native" "$rx" "$(echo "$rx / $native" | bc -l)"
+  awk -v c="$c" -v n="$native" -v r="$rx" 'BEGIN { printf "%-14s %12d %12d %7.2fx\n", c, n, r, r / n }'
 done

@@ -3,7 +3,7 @@
 #
 #   docker run rx                               a server on 6379, data in /data
 #   docker run rx --port 6380 --rx.time-limit-ms 1000
-#   docker run rx /etc/redis/my.conf --port 6380 a configuration file first, then options
+#   docker run rx /etc/redis/my.conf --port 6380 a configuration file (named *.conf) first
 #   docker run rx redis-cli -p 6380 PING        any other command runs as given
 #
 # RX_MODULE_ARGS holds the module's arguments. Without a configuration file the server
@@ -11,7 +11,11 @@
 # password; pass --protected-mode yes (or a password) to keep it.
 set -e
 
-server=$(command -v valkey-server || command -v redis-server)
+server=$(command -v valkey-server || command -v redis-server || true)
+if [ -z "$server" ]; then
+  echo "rx-entrypoint: no valkey-server or redis-server in this image" >&2
+  exit 1
+fi
 case "${1:-}" in
   redis-server | valkey-server) shift ;;
   '' | -*) ;;

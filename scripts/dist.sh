@@ -23,16 +23,26 @@ rm -rf "$stage"
 
 # The packaged module loads and says its version (MODULE LIST: 1.2.3 is 10203).
 check=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$check"' EXIT
+pid=
+trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$check"' EXIT
 tar -C "$check" -xzf "dist/$name.tar.gz"
 (cd "$check/$name" && sha256sum --quiet -c SHA256SUMS)
 IFS=. read -r major minor patch <<<"${version%%[-+]*}"
 expected=$((major * 10000 + minor * 100 + patch))
-port=$((30000 + RANDOM % 20000))
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --port "$port" --bind 127.0.0.1 --save '' --dir "$check" \
   --loadmodule "$check/$name/librx.so" >"$check/server.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 50); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+up=
+for _ in $(seq 1 50); do
+  if redis-cli -p "$port" PING >/dev/null 2>&1; then up=1; break; fi
+  sleep 0.1
+done
+if [ -z "$up" ]; then
+  echo "dist: a redis-server with the packaged module did not start; its log:" >&2
+  cat "$check/server.log" >&2
+  exit 1
+fi
 listed=$(redis-cli -p "$port" MODULE LIST | paste -sd' ')
 case "$listed" in
   *"name rx ver $expected "*) ;;

@@ -27,7 +27,7 @@ engine() {
   if ! command -v dockerd >/dev/null; then
     log "no Docker engine: installing docker.io"
     $SUDO apt-get update -qq >/dev/null 2>&1 || true
-    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       docker.io >/dev/null; then
       log "cannot install docker.io"
       return 3
@@ -73,14 +73,18 @@ base() {
     log "cannot pull $BASE (no registry answers?); build from a base present here"
     return 1
   fi
-  command -v debootstrap >/dev/null ||
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq debootstrap >/dev/null
+  if ! command -v debootstrap >/dev/null; then
+    $SUDO apt-get update -qq >/dev/null 2>&1 || true
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  fi
+  mkdir -p "$CACHE"
   local root mirror
   root=$(mktemp -d)
   mirror=$(debian_mirror)
   log "no registry answers: making $BASE with debootstrap (minbase bookworm from $mirror, about 30 s)"
   $SUDO debootstrap --variant=minbase bookworm "$root" "$mirror" >"$CACHE/debootstrap.log" 2>&1 || {
     log "debootstrap failed; see $CACHE/debootstrap.log"
+    $SUDO rm -rf "$root"
     return 1
   }
   $SUDO rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*

@@ -259,7 +259,7 @@ fn eval_writes_reach_a_replica_as_effects() {
 }
 
 /// What a script sees of a table's order: `cjson.encode` and `pairs` over string keys, in
-/// a script and in a function (each has its own VM).
+/// a script and in a function (both run in the one VM).
 fn observed_orders(c: &mut Conn) -> Vec<Reply> {
     let script = "local t = {attempts = 3, jobId = 'x', delay = 0, timestamp = 1, \
                   name = 'n', data = 'd', opts = 'o', parent = 'p', priority = 1, \

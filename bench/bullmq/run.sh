@@ -20,7 +20,7 @@ CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/rx/bullmq-$BULLMQ_VERSION"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   echo "bullmq: installing nodejs and npm"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 if [ ! -d "$CACHE/node_modules/bullmq" ]; then
   mkdir -p "$CACHE"
@@ -34,7 +34,16 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 "$SERVER" --port "$PORT" --bind 127.0.0.1 --dir "$DIR" --save "" --appendonly no --daemonize yes \
   --logfile "$DIR/redis.log" --loadmodule "$MODULE" stdlib none >/dev/null
 trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
-for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+up=
+for _ in $(seq 50); do
+  if redis-cli -p "$PORT" ping >/dev/null 2>&1; then up=1; break; fi
+  sleep 0.1
+done
+if [ -z "$up" ]; then
+  echo "bullmq: the server did not start; its log:" >&2
+  cat "$DIR/redis.log" >&2
+  exit 1
+fi
 
 echo "BullMQ $BULLMQ_VERSION (ioredis $IOREDIS_VERSION, Node.js $(node --version)), $JOBS jobs at concurrency 10:"
 NODE_PATH="$CACHE/node_modules" node bench/bullmq/record.js "$PORT" "$JOBS" "$DIR/recording.jsonl"

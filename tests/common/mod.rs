@@ -198,11 +198,9 @@ impl Server {
                 self.port = port;
                 return;
             }
-            if exited {
-                child.wait();
-            } else {
-                child.kill();
-            }
+            // Also when it looked exited: a container whose state could not be read is
+            // killed rather than waited for.
+            child.kill();
             let log = std::fs::read(&log_path)
                 .map(|b| {
                     String::from_utf8_lossy(&b[(log_offset as usize).min(b.len())..]).to_string()

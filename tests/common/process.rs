@@ -59,10 +59,17 @@ impl ServerProcess {
             std::process::id(),
             CONTAINER_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        // As the owner of the test directory, so that what the server writes there belongs
+        // to whoever runs the tests and the directory can be removed afterwards.
+        let owner = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(dir).expect("the test directory exists");
+            format!("{}:{}", m.uid(), m.gid())
+        };
         let mut cmd = Command::new("docker");
         cmd.args(["run", "--detach", "--network", "host", "--name", &name])
             .args(["--label", CONTAINER_LABEL, "--entrypoint", "redis-server"])
-            .args(["--user", "0"]);
+            .args(["--user", &owner]);
         let dir = dir.to_string_lossy();
         cmd.arg("--volume").arg(format!("{dir}:{dir}"));
         for m in mounts {
@@ -114,25 +121,31 @@ impl ServerProcess {
                 if exit_code.is_some() {
                     return true;
                 }
-                let out = docker(&[
-                    "inspect",
-                    "--format",
-                    "{{.State.Running}} {{.State.ExitCode}}",
-                    id,
-                ]);
-                match out.as_deref().map(str::trim) {
-                    Some(s) if s.starts_with("true") => false,
-                    Some(s) => {
-                        *exit_code = s.split(' ').nth(1).and_then(|c| c.parse().ok());
-                        true
+                // A busy engine can fail an inspect now and then: ask again before taking a
+                // failure to mean the container is gone.
+                for _ in 0..3 {
+                    let out = docker(&[
+                        "inspect",
+                        "--format",
+                        "{{.State.Running}} {{.State.ExitCode}}",
+                        id,
+                    ]);
+                    match out.as_deref().map(str::trim) {
+                        Some(s) if s.starts_with("true") => return false,
+                        Some(s) => {
+                            *exit_code = s.split(' ').nth(1).and_then(|c| c.parse().ok());
+                            return true;
+                        }
+                        None => std::thread::sleep(std::time::Duration::from_millis(100)),
                     }
-                    None => true,
                 }
+                true
             }
         }
     }
 
-    /// Waits for the server to exit; its exit code (None when killed by a signal).
+    /// Waits for the server to exit; its exit code (a local process killed by a signal has
+    /// none; a container reports 128 + the signal).
     pub fn wait(&mut self) -> Option<i32> {
         match self {
             ServerProcess::Local(c) => c.wait().ok().and_then(|s| s.code()),
@@ -181,7 +194,9 @@ pub fn docker(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The host paths a server with the module at `module` reads besides its directory.
+/// The host paths a server with the module at `module` reads besides its directory: the
+/// module's directory (the test modules of `target/release/examples` are under it), mounted
+/// at its own path, so RX_MODULE_PATH should not point into a system directory.
 pub fn module_mounts(module: &Path) -> Vec<PathBuf> {
     module.parent().map(Path::to_path_buf).into_iter().collect()
 }

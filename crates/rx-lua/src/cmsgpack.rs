@@ -346,7 +346,9 @@ unsafe extern "C-unwind" fn mp_unpack_raw(l: *mut ffi::lua_State) -> c_int {
     let p = ffi::luaL_checklstring(l, 1, &mut len);
     // SAFETY: the string stays at slot 1, which nothing below writes, until this returns.
     let s = std::slice::from_raw_parts(p.cast::<u8>(), len);
-    let mut frames = RAW_FRAMES.with(|f| f.take());
+    // Not dropped if a Lua error unwinds through here (Lua 5.1 builds longjmp over Rust
+    // frames): it is only given back on the way out below.
+    let mut frames = std::mem::ManuallyDrop::new(RAW_FRAMES.with(|f| f.take()));
     let mut r = Reader { s, pos: 0 };
     let mut count: i64 = 0;
     let mut result = Ok(());
@@ -359,7 +361,7 @@ unsafe extern "C-unwind" fn mp_unpack_raw(l: *mut ffi::lua_State) -> c_int {
         count += 1;
     }
     frames.clear();
-    RAW_FRAMES.with(|f| f.set(frames));
+    RAW_FRAMES.with(|f| f.set(std::mem::ManuallyDrop::into_inner(frames)));
     match result {
         Ok(()) => count as c_int,
         Err(RawErr::Read(e)) => {
@@ -393,12 +395,14 @@ unsafe fn push_value(
     frames.clear();
     let mut slot = below;
     loop {
-        // One slot per push: the accounting above counts at least the slots in use, and
-        // stops at LuaJIT's own limit (LUAI_MAXCSTACK, 8000 slots, as Lua 5.1's).
+        let item = r.item(slot).map_err(RawErr::Read)?;
+        // One slot per push, made sure of after the item was read (so a missing byte is
+        // reported first, as the C code does): the accounting in `item` counts at least the
+        // slots in use and stops at LuaJIT's own limit (LUAI_MAXCSTACK, 8000, as Lua 5.1's).
         if ffi::lua_checkstack(l, 1) == 0 {
             return Err(RawErr::Read(ReadErr::TooManyValues));
         }
-        match r.item(slot).map_err(RawErr::Read)? {
+        match item {
             Item::Nil => ffi::lua_pushnil(l),
             Item::Bool(b) => ffi::lua_pushboolean(l, b as c_int),
             Item::Num(x) => ffi::lua_pushnumber(l, x),
@@ -937,6 +941,15 @@ mod tests {
         ),
         (
             r#"return show(pcall(cmsgpack.unpack, '\204'))"#,
+            r#"false | "Missing bytes in input.""#,
+        ),
+        // A missing byte is reported before the stack limit, even with the stack full.
+        (
+            r#"return show(pcall(cmsgpack.unpack, string.rep('\192', 7998) .. '\129'))"#,
+            r#"false | "Missing bytes in input.""#,
+        ),
+        (
+            r#"return show(pcall(cmsgpack.unpack, string.rep('\129\161k', 3999) .. '\129'))"#,
             r#"false | "Missing bytes in input.""#,
         ),
         (
