@@ -12,12 +12,23 @@ COMPOSE=${COMPOSE:-docker-compose}
 CLI=${CLI:-redis-cli}
 PROJECT=rxtest$$
 log() { echo "test-compose: $*"; }
-fail() { log "FAIL: $*"; exit 1; }
+fail() {
+  log "FAIL: $*"
+  # What the cluster's set-up said, and what the first node sees, while they still exist.
+  if [ -n "${ports:-}" ]; then
+    "$COMPOSE" -p "$PROJECT-cluster" -f docker/compose.cluster.yml ps 2>&1 || true
+    "$COMPOSE" -p "$PROJECT-cluster" -f docker/compose.cluster.yml logs --no-color --tail 8 2>&1 || true
+    "$CLI" -p "${ports[0]}" CLUSTER NODES 2>&1 || true
+  fi
+  exit 1
+}
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# N free ports whose cluster bus ports (+10000) are free too, from a random start.
+# N free ports whose cluster bus ports (+10000) are free too, from a random start below
+# Linux's ephemeral range (32768 and up), where an outgoing connection could take a port
+# between this check and the node's bind.
 free_ports() {
-  local n=$1 p=$((20000 + RANDOM % 20000)) out=()
+  local n=$1 p=$((10000 + RANDOM % 12000)) out=()
   while [ ${#out[@]} -lt "$n" ]; do
     if port_free "$p" && port_free $((p + 10000)); then out+=("$p"); fi
     p=$((p + 1))
