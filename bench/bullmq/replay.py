@@ -20,66 +20,33 @@ entry IDs (XADD * takes the clock).
 import base64
 import hashlib
 import json
-import socket
+import os
 import sys
 from collections import defaultdict
+
+# The RESP client of bench/scale.py, one directory up.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from scale import Client, ReplyError, encode  # noqa: E402
 
 SKIP = {"client", "info", "hello", "quit", "ping", "select", "monitor", "script"}
 NONBLOCKING = {"bzpopmin": "zpopmin", "bzpopmax": "zpopmax", "blpop": "lpop", "brpop": "rpop"}
 
 
-class Conn:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port))
-        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
+def plain(reply):
+    """A reply with error replies, nested ones included, as ("err", text) values that compare
+    equal when their texts do."""
+    if isinstance(reply, ReplyError):
+        return ("err", str(reply).encode())
+    if isinstance(reply, list):
+        return [plain(x) for x in reply]
+    return reply
 
-    def send(self, args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.s.sendall(b"".join(out))
 
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.s.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _exact(self, n):
-        while len(self.buf) < n + 2:
-            chunk = self.s.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
-
-    def read(self):
-        """One reply: bytes, int, None, list, or ('err', text) for an error."""
-        line = self._line()
-        t, rest = line[:1], line[1:]
-        if t == b"+":
-            return rest
-        if t == b"-":
-            return ("err", rest)
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            return None if n < 0 else self._exact(n)
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.read() for _ in range(n)]
-        raise ValueError("unexpected reply %r" % line)
-
-    def call(self, *args):
-        self.send(args)
-        return self.read()
+def request(c, *args):
+    """One command whose reply may be an error (the replayed ones); `Client.call` raises
+    on an error reply, which suits the set-up commands."""
+    c.sock.sendall(encode(args))
+    return plain(c.read())
 
 
 def load(path):
@@ -159,7 +126,7 @@ def run_side(c, side, scripts, commands, breakdown):
         cmd = name.encode()
         if name in ("evalsha", "evalsha_ro"):
             cmd = prefix + cmd
-        replies.append(c.call(cmd, *args))
+        replies.append(request(c, cmd, *args))
     log = c.call("SLOWLOG", "GET", "10000000") if breakdown else []
     c.call("CONFIG", "SET", "slowlog-log-slower-than", "10000")
     c.call("SLOWLOG", "RESET")
@@ -184,7 +151,7 @@ def main():
     port, path = int(sys.argv[1]), sys.argv[2]
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     scripts, commands = load(path)
-    c = Conn(port)
+    c = Client(port)
     acc = {"native": defaultdict(lambda: [0, 0]), "rx": defaultdict(lambda: [0, 0])}
     totals = {"native": [], "rx": []}
     reference = None
