@@ -4,40 +4,6 @@
 use super::*;
 
 impl LuaEngine {
-    /// Runs a function and writes its reply (or its error) to `sink`.
-    pub(crate) fn call(
-        &self,
-        callable: &LuaCallable,
-        function_name: &str,
-        keys: &[&[u8]],
-        args: &[&[u8]],
-        host: &dyn Host,
-        sink: &mut dyn ReplySink,
-    ) {
-        self.run(
-            CallKind::Function,
-            callable,
-            function_name,
-            keys,
-            args,
-            host,
-            sink,
-        )
-    }
-
-    /// Runs an EVAL script: as `call`, with KEYS and ARGV set as globals for the run.
-    pub(crate) fn call_script(
-        &self,
-        callable: &LuaCallable,
-        sha: &str,
-        keys: &[&[u8]],
-        args: &[&[u8]],
-        host: &dyn Host,
-        sink: &mut dyn ReplySink,
-    ) {
-        self.run(CallKind::Script, callable, sha, keys, args, host, sink)
-    }
-
     /// Keeps a compiled function in the Lua registry for `run`.
     pub(crate) fn callable(&self, f: Function, shape: Option<Shape>) -> mlua::Result<LuaCallable> {
         // SAFETY: luaL_ref pops the function (the one argument pushed) into a new registry

@@ -216,7 +216,15 @@ impl Engine for LuaEngine {
         host: &dyn Host,
         sink: &mut dyn ReplySink,
     ) {
-        LuaEngine::call(self, callable, function_name, keys, args, host, sink)
+        self.run(
+            CallKind::Function,
+            callable,
+            function_name,
+            keys,
+            args,
+            host,
+            sink,
+        )
     }
 
     fn call_script(
@@ -228,7 +236,8 @@ impl Engine for LuaEngine {
         host: &dyn Host,
         sink: &mut dyn ReplySink,
     ) {
-        LuaEngine::call_script(self, callable, sha, keys, args, host, sink)
+        // An EVAL script: KEYS and ARGV are globals for the run.
+        self.run(CallKind::Script, callable, sha, keys, args, host, sink)
     }
 
     fn used_memory(&self) -> usize {
