@@ -476,8 +476,9 @@ def memory_and_reload(out):
     native_heap = na["used"] - nb["used"]
     native_vm = na["vm_functions"] - nb["vm_functions"]
     native_total = native_heap + native_vm
-    rx_total = ra["used"] - rb["used"]
+    rx_heap = ra["used"] - rb["used"]
     rx_vm = ra["rx_vm"] - rb["rx_vm"]
+    rx_total = rx_heap + rx_vm
     per = lambda b: b / LIBS
     out("")
     out("Memory for %d small libraries (1 function each), after a full Lua GC in the engine measured:"
@@ -486,14 +487,14 @@ def memory_and_reload(out):
                                           "per 1000 libs"))
     out("%-8s %14d %14d %14d %12.0f %11.0f KB" % ("native", native_heap, native_vm, native_total,
                                                   per(native_total), per(native_total) * 1000 / 1024))
-    out("%-8s %14d %14d %14d %12.0f %11.0f KB" % ("rx", rx_total, rx_vm, rx_total, per(rx_total),
+    out("%-8s %14d %14d %14d %12.0f %11.0f KB" % ("rx", rx_heap, rx_vm, rx_total, per(rx_total),
                                                   per(rx_total) * 1000 / 1024))
     out("  native: used_memory+ excludes its Lua VM (used_memory_vm_functions, libc malloc), so total = both;")
     out("          of used_memory+, used_memory_functions grew by %d" % (na["functions"] - nb["functions"]))
-    out("  rx:     every allocation goes through RedisAlloc, so used_memory+ already includes the VM")
-    out("          (lua_vm+ = INFO rx rx_vm_memory_bytes growth, a part of used_memory+)")
+    out("  rx:     likewise: its VM allocates with libc malloc outside used_memory (crates/rx-lua/src/")
+    out("          vm_memory.rs); lua_vm+ = INFO rx rx_vm_memory_bytes growth, so total = both")
     out("  per library outside the Lua VM: native %.0f B, rx %.0f B; inside: native %.0f B, rx %.0f B"
-        % (per(native_heap), per(rx_total - rx_vm), per(native_vm), per(rx_vm)))
+        % (per(native_heap), per(rx_heap), per(native_vm), per(rx_vm)))
     ratio = rx_total / native_total
     out("  rx/native per library: %.2fx" % ratio)
     out("")

@@ -13,6 +13,7 @@ mod compile;
 mod errors;
 mod library;
 mod vm;
+mod vm_memory;
 
 use calling::run_frame;
 pub(crate) use errors::lua_error_message;
@@ -33,9 +34,7 @@ use std::time::{Duration, Instant};
 use mlua::chunk::ChunkMode;
 use std::ffi::{c_int, CStr};
 
-use mlua::{
-    ffi, Function, HookTriggers, Lua, LuaOptions, RegistryKey, StdLib, Table, Value, VmState,
-};
+use mlua::{ffi, Function, HookTriggers, Lua, RegistryKey, StdLib, Table, Value, VmState};
 
 use crate::engine::{Engine, Host, Registration, Tick};
 use crate::flags::FunctionFlags;
@@ -164,7 +163,6 @@ pub struct LuaEngine {
     /// The VM's main thread. Every call runs on it, in a protected call of `run_frame`.
     main: *mut ffi::lua_State,
     refs: HotRefs,
-    memory_limit: std::cell::Cell<usize>,
     /// Picks the collector's pause after each call (see `pace_collector`).
     pacing: std::cell::RefCell<pacing::CollectorPacing>,
     env: Table,
@@ -174,6 +172,8 @@ pub struct LuaEngine {
     invoke: Function,
     shape_of: Function,
     script_code_of: Function,
+    /// Last: the state closes after every handle above has gone (see `vm::OwnedState`).
+    state: vm::OwnedState,
 }
 
 /// Which environment a call runs in.

@@ -11,8 +11,7 @@ impl LuaEngine {
         // SAFETY: `debug` is loaded only so the prelude can capture `debug.getinfo` for the
         // error handler; it is removed from the globals before any user code runs, and user
         // code never sees the real globals table.
-        let lua = unsafe { Lua::unsafe_new_with(libs, LuaOptions::new().catch_rust_panics(false)) };
-        lua.set_memory_limit(DEFAULT_MEMORY_LIMIT)?;
+        let (lua, state) = new_state(libs)?;
         let globals = lua.globals();
         #[cfg(feature = "luajit")]
         lua.load("jit.off() jit.flush()").set_name("=rx").exec()?;
@@ -148,7 +147,6 @@ impl LuaEngine {
         Ok(LuaEngine {
             main,
             refs,
-            memory_limit: std::cell::Cell::new(DEFAULT_MEMORY_LIMIT),
             pacing: Default::default(),
             env: sandbox.get("env")?,
             eval_env: sandbox.get("eval_env")?,
@@ -158,11 +156,12 @@ impl LuaEngine {
             shape_of: sandbox.get("shape_of")?,
             script_code_of: sandbox.get("script_code_of")?,
             lua,
+            state,
         })
     }
 
     pub(crate) fn used_memory(&self) -> usize {
-        self.lua.used_memory()
+        self.state.memory.used()
     }
 
     /// A full collection cycle: frees every unreachable object now. The cap is lifted
@@ -170,9 +169,10 @@ impl LuaEngine {
     /// one that fails halfway leaves the garbage in place, so a VM at its cap would stay
     /// there and fail every call.
     pub(crate) fn collect_garbage(&self) {
-        let _ = self.lua.set_memory_limit(0);
+        let limit = self.state.memory.limit();
+        self.state.memory.set_limit(0);
         let _ = self.lua.gc_collect();
-        let _ = self.lua.set_memory_limit(self.memory_limit.get());
+        self.state.memory.set_limit(limit);
     }
 
     /// Housekeeping after a call or a library body: a failed allocation does not make
@@ -182,7 +182,7 @@ impl LuaEngine {
     pub(crate) fn after_run(&self) {
         // SAFETY: `main` is the VM's main thread; LUA_GCCOUNT only reads the GC's total.
         let in_use = unsafe { ffi::lua_gc(self.main, ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
-        if in_use > self.memory_limit.get() / 2 {
+        if in_use > self.state.memory.limit() / 2 {
             self.collect_garbage();
         }
         self.pace_collector(in_use);
@@ -190,20 +190,65 @@ impl LuaEngine {
 
     /// Caps the VM's memory; allocations past it fail with "not enough memory".
     pub(crate) fn set_memory_limit(&self, bytes: usize) -> mlua::Result<()> {
-        self.memory_limit.set(bytes);
+        self.state.memory.set_limit(bytes);
         MEMORY_CAP.with(|c| c.set(bytes));
-        self.lua.set_memory_limit(bytes).map(|_| ())
+        Ok(())
     }
 
     /// Sets how much garbage may pile up before the next collection cycle starts (see
     /// `pacing`): up to `GC_GARBAGE_ALLOWANCE`, never more than a quarter of the cap.
     pub(crate) fn pace_collector(&self, in_use: usize) {
-        let limit = self.memory_limit.get();
+        let limit = self.state.memory.limit();
         let allowance = GC_GARBAGE_ALLOWANCE.min(limit / 4);
         let change = self.pacing.borrow_mut().observe(in_use, allowance, limit);
         if let Some(pause) = change {
             // SAFETY: `main` is the VM's main thread; SETPAUSE only stores the setting.
             unsafe { ffi::lua_gc(self.main, ffi::LUA_GCSETPAUSE, pause) };
         }
+    }
+}
+
+/// The VM's state, made with RX's allocator (`vm_memory`), and the mlua handle on it.
+///
+/// The state is made here rather than by mlua so that LuaJIT allocates through
+/// `vm_memory::allocate`; mlua then wraps it as a state it does not own, so the engine
+/// closes it (`OwnedState`). Lua's `pcall` stays LuaJIT's own: a Rust panic inside one of
+/// the codecs' mlua callbacks becomes an error a script can catch, like any other error.
+fn new_state(libs: StdLib) -> mlua::Result<(Lua, OwnedState)> {
+    let memory = vm_memory::VmMemory::new(DEFAULT_MEMORY_LIMIT);
+    let ud = &*memory as *const vm_memory::VmMemory as *mut std::os::raw::c_void;
+    // SAFETY: `allocate` follows lua_Alloc's contract for the `VmMemory` at `ud`, which the
+    // returned `OwnedState` keeps alive (boxed, so at a fixed address) until after it
+    // closes the state.
+    let main = unsafe { ffi::lua_newstate(vm_memory::allocate, ud) };
+    if main.is_null() {
+        return Err(mlua::Error::MemoryError("cannot create the Lua VM".into()));
+    }
+    let state = OwnedState { main, memory };
+    // SAFETY: `main` is a fresh state with nothing on its stack; the base library opens
+    // first, as mlua does for the states it makes.
+    unsafe {
+        ffi::luaL_requiref(main, c"_G".as_ptr(), ffi::luaopen_base, 1);
+        ffi::lua_pop(main, 1);
+    }
+    // SAFETY: the state is fully made; mlua keeps its own handle in the state's registry,
+    // released when `OwnedState` closes the state, after every handle the engine holds.
+    let lua = unsafe { Lua::get_or_init_from_ptr(main) }.clone();
+    lua.load_std_libs(libs)?;
+    Ok((lua, state))
+}
+
+/// Closes the VM when the engine goes. It is the engine's last field: fields drop in order,
+/// so every mlua handle has gone before the state closes, and the allocator's counter,
+/// which closing still uses, goes after.
+pub(crate) struct OwnedState {
+    main: *mut ffi::lua_State,
+    pub(crate) memory: Box<vm_memory::VmMemory>,
+}
+
+impl Drop for OwnedState {
+    fn drop(&mut self) {
+        // SAFETY: `main` was made by `new_state` and is closed once, here; nothing runs in it.
+        unsafe { ffi::lua_close(self.main) };
     }
 }
