@@ -27,6 +27,9 @@ pub static SCRIPT_CACHE_SIZE: AtomicI64 = AtomicI64::new(500);
 pub static TIME_LIMIT_MS: AtomicI64 = AtomicI64::new(0);
 const TIME_LIMIT_MS_MAX: i64 = 1 << 40;
 
+/// Entries of history kept per library; 0 turns history off.
+pub static HISTORY_DEPTH: AtomicI64 = AtomicI64::new(crate::history::DEFAULT_DEPTH as i64);
+
 unsafe extern "C" fn get_numeric(_name: *const c_char, privdata: *mut c_void) -> c_longlong {
     // SAFETY: privdata is one of the statics above, registered with this callback.
     (*(privdata as *const AtomicI64)).load(Ordering::Relaxed)
@@ -42,6 +45,9 @@ unsafe extern "C" fn set_numeric(
     (*(privdata as *const AtomicI64)).store(val, Ordering::Relaxed);
     if CStr::from_ptr(name).to_bytes() == b"memory-limit-mb" {
         crate::ffi::guarded("rx.memory-limit-mb", (), apply_memory_limit);
+    }
+    if CStr::from_ptr(name).to_bytes() == b"history-depth" {
+        crate::ffi::guarded("rx.history-depth", (), apply_history_depth);
     }
     raw::REDISMODULE_OK as c_int
 }
@@ -64,8 +70,14 @@ pub fn apply_memory_limit() {
     });
 }
 
+/// Applies `rx.history-depth`: histories longer than it lose their oldest entries.
+pub fn apply_history_depth() {
+    let depth = HISTORY_DEPTH.load(Ordering::Relaxed).max(0) as usize;
+    state::with(|s| s.history.borrow_mut().set_depth(depth));
+}
+
 /// The numeric configs: name, storage, default, min, max.
-fn numeric_configs() -> [(&'static CStr, &'static AtomicI64, i64, i64, i64); 3] {
+fn numeric_configs() -> [(&'static CStr, &'static AtomicI64, i64, i64, i64); 4] {
     [
         (
             c"memory-limit-mb",
@@ -76,6 +88,13 @@ fn numeric_configs() -> [(&'static CStr, &'static AtomicI64, i64, i64, i64); 3] 
         ),
         (c"time-limit-ms", &TIME_LIMIT_MS, 0, 0, TIME_LIMIT_MS_MAX),
         (c"script-cache-size", &SCRIPT_CACHE_SIZE, 500, 0, 1_000_000),
+        (
+            c"history-depth",
+            &HISTORY_DEPTH,
+            crate::history::DEFAULT_DEPTH as i64,
+            0,
+            crate::history::MAX_DEPTH as i64,
+        ),
     ]
 }
 
@@ -146,6 +165,7 @@ pub fn register(ctx: Ctx, module_args: &[(&'static str, i64)]) -> Result<(), Str
         return Err("could not load the rx.* configs".into());
     }
     apply_memory_limit();
+    apply_history_depth();
     Ok(())
 }
 

@@ -55,7 +55,7 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
     // Per function and per cached EVAL script (by SHA1, sorted as RX.STATS lists them), a
     // line in the style of INFO commandstats (`cmdstat_get:calls=...`); the totals are over
     // both.
-    let (libraries, functions, memory, entries) = state::with(|s| {
+    let (libraries, functions, memory, entries, history_size) = state::with(|s| {
         let registry = s.registry.borrow();
         let scripts = s.scripts.borrow();
         let mut by_sha: Vec<_> = scripts.scripts().collect();
@@ -76,6 +76,7 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
             registry.function_count(),
             s.engine.used_memory(),
             entries,
+            s.history.borrow().size(),
         )
     });
     let scripts = entries.len() - functions;
@@ -96,6 +97,8 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
         add(c"functions", functions as i64);
         add(c"scripts", scripts as i64);
         add(c"vm_memory_bytes", memory as i64);
+        add(c"history_entries", history_size.0 as i64);
+        add(c"history_code_bytes", history_size.1 as i64);
         add(
             c"aof_rewrite_keeps_libraries",
             AOF_REWRITE_KEEPS_LIBRARIES.load(Ordering::Relaxed) as i64,

@@ -19,8 +19,8 @@
 
 // The core's modules, under the names the glue has always used.
 pub use rx_core::{
-    dialect, engine, error, flags, glob, header, numfmt, numkeys, payload, registry, reply, resp,
-    running, scripts, sort_in_scripts, stats,
+    dialect, engine, error, flags, glob, header, history, numfmt, numkeys, payload, registry,
+    reply, resp, running, scripts, sort_in_scripts, stats,
 };
 // The Lua engine.
 pub use rx_lua as lua;
@@ -103,6 +103,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         registry: RefCell::new(Registry::new()),
         scripts: RefCell::new(Default::default()),
         catalog: RefCell::new(Default::default()),
+        history: RefCell::new(history::History::new(history::DEFAULT_DEPTH)),
         loading_dataset: Default::default(),
     });
     if let Err(e) = commands::register_all(raw_ctx) {

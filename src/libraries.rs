@@ -16,6 +16,7 @@ use crate::engine::{LogLevel, LogOnlyHost};
 use crate::error::{RxError, RxResult};
 use crate::ffi::{log, Ctx};
 use crate::header::parse_header;
+use crate::history::{conflict_message, Action, LoadCondition, Origin};
 use crate::registry::{FunctionInfo, Library, RegistryError, RestorePolicy};
 use crate::state;
 use crate::state::Callable;
@@ -46,18 +47,134 @@ pub fn reset() -> Vec<Library<Callable>> {
     changed();
     state::with(|s| {
         s.catalog.borrow_mut().clear();
+        // The dataset brings its own history (see `persistence`).
+        s.history.borrow_mut().clear();
         s.registry.borrow_mut().flush()
     })
 }
 
-/// `RX.LOAD`: loads (or replaces) a library and records it as a local change.
-pub fn load(ctx: Ctx, code: &[u8], replace: bool) -> RxResult<(String, Change)> {
+/// `RX.LOAD`: loads (or replaces) a library and records it as a local change. With a
+/// condition, the library is loaded only if its current version or digest is the one
+/// given (and may then be replaced without `REPLACE`); otherwise nothing changes and the
+/// error is `CONFLICT`.
+pub fn load(
+    ctx: Ctx,
+    code: &[u8],
+    replace: bool,
+    condition: Option<LoadCondition>,
+) -> RxResult<(String, Change)> {
     if let Ok(header) = parse_header(code) {
         check_changeable([header.name.as_str()])?;
+        check_condition(&header.name, condition)?;
     }
-    let name = load_library(ctx, code, replace, "RX.LOAD")?;
-    let change = record_live(&name, code);
+    let existed = parse_header(code)
+        .is_ok_and(|h| state::with(|s| s.registry.borrow().library(&h.name).is_some()));
+    let replace = replace || condition.is_some();
+    let library = compile_checked(ctx, code, replace, "RX.LOAD")?;
+    // Nothing else ran since the check (a library body never yields to other clients),
+    // but the check is cheap, and a compare-and-swap must never act on a stale reading.
+    check_condition(&library.name, condition)?;
+    let name = library.name.to_string();
+    let replaced = state::with(|s| s.registry.borrow_mut().install(library, replace))
+        .map_err(|e| RxError::err(e.message()))?;
+    drop(replaced);
+    let action = if existed {
+        Action::Replace
+    } else {
+        Action::Load
+    };
+    let change = record_live(&name, code, action);
     Ok((name, change))
+}
+
+/// What `RX.LOAD ... DRYRUN` reports.
+pub struct DryRun {
+    pub name: String,
+    /// `create`, `replace` or `unchanged` (the same code as the live library).
+    pub action: &'static str,
+    /// Each function's name and flags.
+    pub functions: Vec<(String, crate::flags::FunctionFlags)>,
+}
+
+/// `RX.LOAD ... DRYRUN`: every check a load makes, the library body run included, and
+/// nothing changed.
+pub fn dry_run(
+    ctx: Ctx,
+    code: &[u8],
+    replace: bool,
+    condition: Option<LoadCondition>,
+) -> RxResult<DryRun> {
+    if let Ok(header) = parse_header(code) {
+        check_changeable([header.name.as_str()])?;
+        check_condition(&header.name, condition)?;
+    }
+    let replace = replace || condition.is_some();
+    let library = compile_checked(ctx, code, replace, "RX.LOAD")?;
+    state::with(|s| s.registry.borrow().check_install(&library, replace))
+        .map_err(|e| RxError::err(e.message()))?;
+    let live_digest = state::with(|s| {
+        let registry = s.registry.borrow();
+        registry
+            .library(&library.name)
+            .map(|l| crate::cluster::meta::digest_of(&l.code))
+    });
+    let action = match live_digest {
+        None => "create",
+        Some(d) if d == crate::cluster::meta::digest_of(code) => "unchanged",
+        Some(_) => "replace",
+    };
+    Ok(DryRun {
+        name: library.name.to_string(),
+        action,
+        functions: library
+            .functions
+            .iter()
+            .map(|f| (f.name.to_string(), f.flags))
+            .collect(),
+    })
+}
+
+/// `RX.ROLLBACK`: installs the code of the previous history entry of `name` (or of
+/// version `to`) as a new version, with the checks of a load. Returns the new version.
+pub fn rollback(ctx: Ctx, name: &str, to: Option<u64>) -> RxResult<Change> {
+    let code = state::with(|s| {
+        s.history
+            .borrow()
+            .rollback_target(name, to)
+            .map(|e| e.code.to_vec())
+    })
+    .map_err(RxError::err)?;
+    check_changeable([name])?;
+    let library = compile_checked(ctx, &code, true, "RX.ROLLBACK")?;
+    if *library.name != *name {
+        return Err(RxError::err(format!(
+            "the code in the history of library '{name}' is for library '{}'",
+            library.name
+        )));
+    }
+    let replaced = state::with(|s| s.registry.borrow_mut().install(library, true))
+        .map_err(|e| RxError::err(e.message()))?;
+    drop(replaced);
+    Ok(record_live(name, &code, Action::Rollback))
+}
+
+/// Refuses a conditional load whose condition does not hold.
+fn check_condition(name: &str, condition: Option<LoadCondition>) -> RxResult<()> {
+    let Some(condition) = condition else {
+        return Ok(());
+    };
+    state::with(|s| {
+        let catalog = s.catalog.borrow();
+        let current = catalog.get(name);
+        if condition.holds(current) {
+            Ok(())
+        } else {
+            Err(RxError::coded(format!(
+                "CONFLICT {}",
+                conflict_message(name, current)
+            )))
+        }
+    })
 }
 
 /// `RX.DELETE`: deletes a library and records its tombstone.
@@ -89,14 +206,25 @@ const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
 /// registry (and a library being replaced) is exactly as before. Returns the library name.
 pub fn load_library(ctx: Ctx, code: &[u8], replace: bool, command: &str) -> RxResult<String> {
     let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
-    // Redis checks this before running any of the library's code.
-    state::with(|s| s.registry.borrow().check_loadable(&header.name, replace))
-        .map_err(|e| RxError::err(e.message()))?;
-    let library = compile_library(ctx, code, command)?;
+    let library = compile_checked(ctx, code, replace, command)?;
     let replaced = state::with(|s| s.registry.borrow_mut().install(library, replace))
         .map_err(|e| RxError::err(e.message()))?;
     drop(replaced);
     Ok(header.name)
+}
+
+/// Checks that the library may be loaded (it exists only with `replace`: Redis checks this
+/// before running any of the library's code), then compiles it.
+fn compile_checked(
+    ctx: Ctx,
+    code: &[u8],
+    replace: bool,
+    command: &str,
+) -> RxResult<Library<Callable>> {
+    let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
+    state::with(|s| s.registry.borrow().check_loadable(&header.name, replace))
+        .map_err(|e| RxError::err(e.message()))?;
+    compile_library(ctx, code, command)
 }
 
 /// Parses the header and runs the library body, without touching the registry.
@@ -170,7 +298,7 @@ pub fn install_batch(
     )?;
     let mut changes: Vec<Change> = installed
         .iter()
-        .map(|(name, code)| record_live(name, code))
+        .map(|(name, code)| record_live(name, code, Action::Restore))
         .collect();
     for lib in &removed {
         if !installed.iter().any(|(n, _)| **n == *lib.name) {
@@ -204,15 +332,25 @@ fn local_version(catalog: &Catalog, name: &str) -> u64 {
     catalog.next_version(name).unwrap_or(MAX_VERSION)
 }
 
-/// Records a library installed by a local action (load, restore, import): its version is
-/// one more than any seen for that name.
-pub fn record_live(name: &str, code: &[u8]) -> Change {
-    record(name, |c| Entry::live(local_version(c, name), code), code)
+/// Records a library installed by a local action (load, restore, import, rollback): its
+/// version is one more than any seen for that name.
+pub fn record_live(name: &str, code: &[u8], action: Action) -> Change {
+    record(
+        name,
+        |c| Entry::live(local_version(c, name), code),
+        code,
+        action,
+    )
 }
 
 /// Records a library deleted by a local action.
 pub fn record_tombstone(name: &str) -> Change {
-    record(name, |c| Entry::tombstone(local_version(c, name)), &[])
+    record(
+        name,
+        |c| Entry::tombstone(local_version(c, name)),
+        &[],
+        Action::Delete,
+    )
 }
 
 /// Records a library at an exact version (an RDB entry, a bundled library).
@@ -220,19 +358,51 @@ pub fn record_exact(name: &str, entry: Entry) {
     state::with(|s| s.catalog.borrow_mut().set(name, entry));
 }
 
-fn record(name: &str, make: impl FnOnce(&Catalog) -> Entry, code: &[u8]) -> Change {
+fn record(name: &str, make: impl FnOnce(&Catalog) -> Entry, code: &[u8], action: Action) -> Change {
     changed();
+    let origin = Origin {
+        action,
+        time_ms: now_ms(),
+    };
     let entry = state::with(|s| {
         let mut catalog = s.catalog.borrow_mut();
         let entry = make(&catalog);
         catalog.set(name, entry);
+        s.history.borrow_mut().record(name, entry, origin, code);
         entry
     });
     Change {
         name: name.to_string(),
         entry,
         code: code.to_vec(),
+        origin: Some(origin),
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Adds an applied change to the history: with the origin it carries, or, from a payload
+/// older than origins, what this node can tell (a deletion, a load or a replace).
+fn record_applied(change: &Change, existed: bool) {
+    let origin = change.origin.unwrap_or_else(|| Origin {
+        action: if change.entry.is_tombstone() {
+            Action::Delete
+        } else if existed {
+            Action::Replace
+        } else {
+            Action::Load
+        },
+        time_ms: now_ms(),
+    });
+    state::with(|s| {
+        s.history
+            .borrow_mut()
+            .record(&change.name, change.entry, origin, &change.code)
+    });
 }
 
 /// The version a bundled library takes when (re)loaded: [`BUNDLED_VERSION`] when the name
@@ -261,6 +431,15 @@ pub fn apply_change(ctx: Ctx, change: &Change) -> Result<(), String> {
 }
 
 fn apply_one(ctx: Ctx, change: &Change) -> Result<(), String> {
+    let existed = state::with(|s| s.registry.borrow().library(&change.name).is_some());
+    let applied = apply_to_registry(ctx, change);
+    if applied.is_ok() {
+        record_applied(change, existed);
+    }
+    applied
+}
+
+fn apply_to_registry(ctx: Ctx, change: &Change) -> Result<(), String> {
     if change.entry.is_tombstone() {
         let removed = state::with(|s| {
             s.catalog.borrow_mut().set(&change.name, change.entry);

@@ -29,7 +29,7 @@ use crate::state;
 /// Redis requires exactly nine characters.
 const TYPE_NAME: &str = "rxlibrary";
 /// The aux encoding this RX writes; a newer one is refused rather than half-read.
-pub const ENCODING_VERSION: i32 = 2;
+pub const ENCODING_VERSION: i32 = 3;
 
 pub static LIBRARY_TYPE: RedisType = RedisType::new(
     TYPE_NAME,
@@ -75,6 +75,7 @@ fn saved_entries() -> Vec<Change> {
                     name: lib.name.to_string(),
                     entry: Entry::live(LEGACY_VERSION, &lib.code),
                     code: lib.code.to_vec(),
+                    origin: None,
                 });
             }
         }
@@ -96,6 +97,10 @@ fn save(rdb: *mut raw::RedisModuleIO, entries: &[Change]) {
         buffer(&e.entry.digest);
         buffer(&e.code);
     }
+    // Encoding 3: the library history, one string.
+    buffer(&state::with(|s| {
+        crate::history::encode(&s.history.borrow())
+    }));
 }
 
 extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
@@ -143,6 +148,7 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
             read_entries(rdb)?
         };
         let mut collector = LoadCollector::new();
+        let loaded_names: Vec<String> = entries.iter().filter_map(|(n, ..)| n.clone()).collect();
         for (name, entry, code) in entries {
             if entry.is_tombstone() {
                 // A deletion newer than what is here deletes: the registry may hold the
@@ -153,6 +159,7 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
                         name,
                         entry,
                         code: Vec::new(),
+                        origin: None,
                     };
                     if crate::libraries::accepts(&change) {
                         let _ = crate::libraries::apply_change(std::ptr::null_mut(), &change);
@@ -184,6 +191,25 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int)
                 },
             }
             collector.after_library();
+        }
+        if encver >= 3 {
+            // The RDB's history is the history of every library it carries, tombstones
+            // included: what applying its deletions recorded above is replaced, and a
+            // library without entries in it has none.
+            let mut libraries: std::collections::BTreeMap<_, _> =
+                crate::history::decode(&read_buffer(rdb)?)
+                    .map_err(|e| format!("RX: {e} in the RDB"))?
+                    .into_iter()
+                    .collect();
+            state::with(|s| {
+                let mut history = s.history.borrow_mut();
+                for name in &loaded_names {
+                    history.set_entries(name, libraries.remove(name).unwrap_or_default());
+                }
+                for (name, entries) in libraries {
+                    history.set_entries(&name, entries);
+                }
+            });
         }
         Ok::<(), String>(())
     });
@@ -254,6 +280,20 @@ fn read_sources(rdb: *mut raw::RedisModuleIO) -> Result<Vec<Vec<u8>>, String> {
 }
 
 type LoadedEntry = (Option<String>, Entry, Vec<u8>);
+
+fn read_buffer(rdb: *mut raw::RedisModuleIO) -> Result<Vec<u8>, String> {
+    // SAFETY: rdb is the live IO handle; the buffer Redis returns is copied and freed.
+    unsafe {
+        let mut len = 0usize;
+        let p = api!(RedisModule_LoadStringBuffer)(rdb, &mut len);
+        if api!(RedisModule_IsIOError)(rdb) != 0 || p.is_null() {
+            return Err("RX: truncated library history in the RDB".into());
+        }
+        let v = std::slice::from_raw_parts(p as *const u8, len).to_vec();
+        api!(RedisModule_Free)(p.cast());
+        Ok(v)
+    }
+}
 
 /// Encoding 2: every entry, tombstones included.
 fn read_entries(rdb: *mut raw::RedisModuleIO) -> Result<Vec<LoadedEntry>, String> {

@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use crate::cluster::meta::Catalog;
 use crate::engine::Engine;
+use crate::history::History;
 use crate::registry::Registry;
 use crate::scripts::ScriptCache;
 
@@ -34,6 +35,8 @@ pub struct ModuleState {
     /// The version and digest of every library name seen, tombstones included. Kept in step
     /// with `registry`: every live library has a live entry.
     pub catalog: RefCell<Catalog>,
+    /// Each library's last versions (`rx.history-depth`), deleted libraries included.
+    pub history: RefCell<History>,
     /// A dataset (an RDB, the AOF, a full sync) is loading: what it carries was accepted
     /// once, so it loads back without the load timeout or the VM memory cap.
     pub loading_dataset: std::cell::Cell<bool>,

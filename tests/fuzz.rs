@@ -13,6 +13,9 @@
 //! * `d_busy_kill_multi_races`: spinning functions and scripts, in and out of MULTI/EXEC,
 //!   with other clients sending RX.KILL, RX.SCRIPT KILL, PING, ... at random moments.
 //! * `e_memory_bombs`: allocation bombs under a small `rx.memory-limit-mb`.
+//! * `f_safe_deploys`: conditional loads, dry runs, deletes, flushes, rollbacks and history
+//!   depths, alone and in MULTI/EXEC, checked against the condition each one states and
+//!   the history's invariants, with DEBUG RELOAD and AOF restarts along the way.
 //!
 //! Every campaign ends with a dataset reload check: `DEBUG RELOAD`, then `SAVE` and a
 //! restart, each followed by the same keyspace digest and `RX.LIST WITHCODE`.
@@ -994,6 +997,8 @@ fn apply_changes(p: &[u8]) -> Option<Vec<ApplyChange>> {
         return None;
     }
     let body = &p[..p.len() - 20];
+    // Wire version 2 ends each change with its origin (action: 1 byte, time: 8 bytes).
+    let origin_len = if p[7] >= 2 { 9 } else { 0 };
     let mut pos = 8;
     let u32_at = |pos: &mut usize| -> Option<u32> {
         let v = u32::from_le_bytes(body.get(*pos..*pos + 4)?.try_into().ok()?);
@@ -1013,7 +1018,7 @@ fn apply_changes(p: &[u8]) -> Option<Vec<ApplyChange>> {
         pos += 20;
         let cl = u32_at(&mut pos)? as usize;
         let code = body.get(pos..pos.checked_add(cl)?)?.to_vec();
-        pos += cl;
+        pos += cl + origin_len;
         out.push(ApplyChange {
             name,
             version,
@@ -1055,6 +1060,11 @@ fn payload_fields(p: &[u8]) -> Vec<(usize, usize)> {
     } else if p.starts_with(b"RXAPPLY") {
         f.push((7, 1));
         f.push((8, 4));
+        let origin_len = if p.get(7).is_some_and(|v| *v >= 2) {
+            9
+        } else {
+            0
+        };
         let mut pos = 12;
         let end = p.len().saturating_sub(20);
         while pos + 2 <= end && f.len() < 64 {
@@ -1067,7 +1077,10 @@ fn payload_fields(p: &[u8]) -> Vec<(usize, usize)> {
             f.push((vpos, 8));
             f.push((vpos + 28, 4));
             let cl = u32::from_le_bytes(p[vpos + 28..vpos + 32].try_into().unwrap()) as usize;
-            pos = (vpos + 32).saturating_add(cl);
+            if origin_len > 0 {
+                f.push(((vpos + 32).saturating_add(cl), 1));
+            }
+            pos = (vpos + 32).saturating_add(cl).saturating_add(origin_len);
         }
     }
     f.retain(|&(off, w)| off + w <= p.len());
@@ -3332,5 +3345,399 @@ fn e_memory_bombs() {
         REPLY_BOUND,
     );
     reload_checks(&mut camp, &mut server);
+    camp.finish();
+}
+
+// ---------------------------------------------------------------------------
+// f: safe deploys. Random conditional loads, dry runs, deletes, flushes, rollbacks and
+// history depths (alone or in MULTI/EXEC) on a few libraries, checked against what the
+// state before each command says must happen, and against invariants of the history.
+
+const DEPLOY_NAMES: &[&str] = &["fa", "fb", "fc"];
+
+/// A library for the campaign: usually good, sometimes broken, misnamed, or stealing
+/// another library's function name.
+fn deploy_code(rng: &mut Rng, name: &str) -> (Vec<u8>, String) {
+    let tag = format!("t{}", rng.below(6));
+    let code = match rng.below(10) {
+        0 => format!("#!lua name={name}\nthis is not lua {tag}\n"),
+        1 => {
+            let other = rng.pick(DEPLOY_NAMES);
+            format!("#!lua name={name}\nredis.register_function('{other}_f', function() return '{tag}' end)\n")
+        }
+        2 => format!("#!lua name={name}\nlocal x = '{tag}'\n"),
+        _ => format!("#!lua name={name}\nredis.register_function('{name}_f', function() return '{tag}' end)\n"),
+    };
+    (code.into_bytes(), tag)
+}
+
+/// Every library's (version, digest) from RX.LIST WITHVERSIONS, every name's catalog
+/// entry (tombstones included) from RX.CLUSTER MANIFEST, and every history.
+#[derive(Clone, PartialEq, Debug)]
+struct DeployState {
+    live: BTreeMap<String, (i64, String)>,
+    catalog: BTreeMap<String, (i64, String)>,
+    history: BTreeMap<String, Vec<(i64, String, String)>>,
+}
+
+fn deploy_state(c: &mut Conn) -> Result<DeployState, String> {
+    let list = send(c, &cmd(&["RX.LIST", "WITHVERSIONS"]), REPLY_BOUND)?;
+    let mut live = BTreeMap::new();
+    for lib in list
+        .as_array()
+        .ok_or_else(|| format!("RX.LIST: {list:?}"))?
+    {
+        let kv = lib.as_array().unwrap_or_default();
+        let field = |k: &str| {
+            kv.chunks(2)
+                .find(|p| p[0].as_str() == Some(k))
+                .map(|p| p[1].clone())
+        };
+        let name = field("library_name")
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let version = field("version").and_then(|v| v.as_int()).unwrap_or(-1);
+        let digest = field("digest")
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        live.insert(name, (version, digest));
+    }
+    let manifest = send(c, &cmd(&["RX.CLUSTER", "MANIFEST"]), REPLY_BOUND)?;
+    let mut catalog = BTreeMap::new();
+    for e in manifest
+        .as_array()
+        .ok_or_else(|| format!("RX.CLUSTER MANIFEST: {manifest:?}"))?
+    {
+        let kv = e.as_array().unwrap_or_default();
+        let field = |k: &str| {
+            kv.chunks(2)
+                .find(|p| p[0].as_str() == Some(k))
+                .map(|p| p[1].clone())
+        };
+        catalog.insert(
+            field("library_name")
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            (
+                field("version").and_then(|v| v.as_int()).unwrap_or(-1),
+                field("digest")
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+            ),
+        );
+    }
+    let mut history = BTreeMap::new();
+    for name in DEPLOY_NAMES {
+        let h = send(c, &cmd(&["RX.HISTORY", name]), REPLY_BOUND)?;
+        let entries = h
+            .as_array()
+            .ok_or_else(|| format!("RX.HISTORY: {h:?}"))?
+            .iter()
+            .map(|e| {
+                let kv = e.as_array().unwrap_or_default();
+                let field = |k: &str| {
+                    kv.chunks(2)
+                        .find(|p| p[0].as_str() == Some(k))
+                        .map(|p| p[1].clone())
+                };
+                (
+                    field("version").and_then(|v| v.as_int()).unwrap_or(-1),
+                    field("action")
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    field("digest")
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                )
+            })
+            .collect::<Vec<_>>();
+        history.insert(name.to_string(), entries);
+    }
+    Ok(DeployState {
+        live,
+        catalog,
+        history,
+    })
+}
+
+/// Invariants that hold after any command: histories are newest first, no longer than the
+/// depth, and a live library is at its newest history entry.
+fn deploy_invariants(s: &DeployState, depth: usize) -> Result<(), String> {
+    for (name, entries) in &s.history {
+        if entries.len() > depth {
+            return Err(format!(
+                "{name}: {} entries with depth {depth}",
+                entries.len()
+            ));
+        }
+        if entries.windows(2).any(|w| w[0].0 <= w[1].0) {
+            return Err(format!("{name}: versions not newest first: {entries:?}"));
+        }
+        if let (Some((v, d)), Some(newest)) = (s.live.get(name), entries.first()) {
+            if (*v, d) != (newest.0, &newest.2) {
+                return Err(format!(
+                    "{name}: live at {v} {d}, newest history entry {newest:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "fuzzing campaign: run with `make fuzz`"]
+fn f_safe_deploys() {
+    let mut camp = Campaign::new("f_safe_deploys");
+    let mut server = Server::start_with(&["--appendonly", "yes"], &[]);
+    let mut c = connect(&server);
+    let mut depth = 10usize;
+    let zeros = "0".repeat(40);
+    while let Some((case, mut rng)) = camp.next_case() {
+        let before = match deploy_state(&mut c) {
+            Ok(s) => s,
+            Err(e) => {
+                camp.fail(&server, case, "state unreadable", &[], &e);
+                c = connect(&server);
+                continue;
+            }
+        };
+        let name = *rng.pick(DEPLOY_NAMES);
+        let (catalog_version, catalog_digest) = before
+            .catalog
+            .get(name)
+            .cloned()
+            .unwrap_or((0, zeros.clone()));
+        // The command, and what its condition says about the outcome (None: no condition).
+        let mut condition_holds: Option<bool> = None;
+        let mut dry_run = false;
+        let op = rng.below(10);
+        let command: Cmd = match op {
+            0..=4 => {
+                let (code, _) = deploy_code(&mut rng, name);
+                let mut args: Vec<String> = vec!["RX.LOAD".into()];
+                if rng.chance(1, 3) {
+                    args.push("REPLACE".into());
+                }
+                match rng.below(3) {
+                    0 => {
+                        let v = match rng.below(3) {
+                            0 => catalog_version,
+                            1 => catalog_version + 1,
+                            _ => (catalog_version - 1).max(0),
+                        };
+                        condition_holds = Some(v == catalog_version);
+                        args.push("IFVERSION".into());
+                        args.push(v.to_string());
+                    }
+                    1 => {
+                        let d = match rng.below(3) {
+                            0 => catalog_digest.clone(),
+                            1 => zeros.clone(),
+                            _ => format!("{:040x}", rng.next()),
+                        };
+                        condition_holds = Some(d == catalog_digest);
+                        args.push("IFDIGEST".into());
+                        args.push(d);
+                    }
+                    _ => {}
+                }
+                if rng.chance(1, 4) {
+                    args.push("DRYRUN".into());
+                    dry_run = true;
+                }
+                let mut v: Cmd = args.into_iter().map(String::into_bytes).collect();
+                v.push(code);
+                v
+            }
+            5 => cmd(&["RX.DELETE", name]),
+            6 => {
+                let mut args = vec!["RX.ROLLBACK".to_string(), name.to_string()];
+                if rng.chance(1, 2) {
+                    let v = match before.history[name].get(rng.below(4) as usize) {
+                        Some(e) => e.0,
+                        None => rng.below(5) as i64,
+                    };
+                    args.push("TO".into());
+                    args.push(v.to_string());
+                }
+                args.into_iter().map(String::into_bytes).collect()
+            }
+            7 => {
+                depth = rng.below(6) as usize;
+                cmd(&["CONFIG", "SET", "rx.history-depth", &depth.to_string()])
+            }
+            8 if rng.chance(1, 4) => cmd(&["RX.FLUSH"]),
+            _ => cmd(&["RX.HISTORY", name, "WITHCODE"]),
+        };
+        let in_multi = rng.chance(1, 5);
+        let mut cmds = vec![command.clone()];
+        let reply = if in_multi {
+            cmds = vec![cmd(&["MULTI"]), command.clone(), cmd(&["EXEC"])];
+            let _ = send(&mut c, &cmds[0], REPLY_BOUND);
+            let _ = send(&mut c, &cmds[1], REPLY_BOUND);
+            send(&mut c, &cmds[2], REPLY_BOUND).map(|r| match r {
+                Reply::Array(mut v) if v.len() == 1 => v.remove(0),
+                other => other,
+            })
+        } else {
+            send(&mut c, &command, REPLY_BOUND)
+        };
+        camp.count(&format!("op {op}"));
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                camp.fail(&server, case, "no reply", &cmds, &e);
+                camp.check_health(&mut server, case, &cmds);
+                c = connect(&server);
+                continue;
+            }
+        };
+        if !camp.check_health(&mut server, case, &cmds) {
+            c = connect(&server);
+            continue;
+        }
+        let after = match deploy_state(&mut c) {
+            Ok(s) => s,
+            Err(e) => {
+                camp.fail(&server, case, "state unreadable after", &cmds, &e);
+                continue;
+            }
+        };
+        if let Err(e) = deploy_invariants(&after, depth) {
+            camp.fail(&server, case, "history invariant broken", &cmds, &e);
+        }
+        let is_error = reply.is_error();
+        if is_error {
+            camp.count("errors");
+        }
+        let conflict = reply.err_text().is_some_and(|e| e.starts_with("CONFLICT "));
+        if conflict {
+            camp.count("conflicts");
+        }
+        if let Some(holds) = condition_holds {
+            if !holds && !conflict {
+                camp.fail(
+                    &server,
+                    case,
+                    "a condition that does not hold did not answer CONFLICT",
+                    &cmds,
+                    &format!("{reply:?}"),
+                );
+            }
+            if holds && conflict {
+                camp.fail(
+                    &server,
+                    case,
+                    "a condition that holds answered CONFLICT",
+                    &cmds,
+                    &format!("{reply:?}"),
+                );
+            }
+        }
+        // An error, a dry run, or a history read changes nothing.
+        let read_only = dry_run || op == 9 || (op == 8 && command[0] == b"RX.HISTORY");
+        if (is_error || read_only) && op != 7 && after != before {
+            camp.fail(
+                &server,
+                case,
+                if is_error {
+                    "a refused command changed the libraries or their history"
+                } else {
+                    "a dry run or a read changed something"
+                },
+                &cmds,
+                &format!("{reply:?}: {before:?} -> {after:?}"),
+            );
+        }
+        // Every live library's functions answer (their code was accepted by a load).
+        let listing = send(&mut c, &cmd(&["RX.LIST"]), REPLY_BOUND).unwrap_or(Reply::Nil);
+        let functions: Vec<String> = listing
+            .as_array()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|lib| {
+                let kv = lib.as_array().unwrap_or_default().to_vec();
+                let fs = kv
+                    .chunks(2)
+                    .find(|p| p[0].as_str() == Some("functions"))
+                    .map(|p| p[1].clone())
+                    .unwrap_or(Reply::Nil);
+                fs.as_array()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|f| {
+                        let kv = f.as_array().unwrap_or_default();
+                        kv.chunks(2)
+                            .find(|p| p[0].as_str() == Some("name"))
+                            .and_then(|p| p[1].as_str().map(String::from))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for f in &functions {
+            let r = send(&mut c, &cmd(&["RX.CALL", f, "0"]), REPLY_BOUND);
+            if !matches!(&r, Ok(Reply::Bulk(b)) if b.starts_with(b"t")) {
+                camp.fail(
+                    &server,
+                    case,
+                    "a live function does not answer",
+                    &cmds,
+                    &format!("{f}: {r:?}"),
+                );
+            }
+        }
+        // Now and then: history and libraries come back identical after DEBUG RELOAD and
+        // after a restart from the AOF.
+        if case % 150 == 149 {
+            for step in ["DEBUG RELOAD", "restart"] {
+                if step == "restart" {
+                    server.restart();
+                } else {
+                    let _ = send(&mut c, &cmd(&["DEBUG", "RELOAD"]), REPLY_BOUND);
+                }
+                c = connect(&server);
+                // The restarted server reads its depth from its config: set it again.
+                let _ = send(
+                    &mut c,
+                    &cmd(&["CONFIG", "SET", "rx.history-depth", &depth.to_string()]),
+                    REPLY_BOUND,
+                );
+                match deploy_state(&mut c) {
+                    Ok(s) if s == after => camp.count(&format!("{step} checks")),
+                    // The AOF's tail is replayed with the depth the server starts with, so
+                    // changes made while a lower depth dropped them are recorded again (see
+                    // the README): the libraries and each newest entry must be equal, and
+                    // every entry kept before must still be there.
+                    Ok(s)
+                        if step == "restart"
+                            && s.live == after.live
+                            && s.catalog == after.catalog
+                            && after.history.iter().all(|(n, h)| {
+                                (h.is_empty() || h.first() == s.history[n].first())
+                                    && h.iter().all(|e| s.history[n].contains(e))
+                            }) =>
+                    {
+                        camp.count(
+                            "restart checks (history regained entries a lower depth had dropped)",
+                        )
+                    }
+                    Ok(s) => camp.fail(
+                        &server,
+                        case,
+                        &format!("{step} changed the libraries or their history"),
+                        &cmds,
+                        &format!("{after:?} -> {s:?}"),
+                    ),
+                    Err(e) => camp.fail(
+                        &server,
+                        case,
+                        &format!("state unreadable after {step}"),
+                        &cmds,
+                        &e,
+                    ),
+                }
+            }
+        }
+    }
     camp.finish();
 }

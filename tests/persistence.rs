@@ -1598,6 +1598,9 @@ fn import_reaches_replica_and_aof() {
     );
 }
 
+/// The aux encoding this RX writes (src/persistence.rs ENCODING_VERSION).
+const RX_ENCODING: u64 = 3;
+
 /// The module type id Redis writes for RX's aux data: nine 6-bit name characters, then a
 /// 10-bit encoding version (moduleTypeEncodeId).
 fn rx_module_type_id(encver: u64) -> u64 {
@@ -1625,12 +1628,12 @@ fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
     let mut bytes = std::fs::read(&rdb).unwrap();
     // The aux record: opcode 0xF7 (MODULE_AUX), then the id as a 64-bit length (0x81 + BE).
     let mut needle = vec![0xF7u8, 0x81];
-    needle.extend_from_slice(&rx_module_type_id(2).to_be_bytes());
+    needle.extend_from_slice(&rx_module_type_id(RX_ENCODING).to_be_bytes());
     let at = bytes
         .windows(needle.len())
         .position(|w| w == needle.as_slice())
         .expect("RX aux record in the RDB");
-    bytes[at + 2..at + 10].copy_from_slice(&rx_module_type_id(3).to_be_bytes());
+    bytes[at + 2..at + 10].copy_from_slice(&rx_module_type_id(RX_ENCODING + 1).to_be_bytes());
     drop(c);
     s.stop();
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -1652,7 +1655,7 @@ fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
         "{text}"
     );
     assert!(
-        text.contains("RX: the RDB holds RX libraries in encoding 3, newer than this RX reads (2); refusing to load them"),
+        text.contains("RX: the RDB holds RX libraries in encoding 4, newer than this RX reads (3); refusing to load them"),
         "no clear log line:\n{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -1977,7 +1980,7 @@ fn an_rdb_in_encoding_1_still_loads_with_version_1() {
     assert_eq!(c.q(&["SAVE"]), ok());
     let mut bytes = std::fs::read(s.dir().join("dump.rdb")).unwrap();
     let mut needle = vec![0xF7u8, 0x81];
-    needle.extend_from_slice(&rx_module_type_id(2).to_be_bytes());
+    needle.extend_from_slice(&rx_module_type_id(RX_ENCODING).to_be_bytes());
     let start = bytes
         .windows(needle.len())
         .position(|w| w == needle.as_slice())
@@ -2011,6 +2014,52 @@ fn an_rdb_in_encoding_1_still_loads_with_version_1() {
     assert_eq!(c.q(&["DEBUG", "RELOAD", "NOSAVE"]), ok());
     assert_eq!(versions(&mut c), vec![("libb".to_string(), 1, 0)]);
     assert_callable(&mut c, &["libb"], "after loading an encoding-1 RDB");
+}
+
+/// Encoding 2 is encoding 3 without the history string at the end: such an RDB (written
+/// before history existed) loads, with its versions, and no history.
+#[test]
+fn an_rdb_in_encoding_2_still_loads_without_history() {
+    let s = Server::start_with(&["--rdbchecksum", "no", "--rdbcompression", "no"], &[]);
+    let mut c = s.conn();
+    load(&mut c, LIB_B);
+    load_replace(&mut c, LIB_B);
+    assert_eq!(c.q(&["RX.HISTORY", "libb"]).as_array().unwrap().len(), 2);
+    assert_eq!(c.q(&["SAVE"]), ok());
+    let mut bytes = std::fs::read(s.dir().join("dump.rdb")).unwrap();
+    let mut needle = vec![0xF7u8, 0x81];
+    needle.extend_from_slice(&rx_module_type_id(RX_ENCODING).to_be_bytes());
+    let start = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("RX aux record in the RDB");
+    let mut pos = start + needle.len() + 2;
+    let mut last_value = pos;
+    while bytes[pos] != 0 {
+        last_value = pos;
+        let opcode = bytes[pos];
+        pos += 1;
+        let n = read_rdb_len(&bytes, &mut pos);
+        if opcode == 5 {
+            pos += n;
+        }
+    }
+    assert_eq!(
+        bytes[last_value], 5,
+        "the history is the last value, a string"
+    );
+    bytes.drain(last_value..pos);
+    bytes[start + 2..start + 10].copy_from_slice(&rx_module_type_id(2).to_be_bytes());
+    drop(c);
+    s.stop();
+
+    let s = Server::start_with(&["--rdbchecksum", "no"], &[]);
+    let mut c = s.conn();
+    std::fs::write(s.dir().join("dump.rdb"), &bytes).unwrap();
+    assert_eq!(c.q(&["DEBUG", "RELOAD", "NOSAVE"]), ok());
+    assert_eq!(versions(&mut c), vec![("libb".to_string(), 2, 0)]);
+    assert_eq!(c.q(&["RX.HISTORY", "libb"]), Reply::Array(vec![]));
+    assert_callable(&mut c, &["libb"], "after loading an encoding-2 RDB");
 }
 
 // ---------------------------------------------------------------------------

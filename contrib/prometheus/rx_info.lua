@@ -7,7 +7,8 @@
 -- redis_script_values, with the name in the `key` label:
 --
 --   rx_calls, rx_errors, rx_refusals, rx_libraries, rx_functions, rx_scripts,
---   rx_vm_memory_bytes, rx_aof_rewrite_keeps_libraries
+--   rx_vm_memory_bytes, rx_history_entries, rx_history_code_bytes,
+--   rx_aof_rewrite_keeps_libraries
 --       the plain fields of INFO rx (totals over every function and cached script);
 --   rx_fn:<function>:<field>
 --       one per field of a function's line (rx_fn_<function>:calls=...,...);

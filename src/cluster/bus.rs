@@ -423,13 +423,24 @@ fn current_changes(names: &[String]) -> Vec<Change> {
         let registry = s.registry.borrow();
         names
             .iter()
-            .filter_map(|name| change_of(&registry, name, *catalog.get(name)?))
+            .filter_map(|name| {
+                let mut change = change_of(&registry, name, *catalog.get(name)?)?;
+                // The peer's history gets the action and time of the node that made it.
+                change.origin = s
+                    .history
+                    .borrow()
+                    .entries(name)
+                    .find(|e| e.version == change.entry.version && e.digest == change.entry.digest)
+                    .map(|e| e.origin);
+                Some(change)
+            })
             .collect()
     })
 }
 
 /// `name`'s catalog entry as a change (for a peer, or for the RDB): with the code of a
-/// live library, without code for a tombstone. `None` if the library is missing.
+/// live library, without code for a tombstone, and no origin. `None` if the library is
+/// missing.
 pub fn change_of(registry: &Registry<Callable>, name: &str, entry: Entry) -> Option<Change> {
     let code = if entry.is_tombstone() {
         Vec::new()
@@ -440,6 +451,7 @@ pub fn change_of(registry: &Registry<Callable>, name: &str, entry: Entry) -> Opt
         name: name.to_string(),
         entry,
         code,
+        origin: None,
     })
 }
 

@@ -1,11 +1,12 @@
 //! RX.LOAD, RX.LIST, RX.DELETE, RX.FLUSH: the library family, mirroring FUNCTION LOAD,
-//! LIST, DELETE and FLUSH.
+//! LIST, DELETE and FLUSH; and RX's own RX.HISTORY and RX.ROLLBACK (safe deploys).
 
 use super::{command_callback, reply_ok};
 use crate::cluster::bus;
 use crate::cluster::meta::hex;
 use crate::error::{RxError, RxResult};
 use crate::ffi::{Ctx, ModuleReply};
+use crate::history::LoadCondition;
 use crate::libraries;
 use crate::registry::Library;
 use crate::reply::ReplySink;
@@ -15,27 +16,162 @@ command_callback!(rx_load_cb, rx_load);
 command_callback!(rx_list_cb, rx_list);
 command_callback!(rx_delete_cb, rx_delete);
 command_callback!(rx_flush_cb, rx_flush);
+command_callback!(rx_history_cb, rx_history);
+command_callback!(rx_rollback_cb, rx_rollback);
 
-/// RX.LOAD [REPLACE] <code>
+/// RX.LOAD [REPLACE] [IFVERSION <n> | IFDIGEST <sha1>] [DRYRUN] <code>
 fn rx_load(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
     if args.len() < 2 {
         return Err(RxError::wrong_arity("rx.load"));
     }
     let mut replace = false;
-    for opt in &args[1..args.len() - 1] {
+    let mut dry_run = false;
+    let mut condition: Option<LoadCondition> = None;
+    let options = &args[1..args.len() - 1];
+    let mut i = 0;
+    while i < options.len() {
+        let opt = options[i];
+        let value = options.get(i + 1).copied();
         if opt.eq_ignore_ascii_case(b"replace") {
             replace = true;
+        } else if opt.eq_ignore_ascii_case(b"dryrun") {
+            dry_run = true;
+        } else if opt.eq_ignore_ascii_case(b"ifversion") || opt.eq_ignore_ascii_case(b"ifdigest") {
+            if condition.is_some() {
+                return Err(RxError::err(
+                    "IFVERSION and IFDIGEST can be given only once, and not together",
+                ));
+            }
+            let Some(value) = value else {
+                // The value would be the code itself: the option has no argument.
+                return Err(RxError::err(format!(
+                    "{} needs an argument",
+                    String::from_utf8_lossy(opt).to_ascii_uppercase()
+                )));
+            };
+            condition = Some(if opt.eq_ignore_ascii_case(b"ifversion") {
+                std::str::from_utf8(value)
+                    .ok()
+                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(LoadCondition::Version)
+                    .ok_or_else(|| {
+                        RxError::err("IFVERSION needs a version: a non-negative integer")
+                    })?
+            } else {
+                LoadCondition::digest(value).ok_or_else(|| {
+                    RxError::err("IFDIGEST needs a SHA-1 digest: 40 hexadecimal characters")
+                })?
+            });
+            i += 1;
         } else {
             return Err(RxError::err(format!(
                 "Unknown option given: {}",
                 String::from_utf8_lossy(opt)
             )));
         }
+        i += 1;
     }
     let code = args[args.len() - 1];
-    let (name, change) = libraries::load(ctx, code, replace)?;
+    if dry_run {
+        let report = libraries::dry_run(ctx, code, replace, condition)?;
+        let mut out = ModuleReply(ctx);
+        out.map(3);
+        out.bulk(b"library");
+        out.bulk(report.name.as_bytes());
+        out.bulk(b"action");
+        out.bulk(report.action.as_bytes());
+        out.bulk(b"functions");
+        out.array(report.functions.len());
+        for (name, flags) in &report.functions {
+            out.map(2);
+            out.bulk(b"name");
+            out.bulk(name.as_bytes());
+            out.bulk(b"flags");
+            let names: Vec<_> = flags.names().collect();
+            out.set(names.len());
+            for n in names {
+                out.simple(n.as_bytes());
+            }
+        }
+        return Ok(());
+    }
+    let (name, change) = libraries::load(ctx, code, replace, condition)?;
     bus::propagate(ctx, &[change]);
     ModuleReply(ctx).bulk(name.as_bytes());
+    Ok(())
+}
+
+/// RX.HISTORY <library> [WITHCODE]: the library's last versions, newest first.
+fn rx_history(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    if args.len() < 2 || args.len() > 3 {
+        return Err(RxError::wrong_arity("rx.history"));
+    }
+    let with_code = match args.get(2) {
+        None => false,
+        Some(a) if a.eq_ignore_ascii_case(b"withcode") => true,
+        Some(a) => {
+            return Err(RxError::err(format!(
+                "Unknown argument {}",
+                String::from_utf8_lossy(a)
+            )))
+        }
+    };
+    let name = String::from_utf8_lossy(args[1]);
+    let mut out = ModuleReply(ctx);
+    state::with(|s| {
+        let history = s.history.borrow();
+        let entries: Vec<_> = history.entries(&name).collect();
+        out.array(entries.len());
+        for e in entries {
+            out.map(5 + with_code as usize);
+            out.bulk(b"version");
+            crate::reply::unsigned(&mut out, e.version);
+            out.bulk(b"digest");
+            out.bulk(hex(&e.digest).as_bytes());
+            out.bulk(b"action");
+            out.bulk(e.origin.action.name().as_bytes());
+            out.bulk(b"time_ms");
+            crate::reply::unsigned(&mut out, e.origin.time_ms);
+            out.bulk(b"bytes");
+            out.integer(e.code.len() as i64);
+            if with_code {
+                out.bulk(b"code");
+                if e.is_deletion() {
+                    out.null();
+                } else {
+                    out.bulk(&e.code);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// RX.ROLLBACK <library> [TO <version>]: replies with the new version.
+fn rx_rollback(ctx: Ctx, args: &[&[u8]]) -> RxResult<()> {
+    let to = match args.len() {
+        2 => None,
+        4 if args[2].eq_ignore_ascii_case(b"to") => Some(
+            std::str::from_utf8(args[3])
+                .ok()
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| RxError::err("TO needs a version: a non-negative integer"))?,
+        ),
+        4 => {
+            return Err(RxError::err(format!(
+                "Unknown argument {}",
+                String::from_utf8_lossy(args[2])
+            )))
+        }
+        _ => return Err(RxError::wrong_arity("rx.rollback")),
+    };
+    let name = String::from_utf8_lossy(args[1]);
+    let change = libraries::rollback(ctx, &name, to)?;
+    let version = change.entry.version;
+    bus::propagate(ctx, &[change]);
+    crate::reply::unsigned(&mut ModuleReply(ctx), version);
     Ok(())
 }
 

@@ -98,6 +98,12 @@ fn table() -> Vec<(&'static str, Callback, &'static str)> {
         ("rx.list", library::rx_list_cb, "readonly deny-script"),
         ("rx.delete", library::rx_delete_cb, "write deny-script"),
         ("rx.flush", library::rx_flush_cb, "write deny-script"),
+        ("rx.history", library::rx_history_cb, "readonly deny-script"),
+        (
+            "rx.rollback",
+            library::rx_rollback_cb,
+            "write deny-oom deny-script",
+        ),
         ("rx.dump", backup::rx_dump_cb, "readonly deny-script"),
         (
             "rx.restore",

@@ -13,6 +13,7 @@ pub mod error;
 pub mod flags;
 pub mod glob;
 pub mod header;
+pub mod history;
 pub mod numfmt;
 pub mod numkeys;
 pub mod payload;

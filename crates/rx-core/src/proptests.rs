@@ -88,12 +88,17 @@ fn change() -> impl Strategy<Value = Change> {
                     name,
                     entry: Entry::tombstone(version),
                     code: Vec::new(),
+                    origin: None,
                 }
             } else {
                 Change {
                     name,
                     entry: Entry::live(version, &code),
                     code,
+                    origin: Some(crate::history::Origin {
+                        action: crate::history::Action::Load,
+                        time_ms: version,
+                    }),
                 }
             }
         })

@@ -123,14 +123,8 @@ impl<F> Registry<F> {
         Ok(())
     }
 
-    /// Installs a compiled library. Every check happens before anything changes, so a
-    /// failure leaves the registry (and any library being replaced) exactly as it was.
-    /// Returns the replaced library, if any.
-    pub fn install(
-        &mut self,
-        lib: Library<F>,
-        replace: bool,
-    ) -> Result<Option<Library<F>>, RegistryError> {
+    /// Every check `install` makes, without installing (`RX.LOAD ... DRYRUN`).
+    pub fn check_install(&self, lib: &Library<F>, replace: bool) -> Result<(), RegistryError> {
         self.check_loadable(&lib.name, replace)?;
         if lib.functions.is_empty() {
             return Err(RegistryError::NoFunctions);
@@ -147,6 +141,18 @@ impl<F> Registry<F> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Installs a compiled library. Every check happens before anything changes, so a
+    /// failure leaves the registry (and any library being replaced) exactly as it was.
+    /// Returns the replaced library, if any.
+    pub fn install(
+        &mut self,
+        lib: Library<F>,
+        replace: bool,
+    ) -> Result<Option<Library<F>>, RegistryError> {
+        self.check_install(&lib, replace)?;
         let old = self.remove(&lib.name);
         for f in &lib.functions {
             // Names differing only in case may coexist in one library, as in Redis, where

@@ -23,9 +23,12 @@ use std::time::{Duration, Instant};
 use sha1::{Digest as _, Sha1};
 
 use super::meta::{Digest, Entry, DIGEST_LEN};
+use crate::history::{Action, Origin};
 
 const MAGIC: &[u8; 2] = b"RX";
-pub const WIRE_VERSION: u8 = 1;
+/// 2: each change carries its origin (action and time, for the library history). Version 1
+/// payloads (AOF files written before) are still read.
+pub const WIRE_VERSION: u8 = 2;
 const FRAME_HEADER: usize = 2 + 1 + 8 + 4 + 4 + 4 + DIGEST_LEN;
 /// Data bytes per frame. Redis 7.0's bus has no hard message limit, but every frame is
 /// buffered whole on both links; 48 KiB keeps each one small next to the bus's own traffic.
@@ -64,6 +67,9 @@ pub struct Change {
     pub name: String,
     pub entry: Entry,
     pub code: Vec<u8>,
+    /// What made the change and when, as the node that made it recorded it; `None` when
+    /// it came in a payload older than origins (the history then says what it can).
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +84,8 @@ const KIND_STATE: u8 = 1;
 const KIND_MANIFEST: u8 = 2;
 const KIND_PULL: u8 = 3;
 const KIND_ENTRIES: u8 = 4;
+/// Entries with their origins (what RX sends since wire version 2).
+const KIND_ENTRIES_WITH_ORIGINS: u8 = 5;
 
 // ---------------------------------------------------------------------------
 // Encoding
@@ -100,6 +108,9 @@ pub fn encode_entries_body(out: &mut Vec<u8>, changes: &[Change]) {
         put_entry(out, &c.name, &c.entry);
         out.extend_from_slice(&(c.code.len() as u32).to_le_bytes());
         out.extend_from_slice(&c.code);
+        // Action 0: unknown.
+        out.push(c.origin.map_or(0, |o| o.action.code()));
+        out.extend_from_slice(&c.origin.map_or(0, |o| o.time_ms).to_le_bytes());
     }
 }
 
@@ -127,7 +138,7 @@ impl Message {
                 }
             }
             Message::Entries(changes) => {
-                out.push(KIND_ENTRIES);
+                out.push(KIND_ENTRIES_WITH_ORIGINS);
                 encode_entries_body(&mut out, changes);
             }
         }
@@ -135,7 +146,11 @@ impl Message {
     }
 
     pub fn decode(b: &[u8]) -> Result<Message, WireError> {
-        let mut r = Reader { b, pos: 0 };
+        let mut r = Reader {
+            b,
+            pos: 0,
+            origins: false,
+        };
         let msg = match r.u8()? {
             KIND_STATE => Message::State {
                 digest: r.digest()?,
@@ -158,6 +173,10 @@ impl Message {
                 Message::Pull(v)
             }
             KIND_ENTRIES => Message::Entries(r.changes()?),
+            KIND_ENTRIES_WITH_ORIGINS => {
+                r.origins = true;
+                Message::Entries(r.changes()?)
+            }
             _ => return Err(WireError::Malformed("unknown message kind")),
         };
         if r.pos != b.len() {
@@ -192,7 +211,11 @@ pub fn decode_entries(b: &[u8]) -> Result<Vec<Change>, WireError> {
     if Sha1::digest(body).as_slice() != sum {
         return Err(WireError::Checksum);
     }
-    let mut r = Reader { b: body, pos: 8 };
+    let mut r = Reader {
+        b: body,
+        pos: 8,
+        origins: b[7] >= 2,
+    };
     let changes = r.changes()?;
     if r.pos != body.len() {
         return Err(WireError::Malformed("trailing bytes"));
@@ -203,6 +226,8 @@ pub fn decode_entries(b: &[u8]) -> Result<Vec<Change>, WireError> {
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
+    /// Whether each change ends with its origin.
+    origins: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -282,7 +307,25 @@ impl<'a> Reader<'a> {
             if !entry.is_tombstone() && super::meta::digest_of(&code) != entry.digest {
                 return Err(WireError::Checksum);
             }
-            v.push(Change { name, entry, code });
+            let origin = if self.origins {
+                let action = self.u8()?;
+                let time_ms = self.u64()?;
+                match action {
+                    0 => None,
+                    a => Some(Origin {
+                        action: Action::from_code(a).ok_or(WireError::Malformed("action"))?,
+                        time_ms,
+                    }),
+                }
+            } else {
+                None
+            };
+            v.push(Change {
+                name,
+                entry,
+                code,
+                origin,
+            });
         }
         Ok(v)
     }
@@ -334,7 +377,11 @@ fn parse_frame(b: &[u8]) -> Result<(FrameHeader, &[u8]), WireError> {
     if b[2] > WIRE_VERSION {
         return Err(WireError::NewerVersion(b[2]));
     }
-    let mut r = Reader { b, pos: 3 };
+    let mut r = Reader {
+        b,
+        pos: 3,
+        origins: false,
+    };
     let h = FrameHeader {
         transfer: r.u64()?,
         index: r.u32()?,
@@ -482,6 +529,10 @@ mod tests {
             name: name.into(),
             entry: Entry::live(version, code),
             code: code.to_vec(),
+            origin: Some(Origin {
+                action: Action::Replace,
+                time_ms: 1_700_000_000_123,
+            }),
         }
     }
 
@@ -503,6 +554,7 @@ mod tests {
                     name: "b".into(),
                     entry: Entry::tombstone(9),
                     code: vec![],
+                    origin: None,
                 },
             ]),
         ]
@@ -580,8 +632,26 @@ mod tests {
             name: "a".into(),
             entry: Entry::tombstone(1),
             code: b"x".to_vec(),
+            origin: None,
         };
         assert!(Message::decode(&Message::Entries(vec![odd]).encode()).is_err());
+    }
+
+    /// AOF files written before origins existed hold version 1 payloads: they still load,
+    /// with no origin.
+    #[test]
+    fn version_1_apply_payloads_are_read_without_origins() {
+        let mut c = change("a", 3, b"#!lua name=a\n");
+        let mut v1 = b"RXAPPLY".to_vec();
+        v1.push(1);
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        put_entry(&mut v1, &c.name, &c.entry);
+        v1.extend_from_slice(&(c.code.len() as u32).to_le_bytes());
+        v1.extend_from_slice(&c.code);
+        let sum = Sha1::digest(&v1);
+        v1.extend_from_slice(&sum);
+        c.origin = None;
+        assert_eq!(decode_entries(&v1).unwrap(), vec![c]);
     }
 
     #[test]
