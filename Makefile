@@ -35,7 +35,7 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 
 build: deps
-	$(CARGO) build --release
+	$(CARGO) build --release --workspace
 
 # Unit tests (pure parts, no server), integration tests (real redis-server processes; with
 # RX_TEST_DOCKER=1, containers of $(RX_TEST_IMAGE), built first), and the Python client's

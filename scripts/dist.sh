@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make dist: a release tarball in dist/ named rx-<version>-linux-<arch>-glibc<version>.tar.gz
-# with librx.so (debug info stripped), the README, the standard library's sources and
+# with librx.so and the rx deploy tool (debug info stripped), the README, the standard library's sources and
 # documentation, and SHA256SUMS of those; next to it, the tarball's own .sha256. Then the
 # packaged module is loaded into a redis-server, which must list it with its version.
 set -euo pipefail
@@ -14,6 +14,7 @@ stage=dist/$name
 rm -rf "$stage" "dist/$name.tar.gz" "dist/$name.tar.gz.sha256"
 mkdir -p "$stage/stdlib"
 objcopy --strip-debug target/release/librx.so "$stage/librx.so"
+objcopy --strip-debug target/release/rx "$stage/rx"
 cp README.md "$stage/"
 cp lua-stdlib/README.md lua-stdlib/*.lua "$stage/stdlib/"
 (cd "$stage" && find . -type f ! -name SHA256SUMS | sort | sed 's|^\./||' | xargs sha256sum >SHA256SUMS)
