@@ -124,6 +124,27 @@ pub struct RunLimits {
 pub trait CallRule {
     fn before_call(&self, ctx: Ctx, argv: &[&[u8]]) -> Result<Option<u16>, String>;
     fn after_call(&self, token: Option<u16>, ran: bool);
+    /// `rx.fcall`'s keys count as keys of the run: they must share the run's slot (and bind
+    /// it if it is not bound yet).
+    fn bind_keys(&self, ctx: Ctx, keys: &[&[u8]]) -> Result<(), String>;
+}
+
+/// How deep `rx.fcall` may nest: a function calling a function calling ... (recursion
+/// included), at most this many calls deep.
+pub const MAX_FCALL_DEPTH: u32 = 32;
+
+/// Runs a function for `rx.fcall`: provided by `run`, which knows the registry and the
+/// engine. It looks the function up, makes a direct call's checks against this run, runs
+/// it on `host` and returns its reply as RESP bytes (RESP3 when `resp3`).
+pub trait NestedFunctions {
+    fn run(
+        &self,
+        host: &ModuleHost<'_>,
+        name: &[u8],
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        resp3: bool,
+    ) -> Result<Vec<u8>, String>;
 }
 
 /// `redis.call` from a function, through `RedisModule_Call` in script mode.
@@ -132,6 +153,10 @@ pub struct ModuleHost<'a> {
     limits: RunLimits,
     /// The slot rule on a cluster node; `None` elsewhere.
     rule: Option<&'a dyn CallRule>,
+    /// Runs the functions `rx.fcall` names; `None` where it is not available.
+    nested: Option<&'a dyn NestedFunctions>,
+    /// How many `rx.fcall`s are running, one inside the other.
+    fcall_depth: std::cell::Cell<u32>,
     /// The RX.CALL arguments, copied into `running` if the function turns busy.
     command: &'a [&'a [u8]],
     /// `no-writes` function or `RX.CALL_RO`: write commands are refused.
@@ -242,6 +267,8 @@ impl<'a> ModuleHost<'a> {
             ctx,
             limits,
             rule,
+            nested: None,
+            fcall_depth: Default::default(),
             command,
             read_only,
             check_oom,
@@ -261,6 +288,29 @@ impl<'a> ModuleHost<'a> {
         let place = unyieldable_place(context_flags(self.ctx));
         self.unyieldable.set(Some(place));
         place
+    }
+
+    /// Lets the run's scripts call functions with `rx.fcall`.
+    pub fn with_nested(mut self, nested: &'a dyn NestedFunctions) -> Self {
+        self.nested = Some(nested);
+        self
+    }
+
+    pub fn ctx(&self) -> Ctx {
+        self.ctx
+    }
+
+    /// Write commands are refused in this run (a `no-writes` function, or a `_RO` command).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// `rx.fcall`'s keys: checked against the run's slot, as a command's keys are.
+    pub fn bind_keys(&self, keys: &[&[u8]]) -> Result<(), String> {
+        match self.rule {
+            Some(rule) => rule.bind_keys(self.ctx, keys),
+            None => Ok(()),
+        }
     }
 
     /// How many commands the script ran through redis.call/pcall.
@@ -578,6 +628,33 @@ impl Host for ModuleHost<'_> {
         // after any other error, and the server lives.
         let reply = guarded_text("redis.call", || self.run_command(argv, options))?;
         on_reply(reply.proto());
+        Ok(())
+    }
+
+    fn fcall(
+        &self,
+        name: &[u8],
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        options: CallOptions,
+        on_reply: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), String> {
+        let reply = guarded_text("rx.fcall", || {
+            let Some(nested) = self.nested else {
+                return Err("ERR rx.fcall is not available here".into());
+            };
+            let depth = self.fcall_depth.get();
+            if depth >= MAX_FCALL_DEPTH {
+                return Err(format!(
+                    "ERR rx.fcall: calls nested more than {MAX_FCALL_DEPTH} deep"
+                ));
+            }
+            self.fcall_depth.set(depth + 1);
+            let reply = nested.run(self, name, keys, args, options.resp3);
+            self.fcall_depth.set(depth);
+            reply
+        })?;
+        on_reply(&reply);
         Ok(())
     }
 

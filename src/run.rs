@@ -9,12 +9,13 @@ use std::sync::atomic::Ordering;
 
 use redis_module::raw;
 
+use crate::engine::Engine;
 use crate::error::{RxError, RxResult};
 use crate::ffi::{api, context_flags, Ctx, ModuleReply};
 use crate::flags::FunctionFlags;
-use crate::host::{CallRule, ModuleHost, RunLimits};
+use crate::host::{CallRule, ModuleHost, NestedFunctions, RunLimits};
 use crate::numkeys::parse_numkeys;
-use crate::reply::ErrorObserver;
+use crate::reply::{ErrorObserver, RespWriter};
 use crate::running::{self, RunKind, Running};
 
 /// Answers `COMMAND GETKEYS` and cluster routing: the keys follow numkeys.
@@ -77,6 +78,60 @@ pub fn refuse_before_running(ctx: Ctx, flags: FunctionFlags, now: Instant) -> Rx
     Ok(())
 }
 
+/// `rx.fcall`: a function of any library, run inside the current run as if a client had
+/// sent `RX.CALL` for it (the host keeps the caller's checks, limits and slot).
+struct Nested;
+
+static NESTED: Nested = Nested;
+
+impl NestedFunctions for Nested {
+    fn run(
+        &self,
+        host: &ModuleHost<'_>,
+        name: &[u8],
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        resp3: bool,
+    ) -> Result<Vec<u8>, String> {
+        let (function, engine) =
+            crate::state::with(|s| (s.registry.borrow().function(name), Rc::clone(&s.engine)));
+        let Some(f) = function else {
+            return Err(RxError::err("Function not found").text().into_owned());
+        };
+        let now = Instant::now();
+        let refused = if host.read_only() && f.flags.may_write() {
+            Err(RxError::err(format!(
+                "rx.fcall: function '{}' may write (it is not flagged 'no-writes'), and it was called from a run that may not write",
+                f.name
+            )))
+        } else {
+            refuse_before_running(host.ctx(), f.flags, now)
+        };
+        if let Err(e) = refused {
+            f.stats.borrow_mut().record_refusal(&e.text());
+            return Err(e.text().into_owned());
+        }
+        host.bind_keys(keys)?;
+        let redis_calls = host.redis_calls();
+        let mut writer = RespWriter {
+            out: Vec::new(),
+            resp: if resp3 { 3 } else { 2 },
+        };
+        let mut reply = ErrorObserver::new(&mut writer);
+        engine.call(&f.callable, &f.name, keys, args, host, &mut reply);
+        let error = reply.error.take();
+        let mut stats = f.stats.borrow_mut();
+        stats.record_call(
+            now.elapsed(),
+            host.redis_calls() - redis_calls,
+            error.as_deref(),
+        );
+        stats.nested_calls += 1;
+        drop(stats);
+        Ok(writer.out)
+    }
+}
+
 /// How a function or script runs.
 pub struct Execution<'a> {
     pub kind: RunKind,
@@ -119,7 +174,8 @@ pub fn execute(
         run.command,
         limits,
         slots.as_ref().map(|s| s as &dyn CallRule),
-    );
+    )
+    .with_nested(&NESTED);
     let mut client = ModuleReply(ctx);
     let mut reply = ErrorObserver::new(&mut client);
     body(&host, &mut reply);

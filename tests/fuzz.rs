@@ -3510,7 +3510,26 @@ fn f_safe_deploys() {
         // The command, and what its condition says about the outcome (None: no condition).
         let mut condition_holds: Option<bool> = None;
         let mut dry_run = false;
-        let op = rng.below(10);
+        let op = rng.below(11);
+        if op == 10 {
+            // rx.pfcall of a function answers exactly what RX.CALL of it answers.
+            let f = *rng.pick(&["fa_f", "fb_f", "fc_f", "nope"]);
+            let direct = cmd(&["RX.CALL", f, "0"]);
+            let nested = cmd(&["RX.EVAL", "return rx.pfcall(ARGV[1])", "0", f]);
+            let a = c.try_raw(&direct);
+            let b = c.try_raw(&nested);
+            camp.count("rx.pfcall comparisons");
+            if a.is_err() || a.as_ref().ok() != b.as_ref().ok() {
+                camp.fail(
+                    &server,
+                    case,
+                    "rx.pfcall differs from RX.CALL",
+                    &[direct, nested],
+                    &format!("{a:?} vs {b:?}"),
+                );
+            }
+            continue;
+        }
         let command: Cmd = match op {
             0..=4 => {
                 let (code, _) = deploy_code(&mut rng, name);

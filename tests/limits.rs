@@ -734,9 +734,10 @@ fn function_stats(stats: &BTreeMap<String, Reply>, name: &str) -> BTreeMap<Strin
         .unwrap_or_else(|| panic!("no stats for {name}"))
 }
 
-const FUNCTION_FIELDS: [&str; 15] = [
+const FUNCTION_FIELDS: [&str; 16] = [
     "library",
     "calls",
+    "nested_calls",
     "errors",
     "errors_by_code",
     "refusals",

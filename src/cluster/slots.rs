@@ -131,6 +131,26 @@ impl CallRule for SlotScope {
         }
     }
 
+    fn bind_keys(&self, ctx: Ctx, keys: &[&[u8]]) -> Result<(), String> {
+        let Some((first, rest)) = keys.split_first() else {
+            return Ok(());
+        };
+        let slot = key_slot(first);
+        if rest.iter().any(|k| key_slot(k) != slot) {
+            return Err(CROSS_SLOT.to_string());
+        }
+        match self.slot.get() {
+            Some(bound) if bound == slot => Ok(()),
+            // Redis checks locality first: a key served elsewhere is that error.
+            _ if !serves(ctx, first) => Err(NON_LOCAL.to_string()),
+            Some(_) => Err(CROSS_SLOT.to_string()),
+            None => {
+                self.slot.set(Some(slot));
+                Ok(())
+            }
+        }
+    }
+
     /// After a command ran (`ran`: Redis accepted it), binds the run to its slot.
     fn after_call(&self, bind: Option<u16>, ran: bool) {
         if let (Some(slot), true, None) = (bind, ran, self.slot.get()) {

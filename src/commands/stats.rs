@@ -117,13 +117,17 @@ fn write_counts(out: &mut dyn ReplySink, counts: &std::collections::BTreeMap<Str
 }
 
 /// The number of fields `write_function_stats` writes.
-const FUNCTION_STATS_FIELDS: usize = 15;
+const FUNCTION_STATS_FIELDS: usize = 16;
 
 fn write_function_stats(out: &mut dyn ReplySink, library: &str, s: &FunctionStats) {
     out.map(FUNCTION_STATS_FIELDS);
     out.bulk(b"library");
     out.bulk(library.as_bytes());
-    for (name, v) in [("calls", s.calls), ("errors", s.errors)] {
+    for (name, v) in [
+        ("calls", s.calls),
+        ("nested_calls", s.nested_calls),
+        ("errors", s.errors),
+    ] {
         out.bulk(name.as_bytes());
         out.integer(v as i64);
     }

@@ -66,6 +66,21 @@ pub trait Host {
         options: CallOptions,
         on_reply: &mut dyn FnMut(&[u8]),
     ) -> Result<(), String>;
+    /// `rx.fcall`: runs function `name` with `keys` and `args` inside the running script, as
+    /// if a client had sent `RX.CALL name ...`; `on_reply` receives its whole reply as RESP
+    /// bytes (RESP3 when `options.resp3`), which may be an error reply. `Err` carries a
+    /// refusal made before the function ran (not found, flags, slots, depth).
+    fn fcall(
+        &self,
+        name: &[u8],
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        options: CallOptions,
+        on_reply: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), String> {
+        let _ = (name, keys, args, options, on_reply);
+        Err("ERR rx.fcall is not available here".into())
+    }
     /// `redis.acl_check_cmd`: `Err` for an unknown command.
     fn acl_check(&self, argv: &[&[u8]]) -> Result<bool, String>;
     fn log(&self, level: LogLevel, msg: &[u8]);

@@ -21,6 +21,8 @@ pub struct FunctionStats {
     pub total_us: u64,
     pub max_us: u64,
     pub redis_calls: u64,
+    /// Of `calls`, how many came from other functions or scripts through `rx.fcall`.
+    pub nested_calls: u64,
     pub last_error: Option<(String, u64)>,
     latency: Option<Histogram<u32>>,
 }
@@ -32,6 +34,9 @@ pub struct StatsCell(RefCell<Option<Box<FunctionStats>>>);
 
 /// Read access to a `StatsCell`: the live statistics, or empty ones for a function never
 /// called.
+// Lives on the stack for the moment statistics are read; boxing the empty side would
+// allocate for every idle function RX.STATS lists.
+#[allow(clippy::large_enum_variant)]
 pub enum StatsRef<'a> {
     Live(Ref<'a, FunctionStats>),
     Empty(FunctionStats),

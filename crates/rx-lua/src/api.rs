@@ -373,6 +373,152 @@ unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
     1
 }
 
+/// `rx.fcall(name, keys, args)` and `rx.pfcall`: the function's reply, converted by
+/// `redis.call`'s rules; an error reply is raised by `rx.fcall` and returned as an error
+/// table by `rx.pfcall`, as `redis.call` and `redis.pcall` do.
+unsafe fn fcall_common(l: *mut ffi::lua_State, raise_errors: bool, api: &str) -> c_int {
+    let outcome = match fcall_arguments(l, api) {
+        Err(e) => CallOutcome::Refused(e),
+        Ok((name, keys, args)) => {
+            let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            with_active(|active| {
+                let options = CallOptions {
+                    resp3: active.resp3(),
+                    replicate: active.replicate.get(),
+                };
+                let mut pusher = LuaPusher {
+                    l,
+                    error_on_top: false,
+                    depth_ok: true,
+                };
+                let r = active
+                    .host
+                    .fcall(&name, &keys, &args, options, &mut |proto: &[u8]| {
+                        ffi::lua_settop(l, 0);
+                        if resp::visit(proto, &mut pusher).is_err() {
+                            pusher.reset_to_error(b"ERR RX could not read the reply");
+                        }
+                    });
+                match r {
+                    Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
+                    Ok(()) => CallOutcome::Replied,
+                    Err(refusal) => {
+                        CallOutcome::Refused(error_table_text(format!("-{refusal}").as_bytes()))
+                    }
+                }
+            })
+            .unwrap_or_else(|| {
+                CallOutcome::Refused(raise_text(&format!("{api} is not allowed here")))
+            })
+        }
+    };
+    match outcome {
+        CallOutcome::Replied => {}
+        CallOutcome::ErrorReplied if raise_errors => {
+            mark_fcall_error(l);
+            ffi::lua_error(l)
+        }
+        CallOutcome::ErrorReplied => {}
+        CallOutcome::Refused(e) if raise_errors => raise(l, e),
+        CallOutcome::Refused(e) => push_error_table(l, &e),
+    }
+    1
+}
+
+/// The registry field holding the set of error tables raised by `rx.fcall`.
+pub const FCALL_ERRORS: &str = "rx.fcall_errors";
+
+/// Adds the error table on top of the stack to that set (see `vm.rs`), when there is room.
+unsafe fn mark_fcall_error(l: *mut ffi::lua_State) {
+    if ffi::lua_checkstack(l, 3) == 0 {
+        return;
+    }
+    ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, c"rx.fcall_errors".as_ptr());
+    if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+        ffi::lua_pushvalue(l, -2);
+        ffi::lua_pushboolean(l, 1);
+        ffi::lua_rawset(l, -3);
+    }
+    ffi::lua_pop(l, 1);
+}
+
+type FcallArguments = (Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// `rx.fcall`'s arguments, copied out of Lua: the name (a string), then keys and args
+/// (arrays of strings or numbers, numbers written as `redis.call` writes them; nil or
+/// absent for none). `Err` is the error text for a bad argument, naming `api`.
+unsafe fn fcall_arguments(l: *mut ffi::lua_State, api: &str) -> Result<FcallArguments, Vec<u8>> {
+    if ffi::lua_type(l, 1) != ffi::LUA_TSTRING {
+        return Err(raise_text(&format!(
+            "{api} needs a function name (a string) as its first argument"
+        )));
+    }
+    let name = lua_bytes(l, 1).to_vec();
+    let mut lists = [Vec::new(), Vec::new()];
+    for (i, (what, list)) in ["keys", "args"].iter().zip(lists.iter_mut()).enumerate() {
+        let idx = (i + 2) as c_int;
+        match ffi::lua_type(l, idx) {
+            ffi::LUA_TNIL | ffi::LUA_TNONE => continue,
+            ffi::LUA_TTABLE => {}
+            _ => {
+                return Err(raise_text(&format!(
+                    "{api}: {what} must be a table (an array of strings)"
+                )))
+            }
+        }
+        let n = ffi::lua_objlen(l, idx);
+        if ffi::lua_checkstack(l, 1) == 0 {
+            return Err(raise_text(&format!("{api}: no room on the Lua stack")));
+        }
+        for j in 1..=n {
+            ffi::lua_rawgeti(l, idx, j as ffi::lua_Integer);
+            let item = match ffi::lua_type(l, -1) {
+                ffi::LUA_TSTRING => Some(lua_bytes(l, -1).to_vec()),
+                ffi::LUA_TNUMBER => {
+                    let v = ffi::lua_tonumber(l, -1);
+                    let text = match crate::dialect::current().number_arguments {
+                        NumberArguments::Precise => numfmt::format_g_buf(v, 17),
+                        NumberArguments::IntegerOrShortest => numfmt::format_shortest_buf(v),
+                    };
+                    Some(text.as_bytes().to_vec())
+                }
+                _ => None,
+            };
+            ffi::lua_pop(l, 1);
+            match item {
+                Some(b) => list.push(b),
+                None => {
+                    return Err(raise_text(&format!(
+                        "{api}: {what}[{j}] must be a string or a number"
+                    )))
+                }
+            }
+        }
+    }
+    let [keys, args] = lists;
+    Ok((name, keys, args))
+}
+
+unsafe fn lua_bytes<'a>(l: *mut ffi::lua_State, idx: c_int) -> &'a [u8] {
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(l, idx, &mut len);
+    // SAFETY: the value is a string on the stack; callers copy it before popping it.
+    std::slice::from_raw_parts(p.cast::<u8>(), len)
+}
+
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
+pub unsafe extern "C-unwind" fn rx_fcall(l: *mut ffi::lua_State) -> c_int {
+    fcall_common(l, true, "rx.fcall")
+}
+
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
+pub unsafe extern "C-unwind" fn rx_pfcall(l: *mut ffi::lua_State) -> c_int {
+    fcall_common(l, false, "rx.pfcall")
+}
+
 /// # Safety
 /// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn redis_call(l: *mut ffi::lua_State) -> c_int {

@@ -2,7 +2,7 @@
 -- library still reachable; everything it keeps private stays in this chunk's upvalues.
 -- Arguments: the redis API table (filled by Rust), the codec libraries, and what differs
 -- between servers (`dialect`: see src/dialect.rs).
-local redis_api, cjson, cmsgpack, struct, interrupted, load51, dialect = ...
+local redis_api, cjson, cmsgpack, struct, interrupted, load51, dialect, rx_api, fcall_errors = ...
 -- The API table's name in error texts: `redis`, or `server` on Valkey.
 local API = dialect.api
 
@@ -263,6 +263,8 @@ G.cjson = readonly(cjson)
 G.cmsgpack = readonly(cmsgpack)
 G.struct = readonly(struct)
 G.redis = readonly(redis_api)
+-- RX's own API: `rx.fcall`/`rx.pfcall` call another library's function in the same run.
+G.rx = readonly(rx_api)
 -- Valkey: `server` is the same table as `redis`.
 if dialect.valkey then G.server = G.redis end
 -- Redis 7.4+ and Valkey 8: an `os` table holding only `clock`.
@@ -562,6 +564,8 @@ end
 local raw_error = error
 
 local function on_error(err)
+  -- An error reply `rx.fcall` raised already says where the callee failed.
+  if fcall_errors[err] then return err end
   local raising -- the innermost named library function on the way up, if any
   local level = 2
   local info = debug_getinfo(level, 'Slf')

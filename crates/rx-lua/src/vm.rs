@@ -88,6 +88,20 @@ impl LuaEngine {
             dialect_table.raw_set("os_clock", unsafe { lua.create_c_function(api::os_clock)? })?;
         }
 
+        // `rx`: RX's own API (native servers have no such global).
+        let rx_api = lua.create_table()?;
+        // The error tables `rx.fcall` raises (weak keys): the handler passes them on as they
+        // are, so an uncaught one ends the caller with the callee's own error reply.
+        let fcall_errors = lua.create_table()?;
+        let weak_keys = lua.create_table()?;
+        weak_keys.raw_set("__mode", "k")?;
+        fcall_errors.set_metatable(Some(weak_keys))?;
+        lua.set_named_registry_value(api::FCALL_ERRORS, &fcall_errors)?;
+        // SAFETY: each is a lua_CFunction written against the C API in `api`.
+        unsafe {
+            rx_api.raw_set("fcall", lua.create_c_function(api::rx_fcall)?)?;
+            rx_api.raw_set("pfcall", lua.create_c_function(api::rx_pfcall)?)?;
+        }
         let cjson = cjson::open(&lua)?;
         let cmsgpack = cmsgpack::open(&lua)?;
         let lstruct = lstruct::open(&lua)?;
@@ -107,6 +121,8 @@ impl LuaEngine {
                     lua.create_c_function(api::rx_load51)?
                 },
                 dialect_table,
+                rx_api,
+                fcall_errors,
             ))?;
 
         // Nothing dangerous stays reachable, even from the real globals.
