@@ -3380,52 +3380,48 @@ struct DeployState {
     history: BTreeMap<String, Vec<(i64, String, String)>>,
 }
 
+/// A field of a map reply (RESP2: alternating names and values), as text or integer.
+fn entry_text(entry: &Reply, name: &str) -> String {
+    entry_field(entry, name)
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn entry_int(entry: &Reply, name: &str) -> i64 {
+    entry_field(entry, name)
+        .and_then(|v| v.as_int())
+        .unwrap_or(-1)
+}
+
+fn entry_field(entry: &Reply, name: &str) -> Option<Reply> {
+    entry
+        .as_array()
+        .unwrap_or_default()
+        .chunks(2)
+        .find(|p| p[0].as_str() == Some(name))
+        .map(|p| p[1].clone())
+}
+
+/// `name -> (version, digest)` from a list of library or manifest entries.
+fn versions_of(reply: &Reply, what: &str) -> Result<BTreeMap<String, (i64, String)>, String> {
+    Ok(reply
+        .as_array()
+        .ok_or_else(|| format!("{what}: {reply:?}"))?
+        .iter()
+        .map(|e| {
+            (
+                entry_text(e, "library_name"),
+                (entry_int(e, "version"), entry_text(e, "digest")),
+            )
+        })
+        .collect())
+}
+
 fn deploy_state(c: &mut Conn) -> Result<DeployState, String> {
     let list = send(c, &cmd(&["RX.LIST", "WITHVERSIONS"]), REPLY_BOUND)?;
-    let mut live = BTreeMap::new();
-    for lib in list
-        .as_array()
-        .ok_or_else(|| format!("RX.LIST: {list:?}"))?
-    {
-        let kv = lib.as_array().unwrap_or_default();
-        let field = |k: &str| {
-            kv.chunks(2)
-                .find(|p| p[0].as_str() == Some(k))
-                .map(|p| p[1].clone())
-        };
-        let name = field("library_name")
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        let version = field("version").and_then(|v| v.as_int()).unwrap_or(-1);
-        let digest = field("digest")
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        live.insert(name, (version, digest));
-    }
+    let live = versions_of(&list, "RX.LIST")?;
     let manifest = send(c, &cmd(&["RX.CLUSTER", "MANIFEST"]), REPLY_BOUND)?;
-    let mut catalog = BTreeMap::new();
-    for e in manifest
-        .as_array()
-        .ok_or_else(|| format!("RX.CLUSTER MANIFEST: {manifest:?}"))?
-    {
-        let kv = e.as_array().unwrap_or_default();
-        let field = |k: &str| {
-            kv.chunks(2)
-                .find(|p| p[0].as_str() == Some(k))
-                .map(|p| p[1].clone())
-        };
-        catalog.insert(
-            field("library_name")
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            (
-                field("version").and_then(|v| v.as_int()).unwrap_or(-1),
-                field("digest")
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-            ),
-        );
-    }
+    let catalog = versions_of(&manifest, "RX.CLUSTER MANIFEST")?;
     let mut history = BTreeMap::new();
     for name in DEPLOY_NAMES {
         let h = send(c, &cmd(&["RX.HISTORY", name]), REPLY_BOUND)?;
@@ -3434,20 +3430,10 @@ fn deploy_state(c: &mut Conn) -> Result<DeployState, String> {
             .ok_or_else(|| format!("RX.HISTORY: {h:?}"))?
             .iter()
             .map(|e| {
-                let kv = e.as_array().unwrap_or_default();
-                let field = |k: &str| {
-                    kv.chunks(2)
-                        .find(|p| p[0].as_str() == Some(k))
-                        .map(|p| p[1].clone())
-                };
                 (
-                    field("version").and_then(|v| v.as_int()).unwrap_or(-1),
-                    field("action")
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
-                    field("digest")
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
+                    entry_int(e, "version"),
+                    entry_text(e, "action"),
+                    entry_text(e, "digest"),
                 )
             })
             .collect::<Vec<_>>();
@@ -3675,21 +3661,11 @@ fn f_safe_deploys() {
             .unwrap_or_default()
             .iter()
             .flat_map(|lib| {
-                let kv = lib.as_array().unwrap_or_default().to_vec();
-                let fs = kv
-                    .chunks(2)
-                    .find(|p| p[0].as_str() == Some("functions"))
-                    .map(|p| p[1].clone())
-                    .unwrap_or(Reply::Nil);
+                let fs = entry_field(lib, "functions").unwrap_or(Reply::Nil);
                 fs.as_array()
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(|f| {
-                        let kv = f.as_array().unwrap_or_default();
-                        kv.chunks(2)
-                            .find(|p| p[0].as_str() == Some("name"))
-                            .and_then(|p| p[1].as_str().map(String::from))
-                    })
+                    .map(|f| entry_text(f, "name"))
                     .collect::<Vec<_>>()
             })
             .collect();

@@ -333,39 +333,67 @@ unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
     // values). Lua leaves a C function LUA_MINSTACK free slots, enough for a refusal's
     // error table, and the arguments are popped before a reply is pushed.
     let outcome = with_command_args(l, |argv| {
-        with_active(|active| {
-            let options = CallOptions {
-                resp3: active.resp3(),
-                replicate: active.replicate.get(),
-            };
-            let mut pusher = LuaPusher {
-                l,
-                error_on_top: false,
-                depth_ok: true,
-            };
-            let r = active.host.call(argv, options, &mut |proto: &[u8]| {
-                // The command ran: its arguments (which `argv` points into) are no longer
-                // read, so they make room for the reply, as in Redis.
-                ffi::lua_settop(l, 0);
-                if resp::visit(proto, &mut pusher).is_err() {
-                    pusher.reset_to_error(b"ERR RX could not read the reply");
-                }
-            });
-            match r {
-                Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
-                Ok(()) => CallOutcome::Replied,
-                Err(refusal) => {
-                    CallOutcome::Refused(error_table_text(format!("-{refusal}").as_bytes()))
-                }
-            }
+        through_host(l, |host, options, on_reply| {
+            host.call(argv, options, on_reply)
         })
         .unwrap_or_else(|| CallOutcome::Refused(raise_text("redis.call is not allowed here")))
     })
     .unwrap_or_else(CallOutcome::Refused);
+    finish(l, outcome, raise_errors, false)
+}
+
+/// Makes a request of the host with the running script's options (`redis.setresp`,
+/// `redis.set_repl`) and pushes the reply it gets, by Redis's reply-to-Lua rules. `None`
+/// when no script is running.
+unsafe fn through_host(
+    l: *mut ffi::lua_State,
+    request: impl FnOnce(&dyn Host, CallOptions, &mut dyn FnMut(&[u8])) -> Result<(), String>,
+) -> Option<CallOutcome> {
+    with_active(|active| {
+        let options = CallOptions {
+            resp3: active.resp3(),
+            replicate: active.replicate.get(),
+        };
+        let mut pusher = LuaPusher {
+            l,
+            error_on_top: false,
+            depth_ok: true,
+        };
+        let r = request(active.host, options, &mut |proto: &[u8]| {
+            // The request ran: its arguments (which may point into the stack) are no
+            // longer read, so they make room for the reply, as in Redis.
+            ffi::lua_settop(l, 0);
+            if resp::visit(proto, &mut pusher).is_err() {
+                pusher.reset_to_error(b"ERR RX could not read the reply");
+            }
+        });
+        match r {
+            Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
+            Ok(()) => CallOutcome::Replied,
+            Err(refusal) => {
+                CallOutcome::Refused(error_table_text(format!("-{refusal}").as_bytes()))
+            }
+        }
+    })
+}
+
+/// Leaves the reply (or the error table) as the one result, raising errors when asked to.
+/// `passed_on`: an error reply raised is marked as `rx.fcall`'s (see `mark_fcall_error`).
+unsafe fn finish(
+    l: *mut ffi::lua_State,
+    outcome: CallOutcome,
+    raise_errors: bool,
+    passed_on: bool,
+) -> c_int {
     match outcome {
         CallOutcome::Replied => {}
         // The command ran and failed: raise the `{err=...}` table already on the stack.
-        CallOutcome::ErrorReplied if raise_errors => ffi::lua_error(l),
+        CallOutcome::ErrorReplied if raise_errors => {
+            if passed_on {
+                mark_fcall_error(l);
+            }
+            ffi::lua_error(l)
+        }
         CallOutcome::ErrorReplied => {}
         CallOutcome::Refused(e) if raise_errors => raise(l, e),
         CallOutcome::Refused(e) => push_error_table(l, &e),
@@ -382,48 +410,15 @@ unsafe fn fcall_common(l: *mut ffi::lua_State, raise_errors: bool, api: &str) ->
         Ok((name, keys, args)) => {
             let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
             let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            with_active(|active| {
-                let options = CallOptions {
-                    resp3: active.resp3(),
-                    replicate: active.replicate.get(),
-                };
-                let mut pusher = LuaPusher {
-                    l,
-                    error_on_top: false,
-                    depth_ok: true,
-                };
-                let r = active
-                    .host
-                    .fcall(&name, &keys, &args, options, &mut |proto: &[u8]| {
-                        ffi::lua_settop(l, 0);
-                        if resp::visit(proto, &mut pusher).is_err() {
-                            pusher.reset_to_error(b"ERR RX could not read the reply");
-                        }
-                    });
-                match r {
-                    Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
-                    Ok(()) => CallOutcome::Replied,
-                    Err(refusal) => {
-                        CallOutcome::Refused(error_table_text(format!("-{refusal}").as_bytes()))
-                    }
-                }
+            through_host(l, |host, options, on_reply| {
+                host.fcall(&name, &keys, &args, options, on_reply)
             })
             .unwrap_or_else(|| {
                 CallOutcome::Refused(raise_text(&format!("{api} is not allowed here")))
             })
         }
     };
-    match outcome {
-        CallOutcome::Replied => {}
-        CallOutcome::ErrorReplied if raise_errors => {
-            mark_fcall_error(l);
-            ffi::lua_error(l)
-        }
-        CallOutcome::ErrorReplied => {}
-        CallOutcome::Refused(e) if raise_errors => raise(l, e),
-        CallOutcome::Refused(e) => push_error_table(l, &e),
-    }
-    1
+    finish(l, outcome, raise_errors, true)
 }
 
 /// The registry field holding the set of error tables raised by `rx.fcall`.
