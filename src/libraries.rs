@@ -67,8 +67,6 @@ pub fn load(
         check_changeable([header.name.as_str()])?;
         check_condition(&header.name, condition)?;
     }
-    let existed = parse_header(code)
-        .is_ok_and(|h| state::with(|s| s.registry.borrow().library(&h.name).is_some()));
     let replace = replace || condition.is_some();
     let library = compile_checked(ctx, code, replace, "RX.LOAD")?;
     // Nothing else ran since the check (a library body never yields to other clients),
@@ -77,12 +75,12 @@ pub fn load(
     let name = library.name.to_string();
     let replaced = state::with(|s| s.registry.borrow_mut().install(library, replace))
         .map_err(|e| RxError::err(e.message()))?;
-    drop(replaced);
-    let action = if existed {
+    let action = if replaced.is_some() {
         Action::Replace
     } else {
         Action::Load
     };
+    drop(replaced);
     let change = record_live(&name, code, action);
     Ok((name, change))
 }
