@@ -62,15 +62,21 @@ pub(crate) fn errno() -> c_int {
 /// Runs a callback Redis made into the module, turning a panic into a log line and
 /// `fallback`: a panic must never unwind into Redis (it would abort the server).
 pub fn guarded<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
+    caught(what, f).unwrap_or(fallback)
+}
+
+/// Runs `f`; a panic is logged (naming `what`) and becomes `None`.
+#[inline]
+fn caught<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
+        Ok(r) => Some(r),
         Err(_) => {
             log(
                 std::ptr::null_mut(),
                 LogLevel::Warning,
                 format!("RX internal error (panic) in {what}").as_bytes(),
             );
-            fallback
+            None
         }
     }
 }
@@ -80,19 +86,11 @@ pub fn guarded<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
 /// fallback of `guarded` is built before the work runs, and this runs on every
 /// `redis.call`).
 pub fn guarded_text<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => {
-            log(
-                std::ptr::null_mut(),
-                LogLevel::Warning,
-                format!("RX internal error (panic) in {what}").as_bytes(),
-            );
-            Err(format!(
-                "ERR RX internal error (panic) in {what}: see the server log"
-            ))
-        }
-    }
+    caught(what, f).unwrap_or_else(|| {
+        Err(format!(
+            "ERR RX internal error (panic) in {what}: see the server log"
+        ))
+    })
 }
 
 /// A NUL-terminated copy of `s`, cut at its first NUL (C APIs would stop there anyway).

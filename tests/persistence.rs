@@ -1626,13 +1626,7 @@ fn rdb_from_a_newer_rx_encoding_is_refused_with_a_log_line() {
     c.q(&["SAVE"]).ok();
     let rdb = s.dir().join("dump.rdb");
     let mut bytes = std::fs::read(&rdb).unwrap();
-    // The aux record: opcode 0xF7 (MODULE_AUX), then the id as a 64-bit length (0x81 + BE).
-    let mut needle = vec![0xF7u8, 0x81];
-    needle.extend_from_slice(&rx_module_type_id(RX_ENCODING).to_be_bytes());
-    let at = bytes
-        .windows(needle.len())
-        .position(|w| w == needle.as_slice())
-        .expect("RX aux record in the RDB");
+    let at = rx_aux_start(&bytes);
     bytes[at + 2..at + 10].copy_from_slice(&rx_module_type_id(RX_ENCODING + 1).to_be_bytes());
     drop(c);
     s.stop();
@@ -1968,6 +1962,50 @@ fn read_rdb_len(b: &[u8], pos: &mut usize) -> usize {
     }
 }
 
+/// Where RX's aux record (in the current encoding) lies in an RDB: its first byte, the
+/// offset of each of its values, and the byte after its EOF opcode.
+struct AuxRecord {
+    start: usize,
+    values: Vec<usize>,
+    end: usize,
+}
+
+/// The offset of RX's aux record (in the current encoding): opcode 0xF7 (MODULE_AUX), then
+/// the module type id as a 64-bit length (0x81 + 8 big-endian bytes).
+fn rx_aux_start(bytes: &[u8]) -> usize {
+    let mut needle = vec![0xF7u8, 0x81];
+    needle.extend_from_slice(&rx_module_type_id(RX_ENCODING).to_be_bytes());
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("RX aux record in the RDB")
+}
+
+/// The record's values, walked without compression (the RDB is saved with
+/// `rdbcompression no`).
+fn rx_aux_record(bytes: &[u8]) -> AuxRecord {
+    let start = rx_aux_start(bytes);
+    // After the id: UINT opcode + `when`, then the data as (opcode, value) up to EOF (0).
+    let mut pos = start + 10;
+    assert_eq!(&bytes[pos..pos + 2], &[2, 1]);
+    pos += 2;
+    let mut values = Vec::new();
+    while bytes[pos] != 0 {
+        values.push(pos);
+        let opcode = bytes[pos];
+        pos += 1;
+        let n = read_rdb_len(bytes, &mut pos);
+        if opcode == 5 {
+            pos += n;
+        }
+    }
+    AuxRecord {
+        start,
+        values,
+        end: pos + 1,
+    }
+}
+
 #[test]
 fn an_rdb_in_encoding_1_still_loads_with_version_1() {
     // Write an RDB, then rewrite RX's aux record the way encoding 1 laid it out.
@@ -1979,25 +2017,8 @@ fn an_rdb_in_encoding_1_still_loads_with_version_1() {
     assert_eq!(versions(&mut c), vec![("libb".to_string(), 3, 0)]);
     assert_eq!(c.q(&["SAVE"]), ok());
     let mut bytes = std::fs::read(s.dir().join("dump.rdb")).unwrap();
-    let mut needle = vec![0xF7u8, 0x81];
-    needle.extend_from_slice(&rx_module_type_id(RX_ENCODING).to_be_bytes());
-    let start = bytes
-        .windows(needle.len())
-        .position(|w| w == needle.as_slice())
-        .expect("RX aux record in the RDB");
-    // After the id: UINT opcode + `when`, then the data as (opcode, value) up to EOF (0).
-    let mut pos = start + needle.len();
-    assert_eq!(&bytes[pos..pos + 2], &[2, 1]);
-    pos += 2;
-    while bytes[pos] != 0 {
-        let opcode = bytes[pos];
-        pos += 1;
-        let n = read_rdb_len(&bytes, &mut pos);
-        if opcode == 5 {
-            pos += n;
-        }
-    }
-    let end = pos + 1;
+    let record = rx_aux_record(&bytes);
+    let (start, end) = (record.start, record.end);
     let mut v1 = vec![0xF7u8, 0x81];
     v1.extend_from_slice(&rx_module_type_id(1).to_be_bytes());
     v1.extend_from_slice(&[2, 1, 2, 1, 5]);
@@ -2027,23 +2048,10 @@ fn an_rdb_in_encoding_2_still_loads_without_history() {
     assert_eq!(c.q(&["RX.HISTORY", "libb"]).as_array().unwrap().len(), 2);
     assert_eq!(c.q(&["SAVE"]), ok());
     let mut bytes = std::fs::read(s.dir().join("dump.rdb")).unwrap();
-    let mut needle = vec![0xF7u8, 0x81];
-    needle.extend_from_slice(&rx_module_type_id(RX_ENCODING).to_be_bytes());
-    let start = bytes
-        .windows(needle.len())
-        .position(|w| w == needle.as_slice())
-        .expect("RX aux record in the RDB");
-    let mut pos = start + needle.len() + 2;
-    let mut last_value = pos;
-    while bytes[pos] != 0 {
-        last_value = pos;
-        let opcode = bytes[pos];
-        pos += 1;
-        let n = read_rdb_len(&bytes, &mut pos);
-        if opcode == 5 {
-            pos += n;
-        }
-    }
+    let record = rx_aux_record(&bytes);
+    let (start, last_value) = (record.start, *record.values.last().unwrap());
+    // The values end just before the record's EOF opcode.
+    let pos = record.end - 1;
     assert_eq!(
         bytes[last_value], 5,
         "the history is the last value, a string"
