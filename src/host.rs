@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use redis_module::raw;
 
+use crate::command_facts::CommandTable;
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::ffi::{
     api, c_string, call_tree, context_flags, errno, guarded, guarded_text, log, set_errno,
@@ -16,54 +17,6 @@ use crate::ffi::{
 };
 use crate::resp::Tree;
 use crate::running::{Running, Stop, UnyieldablePlace};
-
-/// What RX needs to know of a command, from `COMMAND INFO`.
-#[derive(Clone, Copy, Default)]
-struct CommandFacts {
-    write: bool,
-    /// Allowed on a stale replica (`stale` in COMMAND INFO's flags).
-    stale: bool,
-    /// A container command (`CLIENT`, `CONFIG`, ...): ACL names `<command>|<subcommand>`.
-    has_subcommands: bool,
-}
-
-thread_local! {
-    /// Command name (lowercase) -> its facts, from COMMAND INFO.
-    static COMMANDS: std::cell::RefCell<rustc_hash::FxHashMap<Vec<u8>, CommandFacts>> =
-        std::cell::RefCell::new(rustc_hash::FxHashMap::default());
-}
-
-/// `name`'s facts (`COMMAND INFO`'s flags and subcommands), cached per name.
-fn command_facts(ctx: Ctx, name: &[u8]) -> CommandFacts {
-    let mut buf = [0u8; 64];
-    let lower: &[u8] = if name.len() <= buf.len() {
-        for (d, s) in buf.iter_mut().zip(name) {
-            *d = s.to_ascii_lowercase();
-        }
-        &buf[..name.len()]
-    } else {
-        return CommandFacts::default(); // no Redis command has such a name
-    };
-    if let Some(known) = COMMANDS.with(|w| w.borrow().get(lower).copied()) {
-        return known;
-    }
-    let key = lower.to_vec();
-    // COMMAND INFO <name> -> [[name, arity, [flags...], first, last, step, acl categories,
-    // tips, key specs, [subcommands...]]]
-    let facts = match call_tree(ctx, c"COMMAND", &[b"INFO", &key]) {
-        Some(Tree::List(entries)) => match entries.first() {
-            Some(Tree::List(info)) => CommandFacts {
-                write: matches!(info.get(2), Some(Tree::List(flags)) if flags.contains(&Tree::Str(b"write".to_vec()))),
-                stale: matches!(info.get(2), Some(Tree::List(flags)) if flags.contains(&Tree::Str(b"stale".to_vec()))),
-                has_subcommands: matches!(info.get(9), Some(Tree::List(subs)) if !subs.is_empty()),
-            },
-            _ => CommandFacts::default(),
-        },
-        _ => CommandFacts::default(),
-    };
-    COMMANDS.with(|w| w.borrow_mut().insert(key, facts));
-    facts
-}
 
 /// Redis 7 refuses XREAD/XREADGROUP with BLOCK in scripts, naming the command as the script
 /// spelled it (other blocking commands simply do not block), where `RedisModule_Call` would
@@ -175,6 +128,8 @@ pub struct ModuleHost<'a> {
     /// The caller has no ACL user to check commands against: another module called RX
     /// through `RedisModule_Call` without a user, with its own unrestricted rights.
     unchecked_caller: std::cell::Cell<bool>,
+    /// What each command is (write or not, ...), shared by every run.
+    commands: Rc<CommandTable>,
 }
 
 impl Drop for ModuleHost<'_> {
@@ -277,6 +232,7 @@ impl<'a> ModuleHost<'a> {
             redis_calls: Default::default(),
             unyieldable: Default::default(),
             unchecked_caller: Default::default(),
+            commands: crate::command_facts::table(),
         }
     }
 
@@ -324,7 +280,7 @@ impl<'a> ModuleHost<'a> {
         if !self.read_only
             && !self.running.wrote.get()
             && !proto.starts_with(b"-")
-            && command_facts(self.ctx, name).write
+            && self.commands.facts(self.ctx, name).write
         {
             self.running.wrote.set(true);
         }
@@ -459,7 +415,7 @@ impl ModuleHost<'_> {
         // The script engine's order from here: a stale replica, the ACL, a read-only
         // replica, then the write gates (RedisModule_Call's own text for those).
         let flags = context_flags(self.ctx);
-        let facts = command_facts(self.ctx, name.to_bytes());
+        let facts = self.commands.facts(self.ctx, name.to_bytes());
         let stale = flags & raw::REDISMODULE_CTX_FLAGS_REPLICA_IS_STALE != 0
             && !crate::ffi::serves_stale_data(self.ctx);
         if stale && !facts.stale {
@@ -554,7 +510,7 @@ impl ModuleHost<'_> {
                 // Redis names the command as registered: lowercase, `parent|sub` for a
                 // subcommand.
                 let mut full = String::from_utf8_lossy(name).to_ascii_lowercase();
-                if command_facts(self.ctx, name).has_subcommands {
+                if self.commands.facts(self.ctx, name).has_subcommands {
                     if let Some(sub) = rest.first() {
                         full.push('|');
                         full.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
@@ -604,13 +560,15 @@ impl ModuleHost<'_> {
     }
 }
 
-thread_local! {
-    /// A command name whose `redis.call` panics on purpose: set from the environment
-    /// (`RX_TEST_PANIC_COMMAND`) when the module loads, for the test that shows a panic
-    /// under a Lua C function becomes an error reply. Unset, it costs one comparison per
-    /// call that never matches.
-    static TEST_PANIC_COMMAND: Option<Vec<u8>> = std::env::var_os("RX_TEST_PANIC_COMMAND")
-        .map(|v| v.into_encoded_bytes());
+/// A command name whose `redis.call` panics on purpose: set from the environment
+/// (`RX_TEST_PANIC_COMMAND`) when first asked, for the test that shows a panic under a Lua
+/// C function becomes an error reply. Unset, it costs one load and comparison per call.
+static TEST_PANIC_COMMAND: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+
+fn test_panic_command() -> Option<&'static [u8]> {
+    TEST_PANIC_COMMAND
+        .get_or_init(|| std::env::var_os("RX_TEST_PANIC_COMMAND").map(|v| v.into_encoded_bytes()))
+        .as_deref()
 }
 
 // Every Host method runs under Lua (a C function of rx-lua called it): a panic must end in
@@ -685,7 +643,7 @@ impl ModuleHost<'_> {
             ));
         };
         self.redis_calls.set(self.redis_calls.get() + 1);
-        if TEST_PANIC_COMMAND.with(|c| c.as_deref().is_some_and(|c| name.eq_ignore_ascii_case(c))) {
+        if test_panic_command().is_some_and(|c| name.eq_ignore_ascii_case(c)) {
             panic!("RX test: a forced panic in redis.call (RX_TEST_PANIC_COMMAND)");
         }
         if name.contains(&0) {

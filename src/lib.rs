@@ -25,6 +25,7 @@ pub use rx_core::{
 // The Lua engine.
 pub use rx_lua as lua;
 pub mod cluster;
+pub mod command_facts;
 pub mod commands;
 pub mod config;
 pub mod ffi;

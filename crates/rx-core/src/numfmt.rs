@@ -161,29 +161,17 @@ fn trim_fraction(s: &str) -> &str {
 pub struct NumBuf {
     bytes: [u8; 32],
     len: u8,
-    /// Set by the caller for slots that hold a formatted number.
-    number: bool,
 }
 
 impl NumBuf {
     pub const EMPTY: NumBuf = NumBuf {
         bytes: [0; 32],
         len: 0,
-        number: false,
     };
 
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
-    }
-
-    #[inline]
-    pub fn mark_number(&mut self) {
-        self.number = true;
-    }
-
-    pub fn is_number(&self) -> bool {
-        self.number
     }
 }
 

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::ffi::c_int;
+use std::mem::MaybeUninit;
 use std::ptr;
 use std::time::Instant;
 
@@ -266,52 +267,60 @@ unsafe fn with_command_args<R>(
     if argc == 0 {
         return Err(raise_text(crate::dialect::current().texts.no_arguments));
     }
-    // Types are read once; a number's text is made once, into `numbers`.
-    let mut inline_numbers = [numfmt::NumBuf::EMPTY; INLINE_ARGS];
-    let mut spilled_numbers = Vec::new();
-    let numbers: &mut [numfmt::NumBuf] = if argc <= INLINE_ARGS {
-        &mut inline_numbers[..argc]
-    } else {
-        spilled_numbers.resize(argc, numfmt::NumBuf::EMPTY);
-        &mut spilled_numbers
-    };
     let number_arguments = crate::dialect::current().number_arguments;
-    for (i, n) in numbers.iter_mut().enumerate() {
+    // A number's text is made once; strings are read where Lua holds them.
+    let number_text = |i: usize| -> Result<Option<numfmt::NumBuf>, Vec<u8>> {
         match ffi::lua_type(l, (i + 1) as c_int) {
-            ffi::LUA_TSTRING => {}
+            ffi::LUA_TSTRING => Ok(None),
             ffi::LUA_TNUMBER => {
                 let v = ffi::lua_tonumber(l, (i + 1) as c_int);
-                *n = match number_arguments {
+                Ok(Some(match number_arguments {
                     NumberArguments::Precise => numfmt::format_g_buf(v, 17),
                     NumberArguments::IntegerOrShortest => numfmt::format_shortest_buf(v),
-                };
-                n.mark_number();
+                }))
             }
-            _ => {
-                return Err(raise_text(
-                    crate::dialect::current().texts.bad_argument_type,
-                ))
-            }
+            _ => Err(raise_text(
+                crate::dialect::current().texts.bad_argument_type,
+            )),
         }
-    }
-    let numbers: &[numfmt::NumBuf] = numbers;
-    let arg = |i: usize| -> &[u8] {
-        if numbers[i].is_number() {
-            return numbers[i].as_bytes();
-        }
+    };
+    let string_at = |i: usize| -> &[u8] {
         let mut len = 0usize;
         let p = ffi::lua_tolstring(l, (i + 1) as c_int, &mut len);
         // SAFETY: Lua keeps the string alive while it is on the stack, for this call.
         std::slice::from_raw_parts(p.cast::<u8>(), len)
     };
     if argc <= INLINE_ARGS {
+        // Most commands are short and mostly strings: nothing on the heap, and number slots
+        // left unwritten unless an argument is a number (`numeric` says which are).
+        let mut numbers = [const { MaybeUninit::<numfmt::NumBuf>::uninit() }; INLINE_ARGS];
+        let mut numeric = 0u32;
+        for (i, slot) in numbers[..argc].iter_mut().enumerate() {
+            if let Some(text) = number_text(i)? {
+                slot.write(text);
+                numeric |= 1 << i;
+            }
+        }
         let mut argv: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
         for (i, a) in argv[..argc].iter_mut().enumerate() {
-            *a = arg(i);
+            *a = if numeric & (1 << i) != 0 {
+                // SAFETY: slot `i` was written above (its bit is set).
+                numbers[i].assume_init_ref().as_bytes()
+            } else {
+                string_at(i)
+            };
         }
         Ok(f(&argv[..argc]))
     } else {
-        let argv: Vec<&[u8]> = (0..argc).map(arg).collect();
+        let numbers = (0..argc).map(number_text).collect::<Result<Vec<_>, _>>()?;
+        let argv: Vec<&[u8]> = numbers
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match n {
+                Some(text) => text.as_bytes(),
+                None => string_at(i),
+            })
+            .collect();
         Ok(f(&argv))
     }
 }

@@ -1,0 +1,238 @@
+//! What RX needs to know of a server command, from `COMMAND INFO`, learnt once per name.
+//!
+//! A script's run asks for every command it sends until it first writes (to know when it
+//! becomes unkillable), so the common question is answered from a small front of exact
+//! spellings, ahead of the map by lowercase name that the server's answers fill.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crate::ffi::{call_tree, Ctx};
+use crate::resp::Tree;
+
+/// One command's flags, as RX uses them.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct CommandFacts {
+    pub write: bool,
+    /// Allowed on a stale replica (`stale` in COMMAND INFO's flags).
+    pub stale: bool,
+    /// A container command (`CLIENT`, `CONFIG`, ...): ACL names `<command>|<subcommand>`.
+    pub has_subcommands: bool,
+}
+
+/// Longest name kept in the front; longer ones go to the map (no server command is near).
+const FRONT_NAME: usize = 22;
+/// Slots in the front (a power of two): a script uses a handful of distinct commands.
+const FRONT_SLOTS: usize = 64;
+
+#[derive(Clone, Copy)]
+struct FrontEntry {
+    len: u8,
+    name: [u8; FRONT_NAME],
+    facts: CommandFacts,
+}
+
+const EMPTY_ENTRY: FrontEntry = FrontEntry {
+    len: 0,
+    name: [0; FRONT_NAME],
+    facts: CommandFacts {
+        write: false,
+        stale: false,
+        has_subcommands: false,
+    },
+};
+
+/// Every command name asked about, with its facts.
+pub struct CommandTable {
+    /// Exact spellings, direct-mapped by a hash of the bytes; a miss falls to `by_name`.
+    front: [Cell<FrontEntry>; FRONT_SLOTS],
+    /// Lowercase name -> facts, from the server.
+    by_name: RefCell<rustc_hash::FxHashMap<Vec<u8>, CommandFacts>>,
+}
+
+thread_local! {
+    static TABLE: Rc<CommandTable> = Rc::new(CommandTable::new());
+}
+
+/// The table, for a run to hold (one thread-local access per run, none per command).
+pub fn table() -> Rc<CommandTable> {
+    TABLE.with(Rc::clone)
+}
+
+fn front_slot(name: &[u8]) -> usize {
+    // Length, first and last bytes and one from the middle tell typical names apart.
+    let (first, last, middle) = (name[0], name[name.len() - 1], name[name.len() / 2]);
+    let h = (name.len() as u32)
+        .wrapping_mul(31)
+        .wrapping_add(u32::from(first) * 7)
+        .wrapping_add(u32::from(middle) * 3)
+        .wrapping_add(u32::from(last));
+    h as usize & (FRONT_SLOTS - 1)
+}
+
+impl CommandTable {
+    fn new() -> Self {
+        CommandTable {
+            front: std::array::from_fn(|_| Cell::new(EMPTY_ENTRY)),
+            by_name: RefCell::default(),
+        }
+    }
+
+    /// `name`'s facts, asking the server (`COMMAND INFO`) the first time a name is seen in
+    /// any spelling. An unknown name has no facts set.
+    pub fn facts(&self, ctx: Ctx, name: &[u8]) -> CommandFacts {
+        self.facts_with(name, |lower| ask_server(ctx, lower))
+    }
+
+    /// `facts`, with `ask` answering for a lowercase name never seen before.
+    fn facts_with(&self, name: &[u8], ask: impl FnOnce(&[u8]) -> CommandFacts) -> CommandFacts {
+        if name.is_empty() || name.len() > FRONT_NAME {
+            return self.facts_by_name(name, ask);
+        }
+        let slot = &self.front[front_slot(name)];
+        let entry = slot.get();
+        if usize::from(entry.len) == name.len() && &entry.name[..name.len()] == name {
+            return entry.facts;
+        }
+        let facts = self.facts_by_name(name, ask);
+        let mut fresh = EMPTY_ENTRY;
+        fresh.len = name.len() as u8;
+        fresh.name[..name.len()].copy_from_slice(name);
+        fresh.facts = facts;
+        slot.set(fresh);
+        facts
+    }
+
+    fn facts_by_name(&self, name: &[u8], ask: impl FnOnce(&[u8]) -> CommandFacts) -> CommandFacts {
+        let mut buf = [0u8; 64];
+        let Some(lower) = buf.get_mut(..name.len()) else {
+            return CommandFacts::default(); // no Redis command has such a name
+        };
+        for (d, s) in lower.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        let lower: &[u8] = lower;
+        if let Some(known) = self.by_name.borrow().get(lower).copied() {
+            return known;
+        }
+        let facts = ask(lower);
+        self.by_name.borrow_mut().insert(lower.to_vec(), facts);
+        facts
+    }
+}
+
+/// COMMAND INFO <name> -> [[name, arity, [flags...], first, last, step, acl categories,
+/// tips, key specs, [subcommands...]]]
+fn ask_server(ctx: Ctx, lower: &[u8]) -> CommandFacts {
+    let has_flag = |info: &[Tree], flag: &[u8]| matches!(info.get(2), Some(Tree::List(flags)) if flags.iter().any(|f| matches!(f, Tree::Str(s) if s == flag)));
+    match call_tree(ctx, c"COMMAND", &[b"INFO", lower]) {
+        Some(Tree::List(entries)) => match entries.first() {
+            Some(Tree::List(info)) => CommandFacts {
+                write: has_flag(info, b"write"),
+                stale: has_flag(info, b"stale"),
+                has_subcommands: matches!(info.get(9), Some(Tree::List(subs)) if !subs.is_empty()),
+            },
+            _ => CommandFacts::default(),
+        },
+        _ => CommandFacts::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRITE: CommandFacts = CommandFacts {
+        write: true,
+        stale: false,
+        has_subcommands: false,
+    };
+
+    /// A table whose server knows `set`, `hset` and `client` (with subcommands), and counts
+    /// how often it is asked.
+    fn ask<'a>(asked: &'a Cell<u32>) -> impl Fn(&[u8]) -> CommandFacts + 'a {
+        move |lower: &[u8]| {
+            asked.set(asked.get() + 1);
+            assert!(
+                !lower.iter().any(u8::is_ascii_uppercase),
+                "asked with {lower:?}"
+            );
+            match lower {
+                b"set" | b"hset" => WRITE,
+                b"client" => CommandFacts {
+                    has_subcommands: true,
+                    ..CommandFacts::default()
+                },
+                _ => CommandFacts::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_server_is_asked_once_per_name_in_any_spelling() {
+        let table = CommandTable::new();
+        let asked = Cell::new(0);
+        for _ in 0..3 {
+            for spelling in [&b"SET"[..], b"set", b"Set", b"sEt"] {
+                assert_eq!(table.facts_with(spelling, ask(&asked)), WRITE);
+            }
+        }
+        assert_eq!(asked.get(), 1);
+        assert!(table.facts_with(b"CLIENT", ask(&asked)).has_subcommands);
+        assert_eq!(
+            table.facts_with(b"get", ask(&asked)),
+            CommandFacts::default()
+        );
+        assert_eq!(asked.get(), 3);
+    }
+
+    #[test]
+    fn names_sharing_a_front_slot_keep_their_own_facts() {
+        let table = CommandTable::new();
+        let asked = Cell::new(0);
+        // Many names, so that several land in each slot and evict one another.
+        let names: Vec<Vec<u8>> = (0..500)
+            .map(|i| format!("cmd{i}").into_bytes())
+            .chain([b"set".to_vec(), b"hset".to_vec(), b"HSET".to_vec()])
+            .collect();
+        for _ in 0..2 {
+            for name in &names {
+                let want =
+                    if name.eq_ignore_ascii_case(b"set") || name.eq_ignore_ascii_case(b"hset") {
+                        WRITE
+                    } else {
+                        CommandFacts::default()
+                    };
+                assert_eq!(table.facts_with(name, ask(&asked)), want, "{name:?}");
+            }
+        }
+        // Every lowercase name once; evictions from the front fall back to the map.
+        assert_eq!(asked.get(), 502);
+    }
+
+    #[test]
+    fn long_and_empty_names_are_answered_without_the_front() {
+        let table = CommandTable::new();
+        let asked = Cell::new(0);
+        let long = vec![b'x'; FRONT_NAME + 1];
+        assert_eq!(
+            table.facts_with(&long, ask(&asked)),
+            CommandFacts::default()
+        );
+        assert_eq!(
+            table.facts_with(&long, ask(&asked)),
+            CommandFacts::default()
+        );
+        assert_eq!(asked.get(), 1);
+        // Longer than any command: not asked at all.
+        assert_eq!(
+            table.facts_with(&[b'x'; 65], ask(&asked)),
+            CommandFacts::default()
+        );
+        assert_eq!(asked.get(), 1);
+        // The empty name is no command either; the server says so once.
+        assert_eq!(table.facts_with(b"", ask(&asked)), CommandFacts::default());
+        assert_eq!(table.facts_with(b"", ask(&asked)), CommandFacts::default());
+        assert_eq!(asked.get(), 2);
+    }
+}
