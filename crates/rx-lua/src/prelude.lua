@@ -105,10 +105,22 @@ do
   -- "-nan", where LuaJIT always writes "nan". (Concatenation with `..` still writes LuaJIT's
   -- "nan": the VM does it, no library function; see README.)
   local raw_tostring, number_text = tostring, dialect.number_text
+  -- A null pointer (cjson.null is one) is "userdata: (nil)" in Lua 5.1, which writes it
+  -- with glibc's %p; LuaJIT writes "NULL". No other userdata can be at address 0.
+  -- LuaJIT names its built-in functions (`function: builtin#3` for `type`); Lua 5.1
+  -- writes every function's address.
+  local raw_format, byte = string.format, string.byte
   G.tostring = function(...)
     local v = ...
     if v ~= v and type(v) == 'number' then return number_text(v) end
-    return raw_tostring(...)
+    local text = raw_tostring(...)
+    local first = byte(text, 1)
+    if first == 117 and text == 'userdata: NULL' and type(v) == 'userdata' then
+      return 'userdata: (nil)'
+    elseif first == 102 and type(v) == 'function' and text:find('^function: builtin#') then
+      return 'function: ' .. raw_format('%p', v)
+    end
+    return text
   end
   -- string.format checks its arguments as Lua 5.1's does (lstrlib.c: %s and %q take strings
   -- and numbers only, numeric conversions numbers, the same format errors), and %q quotes
