@@ -6,7 +6,8 @@
 # libraries per call, memory per library, a 1 MB library's load time and DEBUG RELOAD time
 # (BENCH_SCALE=0 skips it; BENCH_SCALE_LIBS=<n> sets the count). Then the real-world part:
 # BullMQ's scripts recorded and replayed through EVALSHA and RX.EVALSHA (bench/bullmq/run.sh;
-# BENCH_BULLMQ=0 skips it). Results go to stdout and bench/results.txt.
+# BENCH_BULLMQ=0 skips it), and django-cacheops' likewise (bench/cacheops/run.sh;
+# BENCH_CACHEOPS=0 skips it). Results go to stdout and bench/results.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODULE="${RX_MODULE_PATH:-$PWD/target/release/librx.so}"
@@ -96,5 +97,9 @@ fi
 if [ "${BENCH_BULLMQ:-1}" != 0 ]; then
   echo
   bench/bullmq/run.sh
+fi
+if [ "${BENCH_CACHEOPS:-1}" != 0 ]; then
+  echo
+  bench/cacheops/run.sh
 fi
 } | tee "$OUT"

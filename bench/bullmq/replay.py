@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Replays a recorded BullMQ command stream (record.js) against native EVALSHA and against
-RX.EVALSHA in one server with RX loaded, alternating sides round by round, and prints the
-server time per call in total (INFO commandstats, over every round) and per script (from
-one more round per side with every command in SLOWLOG, whose own cost for each command a
-script runs is then counted in, on both sides alike), with the RX/native ratio.
+"""Replays a recorded command stream (BullMQ's from record.js here, django-cacheops' from
+bench/cacheops/record.py) against native EVALSHA and against RX.EVALSHA in one server
+with RX loaded, alternating sides round by round, and prints the server time per call in
+total (INFO commandstats, over every round) and per script (from one more round per side
+with every command in SLOWLOG, whose own cost for each command a script runs is then
+counted in, on both sides alike), with the RX/native ratio.
 
-    replay.py <port> <recording.jsonl> [rounds]
+    replay.py [--family BullMQ|cacheops] <port> <recording.jsonl> [rounds]
+
+The family (BullMQ by default; django-cacheops' recordings come from
+bench/cacheops/record.py) names the run and picks what is compared as values.
 
 Each side starts from an empty dataset with the scripts loaded (SCRIPT LOAD, or
 RX.SCRIPT LOAD), replays every command in recorded order on one connection (blocking pops
@@ -16,11 +20,21 @@ Two things are compared as values rather than bytes, and the run says how often 
 differed as bytes: JSON text (BullMQ's scripts cjson.encode Lua tables, and the order of a
 table's keys differs between Lua 5.1 and LuaJIT: a documented difference), and stream
 entry IDs (XADD * takes the clock).
+
+cacheops (--family cacheops) adds a third: its cache_thing.lua names its keys by walking a
+cjson-decoded condition with pairs() (`conj:<table>:<field>=<value>&...`, members
+`<field>,<field>` of `schemes:<table>` sets), so with two or more fields the fields come in
+LuaJIT's order on one side and Lua 5.1's on the other (the documented difference again),
+and on either side in more than one order when cacheops' JSON did. Such key names and set
+members are compared with their fields sorted, keys that then have one name with their
+members together, and the run says how many names and members differed as written.
+Everything else in them (the values, how they are written, which keys exist) must match.
 """
 import base64
 import hashlib
 import json
 import os
+import re
 import sys
 from collections import defaultdict
 
@@ -109,6 +123,29 @@ def dataset(c):
     return out
 
 
+CONJ_KEY = re.compile(rb"(.*?conj:[^:]*:)(.*)", re.S)
+
+
+def fields_sorted(data):
+    """A cacheops dataset with the fields of its condition key names and scheme members
+    sorted (conditions joined by '&', scheme fields by ','), the sets of keys that then
+    share a name merged; and the key names and scheme members as written."""
+    out, written = {}, set(data)
+    for k, (t, v, ttl) in data.items():
+        m = CONJ_KEY.fullmatch(k)
+        name = k
+        if m and t == b"set":
+            name = m.group(1) + b"&".join(sorted(m.group(2).split(b"&")))
+        if re.match(rb".*?schemes:", k) and t == b"set":
+            written.update((k, x) for x in v)
+            v = sorted({b",".join(sorted(x.split(b","))) for x in v})
+        if name in out and out[name][0] == t == b"set":
+            v = sorted(set(out[name][1]) | set(v))
+            ttl = out[name][2] or ttl
+        out[name] = (t, v, ttl)
+    return out, written
+
+
 def run_side(c, side, scripts, commands, breakdown):
     prefix = b"RX." if side == "rx" else b""
     c.call("FLUSHALL", "SYNC")
@@ -148,21 +185,34 @@ def run_side(c, side, scripts, commands, breakdown):
 
 
 def main():
-    port, path = int(sys.argv[1]), sys.argv[2]
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    argv = sys.argv[1:]
+    family = "BullMQ"
+    if argv[:1] == ["--family"]:
+        family, argv = argv[1], argv[2:]
+    port, path = int(argv[0]), argv[1]
+    rounds = int(argv[2]) if len(argv) > 2 else 3
     scripts, commands = load(path)
     c = Client(port)
+    # One unmeasured round per side first: the first replay in a fresh server pays for
+    # warming its allocator and caches, which would count against whichever side ran first.
+    for side in ("native", "rx"):
+        run_side(c, side, scripts, commands, False)
     acc = {"native": defaultdict(lambda: [0, 0]), "rx": defaultdict(lambda: [0, 0])}
     totals = {"native": [], "rx": []}
     reference = None
     json_order = [0]
+    field_order = 0  # cacheops key names and members that differed as written
     for r in range(rounds + 1):
         breakdown = r == rounds
         for side in (("native", "rx") if r % 2 == 0 else ("rx", "native")):
             replies, per_script, total, data = run_side(c, side, scripts, commands, breakdown)
+            written = set()
+            if family == "cacheops":
+                data, written = fields_sorted(data)
             if reference is None:
-                reference = (side, replies, data)
+                reference = (side, replies, data, written)
             else:
+                field_order = max(field_order, len(written ^ reference[3]))
                 pairs = list(zip(reference[1], replies))
                 bad = [i for i, (a, b) in enumerate(pairs) if canonical(a) != canonical(b)]
                 byte_diffs = sum(1 for a, b in pairs if a != b)
@@ -184,8 +234,11 @@ def main():
                 acc[side][sha][1] += us
             if not breakdown:
                 totals[side].append(total)
-    print("BullMQ replay: %d commands, %d rounds per side: the same replies and datasets "
-          "(%d replies equal as JSON values, not as bytes)" % (len(commands), rounds, json_order[0]))
+    print("%s replay: %d commands, %d rounds per side: the same replies and datasets "
+          "(%d replies equal as JSON values, not as bytes%s)" % (
+              family, len(commands), rounds, json_order[0],
+              "" if family != "cacheops" else "; %d key names and set members on one side "
+              "only as written, equal with their fields sorted" % field_order))
     print("%-28s %7s %10s %10s %7s" % ("script (SLOWLOG round)", "calls", "native_us", "rx_us", "ratio"))
     rows = []
     for sha, (n, us) in acc["native"].items():

@@ -1,0 +1,1 @@
+# The small Django app of the cacheops workload (bench/cacheops/record.py).
