@@ -4,7 +4,7 @@
 
 use std::ffi::{c_int, c_longlong, c_void, CStr};
 use std::os::raw::c_char;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use redis_module::raw;
 
@@ -26,6 +26,10 @@ pub static SCRIPT_CACHE_SIZE: AtomicI64 = AtomicI64::new(500);
 /// calling RX.KILL. 0 (the default, as in Redis) means no limit.
 pub static TIME_LIMIT_MS: AtomicI64 = AtomicI64::new(0);
 const TIME_LIMIT_MS_MAX: i64 = 1 << 40;
+
+/// `rx.jit`: LuaJIT compiles hot code to machine code. Scripts stay killable either way
+/// (the checks `rx_lua::kill_checks` writes into them).
+pub static JIT: AtomicBool = AtomicBool::new(true);
 
 /// Entries of history kept per library; 0 turns history off.
 pub static HISTORY_DEPTH: AtomicI64 = AtomicI64::new(crate::history::DEFAULT_DEPTH as i64);
@@ -50,6 +54,31 @@ unsafe extern "C" fn set_numeric(
         crate::ffi::guarded("rx.history-depth", (), apply_history_depth);
     }
     raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn get_jit(_name: *const c_char, _privdata: *mut c_void) -> c_int {
+    JIT.load(Ordering::Relaxed) as c_int
+}
+
+unsafe extern "C" fn set_jit(
+    _name: *const c_char,
+    val: c_int,
+    _privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    JIT.store(val != 0, Ordering::Relaxed);
+    crate::ffi::guarded("rx.jit", (), apply_jit);
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Applies `rx.jit` to the VM. A config is set between commands (CONFIG SET is refused
+/// while a script is busy), so no compiled code is running.
+pub fn apply_jit() {
+    let on = JIT.load(Ordering::Relaxed);
+    // An engine without a compiler (the Lua 5.1 build) stays as it is; INFO says so.
+    state::with(|s| {
+        let _ = s.engine.set_compiler(on);
+    });
 }
 
 /// `rx.memory-limit-mb` in bytes.
@@ -112,6 +141,15 @@ pub fn parse_module_args(args: &[Vec<u8>]) -> Result<Vec<(&'static str, i64)>, S
             // Handled by `stdlib::Selection::parse`.
             continue;
         }
+        if name == "jit" {
+            let on = match pair[1].to_ascii_lowercase().as_slice() {
+                b"yes" => 1,
+                b"no" => 0,
+                _ => return Err("module argument 'jit' must be yes or no".into()),
+            };
+            out.push(("jit", on));
+            continue;
+        }
         let Some((cname, _, _, min, max)) =
             known.iter().find(|(n, ..)| n.to_bytes() == name.as_bytes())
         else {
@@ -160,12 +198,35 @@ pub fn register(ctx: Ctx, module_args: &[(&'static str, i64)]) -> Result<(), Str
             ));
         }
     }
+    let jit_default = module_args
+        .iter()
+        .rev()
+        .find(|(n, _)| *n == "jit")
+        .is_none_or(|(_, v)| *v != 0);
+    JIT.store(jit_default, Ordering::Relaxed);
+    // SAFETY: called from OnLoad; the callbacks touch only the `JIT` static.
+    let r = unsafe {
+        api!(RedisModule_RegisterBoolConfig)(
+            ctx,
+            c"jit".as_ptr(),
+            jit_default as c_int,
+            raw::REDISMODULE_CONFIG_DEFAULT,
+            Some(get_jit),
+            Some(set_jit),
+            None,
+            std::ptr::null_mut(),
+        )
+    };
+    if r != raw::REDISMODULE_OK as c_int {
+        return Err("could not register config rx.jit".into());
+    }
     // SAFETY: as above; applies values from module arguments and the config file.
     if unsafe { api!(RedisModule_LoadConfigs)(ctx) } != raw::REDISMODULE_OK as c_int {
         return Err("could not load the rx.* configs".into());
     }
     apply_memory_limit();
     apply_history_depth();
+    apply_jit();
     Ok(())
 }
 

@@ -51,10 +51,18 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
     guarded("INFO rx", (), || write_info(ctx, for_crash_report));
 }
 
-fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+fn write_info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
     // Per function and per cached EVAL script (by SHA1, sorted as RX.STATS lists them), a
     // line in the style of INFO commandstats (`cmdstat_get:calls=...`); the totals are over
     // both.
+    // The compiler's state is read through Lua: not in a crash report, nor while a script
+    // runs (INFO from a script, or during a busy script's yield). First, so that the VM's
+    // memory below counts what reading it allocated.
+    let compiler = if for_crash_report == 0 && crate::running::current().is_none() {
+        state::with(|s| s.engine.compiler_usage())
+    } else {
+        None
+    };
     let (libraries, functions, memory, entries, history_size) = state::with(|s| {
         let registry = s.registry.borrow();
         let scripts = s.scripts.borrow();
@@ -97,6 +105,12 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
         add(c"functions", functions as i64);
         add(c"scripts", scripts as i64);
         add(c"vm_memory_bytes", memory as i64);
+        add(c"jit", compiler.is_some_and(|c| c.on) as i64);
+        if let Some(c) = compiler {
+            add(c"jit_traces", c.traces as i64);
+            add(c"jit_machine_code_bytes", c.machine_code_bytes as i64);
+            add(c"jit_machine_code_limit_bytes", c.machine_code_limit as i64);
+        }
         add(c"history_entries", history_size.0 as i64);
         add(c"history_code_bytes", history_size.1 as i64);
         add(

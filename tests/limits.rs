@@ -321,7 +321,8 @@ fn a_busy_run_inside_exec_is_stopped_and_the_server_stays_up() {
         s.port(),
         &[&[
             "RX.EVAL",
-            "redis.call('SET', KEYS[1], 'w') local i = 0 while i < 2e7 do i = i + 1 end return i",
+            // Busy for 300 ms by the server's clock, whatever the JIT makes of the loop.
+            "redis.call('SET', KEYS[1], 'w') local t = redis.call('TIME') local start = t[1] * 1e6 + t[2] repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - start > 300000 return 1",
             "1",
             "w",
         ]],
@@ -329,7 +330,7 @@ fn a_busy_run_inside_exec_is_stopped_and_the_server_stays_up() {
     std::thread::sleep(Duration::from_millis(30));
     assert_eq!(c.q(&["PING"]), pong());
     let reply = join_within(h, Duration::from_secs(30), "writer").unwrap();
-    assert_eq!(reply, Reply::Array(vec![Reply::Int(20_000_000)]));
+    assert_eq!(reply, Reply::Array(vec![Reply::Int(1)]));
     assert_eq!(c.q(&["GET", "w"]), bulk("w"));
     assert!(s
         .log()
@@ -366,7 +367,9 @@ fn deep_recursion_is_an_error_and_the_server_stays_healthy() {
     let e = r
         .err_text()
         .unwrap_or_else(|| panic!("expected an error, got {r:?}"));
-    assert!(e.starts_with("ERR stack overflow"), "{e}");
+    // The line of the call that overflowed, as native Redis names it (the differential
+    // corpus compares it: sb-stack-overflow-line), with the JIT on and off.
+    assert!(e.starts_with("ERR user_function:10: stack overflow"), "{e}");
     assert!(e.contains("script: rec, on @user_function:"), "{e}");
     assert_eq!(c.q(&["PING"]), pong());
     assert_eq!(c.q(&["RX.CALL", "ok", "0", "x"]), bulk("ok:x"));

@@ -67,6 +67,7 @@ impl Node {
             ]
             .iter()
             .map(|a| a.to_string())
+            .chain(super::jit_module_args())
             .collect();
             let mut child =
                 ServerProcess::spawn(&args, &[], &self.dir, &module_mounts(&module_path()));

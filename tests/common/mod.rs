@@ -40,6 +40,15 @@ pub fn redis_server_bin() -> String {
 }
 
 /// Path of the module under test; panics with a hint when it has not been built.
+/// `jit yes|no` from `RX_TEST_JIT`, for every server a test starts: the suite runs with
+/// the JIT compiler on (the module's default) and, in CI, once more with it off.
+pub fn jit_module_args() -> Vec<String> {
+    match std::env::var("RX_TEST_JIT") {
+        Ok(v) if !v.is_empty() => vec!["jit".into(), v],
+        _ => Vec::new(),
+    }
+}
+
 pub fn module_path() -> PathBuf {
     let p = match std::env::var("RX_MODULE_PATH") {
         Ok(p) if !p.is_empty() => PathBuf::from(p),
@@ -153,6 +162,13 @@ impl Server {
             a.push("--loadmodule".into());
             a.push(module_path().to_string_lossy().to_string());
             a.extend(self.module_args.iter().cloned());
+            if !self
+                .module_args
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case("jit"))
+            {
+                a.extend(jit_module_args());
+            }
             // Tests load the libraries they need; the bundled ones only when asked for.
             if !self
                 .module_args

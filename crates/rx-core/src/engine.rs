@@ -169,4 +169,27 @@ pub trait Engine {
 
     /// Caps the engine's memory; allocations past it fail with "not enough memory".
     fn set_memory_limit(&self, bytes: usize) -> Result<(), String>;
+
+    /// Turns the engine's compiler to machine code (a JIT) on or off. Off drops what it
+    /// compiled. Runs between calls, never during one.
+    fn set_compiler(&self, _on: bool) -> Result<(), String> {
+        Err("this engine has no compiler".into())
+    }
+
+    /// What the compiler holds, when the engine has one.
+    fn compiler_usage(&self) -> Option<CompilerUsage> {
+        None
+    }
+}
+
+/// A JIT compiler's state, for INFO.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompilerUsage {
+    pub on: bool,
+    /// Compiled pieces of code (LuaJIT's traces) held now.
+    pub traces: u64,
+    /// Their machine code, in bytes.
+    pub machine_code_bytes: u64,
+    /// The most machine code the compiler may hold, in bytes.
+    pub machine_code_limit: u64,
 }

@@ -117,6 +117,52 @@ pub fn tick() -> Tick {
     .unwrap_or(Tick::Continue)
 }
 
+/// How often a script's kill checks should reach `rx_tick`: often enough that a kill, a
+/// time limit or BUSY is noticed within a fraction of a millisecond, rarely enough that
+/// the tick costs nothing measurable.
+const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_micros(250);
+/// Bounds of a budget: checks between two ticks.
+const MIN_BUDGET: f64 = 16.0;
+const MAX_BUDGET: f64 = (1 << 20) as f64;
+
+thread_local! {
+    /// The last budget `rx_tick` gave, and when.
+    static PACE: Cell<(f64, Option<Instant>)> = const { Cell::new((64.0, None)) };
+}
+
+/// The next budget: the last one scaled so that the next tick comes about
+/// `TICK_INTERVAL` after this one, at most four times larger or smaller per step.
+fn next_budget(now: Instant) -> f64 {
+    PACE.with(|p| {
+        let (budget, last) = p.get();
+        let next = match last {
+            Some(last) => {
+                let took = now.saturating_duration_since(last).as_secs_f64().max(1e-9);
+                let scale = (TICK_INTERVAL.as_secs_f64() / took).clamp(0.25, 4.0);
+                (budget * scale).clamp(MIN_BUDGET, MAX_BUDGET).floor()
+            }
+            None => budget,
+        };
+        p.set((next, Some(now)));
+        next
+    })
+}
+
+/// The kill checks' tick (`kill_checks`): a script's countdown ran out. Raises the
+/// interruption if the script must stop (a kill, a time limit, the load timeout, a place
+/// it cannot yield in); otherwise returns the next countdown.
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
+pub unsafe extern "C-unwind" fn rx_tick(l: *mut ffi::lua_State) -> c_int {
+    if tick() == Tick::Stop {
+        ffi::lua_settop(l, 0);
+        ffi::lua_pushstring(l, c"script interrupted".as_ptr());
+        ffi::lua_error(l);
+    }
+    ffi::lua_pushnumber(l, next_budget(Instant::now()));
+    1
+}
+
 /// `interrupted()` for the prelude's pcall/xpcall/coroutine wrappers: a killed script must
 /// not be able to swallow its own kill.
 /// # Safety
@@ -150,33 +196,53 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
         ffi::lua_pushlstring(l, refusal.as_ptr().cast(), refusal.len());
         return 2;
     }
-    // LuaJIT skips a first line that starts with `#`, Lua 5.1's loadstring does not: a space
-    // in front keeps it a `#` token. Text only: no bytecode, whatever the source holds.
-    let code: std::borrow::Cow<[u8]> = if prepared.code.first() == Some(&b'#') {
-        let mut spaced = Vec::with_capacity(prepared.code.len() + 1);
-        spaced.push(b' ');
-        spaced.extend_from_slice(&prepared.code);
-        spaced.into()
+    // What runs is the source with its kill checks (see `compile`); when that does not
+    // compile, the source as written says why.
+    let runnable = if cfg!(feature = "luajit") {
+        &prepared.checked
     } else {
-        (&prepared.code[..]).into()
+        &prepared.code
     };
-    let status = ffi::luaL_loadbufferx(l, code.as_ptr().cast(), code.len(), name, c"t".as_ptr());
-    drop(code);
-    if status == 0 {
+    if load_text(l, runnable, name) {
         return 1;
     }
-    let mut len = 0usize;
-    let e = ffi::lua_tolstring(l, -1, &mut len);
-    let fixed = if e.is_null() {
-        Vec::new()
+    let checked_error = lua_bytes(l, -1).to_vec();
+    ffi::lua_pop(l, 1);
+    let message = if load_text(l, &prepared.code, name) {
+        ffi::lua_pop(l, 1);
+        [
+            &checked_error[..],
+            b" (",
+            crate::kill_checks::LIMITS_MESSAGE.as_bytes(),
+            b")",
+        ]
+        .concat()
     } else {
-        prepared.fix_error(std::slice::from_raw_parts(e.cast::<u8>(), len))
+        let fixed = prepared.fix_error(lua_bytes(l, -1));
+        ffi::lua_pop(l, 1);
+        fixed
     };
     drop(prepared);
-    ffi::lua_pop(l, 1);
+    drop(checked_error);
     ffi::lua_pushnil(l);
-    ffi::lua_pushlstring(l, fixed.as_ptr().cast(), fixed.len());
+    ffi::lua_pushlstring(l, message.as_ptr().cast(), message.len());
     2
+}
+
+/// Compiles `code` (text only) as `loadstring` does: true with the function pushed, false
+/// with LuaJIT's message pushed.
+unsafe fn load_text(l: *mut ffi::lua_State, code: &[u8], name: *const std::ffi::c_char) -> bool {
+    // LuaJIT skips a first line that starts with `#`, Lua 5.1's loadstring does not: a space
+    // in front keeps it a `#` token. Text only: no bytecode, whatever the source holds.
+    let code: std::borrow::Cow<[u8]> = if code.first() == Some(&b'#') {
+        let mut spaced = Vec::with_capacity(code.len() + 1);
+        spaced.push(b' ');
+        spaced.extend_from_slice(code);
+        spaced.into()
+    } else {
+        code.into()
+    };
+    ffi::luaL_loadbufferx(l, code.as_ptr().cast(), code.len(), name, c"t".as_ptr()) == 0
 }
 
 /// `number_text(x)`: a number as Lua 5.1 writes it (C's `%.14g`: `-nan` for a NaN with its

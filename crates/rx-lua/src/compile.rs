@@ -45,6 +45,43 @@ impl LuaEngine {
         if let Some(refusal) = prepared.refusal {
             return Err(refusal);
         }
+        // What runs is the source with its kill checks; when that does not compile, the
+        // source as written says why (Lua 5.1's message, lines and all), or, if it compiles,
+        // the checks are what broke a limit.
+        // (Plain Lua 5.1 cannot read the checks' names; it has no JIT, and its instruction
+        // hook interrupts it instead: see `vm`.)
+        let runnable = if cfg!(feature = "luajit") {
+            &prepared.checked
+        } else {
+            &prepared.code
+        };
+        match self.load_text(runnable, chunk_name, env) {
+            Ok(f) => Ok(f),
+            Err(checked_error) => match self.load_text(&prepared.code, chunk_name, env) {
+                Err(Some(message)) => Err(prepared.fix_error(&message)),
+                Err(None) => Err(checked_error.unwrap_or_else(|| b"not enough memory".to_vec())),
+                Ok(_) => Err(match checked_error {
+                    Some(message) => [
+                        &message[..],
+                        b" (",
+                        crate::kill_checks::LIMITS_MESSAGE.as_bytes(),
+                        b")",
+                    ]
+                    .concat(),
+                    None => b"not enough memory".to_vec(),
+                }),
+            },
+        }
+    }
+
+    /// Compiles `code` as it is, text only, into a function running in `env`; the error is
+    /// LuaJIT's message (`None`: not even that could be had).
+    fn load_text(
+        &self,
+        code: &[u8],
+        chunk_name: &CStr,
+        env: &Table,
+    ) -> Result<Function, Option<Vec<u8>>> {
         let mut failed: Option<Vec<u8>> = None;
         // SAFETY: inside mlua's protected call, with the environment pushed as the one
         // argument; the buffer and name outlive it. Exactly one value is left as the result:
@@ -53,8 +90,8 @@ impl LuaEngine {
             self.lua.exec_raw::<Option<Function>>(env, |l| {
                 let status = ffi::luaL_loadbufferx(
                     l,
-                    prepared.code.as_ptr().cast(),
-                    prepared.code.len(),
+                    code.as_ptr().cast(),
+                    code.len(),
                     chunk_name.as_ptr(),
                     c"t".as_ptr(),
                 );
@@ -77,9 +114,9 @@ impl LuaEngine {
         };
         match (compiled, failed) {
             (Ok(Some(f)), _) => Ok(f),
-            (_, Some(message)) => Err(prepared.fix_error(&message)),
-            (Err(e), None) => Err(lua_error_message(&e).into_bytes()),
-            (Ok(None), None) => Err(b"not enough memory".to_vec()),
+            (_, Some(message)) => Err(Some(message)),
+            (Err(e), None) => Err(Some(lua_error_message(&e).into_bytes())),
+            (Ok(None), None) => Err(None),
         }
     }
 }

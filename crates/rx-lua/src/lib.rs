@@ -22,7 +22,14 @@ pub mod c_tail_calls;
 pub mod cjson;
 pub mod cmsgpack;
 mod codec_glue;
+#[cfg(feature = "luajit")]
+mod jit;
+#[cfg(not(feature = "luajit"))]
+mod jit {
+    pub(crate) struct JitControls;
+}
 pub mod convert;
+pub mod kill_checks;
 pub mod lrand48;
 pub mod lstruct;
 pub mod lua_source;
@@ -34,9 +41,9 @@ use std::time::{Duration, Instant};
 use mlua::chunk::ChunkMode;
 use std::ffi::{c_int, CStr};
 
-use mlua::{ffi, Function, HookTriggers, Lua, RegistryKey, StdLib, Table, Value, VmState};
+use mlua::{ffi, Function, Lua, RegistryKey, StdLib, Table, Value};
 
-use crate::engine::{Engine, Host, Registration, Tick};
+use crate::engine::{Engine, Host, Registration};
 use crate::flags::FunctionFlags;
 use crate::reply::ReplySink;
 use api::ActiveCall;
@@ -44,8 +51,6 @@ use api::ActiveCall;
 const PRELUDE: &str = include_str!("prelude.lua");
 /// The chunk name Redis gives library code; errors read `user_function:<line>: ...`.
 const LIBRARY_CHUNK_NAME: &CStr = c"@user_function";
-/// How often the hook looks at the clock.
-const HOOK_INSTRUCTIONS: u32 = 100_000;
 /// How much garbage a small VM may gather between collection cycles (see `pace_collector`).
 const GC_GARBAGE_ALLOWANCE: usize = 8 << 20;
 /// The VM's memory cap until `rx.memory-limit-mb` says otherwise.
@@ -172,6 +177,9 @@ pub struct LuaEngine {
     invoke: Function,
     shape_of: Function,
     script_code_of: Function,
+    /// The JIT compiler's switches (`None` for plain Lua 5.1).
+    #[cfg_attr(not(feature = "luajit"), allow(dead_code))]
+    jit: Option<jit::JitControls>,
     /// Last: the state closes after every handle above has gone (see `vm::OwnedState`).
     state: vm::OwnedState,
 }
@@ -246,6 +254,23 @@ impl Engine for LuaEngine {
 
     fn collect_garbage(&self) {
         LuaEngine::collect_garbage(self)
+    }
+
+    fn set_compiler(&self, on: bool) -> Result<(), String> {
+        #[cfg(feature = "luajit")]
+        if let Some(jit) = &self.jit {
+            return jit.set(on).map_err(|e| e.to_string());
+        }
+        let _ = on;
+        Err("this engine has no compiler".into())
+    }
+
+    fn compiler_usage(&self) -> Option<rx_core::engine::CompilerUsage> {
+        #[cfg(feature = "luajit")]
+        if let Some(jit) = &self.jit {
+            return jit.usage().ok();
+        }
+        None
     }
 
     fn set_memory_limit(&self, bytes: usize) -> Result<(), String> {

@@ -19,11 +19,16 @@
 //! [`Prepared::fix_error`] into the message Lua 5.1 gives.
 
 use crate::c_tail_calls;
+use crate::kill_checks;
 
 /// The source to give LuaJIT, and how to read its syntax errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
     pub code: Vec<u8>,
+    /// `code` with the checks that let a running script be stopped (`kill_checks`): what
+    /// runs. `code` itself when that cannot compile (it holds a placeholder); empty when
+    /// the source was refused.
+    pub checked: Vec<u8>,
     placeholders: Vec<(u8, Fix)>,
     /// The source needs a placeholder where Lua 5.1 stops with an error, but holds every
     /// placeholder byte already: it is refused with this text instead of compiled.
@@ -150,31 +155,46 @@ pub fn prepare(src: &[u8], refuse_nested_long_brackets: bool) -> Prepared {
         // would take LuaJIT's syntax where Lua 5.1 stops.
         return Prepared {
             code: Vec::new(),
+            checked: Vec::new(),
             placeholders: Vec::new(),
             refusal: Some(NO_PLACEHOLDER_LEFT.as_bytes().to_vec()),
         };
     }
-    // Past a placeholder LuaJIT only reports an error: nothing to keep in its frame.
-    let code = if w.placeholders.is_empty() {
-        let tokens: Vec<c_tail_calls::Token> = w
-            .tokens
-            .iter()
-            .map(|&(start, end, literal)| c_tail_calls::Token {
-                end,
-                text: (!literal).then(|| &w.out[start..end]),
-            })
-            .collect();
-        let insertions = c_tail_calls::insertions(&tokens);
-        if insertions.is_empty() {
-            w.out
-        } else {
-            c_tail_calls::apply(&w.out, &insertions)
-        }
-    } else {
+    // Past a placeholder LuaJIT only reports an error: nothing to keep in its frame, and
+    // nothing will run.
+    if !w.placeholders.is_empty() {
+        return Prepared {
+            checked: w.out.clone(),
+            code: w.out,
+            placeholders: w.placeholders,
+            refusal: None,
+        };
+    }
+    let tokens: Vec<c_tail_calls::Token> = w
+        .tokens
+        .iter()
+        .map(|&(start, end, literal)| c_tail_calls::Token {
+            end,
+            text: (!literal).then(|| &w.out[start..end]),
+        })
+        .collect();
+    let tail_calls = c_tail_calls::insertions(&tokens);
+    let mut both = tail_calls.clone();
+    both.extend(kill_checks::insertions(&tokens));
+    // In offset order; at one offset a tail call's `)` or ` (` goes before a check.
+    both.sort_by_key(|(at, _)| *at);
+    let mut checked =
+        Vec::with_capacity(w.out.len() + w.out.len() / 4 + kill_checks::PROLOGUE.len());
+    checked.extend_from_slice(kill_checks::PROLOGUE);
+    checked.extend_from_slice(&c_tail_calls::apply(&w.out, &both));
+    let code = if tail_calls.is_empty() {
         w.out
+    } else {
+        c_tail_calls::apply(&w.out, &tail_calls)
     };
     Prepared {
         code,
+        checked,
         placeholders: w.placeholders,
         refusal: None,
     }

@@ -2,7 +2,10 @@
 -- library still reachable; everything it keeps private stays in this chunk's upvalues.
 -- Arguments: the redis API table (filled by Rust), the codec libraries, and what differs
 -- between servers (`dialect`: see src/dialect.rs).
-local redis_api, cjson, cmsgpack, struct, interrupted, load51, dialect, rx_api, fcall_errors = ...
+local redis_api, cjson, cmsgpack, struct, interrupted, load51, dialect, rx_api, fcall_errors, tick = ...
+-- The global name under which the kill checks written into every chunk find `tick`
+-- (kill_checks.rs): no Lua 5.1 name can spell it, and no table lists it.
+local TICK = '\130'
 -- The API table's name in error texts: `redis`, or `server` on Valkey.
 local API = dialect.api
 
@@ -377,6 +380,7 @@ end
 local function strict(t)
   return setmetatable({}, {
     __index = function(_, k)
+      if k == TICK then return tick end
       local v = t[k]
       if v == nil then
         error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
@@ -614,6 +618,20 @@ local function on_error(err)
       end
     end
   end
+  if type(err) == 'string' and info and info.currentline and info.currentline > 0
+      and (err == 'stack overflow' or err:find('^[^%s]*:%d+: stack overflow$')) then
+    -- Lua 5.1 names the line of the call that overflowed. LuaJIT's interpreter raises it
+    -- as the callee starts, before the callee has a frame (the first Lua frame is the
+    -- caller); its compiled code raises it at the callee's first line (then the caller is
+    -- the next frame).
+    local line = info.currentline
+    if line == info.linedefined then
+      local caller = debug_getinfo(level + 1, 'Sl')
+      if caller and caller.currentline > 0 and caller.source == info.source then line = caller.currentline end
+    end
+    info.currentline = line
+    if info.source:sub(1, 1) == '@' then err = info.source:sub(2) .. ':' .. line .. ': stack overflow' end
+  end
   if info then err = redis_chunk_ids(err, info.source) end
   if type(err) ~= 'table' then
     err = { err = 'ERR ' .. tostring(err) }
@@ -644,6 +662,7 @@ end
 -- Reading a missing global is an error, as in Redis; G is complete from here on.
 local strict_globals_mt = {
   __index = function(_, k)
+    if k == TICK then return tick end
     error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
   end,
   __newindex = readonly_error,

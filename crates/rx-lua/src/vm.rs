@@ -13,8 +13,13 @@ impl LuaEngine {
         // code never sees the real globals table.
         let (lua, state) = new_state(libs)?;
         let globals = lua.globals();
+        // The compiler starts off; `rx.jit` turns it on once the module is set up.
         #[cfg(feature = "luajit")]
         lua.load("jit.off() jit.flush()").set_name("=rx").exec()?;
+        #[cfg(feature = "luajit")]
+        let jit = Some(jit::JitControls::new(&lua, &globals.get::<Table>("jit")?)?);
+        #[cfg(not(feature = "luajit"))]
+        let jit: Option<jit::JitControls> = None;
 
         let redis = lua.create_table()?;
         // SAFETY: each is a lua_CFunction written against the C API in `api`.
@@ -123,6 +128,8 @@ impl LuaEngine {
                 dialect_table,
                 rx_api,
                 fcall_errors,
+                // SAFETY: a lua_CFunction written against the C API in `api`.
+                unsafe { lua.create_c_function(api::rx_tick)? },
             ))?;
 
         // Nothing dangerous stays reachable, even from the real globals.
@@ -133,16 +140,18 @@ impl LuaEngine {
             globals.raw_set(name, Value::Nil)?;
         }
         lua.gc_collect()?;
-        // One hook for the VM's whole life: it enforces the load timeout and lets the host
-        // serve other clients, kill, or time out a running function. Every
-        // HOOK_INSTRUCTIONS instructions costs nothing measurable (PLATFORM.md).
-        // A global hook, so coroutines are interrupted too (mlua's per-thread hook only fires
-        // in the thread it was set on).
+        // With LuaJIT, no instruction hook: the checks written into every chunk
+        // (kill_checks.rs) reach `api::rx_tick`, which enforces the load timeout and lets
+        // the host serve other clients, kill or time out a running function, in compiled
+        // code as well as in the interpreter (which a hook would slow down on every
+        // instruction). Plain Lua 5.1 cannot read the checks' names, and has no compiler:
+        // a global hook (so coroutines are interrupted too) asks the same question.
+        #[cfg(not(feature = "luajit"))]
         lua.set_global_hook(
-            HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS),
+            mlua::HookTriggers::new().every_nth_instruction(100_000),
             |_, _| match api::tick() {
-                Tick::Continue => Ok(VmState::Continue),
-                Tick::Stop => Err(mlua::Error::runtime("script interrupted")),
+                crate::engine::Tick::Continue => Ok(mlua::VmState::Continue),
+                crate::engine::Tick::Stop => Err(mlua::Error::runtime("script interrupted")),
             },
         )?;
         VM.with(|vm| *vm.borrow_mut() = Some(lua.weak()));
@@ -171,6 +180,7 @@ impl LuaEngine {
             invoke: sandbox.get("invoke")?,
             shape_of: sandbox.get("shape_of")?,
             script_code_of: sandbox.get("script_code_of")?,
+            jit,
             lua,
             state,
         })

@@ -1,0 +1,167 @@
+//! Checks written into the source so that a running script can be stopped with the JIT
+//! compiler on. Pure.
+//!
+//! LuaJIT never calls an instruction hook inside compiled code, so `while true do end`
+//! would run for good once compiled. Code inside the loop does run, though: every loop body
+//! (after `do` and `repeat`) and every function body (after its parameter list) starts
+//! with a countdown,
+//!
+//! ```lua
+//! <n>=<n>-1 if <n><0 then <n>=<tick>()end
+//! ```
+//!
+//! where `<n>` is a local the chunk declares first and `<tick>` a global only RX's
+//! environments answer (`rx_lua::api::rx_tick`): it asks the host whether the script may go
+//! on (kill, time limit, BUSY, load timeout), raises the interruption if not, and returns
+//! the next budget. Every unbounded run of Lua code goes through a loop or a call, so it
+//! meets a check; the common path is three instructions LuaJIT compiles into the trace,
+//! and the rare one leaves the trace for the interpreter.
+//!
+//! Both names hold a byte over 127, which no Lua 5.1 name can (`lua_source` refuses such
+//! bytes outside strings), so a script can neither read nor change the countdown, nor
+//! shadow the tick. Nothing adds a line: error lines stay those of the source.
+//!
+//! What it costs a script: its main chunk has one local variable less (199 of Lua's 200),
+//! and a function one upvalue less (59 of 60). A source over those limits only because of
+//! the checks is refused with [`LIMITS_MESSAGE`].
+
+use crate::c_tail_calls::Token;
+
+/// The countdown's name: one byte no Lua 5.1 name contains.
+pub const COUNTDOWN: &[u8] = b"\x81";
+/// The tick function's global name (see `rx_lua::api::rx_tick`).
+pub const TICK: &[u8] = b"\x82";
+
+/// The chunk's first words: the countdown, with a small first budget (the tick sets the
+/// next ones from how fast the checks come).
+pub const PROLOGUE: &[u8] = b"local \x81=64 ";
+
+/// One check, written after `do`, `repeat` and a function's parameter list.
+pub const CHECK: &[u8] = b" \x81=\x81-1 if \x81<0 then \x81=\x82()end ";
+
+/// What a source that only the checks put over Lua's limits gets.
+pub const LIMITS_MESSAGE: &str = "RX keeps one local variable of the main chunk (199 of Lua's 200) and one upvalue of each function (59 of 60) for the checks that let it stop a running script";
+
+/// Where to write a check (output offsets, increasing).
+pub fn insertions(tokens: &[Token]) -> Vec<(usize, &'static [u8])> {
+    let mut out = Vec::new();
+    let mut in_function_header = false;
+    let mut in_parameters = false;
+    for t in tokens {
+        match t.text {
+            Some(b"do") | Some(b"repeat") => out.push((t.end, CHECK)),
+            Some(b"function") => {
+                in_function_header = true;
+                in_parameters = false;
+            }
+            // `function [name] (` opens the parameter list, which holds no parentheses.
+            Some(b"(") if in_function_header && !in_parameters => in_parameters = true,
+            Some(b")") if in_parameters => {
+                out.push((t.end, CHECK));
+                in_function_header = false;
+                in_parameters = false;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Words and single punctuation as tokens (enough for these sources), and the source
+    /// with the checks written in (`#` for a check).
+    fn checked(src: &str) -> String {
+        let bytes = src.as_bytes();
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i];
+            if c.is_ascii_whitespace() {
+                i += 1;
+            } else if c.is_ascii_alphanumeric() || c == b'_' {
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                tokens.push(i);
+            } else {
+                i += 1;
+                tokens.push(i);
+            }
+        }
+        let mut start = 0;
+        let tokens: Vec<Token> = tokens
+            .iter()
+            .map(|&end| {
+                let text = src.as_bytes()[start..end].trim_ascii_start();
+                start = end;
+                Token {
+                    end,
+                    text: Some(text),
+                }
+            })
+            .collect();
+        let mut out = String::new();
+        let mut from = 0;
+        for (at, _) in insertions(&tokens) {
+            out.push_str(&src[from..at]);
+            out.push('#');
+            from = at;
+        }
+        out.push_str(&src[from..]);
+        out
+    }
+
+    #[test]
+    fn every_loop_body_starts_with_a_check() {
+        assert_eq!(checked("while true do end"), "while true do# end");
+        assert_eq!(checked("repeat x = 1 until x"), "repeat# x = 1 until x");
+        assert_eq!(
+            checked("for i = 1, 10 do f(i) end"),
+            "for i = 1, 10 do# f(i) end"
+        );
+        assert_eq!(
+            checked("for k, v in pairs(t) do end"),
+            "for k, v in pairs(t) do# end"
+        );
+        // A plain block gets one too: harmless, and `do` is always a block's start.
+        assert_eq!(checked("do local x = 1 end"), "do# local x = 1 end");
+    }
+
+    #[test]
+    fn every_function_body_starts_with_a_check() {
+        assert_eq!(
+            checked("function f(a, b) return a end"),
+            "function f(a, b)# return a end"
+        );
+        assert_eq!(
+            checked("local function f() return f() end"),
+            "local function f()# return f() end"
+        );
+        assert_eq!(
+            checked("function a.b:c(...) end"),
+            "function a.b:c(...)# end"
+        );
+        assert_eq!(checked("x = function(x) end"), "x = function(x)# end");
+        // Calls and parentheses outside a header are left alone.
+        assert_eq!(
+            checked("f(g(1), (2)) t[(3)] = 4"),
+            "f(g(1), (2)) t[(3)] = 4"
+        );
+        assert_eq!(
+            checked("pcall(function() while x do end end)"),
+            "pcall(function()# while x do# end end)"
+        );
+    }
+
+    #[test]
+    fn the_check_reads_as_one_statement_wherever_it_stands() {
+        // After the check, a statement may start with `(`: `end` cannot be called, so
+        // Lua reads no call across it.
+        let check = String::from_utf8_lossy(CHECK);
+        assert!(check.trim_end().ends_with("end"));
+        assert!(!CHECK.contains(&b'\n') && !PROLOGUE.contains(&b'\n'));
+    }
+}
