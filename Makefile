@@ -17,7 +17,7 @@ DEB_PACKAGES := redis-server redis-tools libclang1-14 libclang-common-14-dev
 # runs with contrib/prometheus/rx_info.lua.
 TEST_DEB_PACKAGES := prometheus-redis-exporter
 
-.PHONY: all deps build test test-matrix unit fuzz run lint bench docker test-compose dist clean
+.PHONY: all deps build test test-jit-off test-matrix unit fuzz run lint bench docker test-compose dist clean
 
 all: build
 
@@ -48,6 +48,11 @@ test: build
 	fi
 	$(CARGO) test --release --workspace
 	clients/python/run_tests.sh -q
+
+# The whole suite again with LuaJIT's compiler off (module argument `jit no` on every server
+# the tests start): results, kills and limits must be the same either way.
+test-jit-off: build
+	RX_TEST_JIT=no $(CARGO) test --release --workspace
 
 # The integration tests against each supported server in turn (Debian 12's redis-server 7.0,
 # Redis 8.0.2 and Valkey 8.1.1 built from Debian 13's sources, cached in ~/.cache/rx/servers),
