@@ -286,7 +286,7 @@ fn scripts_cannot_reach_the_kill_checks() {
     // It does not show in the globals.
     let r = c.q(&[
         "RX.EVAL",
-        "for k in pairs(_G) do if k == '\\130' or k == '\\129' then return k end end return 'none'",
+        "for k in pairs(_G) do if k == '\\130' or k == '\\129' or k == '\\131' then return k end end return 'none'",
         "0",
     ]);
     assert_eq!(r, Reply::Bulk(b"none".to_vec()));
@@ -298,37 +298,60 @@ fn scripts_cannot_reach_the_kill_checks() {
     }
 }
 
-/// A chunk at Lua's limits only because of the checks is refused with a clear error.
+/// A chunk at Lua's limits has no room for the countdown: it gets its checks as calls,
+/// runs as natively, and can still be killed.
 #[test]
-fn the_checks_cost_one_local_and_one_upvalue() {
+fn code_at_luas_limits_runs_and_is_still_killable() {
     let s = start("yes");
     let mut c = s.conn();
-    let locals = |n: usize| {
+    let locals = |n: usize, tail: &str| {
         (0..n)
             .map(|i| format!("local v{i} = {i}\n"))
             .collect::<String>()
-            + "return 1"
+            + tail
     };
-    assert_eq!(c.q(&["RX.EVAL", &locals(199), "0"]), Reply::Int(1));
-    assert_eq!(c.q(&["EVAL", &locals(200), "0"]), Reply::Int(1));
-    let r = c.q(&["RX.EVAL", &locals(200), "0"]);
-    let e = r.err_text().unwrap_or_else(|| panic!("got {r:?}"));
-    assert!(
-        e.contains("RX keeps one local variable of the main chunk"),
-        "{e}"
-    );
-    let upvalues = |n: usize| {
+    for n in [199, 200] {
+        assert_eq!(c.q(&["EVAL", &locals(n, "return v1"), "0"]), Reply::Int(1));
+        assert_eq!(
+            c.q(&["RX.EVAL", &locals(n, "return v1"), "0"]),
+            Reply::Int(1),
+            "{n}"
+        );
+    }
+    let upvalues = |n: usize, body: &str| {
         let decl: String = (0..n).map(|i| format!("local u{i} = {i}\n")).collect();
         let uses: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
         format!(
-            "{decl}local function f() return {} end return f()",
+            "{decl}local function f() {body} return {} end return f()",
             uses.join(" + ")
         )
     };
     let sum = |n: i64| Reply::Int(n * (n - 1) / 2);
-    assert_eq!(c.q(&["RX.EVAL", &upvalues(59), "0"]), sum(59));
-    assert_eq!(c.q(&["EVAL", &upvalues(60), "0"]), sum(60));
-    let r = c.q(&["RX.EVAL", &upvalues(60), "0"]);
-    let e = r.err_text().unwrap_or_else(|| panic!("got {r:?}"));
-    assert!(e.contains("one upvalue of each function"), "{e}");
+    for n in [59, 60] {
+        assert_eq!(c.q(&["EVAL", &upvalues(n, ""), "0"]), sum(n as i64));
+        assert_eq!(
+            c.q(&["RX.EVAL", &upvalues(n, ""), "0"]),
+            sum(n as i64),
+            "{n}"
+        );
+    }
+    // One over the limit is refused natively and by RX alike.
+    let native = c.q(&["EVAL", &locals(201, "return 1"), "0"]);
+    assert_eq!(c.q(&["RX.EVAL", &locals(201, "return 1"), "0"]), native);
+    // Spinning at the limits: killed as any other script.
+    for body in [
+        locals(200, "while true do end"),
+        upvalues(60, "while true do end"),
+    ] {
+        let h = background(s.port(), vec!["RX.EVAL".into(), body, "0".into()]);
+        wait_for_busy(s.port(), Instant::now(), "at the limits");
+        let mut k = s.conn();
+        assert_eq!(k.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()));
+        let r = wait_reply(h, Duration::from_millis(100), "at the limits");
+        let e = r.err_text().unwrap_or_else(|| panic!("got {r:?}"));
+        assert!(
+            e.starts_with("ERR Script killed by user with RX.SCRIPT KILL"),
+            "{e}"
+        );
+    }
 }

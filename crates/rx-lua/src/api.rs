@@ -163,6 +163,33 @@ pub unsafe extern "C-unwind" fn rx_tick(l: *mut ffi::lua_State) -> c_int {
     1
 }
 
+thread_local! {
+    /// `rx_count`'s countdown.
+    static CALL_BUDGET: Cell<f64> = const { Cell::new(64.0) };
+}
+
+/// The kill checks as calls (`kill_checks::CALL_CHECK`), for code with no room for the
+/// countdown: counts here, and ticks as `rx_tick` does when the count runs out.
+/// # Safety
+/// Called by Lua, on the main thread, with a valid state.
+pub unsafe extern "C-unwind" fn rx_count(l: *mut ffi::lua_State) -> c_int {
+    let left = CALL_BUDGET.with(|b| {
+        let left = b.get() - 1.0;
+        b.set(left);
+        left
+    });
+    if left >= 0.0 {
+        return 0;
+    }
+    if tick() == Tick::Stop {
+        ffi::lua_settop(l, 0);
+        ffi::lua_pushstring(l, c"script interrupted".as_ptr());
+        ffi::lua_error(l);
+    }
+    CALL_BUDGET.with(|b| b.set(next_budget(Instant::now())));
+    0
+}
+
 /// `interrupted()` for the prelude's pcall/xpcall/coroutine wrappers: a killed script must
 /// not be able to swallow its own kill.
 /// # Safety
@@ -197,7 +224,7 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
         return 2;
     }
     // What runs is the source with its kill checks (see `compile`); when that does not
-    // compile, the source as written says why.
+    // compile, the source as written says why, or it gets its checks as calls.
     let runnable = if cfg!(feature = "luajit") {
         &prepared.checked
     } else {
@@ -206,24 +233,21 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
     if load_text(l, runnable, name) {
         return 1;
     }
-    let checked_error = lua_bytes(l, -1).to_vec();
     ffi::lua_pop(l, 1);
-    let message = if load_text(l, &prepared.code, name) {
-        ffi::lua_pop(l, 1);
-        [
-            &checked_error[..],
-            b" (",
-            crate::kill_checks::LIMITS_MESSAGE.as_bytes(),
-            b")",
-        ]
-        .concat()
-    } else {
+    let message = if !cfg!(feature = "luajit") || !load_text(l, &prepared.code, name) {
         let fixed = prepared.fix_error(lua_bytes(l, -1));
         ffi::lua_pop(l, 1);
         fixed
+    } else {
+        ffi::lua_pop(l, 1);
+        if load_text(l, &prepared.checked_by_calls, name) {
+            return 1;
+        }
+        let message = lua_bytes(l, -1).to_vec();
+        ffi::lua_pop(l, 1);
+        message
     };
     drop(prepared);
-    drop(checked_error);
     ffi::lua_pushnil(l);
     ffi::lua_pushlstring(l, message.as_ptr().cast(), message.len());
     2

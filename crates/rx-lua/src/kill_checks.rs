@@ -21,9 +21,13 @@
 //! bytes outside strings), so a script can neither read nor change the countdown, nor
 //! shadow the tick. Nothing adds a line: error lines stay those of the source.
 //!
-//! What it costs a script: its main chunk has one local variable less (199 of Lua's 200),
-//! and a function one upvalue less (59 of 60). A source over those limits only because of
-//! the checks is refused with [`LIMITS_MESSAGE`].
+//! A chunk whose main function already has Lua's 200 local variables, or a function its 60
+//! upvalues, has no room for the countdown: it gets [`CALL_CHECK`] instead, a call to a C
+//! function that counts on its own side (`rx_lua::api::rx_count`). That costs a call per
+//! check and keeps such code out of the compiler, but it runs, as it does natively.
+//!
+//! Every check ends with `;`, so the source around it reads exactly as before: a `;`
+//! the source puts where Lua 5.1 allows none stays an error.
 
 use crate::c_tail_calls::Token;
 
@@ -32,24 +36,27 @@ pub const COUNTDOWN: &[u8] = b"\x81";
 /// The tick function's global name (see `rx_lua::api::rx_tick`).
 pub const TICK: &[u8] = b"\x82";
 
+/// The counting function's global name, for [`CALL_CHECK`].
+pub const COUNT: &[u8] = b"\x83";
+
 /// The chunk's first words: the countdown, with a small first budget (the tick sets the
 /// next ones from how fast the checks come).
-pub const PROLOGUE: &[u8] = b"local \x81=64 ";
+pub const PROLOGUE: &[u8] = b"local \x81=64;";
 
 /// One check, written after `do`, `repeat` and a function's parameter list.
-pub const CHECK: &[u8] = b" \x81=\x81-1 if \x81<0 then \x81=\x82()end ";
+pub const CHECK: &[u8] = b" \x81=\x81-1 if \x81<0 then \x81=\x82()end; ";
 
-/// What a source that only the checks put over Lua's limits gets.
-pub const LIMITS_MESSAGE: &str = "RX keeps one local variable of the main chunk (199 of Lua's 200) and one upvalue of each function (59 of 60) for the checks that let it stop a running script";
+/// The check for code with no room for the countdown (no prologue then).
+pub const CALL_CHECK: &[u8] = b" \x83(); ";
 
-/// Where to write a check (output offsets, increasing).
-pub fn insertions(tokens: &[Token]) -> Vec<(usize, &'static [u8])> {
+/// Where to write `check` (output offsets, increasing).
+pub fn insertions(tokens: &[Token], check: &'static [u8]) -> Vec<(usize, &'static [u8])> {
     let mut out = Vec::new();
     let mut in_function_header = false;
     let mut in_parameters = false;
     for t in tokens {
         match t.text {
-            Some(b"do") | Some(b"repeat") => out.push((t.end, CHECK)),
+            Some(b"do") | Some(b"repeat") => out.push((t.end, check)),
             Some(b"function") => {
                 in_function_header = true;
                 in_parameters = false;
@@ -57,7 +64,7 @@ pub fn insertions(tokens: &[Token]) -> Vec<(usize, &'static [u8])> {
             // `function [name] (` opens the parameter list, which holds no parentheses.
             Some(b"(") if in_function_header && !in_parameters => in_parameters = true,
             Some(b")") if in_parameters => {
-                out.push((t.end, CHECK));
+                out.push((t.end, check));
                 in_function_header = false;
                 in_parameters = false;
             }
@@ -105,7 +112,7 @@ mod tests {
             .collect();
         let mut out = String::new();
         let mut from = 0;
-        for (at, _) in insertions(&tokens) {
+        for (at, _) in insertions(&tokens, CHECK) {
             out.push_str(&src[from..at]);
             out.push('#');
             from = at;
@@ -157,11 +164,12 @@ mod tests {
     }
 
     #[test]
-    fn the_check_reads_as_one_statement_wherever_it_stands() {
-        // After the check, a statement may start with `(`: `end` cannot be called, so
-        // Lua reads no call across it.
-        let check = String::from_utf8_lossy(CHECK);
-        assert!(check.trim_end().ends_with("end"));
-        assert!(!CHECK.contains(&b'\n') && !PROLOGUE.contains(&b'\n'));
+    fn every_check_is_one_statement_ended_by_a_semicolon() {
+        // Nothing of the source can continue it (`-1`, `(f)()`), and a `;` the source puts
+        // first in a block stays the error it is in Lua 5.1 (`;;`).
+        for check in [PROLOGUE, CHECK, CALL_CHECK] {
+            assert!(check.trim_ascii_end().ends_with(b";"), "{check:?}");
+            assert!(!check.contains(&b'\n'), "{check:?}");
+        }
     }
 }

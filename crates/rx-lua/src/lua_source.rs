@@ -29,6 +29,9 @@ pub struct Prepared {
     /// runs. `code` itself when that cannot compile (it holds a placeholder); empty when
     /// the source was refused.
     pub checked: Vec<u8>,
+    /// `code` with the checks as calls, for a source with no room for the countdown
+    /// (`kill_checks::CALL_CHECK`); like `checked` otherwise.
+    pub checked_by_calls: Vec<u8>,
     placeholders: Vec<(u8, Fix)>,
     /// The source needs a placeholder where Lua 5.1 stops with an error, but holds every
     /// placeholder byte already: it is refused with this text instead of compiled.
@@ -156,6 +159,7 @@ pub fn prepare(src: &[u8], refuse_nested_long_brackets: bool) -> Prepared {
         return Prepared {
             code: Vec::new(),
             checked: Vec::new(),
+            checked_by_calls: Vec::new(),
             placeholders: Vec::new(),
             refusal: Some(NO_PLACEHOLDER_LEFT.as_bytes().to_vec()),
         };
@@ -165,6 +169,7 @@ pub fn prepare(src: &[u8], refuse_nested_long_brackets: bool) -> Prepared {
     if !w.placeholders.is_empty() {
         return Prepared {
             checked: w.out.clone(),
+            checked_by_calls: w.out.clone(),
             code: w.out,
             placeholders: w.placeholders,
             refusal: None,
@@ -179,14 +184,18 @@ pub fn prepare(src: &[u8], refuse_nested_long_brackets: bool) -> Prepared {
         })
         .collect();
     let tail_calls = c_tail_calls::insertions(&tokens);
-    let mut both = tail_calls.clone();
-    both.extend(kill_checks::insertions(&tokens));
-    // In offset order; at one offset a tail call's `)` or ` (` goes before a check.
-    both.sort_by_key(|(at, _)| *at);
-    let mut checked =
-        Vec::with_capacity(w.out.len() + w.out.len() / 4 + kill_checks::PROLOGUE.len());
-    checked.extend_from_slice(kill_checks::PROLOGUE);
-    checked.extend_from_slice(&c_tail_calls::apply(&w.out, &both));
+    let with_checks = |check: &'static [u8], prologue: &[u8]| {
+        let mut both = tail_calls.clone();
+        both.extend(kill_checks::insertions(&tokens, check));
+        // In offset order; at one offset a tail call's `)` or ` (` goes before a check.
+        both.sort_by_key(|(at, _)| *at);
+        let mut out = Vec::with_capacity(w.out.len() + w.out.len() / 4 + prologue.len());
+        out.extend_from_slice(prologue);
+        out.extend_from_slice(&c_tail_calls::apply(&w.out, &both));
+        out
+    };
+    let checked = with_checks(kill_checks::CHECK, kill_checks::PROLOGUE);
+    let checked_by_calls = with_checks(kill_checks::CALL_CHECK, b"");
     let code = if tail_calls.is_empty() {
         w.out
     } else {
@@ -195,6 +204,7 @@ pub fn prepare(src: &[u8], refuse_nested_long_brackets: bool) -> Prepared {
     Prepared {
         code,
         checked,
+        checked_by_calls,
         placeholders: w.placeholders,
         refusal: None,
     }

@@ -2,10 +2,10 @@
 -- library still reachable; everything it keeps private stays in this chunk's upvalues.
 -- Arguments: the redis API table (filled by Rust), the codec libraries, and what differs
 -- between servers (`dialect`: see src/dialect.rs).
-local redis_api, cjson, cmsgpack, struct, interrupted, load51, dialect, rx_api, fcall_errors, tick = ...
--- The global name under which the kill checks written into every chunk find `tick`
--- (kill_checks.rs): no Lua 5.1 name can spell it, and no table lists it.
-local TICK = '\130'
+local redis_api, cjson, cmsgpack, struct, interrupted, load51, dialect, rx_api, fcall_errors, tick, count = ...
+-- The global names under which the kill checks written into every chunk find `tick` and
+-- `count` (kill_checks.rs): no Lua 5.1 name can spell them, and no table lists them.
+local TICK, COUNT = '\130', '\131'
 -- The API table's name in error texts: `redis`, or `server` on Valkey.
 local API = dialect.api
 
@@ -380,7 +380,7 @@ end
 local function strict(t)
   return setmetatable({}, {
     __index = function(_, k)
-      if k == TICK then return tick end
+      if k == TICK then return tick elseif k == COUNT then return count end
       local v = t[k]
       if v == nil then
         error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
@@ -662,7 +662,7 @@ end
 -- Reading a missing global is an error, as in Redis; G is complete from here on.
 local strict_globals_mt = {
   __index = function(_, k)
-    if k == TICK then return tick end
+    if k == TICK then return tick elseif k == COUNT then return count end
     error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
   end,
   __newindex = readonly_error,

@@ -130,6 +130,8 @@ impl LuaEngine {
                 fcall_errors,
                 // SAFETY: a lua_CFunction written against the C API in `api`.
                 unsafe { lua.create_c_function(api::rx_tick)? },
+                // SAFETY: as above.
+                unsafe { lua.create_c_function(api::rx_count)? },
             ))?;
 
         // Nothing dangerous stays reachable, even from the real globals.
