@@ -28,8 +28,13 @@ impl LuaEngine {
         let function = self
             .compile(code, c"@user_script", &self.eval_env)
             .map_err(|e| [prefix, &e].concat())?;
-        self.callable(function, None)
-            .map_err(|e| [prefix, lua_error_message(&e).as_bytes()].concat())
+        let callable = self
+            .callable(function, None)
+            .map_err(|e| [prefix, lua_error_message(&e).as_bytes()].concat())?;
+        // The parameter analysis now, as part of compiling (as a native SCRIPT LOAD compiles),
+        // not in the script's first call: a script is compiled to be run.
+        self.shape(&callable, CallKind::Script);
+        Ok(callable)
     }
 
     /// Compiles Lua 5.1 source (see `lua_source`), text only, into a function running in
