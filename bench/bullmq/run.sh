@@ -29,21 +29,9 @@ if [ ! -d "$CACHE/node_modules/bullmq" ]; then
   (cd "$CACHE" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
-DIR=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$SERVER" --port "$PORT" --bind 127.0.0.1 --dir "$DIR" --save "" --appendonly no --daemonize yes \
-  --logfile "$DIR/redis.log" --loadmodule "$MODULE" stdlib none >/dev/null
-trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
-up=
-for _ in $(seq 50); do
-  if redis-cli -p "$PORT" ping >/dev/null 2>&1; then up=1; break; fi
-  sleep 0.1
-done
-if [ -z "$up" ]; then
-  echo "bullmq: the server did not start; its log:" >&2
-  cat "$DIR/redis.log" >&2
-  exit 1
-fi
+# shellcheck source=bench/server.sh
+. bench/server.sh
+start_server bullmq
 
 echo "BullMQ $BULLMQ_VERSION (ioredis $IOREDIS_VERSION, Node.js $(node --version)), $JOBS jobs at concurrency 10:"
 NODE_PATH="$CACHE/node_modules" node bench/bullmq/record.js "$PORT" "$JOBS" "$DIR/recording.jsonl"

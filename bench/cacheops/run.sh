@@ -44,21 +44,9 @@ if [ "$(cat "$CACHE/installed" 2>/dev/null)" != "${PACKAGES[*]}" ]; then
   echo "${PACKAGES[*]}" >"$CACHE/installed"
 fi
 
-DIR=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$SERVER" --port "$PORT" --bind 127.0.0.1 --dir "$DIR" --save "" --appendonly no --daemonize yes \
-  --logfile "$DIR/redis.log" --loadmodule "$MODULE" stdlib none >/dev/null
-trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
-up=
-for _ in $(seq 50); do
-  if redis-cli -p "$PORT" ping >/dev/null 2>&1; then up=1; break; fi
-  sleep 0.1
-done
-if [ -z "$up" ]; then
-  echo "cacheops: the server did not start; its log:" >&2
-  cat "$DIR/redis.log" >&2
-  exit 1
-fi
+# shellcheck source=bench/server.sh
+. bench/server.sh
+start_server cacheops
 
 echo "django-cacheops $CACHEOPS_VERSION (Django 4.2.30, redis-py 5.2.1, $("$CACHE/bin/python" --version)), $OPS operations:"
 # A fixed hash seed: the order of the fields in the JSON cacheops sends follows Python's

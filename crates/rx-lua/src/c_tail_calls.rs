@@ -226,51 +226,57 @@ pub fn apply(code: &[u8], insertions: &[(usize, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// A crude tokenizer for tests (here and in `kill_checks`): words and single punctuation,
+/// `...`, and `'...'` and numbers as literals.
+#[cfg(test)]
+pub(crate) fn test_tokens(src: &str) -> Vec<Token<'_>> {
+    let bytes = src.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c.is_ascii_alphanumeric() || c == b'_' {
+            let s = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            let literal = c.is_ascii_digit();
+            tokens.push(Token {
+                end: i,
+                text: (!literal).then_some(&bytes[s..i]),
+            });
+        } else if c == b'\'' {
+            i += 1;
+            while bytes[i] != b'\'' {
+                i += 1;
+            }
+            i += 1;
+            tokens.push(Token { end: i, text: None });
+        } else if src[i..].starts_with("...") {
+            i += 3;
+            tokens.push(Token {
+                end: i,
+                text: Some(b"..."),
+            });
+        } else {
+            i += 1;
+            tokens.push(Token {
+                end: i,
+                text: Some(&bytes[i - 1..i]),
+            });
+        }
+    }
+    tokens
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A crude tokenizer for tests: words and single punctuation, `'...'` as a literal.
     fn rewrite(src: &str) -> String {
-        let bytes = src.as_bytes();
-        let mut tokens = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            let c = bytes[i];
-            if c.is_ascii_whitespace() {
-                i += 1;
-            } else if c.is_ascii_alphanumeric() || c == b'_' {
-                let s = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                let literal = c.is_ascii_digit();
-                tokens.push(Token {
-                    end: i,
-                    text: (!literal).then_some(&bytes[s..i]),
-                });
-            } else if c == b'\'' {
-                i += 1;
-                while bytes[i] != b'\'' {
-                    i += 1;
-                }
-                i += 1;
-                tokens.push(Token { end: i, text: None });
-            } else if src[i..].starts_with("...") {
-                i += 3;
-                tokens.push(Token {
-                    end: i,
-                    text: Some(b"..."),
-                });
-            } else {
-                i += 1;
-                tokens.push(Token {
-                    end: i,
-                    text: Some(&bytes[i - 1..i]),
-                });
-            }
-        }
-        String::from_utf8(apply(bytes, &insertions(&tokens))).unwrap()
+        String::from_utf8(apply(src.as_bytes(), &insertions(&test_tokens(src)))).unwrap()
     }
 
     #[test]

@@ -78,38 +78,9 @@ pub fn insertions(tokens: &[Token], check: &'static [u8]) -> Vec<(usize, &'stati
 mod tests {
     use super::*;
 
-    /// Words and single punctuation as tokens (enough for these sources), and the source
-    /// with the checks written in (`#` for a check).
+    /// The source with the checks written in (`#` for a check).
     fn checked(src: &str) -> String {
-        let bytes = src.as_bytes();
-        let mut tokens = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            let c = bytes[i];
-            if c.is_ascii_whitespace() {
-                i += 1;
-            } else if c.is_ascii_alphanumeric() || c == b'_' {
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                tokens.push(i);
-            } else {
-                i += 1;
-                tokens.push(i);
-            }
-        }
-        let mut start = 0;
-        let tokens: Vec<Token> = tokens
-            .iter()
-            .map(|&end| {
-                let text = src.as_bytes()[start..end].trim_ascii_start();
-                start = end;
-                Token {
-                    end,
-                    text: Some(text),
-                }
-            })
-            .collect();
+        let tokens = crate::c_tail_calls::test_tokens(src);
         let mut out = String::new();
         let mut from = 0;
         for (at, _) in insertions(&tokens, CHECK) {
