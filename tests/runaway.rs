@@ -355,3 +355,35 @@ fn code_at_luas_limits_runs_and_is_still_killable() {
         );
     }
 }
+
+/// A chunk made by `loadstring` has no parameter list for a check, and a script can call it
+/// again and again: a chunk that loads itself and tail-calls the result, or one handed
+/// itself, must still be stopped (before the entry check, both hung the server for good).
+#[test]
+fn self_loading_and_self_calling_chunks_are_killed() {
+    for jit in ["yes", "no"] {
+        let s = start(jit);
+        for body in [
+            "local s = 'local s = ... return loadstring(s)(s)' return loadstring(s)(s)",
+            "local f = loadstring('local g = ... return g(g)') return f(f)",
+            "local f = loadstring('local g, n = ... return g(g, n + 1)') return f(f, 0)",
+        ] {
+            let what = format!("{body} (jit {jit})");
+            let h = background(s.port(), vec!["RX.EVAL".into(), body.into(), "0".into()]);
+            wait_for_busy(s.port(), Instant::now(), &what);
+            let mut k = s.conn();
+            k.set_read_timeout(Duration::from_secs(3));
+            assert_eq!(
+                k.q(&["RX.SCRIPT", "KILL"]),
+                Reply::Status("OK".into()),
+                "{what}"
+            );
+            let r = wait_reply(h, Duration::from_millis(100), &what);
+            let e = r.err_text().unwrap_or_else(|| panic!("{what}: got {r:?}"));
+            assert!(
+                e.starts_with("ERR Script killed by user with RX.SCRIPT KILL"),
+                "{what}: {e}"
+            );
+        }
+    }
+}

@@ -225,12 +225,14 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
     }
     // What runs is the source with its kill checks (see `compile`); when that does not
     // compile, the source as written says why, or it gets its checks as calls.
+    // The chunk is a value the script can call again: its entry counts too.
+    let entered = |checked: &[u8]| [crate::kill_checks::ENTRY_CHECK, checked].concat();
     let runnable = if cfg!(feature = "luajit") {
-        &prepared.checked
+        entered(&prepared.checked)
     } else {
-        &prepared.code
+        prepared.code.clone()
     };
-    if load_text(l, runnable, name) {
+    if load_text(l, &runnable, name) {
         return 1;
     }
     ffi::lua_pop(l, 1);
@@ -240,7 +242,7 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
         fixed
     } else {
         ffi::lua_pop(l, 1);
-        if load_text(l, &prepared.checked_by_calls, name) {
+        if load_text(l, &entered(&prepared.checked_by_calls), name) {
             return 1;
         }
         let message = lua_bytes(l, -1).to_vec();

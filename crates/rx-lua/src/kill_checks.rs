@@ -49,6 +49,13 @@ pub const CHECK: &[u8] = b" \x81=\x81-1 if \x81<0 then \x81=\x82()end; ";
 /// The check for code with no room for the countdown (no prologue then).
 pub const CALL_CHECK: &[u8] = b" \x83(); ";
 
+/// What a chunk made by `loadstring` or `load` starts with, before the rest. Such a chunk
+/// is a function the script holds and may call again and again (a chunk handed itself can
+/// tail-call itself for ever), yet it has no parameter list to put a check after: its
+/// entry counts, as [`CALL_CHECK`] does. The chunks RX itself runs (a script, a library
+/// body) are called by RX once per run and need none.
+pub const ENTRY_CHECK: &[u8] = b"\x83();";
+
 /// Where to write `check` (output offsets, increasing).
 pub fn insertions(tokens: &[Token], check: &'static [u8]) -> Vec<(usize, &'static [u8])> {
     let mut out = Vec::new();
