@@ -105,8 +105,8 @@ fn write_info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
         add(c"functions", functions as i64);
         add(c"scripts", scripts as i64);
         add(c"vm_memory_bytes", memory as i64);
-        add(c"jit", compiler.is_some_and(|c| c.on) as i64);
         if let Some(c) = compiler {
+            add(c"jit", c.on as i64);
             add(c"jit_traces", c.traces as i64);
             add(c"jit_machine_code_bytes", c.machine_code_bytes as i64);
             add(c"jit_machine_code_limit_bytes", c.machine_code_limit as i64);

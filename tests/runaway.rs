@@ -387,3 +387,73 @@ fn self_loading_and_self_calling_chunks_are_killed() {
         }
     }
 }
+
+/// What a script can reach cannot switch the checks off: the globals cannot be written
+/// through an iterator's state (which handed out the real globals table, where `rawset`
+/// could replace the tick: every later script was then unkillable), and `load` cannot
+/// swallow a kill raised in its reader function. Both found by review.
+#[test]
+fn scripts_cannot_switch_the_checks_off() {
+    for jit in ["yes", "no"] {
+        let s = start(jit);
+        let mut c = s.conn();
+        for (what, attempt) in [
+            ("pairs", "local _, g = pairs(_G) pcall(rawset, g, '\\130', gcinfo) pcall(rawset, g, '\\131', gcinfo) return 1"),
+            ("ipairs", "local _, g = ipairs(_G) pcall(rawset, g, '\\130', gcinfo) pcall(rawset, g, '\\131', gcinfo) return 1"),
+        ] {
+            assert_eq!(c.q(&["RX.EVAL", attempt, "0"]), Reply::Int(1), "{what}");
+            let h = background(s.port(), vec!["RX.EVAL".into(), "while true do end".into(), "0".into()]);
+            wait_for_busy(s.port(), Instant::now(), what);
+            let mut k = s.conn();
+            k.set_read_timeout(Duration::from_secs(3));
+            assert_eq!(k.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()), "{what}");
+            let r = wait_reply(h, Duration::from_millis(100), what);
+            assert!(r.err_text().is_some_and(|e| e.starts_with("ERR Script killed")), "{what}: {r:?}");
+        }
+        // A kill inside load's reader ends the script; nothing after it runs.
+        let body = "local f, e = load(function() while true do end end) redis.call('SET', 'after_kill', tostring(e)) return 1";
+        let h = background(s.port(), vec!["RX.EVAL".into(), body.into(), "0".into()]);
+        wait_for_busy(s.port(), Instant::now(), "load reader");
+        let mut k = s.conn();
+        assert_eq!(k.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()));
+        let r = wait_reply(h, Duration::from_millis(100), "load reader");
+        assert!(
+            r.err_text()
+                .is_some_and(|e| e.starts_with("ERR Script killed")),
+            "jit {jit}: {r:?}"
+        );
+        assert_eq!(c.q(&["EXISTS", "after_kill"]), Reply::Int(0), "jit {jit}");
+    }
+}
+
+/// After a fast stretch, a loop whose every turn is a slow C call still reaches a tick
+/// soon: budgets are capped and start afresh each run, whatever the script or an earlier
+/// one did (calling the tick itself included). Found by review: such a loop went seconds,
+/// once over 30 s, without a tick.
+#[test]
+fn slow_turns_after_a_fast_stretch_are_still_killed_promptly() {
+    let s = start("yes");
+    let mut c = s.conn();
+    // Teach the pacing all it can: a fast loop, and the tick called directly.
+    assert_eq!(
+        c.q(&["RX.EVAL", "for i = 1, 3e7 do end return 1", "0"]),
+        Reply::Int(1)
+    );
+    let body = "local t = _G['\\130'] for i = 1, 50 do t() end for i = 1, 3e7 do end local s = string.rep('a', 200) while true do s:find('.-b') end";
+    let h = background(s.port(), vec!["RX.EVAL".into(), body.into(), "0".into()]);
+    wait_for_busy(s.port(), Instant::now(), "slow turns");
+    let mut k = s.conn();
+    k.set_read_timeout(Duration::from_secs(5));
+    let killed_at = Instant::now();
+    assert_eq!(k.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()));
+    let r = wait_reply(h, Duration::from_millis(1500), "slow turns");
+    assert!(
+        r.err_text()
+            .is_some_and(|e| e.starts_with("ERR Script killed")),
+        "{r:?}"
+    );
+    eprintln!(
+        "slow turns: killed {:?} after RX.SCRIPT KILL",
+        killed_at.elapsed()
+    );
+}

@@ -47,6 +47,7 @@ pub struct ActiveGuard {
 
 impl<'h> ActiveCall<'h> {
     pub fn new(host: &'h dyn Host) -> Self {
+        reset_pace(Instant::now());
         ActiveCall {
             host,
             resp3: Cell::new(false),
@@ -121,13 +122,24 @@ pub fn tick() -> Tick {
 /// time limit or BUSY is noticed within a fraction of a millisecond, rarely enough that
 /// the tick costs nothing measurable.
 const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_micros(250);
-/// Bounds of a budget: checks between two ticks.
+/// Bounds of a budget: checks between two ticks. The upper one bounds how long a run can
+/// go between ticks when its checks turn slow after a fast stretch (16,384 checks of a
+/// loop around a 20 µs C call: 0.3 s); the budget shrinks fast after such a tick.
 const MIN_BUDGET: f64 = 16.0;
-const MAX_BUDGET: f64 = (1 << 20) as f64;
+const MAX_BUDGET: f64 = (1 << 14) as f64;
+/// The first budget of a run.
+const FIRST_BUDGET: f64 = 64.0;
 
 thread_local! {
     /// The last budget `rx_tick` gave, and when.
-    static PACE: Cell<(f64, Option<Instant>)> = const { Cell::new((64.0, None)) };
+    static PACE: Cell<(f64, Option<Instant>)> = const { Cell::new((FIRST_BUDGET, None)) };
+}
+
+/// Starts a run's pacing afresh: what an earlier run (or a script calling the tick itself)
+/// taught the budget does not carry over.
+fn reset_pace(now: Instant) {
+    PACE.with(|p| p.set((FIRST_BUDGET, Some(now))));
+    CALL_BUDGET.with(|b| b.set(FIRST_BUDGET));
 }
 
 /// The next budget: the last one scaled so that the next tick comes about
@@ -138,7 +150,7 @@ fn next_budget(now: Instant) -> f64 {
         let next = match last {
             Some(last) => {
                 let took = now.saturating_duration_since(last).as_secs_f64().max(1e-9);
-                let scale = (TICK_INTERVAL.as_secs_f64() / took).clamp(0.25, 4.0);
+                let scale = (TICK_INTERVAL.as_secs_f64() / took).clamp(1.0 / 64.0, 4.0);
                 (budget * scale).clamp(MIN_BUDGET, MAX_BUDGET).floor()
             }
             None => budget,
@@ -165,7 +177,7 @@ pub unsafe extern "C-unwind" fn rx_tick(l: *mut ffi::lua_State) -> c_int {
 
 thread_local! {
     /// `rx_count`'s countdown.
-    static CALL_BUDGET: Cell<f64> = const { Cell::new(64.0) };
+    static CALL_BUDGET: Cell<f64> = const { Cell::new(FIRST_BUDGET) };
 }
 
 /// The kill checks as calls (`kill_checks::CALL_CHECK`), for code with no room for the

@@ -58,8 +58,22 @@ G.gcinfo = function() return math.floor(collectgarbage('count')) end
 -- Iteration and raw access see through the proxies, and cannot write to protected tables.
 do
   local pairs, ipairs, next, rawget, rawset = pairs, ipairs, next, rawget, rawset
-  G.pairs = function(t) local f, s, k = pairs(unwrap(t)) return f, s, k end
-  G.ipairs = function(t) local f, s, k = ipairs(unwrap(t)) return f, s, k end
+  -- The table behind a proxy never reaches a script (with it, `rawset` would write into
+  -- the globals or a library that every script shares): a proxy is iterated by functions
+  -- of this chunk, with the proxy itself as their state.
+  local ipairs_step = ipairs({})
+  local function proxy_next(proxy, k) local a, b = next(real_of[proxy], k) return a, b end
+  local function proxy_ipairs_step(proxy, i) local a, b = ipairs_step(real_of[proxy], i) return a, b end
+  G.pairs = function(t)
+    if real_of[t] then return proxy_next, t, nil end
+    local f, s, k = pairs(t)
+    return f, s, k
+  end
+  G.ipairs = function(t)
+    if real_of[t] then return proxy_ipairs_step, t, 0 end
+    local f, s, k = ipairs(t)
+    return f, s, k
+  end
   G.next = function(t, k) local a, b = next(unwrap(t), k) return a, b end
   G.rawget = function(t, k) local v = rawget(unwrap(t), k) return v end
   G.rawset = function(t, k, v)
@@ -362,7 +376,12 @@ do
       pieces[#pieces + 1] = piece
       return ' '
     end, name)
-    if not f then return f, e end
+    if not f then
+      -- load catches what the reader raised, a kill or a time limit included: that must
+      -- not become a return value the script can carry on from.
+      if interrupted() then error(e, 0) end
+      return f, e
+    end
     f, e = load51(table.concat(pieces), name or '=(load)')
     if f then setfenv(f, env) end
     return f, e
