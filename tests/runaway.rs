@@ -91,33 +91,38 @@ fn wait_reply(
     r
 }
 
+/// Runs `body` as an EVAL script in the background, waits until the server answers BUSY,
+/// sends RX.SCRIPT KILL and asserts that the script ends with the kill error within
+/// `within` of it. Returns how long after the start BUSY came.
+fn eval_and_kill(s: &Server, body: &str, within: Duration, what: &str) -> Duration {
+    let started = Instant::now();
+    let h = background(s.port(), vec!["RX.EVAL".into(), body.into(), "0".into()]);
+    let busy_after = wait_for_busy(s.port(), started, what);
+    let mut k = s.conn();
+    k.set_read_timeout(Duration::from_secs(5));
+    assert_eq!(
+        k.q(&["RX.SCRIPT", "KILL"]),
+        Reply::Status("OK".into()),
+        "{what}"
+    );
+    let r = wait_reply(h, within, what);
+    let e = r.err_text().unwrap_or_else(|| panic!("{what}: got {r:?}"));
+    assert!(
+        e.starts_with("ERR Script killed by user with RX.SCRIPT KILL"),
+        "{what}: {e}"
+    );
+    busy_after
+}
+
 fn every_shape_is_killed(jit: &str) {
     let s = start(jit);
     let mut c = s.conn();
     for (name, body) in SHAPES {
         let what = format!("{name} (jit {jit})");
-        let started = Instant::now();
-        let h = background(
-            s.port(),
-            vec!["RX.EVAL".into(), body.to_string(), "0".into()],
-        );
-        let busy_after = wait_for_busy(s.port(), started, &what);
+        let busy_after = eval_and_kill(&s, body, Duration::from_millis(100), &what);
         assert!(
             busy_after < Duration::from_millis(THRESHOLD_MS + 100 + 50),
             "{what}: BUSY only after {busy_after:?}"
-        );
-        let mut k = s.conn();
-        k.set_read_timeout(Duration::from_secs(3));
-        assert_eq!(
-            k.q(&["RX.SCRIPT", "KILL"]),
-            Reply::Status("OK".into()),
-            "{what}"
-        );
-        let r = wait_reply(h, Duration::from_millis(100), &what);
-        let e = r.err_text().unwrap_or_else(|| panic!("{what}: got {r:?}"));
-        assert!(
-            e.starts_with("ERR Script killed by user with RX.SCRIPT KILL"),
-            "{what}: {e}"
         );
         assert_eq!(c.q(&["PING"]), Reply::Status("PONG".into()), "{what}");
         assert_eq!(c.q(&["RX.EVAL", "return 1", "0"]), Reply::Int(1), "{what}");
@@ -343,16 +348,7 @@ fn code_at_luas_limits_runs_and_is_still_killable() {
         locals(200, "while true do end"),
         upvalues(60, "while true do end"),
     ] {
-        let h = background(s.port(), vec!["RX.EVAL".into(), body, "0".into()]);
-        wait_for_busy(s.port(), Instant::now(), "at the limits");
-        let mut k = s.conn();
-        assert_eq!(k.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()));
-        let r = wait_reply(h, Duration::from_millis(100), "at the limits");
-        let e = r.err_text().unwrap_or_else(|| panic!("got {r:?}"));
-        assert!(
-            e.starts_with("ERR Script killed by user with RX.SCRIPT KILL"),
-            "{e}"
-        );
+        eval_and_kill(&s, &body, Duration::from_millis(100), "at the limits");
     }
 }
 
@@ -369,21 +365,7 @@ fn self_loading_and_self_calling_chunks_are_killed() {
             "local f = loadstring('local g, n = ... return g(g, n + 1)') return f(f, 0)",
         ] {
             let what = format!("{body} (jit {jit})");
-            let h = background(s.port(), vec!["RX.EVAL".into(), body.into(), "0".into()]);
-            wait_for_busy(s.port(), Instant::now(), &what);
-            let mut k = s.conn();
-            k.set_read_timeout(Duration::from_secs(3));
-            assert_eq!(
-                k.q(&["RX.SCRIPT", "KILL"]),
-                Reply::Status("OK".into()),
-                "{what}"
-            );
-            let r = wait_reply(h, Duration::from_millis(100), &what);
-            let e = r.err_text().unwrap_or_else(|| panic!("{what}: got {r:?}"));
-            assert!(
-                e.starts_with("ERR Script killed by user with RX.SCRIPT KILL"),
-                "{what}: {e}"
-            );
+            eval_and_kill(&s, body, Duration::from_millis(100), &what);
         }
     }
 }
@@ -402,26 +384,11 @@ fn scripts_cannot_switch_the_checks_off() {
             ("ipairs", "local _, g = ipairs(_G) pcall(rawset, g, '\\130', gcinfo) pcall(rawset, g, '\\131', gcinfo) return 1"),
         ] {
             assert_eq!(c.q(&["RX.EVAL", attempt, "0"]), Reply::Int(1), "{what}");
-            let h = background(s.port(), vec!["RX.EVAL".into(), "while true do end".into(), "0".into()]);
-            wait_for_busy(s.port(), Instant::now(), what);
-            let mut k = s.conn();
-            k.set_read_timeout(Duration::from_secs(3));
-            assert_eq!(k.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()), "{what}");
-            let r = wait_reply(h, Duration::from_millis(100), what);
-            assert!(r.err_text().is_some_and(|e| e.starts_with("ERR Script killed")), "{what}: {r:?}");
+            eval_and_kill(&s, "while true do end", Duration::from_millis(100), what);
         }
         // A kill inside load's reader ends the script; nothing after it runs.
         let body = "local f, e = load(function() while true do end end) redis.call('SET', 'after_kill', tostring(e)) return 1";
-        let h = background(s.port(), vec!["RX.EVAL".into(), body.into(), "0".into()]);
-        wait_for_busy(s.port(), Instant::now(), "load reader");
-        let mut k = s.conn();
-        assert_eq!(k.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()));
-        let r = wait_reply(h, Duration::from_millis(100), "load reader");
-        assert!(
-            r.err_text()
-                .is_some_and(|e| e.starts_with("ERR Script killed")),
-            "jit {jit}: {r:?}"
-        );
+        eval_and_kill(&s, body, Duration::from_millis(100), "load reader");
         assert_eq!(c.q(&["EXISTS", "after_kill"]), Reply::Int(0), "jit {jit}");
     }
 }
@@ -440,20 +407,5 @@ fn slow_turns_after_a_fast_stretch_are_still_killed_promptly() {
         Reply::Int(1)
     );
     let body = "local t = _G['\\130'] for i = 1, 50 do t() end for i = 1, 3e7 do end local s = string.rep('a', 200) while true do s:find('.-b') end";
-    let h = background(s.port(), vec!["RX.EVAL".into(), body.into(), "0".into()]);
-    wait_for_busy(s.port(), Instant::now(), "slow turns");
-    let mut k = s.conn();
-    k.set_read_timeout(Duration::from_secs(5));
-    let killed_at = Instant::now();
-    assert_eq!(k.q(&["RX.SCRIPT", "KILL"]), Reply::Status("OK".into()));
-    let r = wait_reply(h, Duration::from_millis(1500), "slow turns");
-    assert!(
-        r.err_text()
-            .is_some_and(|e| e.starts_with("ERR Script killed")),
-        "{r:?}"
-    );
-    eprintln!(
-        "slow turns: killed {:?} after RX.SCRIPT KILL",
-        killed_at.elapsed()
-    );
+    eval_and_kill(&s, body, Duration::from_millis(1500), "slow turns");
 }
