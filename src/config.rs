@@ -204,7 +204,8 @@ pub fn register(ctx: Ctx, module_args: &[(&'static str, i64)]) -> Result<(), Str
         .find(|(n, _)| *n == "jit")
         .is_none_or(|(_, v)| *v != 0);
     JIT.store(jit_default, Ordering::Relaxed);
-    // SAFETY: called from OnLoad; the callbacks touch only the `JIT` static.
+    // SAFETY: called from OnLoad; the callbacks touch the `JIT` static and, through
+    // `apply_jit` (guarded), the engine, which is installed before the configs are.
     let r = unsafe {
         api!(RedisModule_RegisterBoolConfig)(
             ctx,

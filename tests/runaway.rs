@@ -409,3 +409,18 @@ fn slow_turns_after_a_fast_stretch_are_still_killed_promptly() {
     let body = "local t = _G['\\130'] for i = 1, 50 do t() end for i = 1, 3e7 do end local s = string.rep('a', 200) while true do s:find('.-b') end";
     eval_and_kill(&s, body, Duration::from_millis(1500), "slow turns");
 }
+
+/// A loop whose only check counts through `rx_count` (a `loadstring`'d chunk's entry)
+/// and that calls a function on every turn: the nested call must not restart the run's
+/// pacing, or the count never runs out and the server hangs (found by review).
+#[test]
+fn nested_calls_do_not_restart_the_pacing() {
+    for jit in ["yes", "no"] {
+        let s = start(jit);
+        let mut c = s.conn();
+        let lib = "#!lua name=n\nredis.register_function('n', redis.log)";
+        assert_eq!(c.q(&["RX.LOAD", lib]), Reply::Bulk(b"n".to_vec()));
+        let body = "local g = loadstring('local s = ... rx.pfcall(\"n\", {}, {}) return s(s)') return g(g)";
+        eval_and_kill(&s, body, Duration::from_millis(100), &format!("jit {jit}"));
+    }
+}

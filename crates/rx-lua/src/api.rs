@@ -47,7 +47,6 @@ pub struct ActiveGuard {
 
 impl<'h> ActiveCall<'h> {
     pub fn new(host: &'h dyn Host) -> Self {
-        reset_pace(Instant::now());
         ActiveCall {
             host,
             resp3: Cell::new(false),
@@ -84,9 +83,13 @@ impl<'h> ActiveCall<'h> {
         // SAFETY: the lifetime is erased only for the guard's duration, and the guard is
         // dropped before `self` (the caller's contract), so no dangling pointer survives.
         let erased = (self as *const ActiveCall<'h>).cast::<ActiveCall<'static>>();
-        ActiveGuard {
-            previous: ACTIVE.with(|a| a.replace(erased)),
+        let previous = ACTIVE.with(|a| a.replace(erased));
+        // A run's pacing starts afresh; a call nested in it (`rx.fcall`) keeps the run's,
+        // or a loop around nested calls could reset the count before it ever ran out.
+        if previous.is_null() {
+            reset_pace(Instant::now());
         }
+        ActiveGuard { previous }
     }
 }
 
@@ -249,19 +252,26 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
     if load_text(l, &runnable, name) {
         return 1;
     }
-    ffi::lua_pop(l, 1);
-    let message = if !cfg!(feature = "luajit") || !load_text(l, &prepared.code, name) {
+    // Each failed `load_text` left its message on the stack.
+    let message = if !cfg!(feature = "luajit") {
         let fixed = prepared.fix_error(lua_bytes(l, -1));
         ffi::lua_pop(l, 1);
         fixed
     } else {
         ffi::lua_pop(l, 1);
-        if load_text(l, &entered(&prepared.checked_by_calls), name) {
-            return 1;
+        if !load_text(l, &prepared.code, name) {
+            let fixed = prepared.fix_error(lua_bytes(l, -1));
+            ffi::lua_pop(l, 1);
+            fixed
+        } else {
+            ffi::lua_pop(l, 1);
+            if load_text(l, &entered(&prepared.checked_by_calls), name) {
+                return 1;
+            }
+            let message = lua_bytes(l, -1).to_vec();
+            ffi::lua_pop(l, 1);
+            message
         }
-        let message = lua_bytes(l, -1).to_vec();
-        ffi::lua_pop(l, 1);
-        message
     };
     drop(prepared);
     ffi::lua_pushnil(l);
