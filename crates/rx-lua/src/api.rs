@@ -171,13 +171,21 @@ fn next_budget(now: Instant) -> f64 {
 /// # Safety
 /// Called by Lua, on the main thread, with a valid state.
 pub unsafe extern "C-unwind" fn rx_tick(l: *mut ffi::lua_State) -> c_int {
+    ffi::lua_pushnumber(l, tick_or_raise(l));
+    1
+}
+
+/// What a countdown's end does, for `rx_tick` and `rx_count`: raises the interruption if
+/// the script must stop, else gives the next budget.
+/// # Safety
+/// Called from a Lua C function, with nothing to drop on the Rust side (it may not return).
+unsafe fn tick_or_raise(l: *mut ffi::lua_State) -> f64 {
     if tick() == Tick::Stop {
         ffi::lua_settop(l, 0);
         ffi::lua_pushstring(l, c"script interrupted".as_ptr());
         ffi::lua_error(l);
     }
-    ffi::lua_pushnumber(l, next_budget(Instant::now()));
-    1
+    next_budget(Instant::now())
 }
 
 thread_local! {
@@ -198,12 +206,8 @@ pub unsafe extern "C-unwind" fn rx_count(l: *mut ffi::lua_State) -> c_int {
     if left >= 0.0 {
         return 0;
     }
-    if tick() == Tick::Stop {
-        ffi::lua_settop(l, 0);
-        ffi::lua_pushstring(l, c"script interrupted".as_ptr());
-        ffi::lua_error(l);
-    }
-    CALL_BUDGET.with(|b| b.set(next_budget(Instant::now())));
+    let next = tick_or_raise(l);
+    CALL_BUDGET.with(|b| b.set(next));
     0
 }
 
@@ -240,43 +244,29 @@ pub unsafe extern "C-unwind" fn rx_load51(l: *mut ffi::lua_State) -> c_int {
         ffi::lua_pushlstring(l, refusal.as_ptr().cast(), refusal.len());
         return 2;
     }
-    // What runs is the source with its kill checks (see `compile`); when that does not
-    // compile, the source as written says why, or it gets its checks as calls.
     // The chunk is a value the script can call again: its entry counts too.
-    let entered = |checked: &[u8]| [crate::kill_checks::ENTRY_CHECK, checked].concat();
-    let runnable = if cfg!(feature = "luajit") {
-        entered(&prepared.checked)
-    } else {
-        prepared.code.clone()
-    };
-    if load_text(l, &runnable, name) {
-        return 1;
-    }
-    // Each failed `load_text` left its message on the stack.
-    let message = if !cfg!(feature = "luajit") {
-        let fixed = prepared.fix_error(lua_bytes(l, -1));
-        ffi::lua_pop(l, 1);
-        fixed
-    } else {
-        ffi::lua_pop(l, 1);
-        if !load_text(l, &prepared.code, name) {
-            let fixed = prepared.fix_error(lua_bytes(l, -1));
-            ffi::lua_pop(l, 1);
-            fixed
-        } else {
-            ffi::lua_pop(l, 1);
-            if load_text(l, &entered(&prepared.checked_by_calls), name) {
-                return 1;
+    let loaded = prepared.compile_runnable(
+        crate::kill_checks::ENTRY_CHECK,
+        |code| {
+            if load_text(l, code, name) {
+                return Ok(());
             }
             let message = lua_bytes(l, -1).to_vec();
             ffi::lua_pop(l, 1);
-            message
-        }
-    };
+            Err(Some(message))
+        },
+        // A function compiled only to learn that it compiles: off the stack.
+        |()| ffi::lua_pop(l, 1),
+    );
     drop(prepared);
-    ffi::lua_pushnil(l);
-    ffi::lua_pushlstring(l, message.as_ptr().cast(), message.len());
-    2
+    match loaded {
+        Ok(()) => 1,
+        Err(message) => {
+            ffi::lua_pushnil(l);
+            ffi::lua_pushlstring(l, message.as_ptr().cast(), message.len());
+            2
+        }
+    }
 }
 
 /// Compiles `code` (text only) as `loadstring` does: true with the function pushed, false

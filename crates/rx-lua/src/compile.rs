@@ -50,27 +50,7 @@ impl LuaEngine {
         if let Some(refusal) = prepared.refusal {
             return Err(refusal);
         }
-        // What runs is the source with its kill checks. When that does not compile, the
-        // source as written says why (Lua 5.1's message, lines and all), or, if it compiles,
-        // it had no room for the countdown and gets its checks as calls. (Plain Lua 5.1
-        // cannot read the checks' names; it has no JIT, and its instruction hook
-        // interrupts it instead: see `vm`.)
-        let no_memory = || b"not enough memory".to_vec();
-        if !cfg!(feature = "luajit") {
-            return self
-                .load_text(&prepared.code, chunk_name, env)
-                .map_err(|e| prepared.fix_error(&e.unwrap_or_else(no_memory)));
-        }
-        match self.load_text(&prepared.checked, chunk_name, env) {
-            Ok(f) => Ok(f),
-            Err(checked_error) => match self.load_text(&prepared.code, chunk_name, env) {
-                Err(Some(message)) => Err(prepared.fix_error(&message)),
-                Err(None) => Err(checked_error.unwrap_or_else(no_memory)),
-                Ok(_) => self
-                    .load_text(&prepared.checked_by_calls, chunk_name, env)
-                    .map_err(|e| e.unwrap_or_else(no_memory)),
-            },
-        }
+        prepared.compile_runnable(b"", |code| self.load_text(code, chunk_name, env), drop)
     }
 
     /// Compiles `code` as it is, text only, into a function running in `env`; the error is

@@ -58,6 +58,38 @@ enum Fix {
 const GOTO_NAME_SUFFIX: u8 = 0x80;
 
 impl Prepared {
+    /// Compiles what should run, with `load` (the function, or LuaJIT's message; `None`:
+    /// not even that could be had). That is `checked`, after `entry` (see
+    /// `kill_checks::ENTRY_CHECK`). When it does not compile, `code` says why, with Lua
+    /// 5.1's message, lines and all; if `code` does compile (handed to `discard`), the
+    /// source had no room for the countdown and `checked_by_calls` runs. Plain Lua 5.1
+    /// cannot read the checks' names, has no JIT, and is interrupted by a hook instead
+    /// (see `vm`): it runs `code`.
+    pub fn compile_runnable<T>(
+        &self,
+        entry: &[u8],
+        mut load: impl FnMut(&[u8]) -> Result<T, Option<Vec<u8>>>,
+        discard: impl FnOnce(T),
+    ) -> Result<T, Vec<u8>> {
+        let no_memory = || b"not enough memory".to_vec();
+        if !cfg!(feature = "luajit") {
+            return load(&self.code).map_err(|e| self.fix_error(&e.unwrap_or_else(no_memory)));
+        }
+        let after_entry = |code: &[u8]| [entry, code].concat();
+        let checked_error = match load(&after_entry(&self.checked)) {
+            Ok(f) => return Ok(f),
+            Err(e) => e,
+        };
+        match load(&self.code) {
+            Err(Some(message)) => Err(self.fix_error(&message)),
+            Err(None) => Err(checked_error.unwrap_or_else(no_memory)),
+            Ok(plain) => {
+                discard(plain);
+                load(&after_entry(&self.checked_by_calls)).map_err(|e| e.unwrap_or_else(no_memory))
+            }
+        }
+    }
+
     /// LuaJIT's syntax error for the prepared code, as Lua 5.1 would have reported it for
     /// the original source.
     pub fn fix_error(&self, message: &[u8]) -> Vec<u8> {
