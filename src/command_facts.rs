@@ -13,11 +13,53 @@ use crate::resp::Tree;
 /// One command's flags, as RX uses them.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub struct CommandFacts {
+    /// The server knows the command (COMMAND INFO described it).
+    pub known: bool,
     pub write: bool,
     /// Allowed on a stale replica (`stale` in COMMAND INFO's flags).
     pub stale: bool,
     /// A container command (`CLIENT`, `CONFIG`, ...): ACL names `<command>|<subcommand>`.
     pub has_subcommands: bool,
+    /// Where its keys are, by COMMAND INFO's first, last and step.
+    pub keys: KeyRange,
+}
+
+/// COMMAND INFO's first key, last key and step: argument indexes, the name being 0; a
+/// negative last counts from the end (-1: the last argument); first 0 means no keys.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct KeyRange {
+    pub first: u16,
+    pub last: i16,
+    pub step: u16,
+}
+
+impl KeyRange {
+    /// Whether argument `index` of a command sent with `argc` arguments (name included)
+    /// is one of its keys.
+    pub fn holds(self, index: usize, argc: usize) -> bool {
+        if self.first == 0 || self.step == 0 {
+            return false;
+        }
+        let last = if self.last < 0 {
+            argc as i64 + i64::from(self.last)
+        } else {
+            i64::from(self.last)
+        };
+        let (index, first) = (index as i64, i64::from(self.first));
+        index >= first && index <= last && (index - first) % i64::from(self.step) == 0
+    }
+}
+
+impl CommandFacts {
+    /// Whether argument `index` (the name being 0) of `argc` may be passed as a string
+    /// the server only takes a reference to, which the command could keep after it ends:
+    /// any argument of a read-only command, a key of a write command. A write command's
+    /// other arguments may become stored values, which the server encodes (as an integer,
+    /// say) only when it holds the sole reference; those are always passed fresh.
+    /// Containers (whose subcommands differ) and unknown commands share nothing.
+    pub fn may_share_argument(self, index: usize, argc: usize) -> bool {
+        self.known && !self.has_subcommands && (!self.write || self.keys.holds(index, argc))
+    }
 }
 
 /// Longest name kept in the front; longer ones go to the map (no server command is near).
@@ -36,9 +78,15 @@ const EMPTY_ENTRY: FrontEntry = FrontEntry {
     len: 0,
     name: [0; FRONT_NAME],
     facts: CommandFacts {
+        known: false,
         write: false,
         stale: false,
         has_subcommands: false,
+        keys: KeyRange {
+            first: 0,
+            last: 0,
+            step: 0,
+        },
     },
 };
 
@@ -127,11 +175,23 @@ fn ask_server(ctx: Ctx, lower: &[u8]) -> CommandFacts {
     let has_flag = |info: &[Tree], flag: &[u8]| matches!(info.get(2), Some(Tree::List(flags)) if flags.iter().any(|f| matches!(f, Tree::Str(s) if s == flag)));
     match call_tree(ctx, c"COMMAND", &[b"INFO", lower]) {
         Some(Tree::List(entries)) => match entries.first() {
-            Some(Tree::List(info)) => CommandFacts {
-                write: has_flag(info, b"write"),
-                stale: has_flag(info, b"stale"),
-                has_subcommands: matches!(info.get(9), Some(Tree::List(subs)) if !subs.is_empty()),
-            },
+            Some(Tree::List(info)) => {
+                let int = |i: usize| match info.get(i) {
+                    Some(Tree::Int(n)) => *n,
+                    _ => 0,
+                };
+                CommandFacts {
+                    known: true,
+                    write: has_flag(info, b"write"),
+                    stale: has_flag(info, b"stale"),
+                    has_subcommands: matches!(info.get(9), Some(Tree::List(subs)) if !subs.is_empty()),
+                    keys: KeyRange {
+                        first: u16::try_from(int(3)).unwrap_or(0),
+                        last: i16::try_from(int(4)).unwrap_or(0),
+                        step: u16::try_from(int(5)).unwrap_or(0),
+                    },
+                }
+            }
             _ => CommandFacts::default(),
         },
         _ => CommandFacts::default(),
@@ -143,9 +203,15 @@ mod tests {
     use super::*;
 
     const WRITE: CommandFacts = CommandFacts {
+        known: true,
         write: true,
         stale: false,
         has_subcommands: false,
+        keys: KeyRange {
+            first: 1,
+            last: 1,
+            step: 1,
+        },
     };
 
     /// A table whose server knows `set`, `hset` and `client` (with subcommands), and counts
@@ -234,5 +300,66 @@ mod tests {
         assert_eq!(table.facts_with(b"", ask(&asked)), CommandFacts::default());
         assert_eq!(table.facts_with(b"", ask(&asked)), CommandFacts::default());
         assert_eq!(asked.get(), 2);
+    }
+
+    fn range(first: u16, last: i16, step: u16) -> KeyRange {
+        KeyRange { first, last, step }
+    }
+
+    #[test]
+    fn key_ranges_name_the_key_arguments() {
+        // GET key / HSET key field value ...
+        let one = range(1, 1, 1);
+        assert!(!one.holds(0, 4));
+        assert!(one.holds(1, 4));
+        assert!(!one.holds(2, 4));
+        assert!(!one.holds(3, 4));
+        // MSET k v k v: every other argument to the end.
+        let pairs = range(1, -1, 2);
+        let keys: Vec<usize> = (0..7).filter(|&i| pairs.holds(i, 7)).collect();
+        assert_eq!(keys, [1, 3, 5]);
+        // BLMPOP-like "to the second last": DEL a b c has last -1, step 1.
+        let all = range(1, -1, 1);
+        assert_eq!((0..4).filter(|&i| all.holds(i, 4)).count(), 3);
+        let but_last = range(1, -2, 1);
+        assert_eq!(
+            (0..5).filter(|&i| but_last.holds(i, 5)).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        // No keys (PUBLISH, or a malformed step).
+        assert!(!range(0, 0, 0).holds(1, 3));
+        assert!(!range(1, 1, 0).holds(1, 3));
+        // A last beyond the arguments sent (too few arguments): only indexes up to it.
+        assert!(range(1, -1, 1).holds(1, 2));
+        assert!(!range(2, -1, 1).holds(1, 1));
+    }
+
+    #[test]
+    fn only_reads_and_keys_of_writes_are_shared() {
+        let read = CommandFacts {
+            known: true,
+            keys: range(1, 1, 1),
+            ..CommandFacts::default()
+        };
+        // HGET key field: everything.
+        assert!((1..3).all(|i| read.may_share_argument(i, 3)));
+        // HSET key field value: the key only.
+        assert!(WRITE.may_share_argument(1, 4));
+        assert!(!WRITE.may_share_argument(2, 4));
+        assert!(!WRITE.may_share_argument(3, 4));
+        // A write without keys shares nothing.
+        let keyless_write = CommandFacts {
+            keys: range(0, 0, 0),
+            ..WRITE
+        };
+        assert!(!(1..4).any(|i| keyless_write.may_share_argument(i, 4)));
+        // Unknown commands and containers share nothing.
+        assert!(!CommandFacts::default().may_share_argument(1, 2));
+        let container = CommandFacts {
+            has_subcommands: true,
+            ..read
+        };
+        assert!(!container.may_share_argument(1, 3));
+        assert!(!container.may_share_argument(2, 3));
     }
 }

@@ -4,12 +4,12 @@
 //! cluster node, the slot rule; the host reaches nothing above the module API wrapper.
 
 use std::ffi::c_int;
-use std::os::raw::c_char;
 use std::rc::Rc;
 
 use redis_module::raw;
 
-use crate::command_facts::CommandTable;
+use crate::arg_cache::{ArgCache, MAX_SHARED_LEN};
+use crate::command_facts::{CommandFacts, CommandTable};
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::ffi::{
     api, c_string, call_tree, context_flags, errno, guarded, guarded_text, log, set_errno,
@@ -130,6 +130,8 @@ pub struct ModuleHost<'a> {
     unchecked_caller: std::cell::Cell<bool>,
     /// What each command is (write or not, ...), shared by every run.
     commands: Rc<CommandTable>,
+    /// Server strings for repeated arguments, shared by every run.
+    args: Rc<ArgCache>,
 }
 
 impl Drop for ModuleHost<'_> {
@@ -141,24 +143,23 @@ impl Drop for ModuleHost<'_> {
     }
 }
 
-/// Arguments passed as buffers; more go as a `v` array.
+/// Arguments passed one by one (`s` or `b`); more go as a `v` array.
 const MAX_BUFFER_ARGS: usize = 16;
 
-/// `RedisModule_Call` with each argument passed as a buffer (`b`), so Redis builds fresh
-/// objects exactly as its own scripting does (a `v` array would be retained, which keeps
-/// SET from storing "123" as an integer). Variadic arity is static, hence one arm per count.
-macro_rules! call_with_buffers {
-    ($ctx:expr, $name:expr, $fmt:expr, $args:expr, [$($i:literal)*]) => {
-        api!(RedisModule_Call)($ctx, $name, $fmt $(, $args[$i].as_ptr() as *const c_char, $args[$i].len())*)
-    };
-}
+/// The variadic values for `MAX_BUFFER_ARGS` arguments: two for a `b` (pointer, length),
+/// one for an `s` (a string).
+const CALL_VALUES: usize = 2 * MAX_BUFFER_ARGS;
 
 impl ModuleHost<'_> {
     /// Runs the command; returns the reply (null on refusal), errno, and the argument
-    /// strings when the `v` fallback made them.
+    /// strings when the `v` fallback made them. Arguments the command may share
+    /// (`CommandFacts::may_share_argument`) go as the cache's strings (`s`); the others as
+    /// buffers (`b`), from which Redis builds fresh objects exactly as its own scripting
+    /// does (a retained string would keep SET from storing "123" as an integer).
     fn raw_call(
         &self,
         name: &std::ffi::CStr,
+        facts: CommandFacts,
         rest: &[&[u8]],
         options: CallOptions,
         refusals_as_replies: bool,
@@ -166,13 +167,14 @@ impl ModuleHost<'_> {
         let mut fmt_buf = [0u8; 32];
         if rest.len() > MAX_BUFFER_ARGS {
             let args = ArgStrings::new(self.ctx, rest);
+            fmt_buf[0] = b'v';
             // SAFETY: the "v" format takes (RedisModuleString **argv, size_t argc); both stay
             // valid for the call, and the name and format are NUL-terminated.
             let reply = unsafe {
                 api!(RedisModule_Call)(
                     self.ctx,
                     name.as_ptr(),
-                    self.format(options, None, refusals_as_replies, &mut fmt_buf)
+                    self.format(options, 1, refusals_as_replies, &mut fmt_buf)
                         .as_ptr(),
                     args.items.as_ptr(),
                     args.items.len(),
@@ -180,31 +182,71 @@ impl ModuleHost<'_> {
             };
             return (reply, errno(), Some(args));
         }
-        let fmt = self.format(options, Some(rest.len()), refusals_as_replies, &mut fmt_buf);
-        let (ctx, n, f) = (self.ctx, name.as_ptr(), fmt.as_ptr());
-        // SAFETY: one (pointer, length) pair per `b` in the format, each valid for the call.
-        let reply = unsafe {
-            match rest.len() {
-                0 => call_with_buffers!(ctx, n, f, rest, []),
-                1 => call_with_buffers!(ctx, n, f, rest, [0]),
-                2 => call_with_buffers!(ctx, n, f, rest, [0 1]),
-                3 => call_with_buffers!(ctx, n, f, rest, [0 1 2]),
-                4 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3]),
-                5 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4]),
-                6 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5]),
-                7 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6]),
-                8 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7]),
-                9 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8]),
-                10 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9]),
-                11 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10]),
-                12 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11]),
-                13 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11 12]),
-                14 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11 12 13]),
-                15 => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14]),
-                _ => call_with_buffers!(ctx, n, f, rest, [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15]),
+        let argc = rest.len() + 1;
+        let lease = self.args.lease();
+        let mut values = [0usize; CALL_VALUES];
+        let mut used = 0;
+        for (i, arg) in rest.iter().enumerate() {
+            if arg.len() <= MAX_SHARED_LEN && facts.may_share_argument(i + 1, argc) {
+                fmt_buf[i] = b's';
+                values[used] = lease.string(arg) as usize;
+                used += 1;
+            } else {
+                fmt_buf[i] = b'b';
+                values[used] = arg.as_ptr() as usize;
+                values[used + 1] = arg.len();
+                used += 2;
             }
+        }
+        let fmt = self.format(options, rest.len(), refusals_as_replies, &mut fmt_buf);
+        let v = &values;
+        // SAFETY: the format names each argument once, `s` (a string the lease keeps alive
+        // through the call) or `b` (pointer and length, valid for the call), and Redis reads
+        // exactly those values in order, leaving the unused rest. All are passed as `usize`:
+        // pointers and sizes are the same 64-bit integer-class variadic values on every
+        // target RX builds for (x86-64 and AArch64), so each reads back as what it was.
+        let reply = unsafe {
+            api!(RedisModule_Call)(
+                self.ctx,
+                name.as_ptr(),
+                fmt.as_ptr(),
+                v[0],
+                v[1],
+                v[2],
+                v[3],
+                v[4],
+                v[5],
+                v[6],
+                v[7],
+                v[8],
+                v[9],
+                v[10],
+                v[11],
+                v[12],
+                v[13],
+                v[14],
+                v[15],
+                v[16],
+                v[17],
+                v[18],
+                v[19],
+                v[20],
+                v[21],
+                v[22],
+                v[23],
+                v[24],
+                v[25],
+                v[26],
+                v[27],
+                v[28],
+                v[29],
+                v[30],
+                v[31],
+            )
         };
-        (reply, errno(), None)
+        let err = errno();
+        drop(lease);
+        (reply, err, None)
     }
 }
 
@@ -233,6 +275,7 @@ impl<'a> ModuleHost<'a> {
             unyieldable: Default::default(),
             unchecked_caller: Default::default(),
             commands: crate::command_facts::table(),
+            args: crate::arg_cache::cache(),
         }
     }
 
@@ -275,13 +318,9 @@ impl<'a> ModuleHost<'a> {
     }
 
     /// Notes that the script wrote, which makes it unkillable (as in Redis).
-    fn note_write(&self, name: &[u8], proto: &[u8]) {
-        // A read-only run cannot write (`W` refuses it), so there is nothing to look up.
-        if !self.read_only
-            && !self.running.wrote.get()
-            && !proto.starts_with(b"-")
-            && self.commands.facts(self.ctx, name).write
-        {
+    fn note_write(&self, facts: CommandFacts, proto: &[u8]) {
+        // A read-only run cannot write (`W` refuses it).
+        if facts.write && !self.read_only && !self.running.wrote.get() && !proto.starts_with(b"-") {
             self.running.wrote.set(true);
         }
     }
@@ -308,26 +347,22 @@ impl<'a> ModuleHost<'a> {
         }
     }
 
-    /// The call format, NUL-terminated in `buf`: `n` buffer arguments (or a `v` array when
-    /// `None`), then the flags. S: script mode; C: the caller's ACL; !: replicate effects;
-    /// W: no writes; M: deny-oom check; 3: RESP3 replies; E: a refusal comes back as an
-    /// error reply with the server's text rather than as errno alone.
+    /// The call format, NUL-terminated in `buf`, whose first `letters` bytes already name
+    /// the arguments: then the flags. S: script mode; C: the caller's ACL; !: replicate
+    /// effects; W: no writes; M: deny-oom check; 3: RESP3 replies; E: a refusal comes back
+    /// as an error reply with the server's text rather than as errno alone.
     fn format<'b>(
         &self,
         options: CallOptions,
-        buffers: Option<usize>,
+        letters: usize,
         refusals_as_replies: bool,
         buf: &'b mut [u8; 32],
     ) -> &'b std::ffi::CStr {
-        let mut n = 0;
+        let mut n = letters;
         let mut push = |c: u8| {
             buf[n] = c;
             n += 1;
         };
-        match buffers {
-            Some(count) => (0..count.min(MAX_BUFFER_ARGS)).for_each(|_| push(b'b')),
-            None => push(b'v'),
-        }
         push(b'S');
         if !self.unchecked_caller.get() {
             push(b'C');
@@ -348,7 +383,7 @@ impl<'a> ModuleHost<'a> {
             push(b'E');
         }
         push(0);
-        // SAFETY: `buf[..n]` holds format letters and exactly one NUL, at its end.
+        // SAFETY: `buf[..n]` holds format letters (none of them NUL) and one NUL, at its end.
         unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(&buf[..n]) }
     }
 
@@ -397,7 +432,8 @@ impl ModuleHost<'_> {
     ) -> String {
         const NOT_FROM_SCRIPTS: &str = "ERR This Redis command is not allowed from script";
         set_errno(0);
-        let (reply, _, args) = self.raw_call(name, rest, options, true);
+        let facts = self.commands.facts(self.ctx, name.to_bytes());
+        let (reply, _, args) = self.raw_call(name, facts, rest, options, true);
         drop(args);
         if reply.is_null() {
             return NOT_FROM_SCRIPTS.into();
@@ -415,7 +451,6 @@ impl ModuleHost<'_> {
         // The script engine's order from here: a stale replica, the ACL, a read-only
         // replica, then the write gates (RedisModule_Call's own text for those).
         let flags = context_flags(self.ctx);
-        let facts = self.commands.facts(self.ctx, name.to_bytes());
         let stale = flags & raw::REDISMODULE_CTX_FLAGS_REPLICA_IS_STALE != 0
             && !crate::ffi::serves_stale_data(self.ctx);
         if stale && !facts.stale {
@@ -673,15 +708,16 @@ impl ModuleHost<'_> {
             Some(rule) => rule.before_call(self.ctx, argv)?,
             None => None,
         };
+        let facts = self.commands.facts(self.ctx, argv[0]);
         set_errno(0);
-        let (mut reply, mut err, mut args) = self.raw_call(name, rest, options, false);
+        let (mut reply, mut err, mut args) = self.raw_call(name, facts, rest, options, false);
         const ENOTSUP: c_int = 95;
         if reply.is_null() && err == ENOTSUP && !self.unchecked_caller.get() {
             // `C` (check the caller's ACL) needs a caller with an ACL user; a module's
             // RedisModule_Call client has none. Run unchecked, as that module itself does.
             self.unchecked_caller.set(true);
             set_errno(0);
-            (reply, err, args) = self.raw_call(name, rest, options, false);
+            (reply, err, args) = self.raw_call(name, facts, rest, options, false);
         }
         if let Some(rule) = self.rule {
             rule.after_call(token, !reply.is_null());
@@ -703,7 +739,7 @@ impl ModuleHost<'_> {
         if is_select {
             self.follow_select(rest, proto);
         }
-        self.note_write(argv[0], proto);
+        self.note_write(facts, proto);
         Ok(reply)
     }
 

@@ -24,6 +24,7 @@ pub use rx_core::{
 };
 // The Lua engine.
 pub use rx_lua as lua;
+pub mod arg_cache;
 pub mod cluster;
 pub mod command_facts;
 pub mod commands;
