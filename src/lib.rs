@@ -36,6 +36,7 @@ pub mod info;
 pub mod libraries;
 pub mod persistence;
 pub mod run;
+pub mod server_allocator;
 pub mod state;
 pub mod stdlib;
 
@@ -92,6 +93,9 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         previous_hook(info);
     }));
     dialect::install(dialect::Dialect::for_server(ffi::detect_server(raw_ctx)));
+    if server_allocator::install() {
+        ctx.log_notice("RX: the Lua VM allocates from the server's jemalloc");
+    }
     let (text, num) = ffi::server_version();
     let engine = match state::start_engine(text, num) {
         Ok(e) => e,

@@ -14,6 +14,7 @@ mod errors;
 mod library;
 mod vm;
 mod vm_memory;
+pub use vm_memory::{use_block_allocator, BlockAllocator};
 
 use calling::run_frame;
 pub(crate) use errors::lua_error_message;

@@ -1,4 +1,4 @@
-//! The VM's own allocator: every block LuaJIT asks for comes from the C library's
+//! The VM's own allocator: every block LuaJIT asks for comes from a C allocator's
 //! `malloc`/`realloc`/`free`, counted here against the VM's memory cap.
 //!
 //! Why not Rust's global allocator (which, inside the server, is the module API's
@@ -7,12 +7,18 @@
 //! `used_memory` exact. A script that builds strings and tables makes hundreds of small
 //! allocations per call, and on BullMQ's scripts that bookkeeping was the largest single
 //! cost RX had over native (`malloc_usable_size` at 3% of the server's cycles against 1.3%).
-//! The servers' own Lua VMs allocate the same way as this file does, outside `zmalloc`;
-//! their Lua memory is reported apart from `used_memory`, and RX's is in `INFO rx`.
+//! The servers' own Lua VMs allocate outside `zmalloc` too; their Lua memory is reported
+//! apart from `used_memory`, and RX's is in `INFO rx`.
+//!
+//! Which C allocator: the C library's, unless the host names another before the first VM
+//! is made (`use_block_allocator`); the module names the server's own jemalloc where the
+//! server exports it, which is faster than glibc's and whose code is already hot in the
+//! processor's caches. Each VM keeps the allocator it was made with for all its blocks.
 
 use std::cell::Cell;
 use std::os::raw::c_void;
 use std::ptr;
+use std::sync::OnceLock;
 
 extern "C" {
     fn malloc(size: usize) -> *mut c_void;
@@ -20,9 +26,32 @@ extern "C" {
     fn free(block: *mut c_void);
 }
 
+/// A C allocator: `malloc`, `realloc` and `free` with the C library's contracts.
+#[derive(Clone, Copy)]
+pub struct BlockAllocator {
+    pub malloc: unsafe extern "C" fn(usize) -> *mut c_void,
+    pub realloc: unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+    pub free: unsafe extern "C" fn(*mut c_void),
+}
+
+const C_LIBRARY: BlockAllocator = BlockAllocator {
+    malloc,
+    realloc,
+    free,
+};
+
+static CHOSEN: OnceLock<BlockAllocator> = OnceLock::new();
+
+/// Makes VMs made from now on take their blocks from `blocks`. Once per process: `false`
+/// if an allocator was already chosen.
+pub fn use_block_allocator(blocks: BlockAllocator) -> bool {
+    CHOSEN.set(blocks).is_ok()
+}
+
 /// What the VM holds and may hold. It lives in a box for the VM's whole life: LuaJIT keeps
 /// its address as the allocator's user data.
 pub(crate) struct VmMemory {
+    blocks: BlockAllocator,
     used: Cell<usize>,
     /// 0: no cap.
     limit: Cell<usize>,
@@ -31,6 +60,7 @@ pub(crate) struct VmMemory {
 impl VmMemory {
     pub(crate) fn new(limit: usize) -> Box<VmMemory> {
         Box::new(VmMemory {
+            blocks: CHOSEN.get().copied().unwrap_or(C_LIBRARY),
             used: Cell::new(0),
             limit: Cell::new(limit),
         })
@@ -74,8 +104,8 @@ pub(crate) unsafe extern "C" fn allocate(
     let old = if block.is_null() { 0 } else { osize };
     if nsize == 0 {
         if !block.is_null() {
-            // SAFETY: `block` came from malloc/realloc below.
-            unsafe { free(block) };
+            // SAFETY: `block` came from this VM's allocator, below.
+            unsafe { (memory.blocks.free)(block) };
             memory.used.set(memory.used.get() - old);
         }
         return ptr::null_mut();
@@ -85,10 +115,10 @@ pub(crate) unsafe extern "C" fn allocate(
     }
     let new = if block.is_null() {
         // SAFETY: plain C allocation of a non-zero size.
-        unsafe { malloc(nsize) }
+        unsafe { (memory.blocks.malloc)(nsize) }
     } else {
-        // SAFETY: `block` came from malloc/realloc below and is still live.
-        unsafe { realloc(block, nsize) }
+        // SAFETY: `block` came from this VM's allocator, below, and is still live.
+        unsafe { (memory.blocks.realloc)(block, nsize) }
     };
     if new.is_null() {
         // A shrink that the C allocator refuses keeps the old, larger block: Lua treats a
@@ -143,5 +173,43 @@ mod tests {
         assert_eq!(m.used(), 8);
         call(&m, a, 8, 0);
         assert_eq!(m.used(), 0);
+    }
+
+    static COUNTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    unsafe extern "C" fn counting_malloc(size: usize) -> *mut c_void {
+        COUNTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwards the caller's request.
+        unsafe { malloc(size) }
+    }
+
+    unsafe extern "C" fn counting_realloc(block: *mut c_void, size: usize) -> *mut c_void {
+        COUNTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwards the caller's request.
+        unsafe { realloc(block, size) }
+    }
+
+    unsafe extern "C" fn counting_free(block: *mut c_void) {
+        COUNTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwards the caller's request.
+        unsafe { free(block) }
+    }
+
+    #[test]
+    fn a_vm_made_after_an_allocator_is_chosen_uses_it_for_every_block() {
+        let counting = BlockAllocator {
+            malloc: counting_malloc,
+            realloc: counting_realloc,
+            free: counting_free,
+        };
+        // Other tests' VMs made from now on use it too; it only counts, then forwards.
+        assert!(use_block_allocator(counting));
+        assert!(!use_block_allocator(counting), "chosen once");
+        let m = VmMemory::new(0);
+        let before = COUNTED.load(std::sync::atomic::Ordering::Relaxed);
+        let a = call(&m, ptr::null_mut(), 0, 100);
+        let a = call(&m, a, 100, 200);
+        call(&m, a, 200, 0);
+        assert!(COUNTED.load(std::sync::atomic::Ordering::Relaxed) >= before + 3);
     }
 }
