@@ -50,7 +50,17 @@ impl LuaEngine {
         if let Some(refusal) = prepared.refusal {
             return Err(refusal);
         }
-        prepared.compile_runnable(b"", |code| self.load_text(code, chunk_name, env), drop)
+        prepared.compile_closed(
+            |code| self.load_text(code, chunk_name, env),
+            // The wrapper runs three instructions (no check, no call out) and returns the
+            // function; its environment is the wrapper's.
+            |wrapper| {
+                wrapper
+                    .call::<Function>(())
+                    .map_err(|e| Some(lua_error_message(&e).into_bytes()))
+            },
+            drop,
+        )
     }
 
     /// Compiles `code` as it is, text only, into a function running in `env`; the error is

@@ -46,6 +46,15 @@ pub const PROLOGUE: &[u8] = b"local \x81=64;";
 /// One check, written after `do`, `repeat` and a function's parameter list.
 pub const CHECK: &[u8] = b" \x81=\x81-1 if \x81<0 then \x81=\x82()end; ";
 
+/// The prologue of a chunk RX calls once per run (a script, a library body) whose blocks
+/// balance: the chunk becomes the function this one returns (see
+/// `lua_source::Prepared::compile_closed`), closed by [`CLOSED_EPILOGUE`].
+pub const CLOSED_PROLOGUE: &[u8] = b"local \x81=64;return function(...)";
+
+/// What closes [`CLOSED_PROLOGUE`]'s function: on a line of its own, after anything the
+/// source's last line holds (a comment, say).
+pub const CLOSED_EPILOGUE: &[u8] = b"\nend";
+
 /// The check for code with no room for the countdown (no prologue then).
 pub const CALL_CHECK: &[u8] = b" \x83(); ";
 
@@ -79,6 +88,24 @@ pub fn insertions(tokens: &[Token], check: &'static [u8]) -> Vec<(usize, &'stati
         }
     }
     out
+}
+
+/// Whether the chunk's blocks balance: no `end` or `until` closes a block the chunk did not
+/// open, and every block it opens is closed. Keywords are the only tokens that open or
+/// close blocks (`while` and `for` through their `do`), and none hides in a string.
+pub fn blocks_balance(tokens: &[Token]) -> bool {
+    let mut depth: u64 = 0;
+    for t in tokens {
+        match t.text {
+            Some(b"function" | b"do" | b"if" | b"repeat") => depth += 1,
+            Some(b"end" | b"until") => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            _ => {}
+        }
+    }
+    depth == 0
 }
 
 #[cfg(test)]
@@ -142,10 +169,35 @@ mod tests {
     }
 
     #[test]
+    fn blocks_balance_only_when_every_block_closes_once() {
+        // Through the real reader, which knows comments and long strings.
+        let balanced = |src: &str| crate::lua_source::prepare(src.as_bytes(), false).closable;
+        assert!(balanced("return 1"));
+        assert!(balanced(""));
+        assert!(balanced(
+            "local function f(a) if a then return 1 elseif b then return 2 else return 3 end end \
+             while x do repeat y() until z end for i = 1, 2 do end do end"
+        ));
+        assert!(balanced("local s = 'end end' -- end\nreturn [[end]]"));
+        // An `end` that would close the function RX wraps the chunk in: never wrapped.
+        assert!(!balanced("return 1 end, function() x()"));
+        assert!(!balanced("x() end"));
+        assert!(!balanced("repeat until x until y"));
+        // A block left open.
+        assert!(!balanced("if x then y()"));
+        assert!(!balanced("function f()"));
+    }
+
+    #[test]
     fn every_check_is_one_statement_ended_by_a_semicolon() {
         // Nothing of the source can continue it (`-1`, `(f)()`), and a `;` the source puts
         // first in a block stays the error it is in Lua 5.1 (`;;`).
-        for check in [PROLOGUE, CHECK, CALL_CHECK] {
+        for check in [PROLOGUE, CHECK, CALL_CHECK, CLOSED_PROLOGUE] {
+            if check == CLOSED_PROLOGUE {
+                // Its function's body is the source, which starts a block there.
+                assert!(check.ends_with(b"(...)"));
+                continue;
+            }
             assert!(check.trim_ascii_end().ends_with(b";"), "{check:?}");
             assert!(!check.contains(&b'\n'), "{check:?}");
         }
