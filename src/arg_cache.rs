@@ -119,8 +119,17 @@ impl ArgLease<'_> {
 
 impl Drop for ArgLease<'_> {
     fn drop(&mut self) {
-        let mut replaced = self.cache.replaced.borrow_mut();
-        for string in replaced.drain(..) {
+        if !self.cache.replaced.borrow().is_empty() {
+            self.free_replaced();
+        }
+    }
+}
+
+impl ArgLease<'_> {
+    #[cold]
+    #[inline(never)]
+    fn free_replaced(&self) {
+        for string in self.cache.replaced.borrow_mut().drain(..) {
             // SAFETY: the slot's reference, given up once; the server may hold others.
             unsafe { api!(RedisModule_FreeString)(std::ptr::null_mut(), string) };
         }

@@ -22,6 +22,32 @@ pub struct CommandFacts {
     pub has_subcommands: bool,
     /// Where its keys are, by COMMAND INFO's first, last and step.
     pub keys: KeyRange,
+    /// A command RX treats specially in scripts (by its name).
+    pub special: Special,
+}
+
+/// Commands whose `redis.call` RX handles beyond passing them on.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub enum Special {
+    #[default]
+    None,
+    /// SELECT: the script's database follows it.
+    Select,
+    /// SORT and SORT_RO: a constant BY is rewritten (`sort_in_scripts`).
+    Sort,
+    /// XREAD and XREADGROUP: BLOCK is refused on some servers.
+    StreamRead,
+}
+
+impl Special {
+    fn of(lower: &[u8]) -> Special {
+        match lower {
+            b"select" => Special::Select,
+            b"sort" | b"sort_ro" => Special::Sort,
+            b"xread" | b"xreadgroup" => Special::StreamRead,
+            _ => Special::None,
+        }
+    }
 }
 
 /// COMMAND INFO's first key, last key and step: argument indexes, the name being 0; a
@@ -51,12 +77,19 @@ impl KeyRange {
 }
 
 impl CommandFacts {
+    /// A known command RX passes on as it is: the common case, kept on the short path.
+    #[inline]
+    pub fn ordinary(self) -> bool {
+        self.known && self.special == Special::None
+    }
+
     /// Whether argument `index` (the name being 0) of `argc` may be passed as a string
     /// the server only takes a reference to, which the command could keep after it ends:
     /// any argument of a read-only command, a key of a write command. A write command's
     /// other arguments may become stored values, which the server encodes (as an integer,
     /// say) only when it holds the sole reference; those are always passed fresh.
     /// Containers (whose subcommands differ) and unknown commands share nothing.
+    #[inline]
     pub fn may_share_argument(self, index: usize, argc: usize) -> bool {
         self.known && !self.has_subcommands && (!self.write || self.keys.holds(index, argc))
     }
@@ -87,6 +120,7 @@ const EMPTY_ENTRY: FrontEntry = FrontEntry {
             last: 0,
             step: 0,
         },
+        special: Special::None,
     },
 };
 
@@ -163,8 +197,15 @@ impl CommandTable {
         if let Some(known) = self.by_name.borrow().get(lower).copied() {
             return known;
         }
-        let facts = ask(lower);
-        self.by_name.borrow_mut().insert(lower.to_vec(), facts);
+        let facts = CommandFacts {
+            special: Special::of(lower),
+            ..ask(lower)
+        };
+        // Only the server's commands are kept: a script sending made-up names must not
+        // grow the map (an unknown name is asked again when it leaves the front).
+        if facts.known {
+            self.by_name.borrow_mut().insert(lower.to_vec(), facts);
+        }
         facts
     }
 }
@@ -190,6 +231,7 @@ fn ask_server(ctx: Ctx, lower: &[u8]) -> CommandFacts {
                         last: i16::try_from(int(4)).unwrap_or(0),
                         step: u16::try_from(int(5)).unwrap_or(0),
                     },
+                    special: Special::None,
                 }
             }
             _ => CommandFacts::default(),
@@ -212,10 +254,24 @@ mod tests {
             last: 1,
             step: 1,
         },
+        special: Special::None,
     };
 
-    /// A table whose server knows `set`, `hset` and `client` (with subcommands), and counts
-    /// how often it is asked.
+    const READ: CommandFacts = CommandFacts {
+        known: true,
+        write: false,
+        stale: false,
+        has_subcommands: false,
+        keys: KeyRange {
+            first: 1,
+            last: 1,
+            step: 1,
+        },
+        special: Special::None,
+    };
+
+    /// A table whose server knows `set` and `hset` (writes), `client` (with subcommands),
+    /// `select`, `get` and `cmd<n>` (reads), and counts how often it is asked.
     fn ask<'a>(asked: &'a Cell<u32>) -> impl Fn(&[u8]) -> CommandFacts + 'a {
         move |lower: &[u8]| {
             asked.set(asked.get() + 1);
@@ -226,9 +282,12 @@ mod tests {
             match lower {
                 b"set" | b"hset" => WRITE,
                 b"client" => CommandFacts {
+                    known: true,
                     has_subcommands: true,
                     ..CommandFacts::default()
                 },
+                b"get" | b"select" => READ,
+                _ if lower.starts_with(b"cmd") => READ,
                 _ => CommandFacts::default(),
             }
         }
@@ -245,11 +304,13 @@ mod tests {
         }
         assert_eq!(asked.get(), 1);
         assert!(table.facts_with(b"CLIENT", ask(&asked)).has_subcommands);
-        assert_eq!(
-            table.facts_with(b"get", ask(&asked)),
-            CommandFacts::default()
-        );
+        assert_eq!(table.facts_with(b"get", ask(&asked)), READ);
         assert_eq!(asked.get(), 3);
+        // Special commands are told by name, in any spelling.
+        let select = table.facts_with(b"SeLeCt", ask(&asked));
+        assert_eq!(select.special, Special::Select);
+        assert!(!select.ordinary());
+        assert!(table.facts_with(b"get", ask(&asked)).ordinary());
     }
 
     #[test]
@@ -267,7 +328,7 @@ mod tests {
                     if name.eq_ignore_ascii_case(b"set") || name.eq_ignore_ascii_case(b"hset") {
                         WRITE
                     } else {
-                        CommandFacts::default()
+                        READ
                     };
                 assert_eq!(table.facts_with(name, ask(&asked)), want, "{name:?}");
             }
@@ -277,9 +338,17 @@ mod tests {
     }
 
     #[test]
-    fn long_and_empty_names_are_answered_without_the_front() {
+    fn unknown_names_are_never_kept_beyond_the_front() {
         let table = CommandTable::new();
         let asked = Cell::new(0);
+        // A script sending made-up names cannot grow the table.
+        for i in 0..1000 {
+            let name = format!("nosuch{i}");
+            assert!(!table.facts_with(name.as_bytes(), ask(&asked)).known);
+        }
+        assert_eq!(asked.get(), 1000);
+        assert!(table.by_name.borrow().is_empty());
+        // Longer than the front: asked each time, still not kept.
         let long = vec![b'x'; FRONT_NAME + 1];
         assert_eq!(
             table.facts_with(&long, ask(&asked)),
@@ -289,17 +358,14 @@ mod tests {
             table.facts_with(&long, ask(&asked)),
             CommandFacts::default()
         );
-        assert_eq!(asked.get(), 1);
+        assert_eq!(asked.get(), 1002);
         // Longer than any command: not asked at all.
         assert_eq!(
             table.facts_with(&[b'x'; 65], ask(&asked)),
             CommandFacts::default()
         );
-        assert_eq!(asked.get(), 1);
-        // The empty name is no command either; the server says so once.
-        assert_eq!(table.facts_with(b"", ask(&asked)), CommandFacts::default());
-        assert_eq!(table.facts_with(b"", ask(&asked)), CommandFacts::default());
-        assert_eq!(asked.get(), 2);
+        assert_eq!(asked.get(), 1002);
+        assert!(table.by_name.borrow().is_empty());
     }
 
     fn range(first: u16, last: i16, step: u16) -> KeyRange {

@@ -71,14 +71,26 @@ fn caught<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => Some(r),
         Err(_) => {
-            log(
-                std::ptr::null_mut(),
-                LogLevel::Warning,
-                format!("RX internal error (panic) in {what}").as_bytes(),
-            );
+            log_panic(what);
             None
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn log_panic(what: &str) {
+    log(
+        std::ptr::null_mut(),
+        LogLevel::Warning,
+        format!("RX internal error (panic) in {what}").as_bytes(),
+    );
+}
+
+#[cold]
+#[inline(never)]
+fn panic_text(what: &str) -> String {
+    format!("ERR RX internal error (panic) in {what}: see the server log")
 }
 
 /// `guarded` for work whose errors are texts: a panic becomes
@@ -86,11 +98,7 @@ fn caught<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
 /// fallback of `guarded` is built before the work runs, and this runs on every
 /// `redis.call`).
 pub fn guarded_text<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    caught(what, f).unwrap_or_else(|| {
-        Err(format!(
-            "ERR RX internal error (panic) in {what}: see the server log"
-        ))
-    })
+    caught(what, f).unwrap_or_else(|| Err(panic_text(what)))
 }
 
 /// A NUL-terminated copy of `s`, cut at its first NUL (C APIs would stop there anyway).

@@ -8,8 +8,8 @@ use std::rc::Rc;
 
 use redis_module::raw;
 
-use crate::arg_cache::{ArgCache, MAX_SHARED_LEN};
-use crate::command_facts::{CommandFacts, CommandTable};
+use crate::arg_cache::{ArgCache, ArgLease, MAX_SHARED_LEN};
+use crate::command_facts::{CommandFacts, CommandTable, Special};
 use crate::engine::{CallOptions, Host, LogLevel, Tick};
 use crate::ffi::{
     api, c_string, call_tree, context_flags, errno, guarded, guarded_text, log, set_errno,
@@ -143,12 +143,47 @@ impl Drop for ModuleHost<'_> {
     }
 }
 
+/// A command name up to this long (NUL included) is made a C string on the stack.
+const NAME_BUFFER: usize = 64;
+
+#[cold]
+fn no_arguments() -> String {
+    format!("ERR {}", crate::dialect::current().texts.no_arguments)
+}
+
 /// Arguments passed one by one (`s` or `b`); more go as a `v` array.
 const MAX_BUFFER_ARGS: usize = 16;
 
 /// The variadic values for `MAX_BUFFER_ARGS` arguments: two for a `b` (pointer, length),
 /// one for an `s` (a string).
 const CALL_VALUES: usize = 2 * MAX_BUFFER_ARGS;
+
+/// Writes each argument's format letter (`s` or `b`) into `letters` and its variadic
+/// values into `values`. Not inlined: its caller knows there are at most 16 arguments, and
+/// would unroll the loop sixteen times into code every call has to fetch.
+#[inline(never)]
+fn gather_arguments(
+    lease: &ArgLease<'_>,
+    facts: CommandFacts,
+    rest: &[&[u8]],
+    letters: &mut [u8; 32],
+    values: &mut [usize; CALL_VALUES],
+) {
+    let argc = rest.len() + 1;
+    let mut used = 0;
+    for (i, arg) in rest.iter().enumerate() {
+        if arg.len() <= MAX_SHARED_LEN && facts.may_share_argument(i + 1, argc) {
+            letters[i] = b's';
+            values[used] = lease.string(arg) as usize;
+            used += 1;
+        } else {
+            letters[i] = b'b';
+            values[used] = arg.as_ptr() as usize;
+            values[used + 1] = arg.len();
+            used += 2;
+        }
+    }
+}
 
 impl ModuleHost<'_> {
     /// Runs the command; returns the reply (null on refusal), errno, and the argument
@@ -164,40 +199,13 @@ impl ModuleHost<'_> {
         options: CallOptions,
         refusals_as_replies: bool,
     ) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
-        let mut fmt_buf = [0u8; 32];
         if rest.len() > MAX_BUFFER_ARGS {
-            let args = ArgStrings::new(self.ctx, rest);
-            fmt_buf[0] = b'v';
-            // SAFETY: the "v" format takes (RedisModuleString **argv, size_t argc); both stay
-            // valid for the call, and the name and format are NUL-terminated.
-            let reply = unsafe {
-                api!(RedisModule_Call)(
-                    self.ctx,
-                    name.as_ptr(),
-                    self.format(options, 1, refusals_as_replies, &mut fmt_buf)
-                        .as_ptr(),
-                    args.items.as_ptr(),
-                    args.items.len(),
-                )
-            };
-            return (reply, errno(), Some(args));
+            return self.call_with_array(name, rest, options, refusals_as_replies);
         }
-        let argc = rest.len() + 1;
+        let mut fmt_buf = [0u8; 32];
         let lease = self.args.lease();
         let mut values = [0usize; CALL_VALUES];
-        let mut used = 0;
-        for (i, arg) in rest.iter().enumerate() {
-            if arg.len() <= MAX_SHARED_LEN && facts.may_share_argument(i + 1, argc) {
-                fmt_buf[i] = b's';
-                values[used] = lease.string(arg) as usize;
-                used += 1;
-            } else {
-                fmt_buf[i] = b'b';
-                values[used] = arg.as_ptr() as usize;
-                values[used + 1] = arg.len();
-                used += 2;
-            }
-        }
+        gather_arguments(&lease, facts, rest, &mut fmt_buf, &mut values);
         let fmt = self.format(options, rest.len(), refusals_as_replies, &mut fmt_buf);
         let v = &values;
         // SAFETY: the format names each argument once, `s` (a string the lease keeps alive
@@ -247,6 +255,35 @@ impl ModuleHost<'_> {
         let err = errno();
         drop(lease);
         (reply, err, None)
+    }
+
+    /// `raw_call` for more than `MAX_BUFFER_ARGS` arguments: all of them as fresh strings
+    /// in a `v` array.
+    #[cold]
+    #[inline(never)]
+    fn call_with_array(
+        &self,
+        name: &std::ffi::CStr,
+        rest: &[&[u8]],
+        options: CallOptions,
+        refusals_as_replies: bool,
+    ) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
+        let mut fmt_buf = [0u8; 32];
+        let args = ArgStrings::new(self.ctx, rest);
+        fmt_buf[0] = b'v';
+        // SAFETY: the "v" format takes (RedisModuleString **argv, size_t argc); both stay
+        // valid for the call, and the name and format are NUL-terminated.
+        let reply = unsafe {
+            api!(RedisModule_Call)(
+                self.ctx,
+                name.as_ptr(),
+                self.format(options, 1, refusals_as_replies, &mut fmt_buf)
+                    .as_ptr(),
+                args.items.as_ptr(),
+                args.items.len(),
+            )
+        };
+        (reply, errno(), Some(args))
     }
 }
 
@@ -669,78 +706,134 @@ impl Host for ModuleHost<'_> {
 }
 
 impl ModuleHost<'_> {
-    /// Runs one command of the script; the reply, or the refusal's text.
+    /// Runs one command of the script; the reply, or the refusal's text. A known command
+    /// RX passes on as it is takes the short path; everything else (SELECT, SORT, XREAD,
+    /// unknown or odd names) the cold one, so that the code every call runs stays small.
     fn run_command(&self, argv: &[&[u8]], options: CallOptions) -> Result<CallReply, String> {
         let Some((name, rest)) = argv.split_first() else {
-            return Err(format!(
-                "ERR {}",
-                crate::dialect::current().texts.no_arguments
-            ));
+            return Err(no_arguments());
         };
         self.redis_calls.set(self.redis_calls.get() + 1);
+        let facts = self.commands.facts(self.ctx, name);
+        if facts.ordinary()
+            && name.len() < NAME_BUFFER
+            && !name.contains(&0)
+            && test_panic_command().is_none()
+        {
+            let mut buf = [0u8; NAME_BUFFER];
+            buf[..name.len()].copy_from_slice(name);
+            // SAFETY: the name has no NUL (checked above) and is followed by one.
+            let c_name =
+                unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(&buf[..=name.len()]) };
+            return self.send(c_name, facts, argv, rest, options);
+        }
+        self.run_unusual(facts, argv, options)
+    }
+
+    /// `run_command` for the commands off its short path.
+    #[cold]
+    #[inline(never)]
+    fn run_unusual(
+        &self,
+        facts: CommandFacts,
+        argv: &[&[u8]],
+        options: CallOptions,
+    ) -> Result<CallReply, String> {
+        let (name, rest) = (argv[0], &argv[1..]);
         if test_panic_command().is_some_and(|c| name.eq_ignore_ascii_case(c)) {
             panic!("RX test: a forced panic in redis.call (RX_TEST_PANIC_COMMAND)");
         }
         if name.contains(&0) {
             return Err(self.refusal_text(2));
         }
-        if let Some(refusal) = blocking_stream_read(name, rest) {
-            return Err(refusal);
+        if facts.special == Special::StreamRead {
+            if let Some(refusal) = blocking_stream_read(name, rest) {
+                return Err(refusal);
+            }
         }
         // SORT ... BY <constant> on a set: what the server runs for its own scripts.
-        let forced_alpha =
-            crate::sort_in_scripts::forced_alpha_args(name, rest, crate::ffi::cluster_mode())
-                .filter(|args| self.holds_a_set(args[0]));
-        let rest: &[&[u8]] = forced_alpha.as_deref().unwrap_or(rest);
-        let is_select = name.eq_ignore_ascii_case(b"select");
-        let mut name_buf = [0u8; 64];
-        let owned_name;
-        let name: &std::ffi::CStr = if name.len() < name_buf.len() {
-            name_buf[..name.len()].copy_from_slice(name);
-            // SAFETY: the name has no NUL (checked above) and is followed by one.
-            unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(&name_buf[..=name.len()]) }
-        } else {
-            owned_name = c_string(name);
-            &owned_name
+        let forced_alpha = match facts.special {
+            Special::Sort => {
+                crate::sort_in_scripts::forced_alpha_args(name, rest, crate::ffi::cluster_mode())
+                    .filter(|args| self.holds_a_set(args[0]))
+            }
+            _ => None,
         };
+        let rest: &[&[u8]] = forced_alpha.as_deref().unwrap_or(rest);
+        let reply = self.send(&c_string(name), facts, argv, rest, options)?;
+        if facts.special == Special::Select {
+            self.follow_select(rest, reply.proto());
+        }
+        Ok(reply)
+    }
+
+    /// Sends `name` with `rest` (the arguments as sent, or as rewritten) under the slot
+    /// rule (which sees `argv` as the script sent it); notes a write.
+    fn send(
+        &self,
+        name: &std::ffi::CStr,
+        facts: CommandFacts,
+        argv: &[&[u8]],
+        rest: &[&[u8]],
+        options: CallOptions,
+    ) -> Result<CallReply, String> {
         // RX cluster: the slot rule for scripts (nothing outside a cluster).
         let token = match self.rule {
             Some(rule) => rule.before_call(self.ctx, argv)?,
             None => None,
         };
-        let facts = self.commands.facts(self.ctx, argv[0]);
         set_errno(0);
         let (mut reply, mut err, mut args) = self.raw_call(name, facts, rest, options, false);
         const ENOTSUP: c_int = 95;
         if reply.is_null() && err == ENOTSUP && !self.unchecked_caller.get() {
-            // `C` (check the caller's ACL) needs a caller with an ACL user; a module's
-            // RedisModule_Call client has none. Run unchecked, as that module itself does.
-            self.unchecked_caller.set(true);
-            set_errno(0);
-            (reply, err, args) = self.raw_call(name, facts, rest, options, false);
+            (reply, err, args) = self.call_unchecked(name, facts, rest, options);
         }
         if let Some(rule) = self.rule {
             rule.after_call(token, !reply.is_null());
         }
         if reply.is_null() {
-            const EACCES: c_int = 13;
-            const ESPIPE: c_int = 29;
-            if err == EACCES {
-                return Err(self.acl_refusal(name.to_bytes(), rest));
-            }
-            if err == ESPIPE {
-                return Err(self.script_mode_refusal(name, rest, options));
-            }
-            return Err(self.refusal_text(err));
+            return Err(self.refused(err, name, rest, options));
         }
         drop(args);
         let reply = CallReply(reply);
-        let proto = reply.proto();
-        if is_select {
-            self.follow_select(rest, proto);
-        }
-        self.note_write(facts, proto);
+        self.note_write(facts, reply.proto());
         Ok(reply)
+    }
+
+    /// `C` (check the caller's ACL) needs a caller with an ACL user; a module's
+    /// RedisModule_Call client has none. Runs unchecked from now on, as that module itself
+    /// does.
+    #[cold]
+    #[inline(never)]
+    fn call_unchecked(
+        &self,
+        name: &std::ffi::CStr,
+        facts: CommandFacts,
+        rest: &[&[u8]],
+        options: CallOptions,
+    ) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
+        self.unchecked_caller.set(true);
+        set_errno(0);
+        self.raw_call(name, facts, rest, options, false)
+    }
+
+    /// The text of a refusal `RedisModule_Call` reported through errno.
+    #[cold]
+    #[inline(never)]
+    fn refused(
+        &self,
+        err: c_int,
+        name: &std::ffi::CStr,
+        rest: &[&[u8]],
+        options: CallOptions,
+    ) -> String {
+        const EACCES: c_int = 13;
+        const ESPIPE: c_int = 29;
+        match err {
+            EACCES => self.acl_refusal(name.to_bytes(), rest),
+            ESPIPE => self.script_mode_refusal(name, rest, options),
+            _ => self.refusal_text(err),
+        }
     }
 
     fn tick_now(&self) -> Tick {

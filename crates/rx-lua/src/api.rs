@@ -362,73 +362,110 @@ fn raise_text(s: &str) -> Vec<u8> {
 const INLINE_ARGS: usize = 16;
 
 /// Runs `f` with all arguments as byte strings, Redis's rules for `redis.call` arguments
-/// (strings as they are, numbers as the server writes them: `Dialect::number_arguments`). `Err` is the error text for a bad argument.
+/// (strings as they are, numbers as the server writes them: `Dialect::number_arguments`).
+/// `Err` is the error text for a bad argument.
 ///
-/// Nothing is raised in here: the caller raises once every Rust value is gone.
+/// Nothing is raised in here: the caller raises once every Rust value is gone. `f` is
+/// called through a reference so that its body is not copied into both paths here.
+#[inline]
 unsafe fn with_command_args<R>(
     l: *mut ffi::lua_State,
-    f: impl FnOnce(&[&[u8]]) -> R,
+    mut f: impl FnMut(&[&[u8]]) -> R,
 ) -> Result<R, Vec<u8>> {
     let argc = ffi::lua_gettop(l).max(0) as usize;
+    if argc == 0 || argc > INLINE_ARGS {
+        return with_many_args(l, argc, &mut f);
+    }
+    // Most commands are short and mostly strings: nothing on the heap, and number slots
+    // left unwritten unless an argument is a number.
+    let mut numbers = [const { MaybeUninit::<numfmt::NumBuf>::uninit() }; INLINE_ARGS];
+    let mut argv: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
+    read_args(l, &mut numbers[..argc], &mut argv[..argc])?;
+    Ok(call_with_args(&mut f, &argv[..argc]))
+}
+
+/// Reads arguments `1..=argv.len()` into `argv`: strings where Lua holds them, numbers as
+/// text written into `numbers` (as many slots). Not inlined, so that the loop is not
+/// unrolled sixteen times into code every `redis.call` fetches.
+#[inline(never)]
+unsafe fn read_args<'a>(
+    l: *mut ffi::lua_State,
+    numbers: &'a mut [MaybeUninit<numfmt::NumBuf>],
+    argv: &mut [&'a [u8]],
+) -> Result<(), Vec<u8>> {
+    for (i, (slot, a)) in numbers.iter_mut().zip(argv.iter_mut()).enumerate() {
+        *a = match argument_number_text(l, i)? {
+            Some(text) => slot.write(text).as_bytes(),
+            None => string_at(l, i),
+        };
+    }
+    Ok(())
+}
+
+/// `f(argv)`, kept out of line so that `with_command_args` and `with_many_args` share it.
+#[inline(never)]
+fn call_with_args<R>(f: &mut dyn FnMut(&[&[u8]]) -> R, argv: &[&[u8]]) -> R {
+    f(argv)
+}
+
+/// `with_command_args` for no arguments or more than `INLINE_ARGS` of them.
+#[cold]
+#[inline(never)]
+unsafe fn with_many_args<R>(
+    l: *mut ffi::lua_State,
+    argc: usize,
+    f: &mut dyn FnMut(&[&[u8]]) -> R,
+) -> Result<R, Vec<u8>> {
     if argc == 0 {
         return Err(raise_text(crate::dialect::current().texts.no_arguments));
     }
-    let number_arguments = crate::dialect::current().number_arguments;
-    // A number's text is made once; strings are read where Lua holds them.
-    let number_text = |i: usize| -> Result<Option<numfmt::NumBuf>, Vec<u8>> {
-        match ffi::lua_type(l, (i + 1) as c_int) {
-            ffi::LUA_TSTRING => Ok(None),
-            ffi::LUA_TNUMBER => {
-                let v = ffi::lua_tonumber(l, (i + 1) as c_int);
-                Ok(Some(match number_arguments {
-                    NumberArguments::Precise => numfmt::format_g_buf(v, 17),
-                    NumberArguments::IntegerOrShortest => numfmt::format_shortest_buf(v),
-                }))
-            }
-            _ => Err(raise_text(
-                crate::dialect::current().texts.bad_argument_type,
-            )),
+    let numbers = (0..argc)
+        .map(|i| argument_number_text(l, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let argv: Vec<&[u8]> = numbers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| match n {
+            Some(text) => text.as_bytes(),
+            None => string_at(l, i),
+        })
+        .collect();
+    Ok(call_with_args(f, &argv))
+}
+
+/// Argument `i`'s text when it is a number (made once); `None` for a string, read where
+/// Lua holds it; `Err` for any other type.
+#[inline]
+unsafe fn argument_number_text(
+    l: *mut ffi::lua_State,
+    i: usize,
+) -> Result<Option<numfmt::NumBuf>, Vec<u8>> {
+    match ffi::lua_type(l, (i + 1) as c_int) {
+        ffi::LUA_TSTRING => Ok(None),
+        ffi::LUA_TNUMBER => {
+            let v = ffi::lua_tonumber(l, (i + 1) as c_int);
+            Ok(Some(match crate::dialect::current().number_arguments {
+                NumberArguments::Precise => numfmt::format_g_buf(v, 17),
+                NumberArguments::IntegerOrShortest => numfmt::format_shortest_buf(v),
+            }))
         }
-    };
-    let string_at = |i: usize| -> &[u8] {
-        let mut len = 0usize;
-        let p = ffi::lua_tolstring(l, (i + 1) as c_int, &mut len);
-        // SAFETY: Lua keeps the string alive while it is on the stack, for this call.
-        std::slice::from_raw_parts(p.cast::<u8>(), len)
-    };
-    if argc <= INLINE_ARGS {
-        // Most commands are short and mostly strings: nothing on the heap, and number slots
-        // left unwritten unless an argument is a number (`numeric` says which are).
-        let mut numbers = [const { MaybeUninit::<numfmt::NumBuf>::uninit() }; INLINE_ARGS];
-        let mut numeric = 0u32;
-        for (i, slot) in numbers[..argc].iter_mut().enumerate() {
-            if let Some(text) = number_text(i)? {
-                slot.write(text);
-                numeric |= 1 << i;
-            }
-        }
-        let mut argv: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
-        for (i, a) in argv[..argc].iter_mut().enumerate() {
-            *a = if numeric & (1 << i) != 0 {
-                // SAFETY: slot `i` was written above (its bit is set).
-                numbers[i].assume_init_ref().as_bytes()
-            } else {
-                string_at(i)
-            };
-        }
-        Ok(f(&argv[..argc]))
-    } else {
-        let numbers = (0..argc).map(number_text).collect::<Result<Vec<_>, _>>()?;
-        let argv: Vec<&[u8]> = numbers
-            .iter()
-            .enumerate()
-            .map(|(i, n)| match n {
-                Some(text) => text.as_bytes(),
-                None => string_at(i),
-            })
-            .collect();
-        Ok(f(&argv))
+        _ => Err(bad_argument_type()),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_argument_type() -> Vec<u8> {
+    raise_text(crate::dialect::current().texts.bad_argument_type)
+}
+
+/// Argument `i`, a string: its bytes, valid while it is on the stack (for the call).
+#[inline]
+unsafe fn string_at<'a>(l: *mut ffi::lua_State, i: usize) -> &'a [u8] {
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(l, (i + 1) as c_int, &mut len);
+    // SAFETY: Lua keeps the string alive while it is on the stack, for this call.
+    std::slice::from_raw_parts(p.cast::<u8>(), len)
 }
 
 // ---- redis.call / redis.pcall -----------------------------------------------------------
