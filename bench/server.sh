@@ -7,7 +7,7 @@ start_server() {
   DIR=$(mktemp -d)
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$SERVER" --port "$PORT" --bind 127.0.0.1 --dir "$DIR" --save "" --appendonly no --daemonize yes \
-    --logfile "$DIR/redis.log" --loadmodule "$MODULE" stdlib none $RX_BENCH_MODULE_ARGS >/dev/null
+    --logfile "$DIR/redis.log" --loadmodule "$MODULE" stdlib none ${RX_BENCH_MODULE_ARGS:-} >/dev/null
   trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
   for _ in $(seq 50); do
     if redis-cli -p "$PORT" ping >/dev/null 2>&1; then up=1; break; fi
