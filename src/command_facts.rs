@@ -258,16 +258,8 @@ mod tests {
     };
 
     const READ: CommandFacts = CommandFacts {
-        known: true,
         write: false,
-        stale: false,
-        has_subcommands: false,
-        keys: KeyRange {
-            first: 1,
-            last: 1,
-            step: 1,
-        },
-        special: Special::None,
+        ..WRITE
     };
 
     /// A table whose server knows `set` and `hset` (writes), `client` (with subcommands),

@@ -211,8 +211,9 @@ impl ModuleHost<'_> {
         // SAFETY: the format names each argument once, `s` (a string the lease keeps alive
         // through the call) or `b` (pointer and length, valid for the call), and Redis reads
         // exactly those values in order, leaving the unused rest. All are passed as `usize`:
-        // pointers and sizes are the same 64-bit integer-class variadic values on every
-        // target RX builds for (x86-64 and AArch64), so each reads back as what it was.
+        // a pointer and a `size_t` are variadic values of the same width and class on the
+        // ABIs Redis runs on (System V x86-64, AArch64: general registers, then 8-byte stack
+        // slots), so each reads back as what it was.
         let reply = unsafe {
             api!(RedisModule_Call)(
                 self.ctx,
