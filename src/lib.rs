@@ -94,7 +94,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }));
     dialect::install(dialect::Dialect::for_server(ffi::detect_server(raw_ctx)));
     if server_allocator::install() {
-        ctx.log_notice("RX: the Lua VM allocates from the server's jemalloc");
+        ctx.log_notice("RX: the Lua VM allocates from an arena of the server's jemalloc");
     }
     let (text, num) = ffi::server_version();
     let engine = match state::start_engine(text, num) {

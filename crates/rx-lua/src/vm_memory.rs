@@ -11,12 +11,12 @@
 //! apart from `used_memory`, and RX's is in `INFO rx`.
 //!
 //! Which C allocator: the C library's, unless the host names another before the first VM
-//! is made (`use_block_allocator`); the module names the server's own jemalloc where the
-//! server exports it, which is faster than glibc's and whose code is already hot in the
-//! processor's caches. Each VM keeps the allocator it was made with for all its blocks.
+//! is made (`use_block_allocator`); the module names a jemalloc arena of the server's own
+//! where the server exports jemalloc. Each VM keeps the allocator it was made with for all
+//! its blocks.
 
 use std::cell::Cell;
-use std::os::raw::c_void;
+use std::os::raw::{c_int, c_void};
 use std::ptr;
 use std::sync::OnceLock;
 
@@ -26,18 +26,37 @@ extern "C" {
     fn free(block: *mut c_void);
 }
 
-/// A C allocator: `malloc`, `realloc` and `free` with the C library's contracts.
+/// A C allocator in jemalloc's shape: `allocate(size, flags)`, `resize(block, size, flags)`
+/// (null on failure, the block left as it was) and `release(block, flags)`, each given
+/// `flags`.
 #[derive(Clone, Copy)]
 pub struct BlockAllocator {
-    pub malloc: unsafe extern "C" fn(usize) -> *mut c_void,
-    pub realloc: unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
-    pub free: unsafe extern "C" fn(*mut c_void),
+    pub allocate: unsafe extern "C" fn(usize, c_int) -> *mut c_void,
+    pub resize: unsafe extern "C" fn(*mut c_void, usize, c_int) -> *mut c_void,
+    pub release: unsafe extern "C" fn(*mut c_void, c_int),
+    pub flags: c_int,
+}
+
+unsafe extern "C" fn c_allocate(size: usize, _flags: c_int) -> *mut c_void {
+    // SAFETY: forwards the caller's request to the C library.
+    unsafe { malloc(size) }
+}
+
+unsafe extern "C" fn c_resize(block: *mut c_void, size: usize, _flags: c_int) -> *mut c_void {
+    // SAFETY: forwards the caller's request to the C library.
+    unsafe { realloc(block, size) }
+}
+
+unsafe extern "C" fn c_release(block: *mut c_void, _flags: c_int) {
+    // SAFETY: forwards the caller's request to the C library.
+    unsafe { free(block) }
 }
 
 const C_LIBRARY: BlockAllocator = BlockAllocator {
-    malloc,
-    realloc,
-    free,
+    allocate: c_allocate,
+    resize: c_resize,
+    release: c_release,
+    flags: 0,
 };
 
 static CHOSEN: OnceLock<BlockAllocator> = OnceLock::new();
@@ -105,7 +124,7 @@ pub(crate) unsafe extern "C" fn allocate(
     if nsize == 0 {
         if !block.is_null() {
             // SAFETY: `block` came from this VM's allocator, below.
-            unsafe { (memory.blocks.free)(block) };
+            unsafe { (memory.blocks.release)(block, memory.blocks.flags) };
             memory.used.set(memory.used.get() - old);
         }
         return ptr::null_mut();
@@ -115,10 +134,10 @@ pub(crate) unsafe extern "C" fn allocate(
     }
     let new = if block.is_null() {
         // SAFETY: plain C allocation of a non-zero size.
-        unsafe { (memory.blocks.malloc)(nsize) }
+        unsafe { (memory.blocks.allocate)(nsize, memory.blocks.flags) }
     } else {
         // SAFETY: `block` came from this VM's allocator, below, and is still live.
-        unsafe { (memory.blocks.realloc)(block, nsize) }
+        unsafe { (memory.blocks.resize)(block, nsize, memory.blocks.flags) }
     };
     if new.is_null() {
         // A shrink that the C allocator refuses keeps the old, larger block: Lua treats a
@@ -176,21 +195,31 @@ mod tests {
     }
 
     static COUNTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static FLAGS_SEEN: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-    unsafe extern "C" fn counting_malloc(size: usize) -> *mut c_void {
+    fn count(flags: c_int) {
         COUNTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        FLAGS_SEEN.store(flags, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe extern "C" fn counting_allocate(size: usize, flags: c_int) -> *mut c_void {
+        count(flags);
         // SAFETY: forwards the caller's request.
         unsafe { malloc(size) }
     }
 
-    unsafe extern "C" fn counting_realloc(block: *mut c_void, size: usize) -> *mut c_void {
-        COUNTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    unsafe extern "C" fn counting_resize(
+        block: *mut c_void,
+        size: usize,
+        flags: c_int,
+    ) -> *mut c_void {
+        count(flags);
         // SAFETY: forwards the caller's request.
         unsafe { realloc(block, size) }
     }
 
-    unsafe extern "C" fn counting_free(block: *mut c_void) {
-        COUNTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    unsafe extern "C" fn counting_release(block: *mut c_void, flags: c_int) {
+        count(flags);
         // SAFETY: forwards the caller's request.
         unsafe { free(block) }
     }
@@ -198,9 +227,10 @@ mod tests {
     #[test]
     fn a_vm_made_after_an_allocator_is_chosen_uses_it_for_every_block() {
         let counting = BlockAllocator {
-            malloc: counting_malloc,
-            realloc: counting_realloc,
-            free: counting_free,
+            allocate: counting_allocate,
+            resize: counting_resize,
+            release: counting_release,
+            flags: 7 << 20,
         };
         // Other tests' VMs made from now on use it too; it only counts, then forwards.
         assert!(use_block_allocator(counting));
@@ -211,5 +241,10 @@ mod tests {
         let a = call(&m, a, 100, 200);
         call(&m, a, 200, 0);
         assert!(COUNTED.load(std::sync::atomic::Ordering::Relaxed) >= before + 3);
+        // Every call carries the allocator's flags (a jemalloc arena, say).
+        assert_eq!(
+            FLAGS_SEEN.load(std::sync::atomic::Ordering::Relaxed),
+            7 << 20
+        );
     }
 }
