@@ -32,12 +32,11 @@ fn server_exports_jemalloc() -> bool {
         std::path::PathBuf::from(&bin)
     } else {
         std::env::var_os("PATH")
-            .map(|p| {
+            .and_then(|p| {
                 std::env::split_paths(&p)
                     .map(|d| d.join(&bin))
                     .find(|f| f.is_file())
             })
-            .flatten()
             .expect("the server binary on PATH")
     };
     let bytes = std::fs::read(&path).expect("the server binary");
