@@ -1,8 +1,9 @@
 //! Server strings for the short arguments scripts send again and again: key names, field
-//! names, command words. Passed to `RedisModule_Call` with `s`, the server takes a
-//! reference to one of these instead of allocating, copying and freeing a new object for
-//! every argument of every command (what `b` costs), which is most of what a script's
-//! `redis.call` pays over the server's own scripting.
+//! names, options. Passed to `RedisModule_Call` with `s`, the server takes a reference to
+//! one of these instead of allocating, copying and freeing a new object for every argument
+//! of every command (what `b` costs): on 20 `HGET`s, about 300 of the 820 instructions a
+//! `redis.call` cost over the server's own scripting. The command's name cannot be shared:
+//! `RedisModule_Call` takes it as a C string.
 //!
 //! A string shared this way may outlive the command (the server may keep a reference, to
 //! propagate the command, say); that is safe because neither RX nor the server changes a
