@@ -34,7 +34,11 @@ pub fn report_keys(ctx: Ctx, args: &[&[u8]]) {
 /// A stale replica that does not serve stale data refuses scripts that are not flagged
 /// `allow-stale`, and scripts without a shebang, before they start.
 pub fn refuse_on_stale_replica(ctx: Ctx) -> RxResult<()> {
-    let state = context_flags(ctx);
+    refuse_on_stale_replica_in(ctx, context_flags(ctx))
+}
+
+/// `refuse_on_stale_replica` with the context flags already read.
+fn refuse_on_stale_replica_in(ctx: Ctx, state: u32) -> RxResult<()> {
     if state & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0
         && state & raw::REDISMODULE_CTX_FLAGS_REPLICA_IS_STALE != 0
         && !crate::ffi::serves_stale_data(ctx)
@@ -65,7 +69,7 @@ pub fn refuse_before_running(ctx: Ctx, flags: FunctionFlags, now: Instant) -> Rx
         ));
     }
     if !flags.contains(FunctionFlags::ALLOW_STALE) {
-        refuse_on_stale_replica(ctx)?;
+        refuse_on_stale_replica_in(ctx, state)?;
     }
     if flags.may_write() {
         crate::gates::check_write_gates(ctx, now)?;
