@@ -21,14 +21,12 @@ use crate::running::{Running, Stop, UnyieldablePlace};
 /// Redis 7 refuses XREAD/XREADGROUP with BLOCK in scripts, naming the command as the script
 /// spelled it (other blocking commands simply do not block), where `RedisModule_Call` would
 /// quietly return nil; Redis 8 and Valkey run them without blocking, as `RedisModule_Call`
-/// does (see `Dialect::blocking_stream_reads`).
+/// does (see `Dialect::blocking_stream_reads`). `name` is XREAD or XREADGROUP in any
+/// spelling (`Special::StreamRead`).
 fn blocking_stream_read(name: &[u8], args: &[&[u8]]) -> Option<String> {
     if crate::dialect::current().blocking_stream_reads
         == crate::dialect::BlockingStreamReads::NonBlocking
     {
-        return None;
-    }
-    if !name.eq_ignore_ascii_case(b"xread") && !name.eq_ignore_ascii_case(b"xreadgroup") {
         return None;
     }
     for (i, a) in args.iter().enumerate() {
@@ -465,12 +463,12 @@ impl ModuleHost<'_> {
     fn script_mode_refusal(
         &self,
         name: &std::ffi::CStr,
+        facts: CommandFacts,
         rest: &[&[u8]],
         options: CallOptions,
     ) -> String {
         const NOT_FROM_SCRIPTS: &str = "ERR This Redis command is not allowed from script";
         set_errno(0);
-        let facts = self.commands.facts(self.ctx, name.to_bytes());
         let (reply, _, args) = self.raw_call(name, facts, rest, options, true);
         drop(args);
         if reply.is_null() {
@@ -793,7 +791,7 @@ impl ModuleHost<'_> {
             rule.after_call(token, !reply.is_null());
         }
         if reply.is_null() {
-            return Err(self.refused(err, name, rest, options));
+            return Err(self.refused(err, name, facts, rest, options));
         }
         drop(args);
         let reply = CallReply(reply);
@@ -825,6 +823,7 @@ impl ModuleHost<'_> {
         &self,
         err: c_int,
         name: &std::ffi::CStr,
+        facts: CommandFacts,
         rest: &[&[u8]],
         options: CallOptions,
     ) -> String {
@@ -832,7 +831,7 @@ impl ModuleHost<'_> {
         const ESPIPE: c_int = 29;
         match err {
             EACCES => self.acl_refusal(name.to_bytes(), rest),
-            ESPIPE => self.script_mode_refusal(name, rest, options),
+            ESPIPE => self.script_mode_refusal(name, facts, rest, options),
             _ => self.refusal_text(err),
         }
     }
