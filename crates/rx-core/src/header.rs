@@ -86,15 +86,24 @@ pub fn parse_header(code: &[u8]) -> Result<LibraryHeader, HeaderError> {
     Ok(LibraryHeader { engine, name })
 }
 
-/// Splits a line into arguments the way Redis's `sdssplitargs` does: whitespace separates,
-/// double quotes allow `\n`-style and `\xHH` escapes, single quotes are literal.
-/// `None` for unbalanced quotes or a closing quote not followed by a space.
+/// C's `isspace` in the "C" locale. Unlike `u8::is_ascii_whitespace` it includes the vertical
+/// tab (0x0B).
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
+/// Splits a line into arguments the way Redis's `sdssplitargs` does. Blanks before an argument
+/// and after a closing quote are C's `isspace`, but an unquoted argument ends only at a space,
+/// tab, CR or LF: a form feed or vertical tab inside one stays part of it (so
+/// `name=x\f` is a bad name, not `name=x`). Double quotes allow `\n`-style and `\xHH` escapes,
+/// single quotes are literal. `None` for unbalanced quotes or a closing quote not followed by
+/// a blank.
 pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let mut i = 0;
     let n = line.len();
     loop {
-        while i < n && line[i].is_ascii_whitespace() {
+        while i < n && is_c_space(line[i]) {
             i += 1;
         }
         if i >= n {
@@ -109,13 +118,15 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     return None;
                 }
                 let c = line[i];
-                if c == b'\\' && i + 3 < n && line[i + 1] == b'x' {
-                    let hex = std::str::from_utf8(&line[i + 2..i + 4]).ok();
-                    if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                        cur.push(v);
-                        i += 4;
-                        continue;
-                    }
+                if c == b'\\'
+                    && i + 3 < n
+                    && line[i + 1] == b'x'
+                    && line[i + 2].is_ascii_hexdigit()
+                    && line[i + 3].is_ascii_hexdigit()
+                {
+                    cur.push(hex_value(line[i + 2]) * 16 + hex_value(line[i + 3]));
+                    i += 4;
+                    continue;
                 }
                 if c == b'\\' && i + 1 < n {
                     cur.push(match line[i + 1] {
@@ -130,7 +141,7 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     continue;
                 }
                 if c == b'"' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !is_c_space(line[i + 1]) {
                         return None;
                     }
                     i += 1;
@@ -149,7 +160,7 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     continue;
                 }
                 if c == b'\'' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !is_c_space(line[i + 1]) {
                         return None;
                     }
                     i += 1;
@@ -158,7 +169,7 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                 cur.push(c);
                 i += 1;
             } else {
-                if i >= n || line[i].is_ascii_whitespace() {
+                if i >= n || matches!(line[i], b' ' | b'\t' | b'\n' | b'\r') {
                     break;
                 }
                 match line[i] {
@@ -170,6 +181,15 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             }
         }
         out.push(cur);
+    }
+}
+
+/// The value of an ASCII hex digit the caller has checked.
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
     }
 }
 
@@ -221,6 +241,38 @@ mod tests {
         for (src, want) in cases {
             assert_eq!(parse(src).unwrap_err(), *want, "header {src:?}");
         }
+    }
+
+    #[test]
+    fn form_feed_and_vertical_tab_separate_only_where_sdssplitargs_lets_them() {
+        // Blanks before an argument are C's isspace, \v included.
+        assert_eq!(parse("#!lua \x0bname=vt\n").unwrap().name, "vt");
+        assert_eq!(parse("#!lua \x0cname=ff\n").unwrap().name, "ff");
+        // An unquoted argument ends only at space, tab, CR or LF.
+        assert_eq!(
+            parse("#!lua name=ff\x0c\n").unwrap_err(),
+            HeaderError::BadName
+        );
+        assert_eq!(
+            parse("#!lua name=vt\x0b\n").unwrap_err(),
+            HeaderError::BadName
+        );
+        assert_eq!(
+            parse("#!lua\x0cname=x\n").unwrap_err(),
+            HeaderError::NameNotGiven
+        );
+        // After a closing quote any isspace is a blank.
+        assert_eq!(parse("#!lua 'name=q'\x0b\n").unwrap().name, "q");
+        assert_eq!(parse("#!lua \"name=q\"\x0c\n").unwrap().name, "q");
+    }
+
+    #[test]
+    fn hex_escapes_need_two_hex_digits() {
+        let args = |s: &str| split_args(s.as_bytes()).unwrap();
+        assert_eq!(args("\"\\x41\\x6a\""), vec![b"Aj".to_vec()]);
+        // `\x+f` is not a hex escape (a sign is not a digit): `\x` stands for `x`.
+        assert_eq!(args("\"\\x+f\""), vec![b"x+f".to_vec()]);
+        assert_eq!(args("\"\\x4\""), vec![b"x4".to_vec()]);
     }
 
     #[test]
