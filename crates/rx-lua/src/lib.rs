@@ -175,7 +175,7 @@ pub struct LuaEngine {
     eval_env: Table,
     begin_load: Function,
     finish_load: Function,
-    invoke: Function,
+    run_library_body: Function,
     shape_of: Function,
     script_code_of: Function,
     /// The JIT compiler's switches (`None` for plain Lua 5.1).

@@ -74,10 +74,10 @@ impl LuaEngine {
         let active = ActiveCall::loading(host, timeout.map(|t| Instant::now() + t));
         // SAFETY: `active` outlives the guard, which drops at the end of this function.
         let _active = unsafe { active.enter() };
-        let ran = self.begin_load.call::<()>(()).and_then(|_| {
-            self.invoke
-                .call::<(bool, Value)>((chunk, Value::Nil, Value::Nil))
-        });
+        let ran = self
+            .begin_load
+            .call::<()>(())
+            .and_then(|_| self.run_library_body.call::<(bool, Value)>(chunk));
         let registered: mlua::Result<Table> = self.finish_load.call(());
 
         if active.timed_out() {

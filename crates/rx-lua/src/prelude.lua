@@ -582,7 +582,7 @@ end
 -- Error handler: errors become `{err=...}` tables that carry where they were raised, the
 -- way Redis reports them ("... script: f, on @user_function:2.").
 -- running[1]: the function being invoked, for errors with no Lua frame left. Set by
--- `invoke` and by the engine, which calls functions directly from C on the hot path.
+-- `run_library_body` and by the engine, which calls functions directly from C on the hot path.
 local running = {}
 
 -- Names of the C functions scripts can call, to repair messages LuaJIT could not name.
@@ -663,17 +663,12 @@ local function on_error(err)
 end
 
 local xpcall = xpcall
-local call_with_handler
-if jit then
-  -- LuaJIT's xpcall passes arguments through: no closure per call.
-  call_with_handler = function(fn, keys, args) return xpcall(fn, on_error, keys, args) end
-else
-  call_with_handler = function(fn, keys, args) return xpcall(function() return fn(keys, args) end, on_error) end
-end
-local function invoke(fn, keys, args)
+-- Runs a library's body: a chunk called with no arguments, so its `...` is empty (a
+-- top-level `redis.log(redis.LOG_NOTICE, ...)` gets one argument, as natively).
+local function run_library_body(fn)
   local outer = running[1]
   running[1] = fn
-  local ok, result = call_with_handler(fn, keys, args)
+  local ok, result = xpcall(fn, on_error)
   running[1] = outer
   return ok, result
 end
@@ -715,7 +710,7 @@ return {
   begin_load = begin_load,
   finish_load = finish_load,
   on_error = on_error,
-  invoke = invoke,
+  run_library_body = run_library_body,
   shape_of = shape_of,
   script_code_of = script_code_of,
   running = running,

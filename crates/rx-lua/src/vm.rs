@@ -179,7 +179,7 @@ impl LuaEngine {
             eval_env: sandbox.get("eval_env")?,
             begin_load: sandbox.get("begin_load")?,
             finish_load: sandbox.get("finish_load")?,
-            invoke: sandbox.get("invoke")?,
+            run_library_body: sandbox.get("run_library_body")?,
             shape_of: sandbox.get("shape_of")?,
             script_code_of: sandbox.get("script_code_of")?,
             jit,
