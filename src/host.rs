@@ -4,6 +4,7 @@
 //! cluster node, the slot rule; the host reaches nothing above the module API wrapper.
 
 use std::ffi::c_int;
+use std::mem::MaybeUninit;
 use std::rc::Rc;
 
 use redis_module::raw;
@@ -156,6 +157,30 @@ const MAX_BUFFER_ARGS: usize = 16;
 /// one for an `s` (a string).
 const CALL_VALUES: usize = 2 * MAX_BUFFER_ARGS;
 
+/// The variadic values of one `RedisModule_Call`: the first `used` are written.
+struct CallValues {
+    values: [MaybeUninit<usize>; CALL_VALUES],
+    used: usize,
+}
+
+/// The values a call of up to eight passes are zeros until written (`call_module`).
+const SHORT_CALL_VALUES: usize = 8;
+
+impl CallValues {
+    fn new() -> Self {
+        let mut values = [MaybeUninit::uninit(); CALL_VALUES];
+        for v in &mut values[..SHORT_CALL_VALUES] {
+            v.write(0);
+        }
+        CallValues { values, used: 0 }
+    }
+
+    fn push(&mut self, value: usize) {
+        self.values[self.used].write(value);
+        self.used += 1;
+    }
+}
+
 /// Writes each argument's format letter (`s` or `b`) into `letters` and its variadic
 /// values into `values`. Not inlined: its caller knows there are at most 16 arguments, and
 /// would unroll the loop sixteen times into code every call has to fetch.
@@ -165,22 +190,114 @@ fn gather_arguments(
     facts: CommandFacts,
     rest: &[&[u8]],
     letters: &mut [u8; 32],
-    values: &mut [usize; CALL_VALUES],
+    values: &mut CallValues,
 ) {
     let argc = rest.len() + 1;
-    let mut used = 0;
     for (i, arg) in rest.iter().enumerate() {
         if arg.len() <= MAX_SHARED_LEN && facts.may_share_argument(i + 1, argc) {
             letters[i] = b's';
-            values[used] = lease.string(arg) as usize;
-            used += 1;
+            values.push(lease.string(arg) as usize);
         } else {
             letters[i] = b'b';
-            values[used] = arg.as_ptr() as usize;
-            values[used + 1] = arg.len();
-            used += 2;
+            values.push(arg.as_ptr() as usize);
+            values.push(arg.len());
         }
     }
+}
+
+/// `RedisModule_Call` with `values` as its variadic arguments, followed by zeros nobody
+/// reads. Calls of three sizes: a command of a few arguments runs the short one, and the
+/// 32-value call stays out of the code every call fetches.
+///
+/// # Safety
+/// `fmt` must name exactly the values written, `s` (a live string) or `b` (pointer and
+/// length, valid for the call), and `name` and `fmt` must be NUL-terminated. All values are
+/// passed as `usize`: a pointer and a `size_t` are variadic values of the same width and
+/// class on the ABIs Redis runs on (System V x86-64, AArch64: general registers, then
+/// 8-byte stack slots), so each reads back as what it was.
+unsafe fn call_module(
+    ctx: Ctx,
+    name: &std::ffi::CStr,
+    fmt: &std::ffi::CStr,
+    values: &mut CallValues,
+) -> *mut raw::RedisModuleCallReply {
+    let (name, fmt) = (name.as_ptr(), fmt.as_ptr());
+    if values.used > SHORT_CALL_VALUES {
+        return call_module_long(ctx, name, fmt, values);
+    }
+    // SAFETY: the first SHORT_CALL_VALUES are written (zeros, or by `push`).
+    let v = |i: usize| values.values[i].assume_init();
+    let call = api!(RedisModule_Call);
+    if values.used <= 4 {
+        call(ctx, name, fmt, v(0), v(1), v(2), v(3))
+    } else {
+        call(
+            ctx,
+            name,
+            fmt,
+            v(0),
+            v(1),
+            v(2),
+            v(3),
+            v(4),
+            v(5),
+            v(6),
+            v(7),
+        )
+    }
+}
+
+/// `call_module` for more than eight values: all 32 passed, zeros after the last.
+#[cold]
+#[inline(never)]
+unsafe fn call_module_long(
+    ctx: Ctx,
+    name: *const std::ffi::c_char,
+    fmt: *const std::ffi::c_char,
+    values: &mut CallValues,
+) -> *mut raw::RedisModuleCallReply {
+    for unread in &mut values.values[values.used..] {
+        unread.write(0);
+    }
+    // SAFETY: every value is written now.
+    let v = |i: usize| values.values[i].assume_init();
+    api!(RedisModule_Call)(
+        ctx,
+        name,
+        fmt,
+        v(0),
+        v(1),
+        v(2),
+        v(3),
+        v(4),
+        v(5),
+        v(6),
+        v(7),
+        v(8),
+        v(9),
+        v(10),
+        v(11),
+        v(12),
+        v(13),
+        v(14),
+        v(15),
+        v(16),
+        v(17),
+        v(18),
+        v(19),
+        v(20),
+        v(21),
+        v(22),
+        v(23),
+        v(24),
+        v(25),
+        v(26),
+        v(27),
+        v(28),
+        v(29),
+        v(30),
+        v(31),
+    )
 }
 
 impl ModuleHost<'_> {
@@ -202,55 +319,12 @@ impl ModuleHost<'_> {
         }
         let mut fmt_buf = [0u8; 32];
         let lease = self.args.lease();
-        let mut values = [0usize; CALL_VALUES];
+        let mut values = CallValues::new();
         gather_arguments(&lease, facts, rest, &mut fmt_buf, &mut values);
         let fmt = self.format(options, rest.len(), refusals_as_replies, &mut fmt_buf);
-        let v = &values;
-        // SAFETY: the format names each argument once, `s` (a string the lease keeps alive
-        // through the call) or `b` (pointer and length, valid for the call), and Redis reads
-        // exactly those values in order, leaving the unused rest. All are passed as `usize`:
-        // a pointer and a `size_t` are variadic values of the same width and class on the
-        // ABIs Redis runs on (System V x86-64, AArch64: general registers, then 8-byte stack
-        // slots), so each reads back as what it was.
-        let reply = unsafe {
-            api!(RedisModule_Call)(
-                self.ctx,
-                name.as_ptr(),
-                fmt.as_ptr(),
-                v[0],
-                v[1],
-                v[2],
-                v[3],
-                v[4],
-                v[5],
-                v[6],
-                v[7],
-                v[8],
-                v[9],
-                v[10],
-                v[11],
-                v[12],
-                v[13],
-                v[14],
-                v[15],
-                v[16],
-                v[17],
-                v[18],
-                v[19],
-                v[20],
-                v[21],
-                v[22],
-                v[23],
-                v[24],
-                v[25],
-                v[26],
-                v[27],
-                v[28],
-                v[29],
-                v[30],
-                v[31],
-            )
-        };
+        // SAFETY: the format names each value once, `s` (a string the lease keeps alive
+        // through the call) or `b` (pointer and length, valid for the call).
+        let reply = unsafe { call_module(self.ctx, name, fmt, &mut values) };
         let err = errno();
         drop(lease);
         (reply, err, None)
@@ -706,27 +780,56 @@ impl Host for ModuleHost<'_> {
 
 impl ModuleHost<'_> {
     /// Runs one command of the script; the reply, or the refusal's text. A known command
-    /// RX passes on as it is takes the short path; everything else (SELECT, SORT, XREAD,
-    /// unknown or odd names) the cold one, so that the code every call runs stays small.
+    /// of up to 16 arguments that RX passes on as it is, outside an RX cluster, takes the
+    /// short path: straight to `RedisModule_Call`. Everything else (SELECT, SORT, XREAD,
+    /// unknown or odd names, the slot rule, refusals) goes out of line, so that the code
+    /// every call runs stays small: a loop of calls otherwise evicts itself from the
+    /// instruction cache.
     fn run_command(&self, argv: &[&[u8]], options: CallOptions) -> Result<CallReply, String> {
         let Some((name, rest)) = argv.split_first() else {
             return Err(no_arguments());
         };
         self.redis_calls.set(self.redis_calls.get() + 1);
         let facts = self.commands.facts(self.ctx, name);
-        if facts.ordinary()
+        if !(facts.ordinary()
             && name.len() < NAME_BUFFER
+            && rest.len() <= MAX_BUFFER_ARGS
+            && self.rule.is_none()
             && !name.contains(&0)
-            && test_panic_command().is_none()
+            && test_panic_command().is_none())
         {
-            let mut buf = [0u8; NAME_BUFFER];
-            buf[..name.len()].copy_from_slice(name);
-            // SAFETY: the name has no NUL (checked above) and is followed by one.
-            let c_name =
-                unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(&buf[..=name.len()]) };
-            return self.send(c_name, facts, argv, rest, options);
+            return self.run_unusual(facts, argv, options);
         }
-        self.run_unusual(facts, argv, options)
+        let mut name_buf = [std::mem::MaybeUninit::<u8>::uninit(); NAME_BUFFER];
+        // SAFETY: the name is shorter than the buffer and has no NUL (checked above); it is
+        // copied in and followed by one, and only those bytes are read.
+        let name = unsafe {
+            let at = name_buf.as_mut_ptr().cast::<u8>();
+            std::ptr::copy_nonoverlapping(name.as_ptr(), at, name.len());
+            at.add(name.len()).write(0);
+            std::ffi::CStr::from_bytes_with_nul_unchecked(std::slice::from_raw_parts(
+                at,
+                name.len() + 1,
+            ))
+        };
+        let mut fmt_buf = [0u8; 32];
+        let mut values = CallValues::new();
+        let lease = self.args.lease();
+        gather_arguments(&lease, facts, rest, &mut fmt_buf, &mut values);
+        let fmt = self.format(options, rest.len(), false, &mut fmt_buf);
+        set_errno(0);
+        // SAFETY: the format names each value once, `s` (a string the lease keeps alive
+        // through the call) or `b` (pointer and length, valid for the call).
+        let reply = unsafe { call_module(self.ctx, name, fmt, &mut values) };
+        if reply.is_null() {
+            let err = errno();
+            drop(lease);
+            return self.retry_or_refuse(err, name, facts, rest, options);
+        }
+        drop(lease);
+        let reply = CallReply(reply);
+        self.note_write(facts, reply.proto());
+        Ok(reply)
     }
 
     /// `run_command` for the commands off its short path.
@@ -782,18 +885,43 @@ impl ModuleHost<'_> {
             None => None,
         };
         set_errno(0);
-        let (mut reply, mut err, mut args) = self.raw_call(name, facts, rest, options, false);
-        const ENOTSUP: c_int = 95;
-        if reply.is_null() && err == ENOTSUP && !self.unchecked_caller.get() {
-            (reply, err, args) = self.call_unchecked(name, facts, rest, options);
-        }
+        let (reply, err, args) = self.raw_call(name, facts, rest, options, false);
+        drop(args);
+        let result = if reply.is_null() {
+            self.retry_or_refuse(err, name, facts, rest, options)
+        } else {
+            let reply = CallReply(reply);
+            self.note_write(facts, reply.proto());
+            Ok(reply)
+        };
         if let Some(rule) = self.rule {
-            rule.after_call(token, !reply.is_null());
+            rule.after_call(token, result.is_ok());
+        }
+        result
+    }
+
+    /// After `RedisModule_Call` refused (errno `err`): the reply of the one retry an
+    /// unchecked caller gets, or the refusal's text.
+    #[cold]
+    #[inline(never)]
+    fn retry_or_refuse(
+        &self,
+        err: c_int,
+        name: &std::ffi::CStr,
+        facts: CommandFacts,
+        rest: &[&[u8]],
+        options: CallOptions,
+    ) -> Result<CallReply, String> {
+        const ENOTSUP: c_int = 95;
+        let (mut reply, mut err) = (std::ptr::null_mut(), err);
+        if err == ENOTSUP && !self.unchecked_caller.get() {
+            let args;
+            (reply, err, args) = self.call_unchecked(name, facts, rest, options);
+            drop(args);
         }
         if reply.is_null() {
             return Err(self.refused(err, name, facts, rest, options));
         }
-        drop(args);
         let reply = CallReply(reply);
         self.note_write(facts, reply.proto());
         Ok(reply)

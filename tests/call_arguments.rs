@@ -111,3 +111,48 @@ fn stored_values_are_the_servers_own() {
         "*6\r\n$6\r\n123456\r\n$3\r\nabc\r\n$2\r\n77\r\n$3\r\nabc\r\n$6\r\n123456\r\n$3\r\nabc\r\n"
     );
 }
+
+/// Every argument count from 1 to 17, for a read command (every argument a shared string:
+/// one variadic value each) and write commands (keys shared, the rest fresh: two values
+/// each), so that the calls pass from 1 to 33 values and cross each size
+/// `RedisModule_Call` is made with (4, 8, 32 values, then an argument array). Replies and
+/// what was stored match native EVAL.
+#[test]
+fn every_argument_count_reaches_the_server_whole() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let script = r#"
+        local out = {}
+        for n = 1, 17 do
+            local hmget, hset, mset = { KEYS[1], 'f0' }, { KEYS[1] }, {}
+            for j = 2, n do
+                hmget[j + 1] = 'f' .. (j - 1)
+                hset[j] = (j % 2 == 0) and ('f' .. j) or (j * 10 + n)
+                mset[j - 1] = (j % 2 == 0) and (KEYS[1] .. ':' .. j) or ('v' .. j .. ':' .. n)
+            end
+            if n % 2 == 1 and n > 1 then
+                out[#out + 1] = redis.call('HSET', unpack(hset))
+            end
+            if n % 2 == 1 and n > 1 then
+                out[#out + 1] = redis.call('MSET', unpack(mset))
+            end
+            out[#out + 1] = redis.call('HMGET', unpack(hmget))
+        end
+        out[#out + 1] = redis.call('HGETALL', KEYS[1])
+        local keys = {}
+        for j = 2, 17, 2 do keys[#keys + 1] = KEYS[1] .. ':' .. j end
+        out[#out + 1] = redis.call('MGET', unpack(keys))
+        out[#out + 1] = redis.call('OBJECT', 'ENCODING', KEYS[1] .. ':2')
+        return out
+    "#;
+    let (native, rx) = both(&mut c, script, &["h"]);
+    assert_eq!(
+        String::from_utf8_lossy(&rx),
+        String::from_utf8_lossy(&native)
+    );
+    assert!(
+        native.starts_with(b"*") && !native.windows(4).any(|w| w == b"-ERR"),
+        "native: {}",
+        String::from_utf8_lossy(&native)
+    );
+}

@@ -390,6 +390,26 @@ proptest! {
     }
 
     #[test]
+    fn resp_scalar_agrees_with_the_general_reader(
+        parts in prop::collection::vec(prop_oneof![
+            prop::sample::select(vec![
+                "$", ":", "+", "*", "\r\n", "\r", "\n", "-", "-1", "0", "1", "2", "3", "10",
+                "9223372036854775807", "-9223372036854775808", "9223372036854775808", "abc",
+            ]).prop_map(|s| s.as_bytes().to_vec()),
+            bytes(3),
+        ], 0..8),
+    ) {
+        let b: Vec<u8> = parts.concat();
+        if let Some(s) = crate::resp::scalar(&b) {
+            let want = match s {
+                crate::resp::Scalar::Integer(n) => Tree::Int(n),
+                crate::resp::Scalar::Bulk(t) => Tree::Str(t.to_vec()),
+            };
+            prop_assert_eq!(parse_tree(&b).expect("what scalar reads, the reader reads"), want);
+        }
+    }
+
+    #[test]
     fn resp_parse_tree_round_trips(t in resp_tree(), trailing in bytes(8)) {
         let mut b = Vec::new();
         encode_tree(&t, &mut b);

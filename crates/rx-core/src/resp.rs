@@ -304,6 +304,30 @@ impl RespVisitor for Skip {
 }
 
 /// A RESP integer line: an optional `-`, then decimal digits that fit an i64.
+/// A reply that is one integer or one bulk string: the commonest replies to a script's
+/// commands, read without the general reader (`visit`), whose code is larger.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scalar<'a> {
+    Integer(i64),
+    Bulk(&'a [u8]),
+}
+
+/// `proto` as a `Scalar` when it is exactly one integer or one (non-null) bulk string;
+/// `None` for anything else, odd input included: `visit` reads those as it always does.
+pub fn scalar(proto: &[u8]) -> Option<Scalar<'_>> {
+    let (&kind, rest) = proto.split_first()?;
+    match kind {
+        b':' => parse_i64(rest.strip_suffix(b"\r\n")?).map(Scalar::Integer),
+        b'$' => {
+            let cr = rest.iter().position(|&b| b == b'\r')?;
+            let len = usize::try_from(parse_i64(&rest[..cr])?).ok()?;
+            let body = rest[cr + 1..].strip_prefix(b"\n")?.strip_suffix(b"\r\n")?;
+            (body.len() == len).then_some(Scalar::Bulk(body))
+        }
+        _ => None,
+    }
+}
+
 fn parse_i64(line: &[u8]) -> Option<i64> {
     let (negative, digits) = match line.split_first() {
         Some((b'-', rest)) => (true, rest),
@@ -343,6 +367,35 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn scalar_reads_exactly_one_integer_or_bulk_and_leaves_the_rest_to_visit() {
+        assert_eq!(scalar(b":42\r\n"), Some(Scalar::Integer(42)));
+        assert_eq!(
+            scalar(b":-9223372036854775808\r\n"),
+            Some(Scalar::Integer(i64::MIN))
+        );
+        assert_eq!(scalar(b"$3\r\nabc\r\n"), Some(Scalar::Bulk(b"abc")));
+        assert_eq!(scalar(b"$0\r\n\r\n"), Some(Scalar::Bulk(b"")));
+        assert_eq!(scalar(b"$4\r\na\r\nb\r\n"), Some(Scalar::Bulk(b"a\r\nb")));
+        for odd in [
+            &b""[..],
+            b":",
+            b":42",
+            b":42\r\n:1\r\n",
+            b":4x\r\n",
+            b":9223372036854775808\r\n",
+            b"$-1\r\n",
+            b"$3\r\nab\r\n",
+            b"$3\r\nabcd\r\n",
+            b"$3\nabc\r\n",
+            b"$3\r\nabc",
+            b"+OK\r\n",
+            b"*1\r\n:1\r\n",
+        ] {
+            assert_eq!(scalar(odd), None, "{odd:?}");
+        }
+    }
 
     /// Records events as a compact string, to assert on the visit order.
     #[derive(Default)]

@@ -379,27 +379,33 @@ unsafe fn with_command_args<R>(
     // Most commands are short and mostly strings: nothing on the heap, and number slots
     // left unwritten unless an argument is a number.
     let mut numbers = [const { MaybeUninit::<numfmt::NumBuf>::uninit() }; INLINE_ARGS];
-    let mut argv: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
-    read_args(l, &mut numbers[..argc], &mut argv[..argc])?;
-    Ok(call_with_args(&mut f, &argv[..argc]))
+    let mut argv = [MaybeUninit::<&[u8]>::uninit(); INLINE_ARGS];
+    let argv = read_args(l, &mut numbers[..argc], &mut argv[..argc])?;
+    Ok(call_with_args(&mut f, argv))
 }
 
-/// Reads arguments `1..=argv.len()` into `argv`: strings where Lua holds them, numbers as
-/// text written into `numbers` (as many slots). Not inlined, so that the loop is not
-/// unrolled sixteen times into code every `redis.call` fetches.
+/// Reads arguments `1..=argv.len()` into `argv`, and returns them: strings where Lua holds
+/// them, numbers as text written into `numbers` (as many slots). Not inlined, so that the
+/// loop is not unrolled sixteen times into code every `redis.call` fetches.
 #[inline(never)]
-unsafe fn read_args<'a>(
+unsafe fn read_args<'a, 'v>(
     l: *mut ffi::lua_State,
     numbers: &'a mut [MaybeUninit<numfmt::NumBuf>],
-    argv: &mut [&'a [u8]],
-) -> Result<(), Vec<u8>> {
+    argv: &'v mut [MaybeUninit<&'a [u8]>],
+) -> Result<&'v [&'a [u8]], Vec<u8>> {
+    let mut written = 0;
     for (i, (slot, a)) in numbers.iter_mut().zip(argv.iter_mut()).enumerate() {
-        *a = match argument_number_text(l, i)? {
+        a.write(match argument_number_text(l, i)? {
             Some(text) => slot.write(text).as_bytes(),
             None => string_at(l, i),
-        };
+        });
+        written = i + 1;
     }
-    Ok(())
+    // SAFETY: the loop wrote the first `written` elements.
+    Ok(std::slice::from_raw_parts(
+        argv.as_ptr().cast::<&[u8]>(),
+        written,
+    ))
 }
 
 /// `f(argv)`, kept out of line so that `with_command_args` and `with_many_args` share it.
@@ -480,7 +486,68 @@ enum CallOutcome {
     Refused(Vec<u8>),
 }
 
+/// `redis.call` and `redis.pcall`. A command of 1 to 16 arguments while a script runs (every
+/// call, in practice) takes one straight path: arguments read off the stack, the host
+/// called, the reply pushed; the rest goes out of line (`call_common_slow`). A loop of
+/// `redis.call`s runs this, the server's command path and the command itself over and
+/// over: the less code there is, the less of it the instruction cache has to fetch anew.
 unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
+    let argc = ffi::lua_gettop(l).max(0) as usize;
+    let active = ACTIVE.with(|a| a.get());
+    if argc == 0 || argc > INLINE_ARGS || active.is_null() {
+        return call_common_slow(l, raise_errors);
+    }
+    // Most commands are short and mostly strings: nothing on the heap, and number slots
+    // left unwritten unless an argument is a number.
+    let mut numbers = [const { MaybeUninit::<numfmt::NumBuf>::uninit() }; INLINE_ARGS];
+    let mut argv = [MaybeUninit::<&[u8]>::uninit(); INLINE_ARGS];
+    let outcome = match read_args(l, &mut numbers[..argc], &mut argv[..argc]) {
+        // SAFETY: non-null only while an ActiveGuard lives, which keeps the pointee alive.
+        Ok(argv) => call_host(l, &*active, argv),
+        Err(e) => CallOutcome::Refused(e),
+    };
+    match outcome {
+        CallOutcome::Replied => 1,
+        other => finish(l, other, raise_errors, false),
+    }
+}
+
+/// `host.call` with the running script's options, the reply pushed as `through_host` does.
+#[inline]
+unsafe fn call_host(
+    l: *mut ffi::lua_State,
+    active: &ActiveCall<'_>,
+    argv: &[&[u8]],
+) -> CallOutcome {
+    let options = CallOptions {
+        resp3: active.resp3(),
+        replicate: active.replicate.get(),
+    };
+    let mut pusher = LuaPusher {
+        l,
+        error_on_top: false,
+        depth_ok: true,
+    };
+    let r = active
+        .host
+        .call(argv, options, &mut |proto: &[u8]| pusher.push_reply(proto));
+    match r {
+        Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
+        Ok(()) => CallOutcome::Replied,
+        Err(refusal) => refusal_outcome(&refusal),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn refusal_outcome(refusal: &str) -> CallOutcome {
+    CallOutcome::Refused(error_table_text(format!("-{refusal}").as_bytes()))
+}
+
+/// `call_common` with no arguments, more than `INLINE_ARGS`, or no script running.
+#[cold]
+#[inline(never)]
+unsafe fn call_common_slow(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
     // No stack check here: the arguments may fill the stack to its limit (`unpack` of 7,999
     // values). Lua leaves a C function LUA_MINSTACK free slots, enough for a refusal's
     // error table, and the arguments are popped before a reply is pushed.
@@ -512,19 +579,12 @@ unsafe fn through_host(
             depth_ok: true,
         };
         let r = request(active.host, options, &mut |proto: &[u8]| {
-            // The request ran: its arguments (which may point into the stack) are no
-            // longer read, so they make room for the reply, as in Redis.
-            ffi::lua_settop(l, 0);
-            if resp::visit(proto, &mut pusher).is_err() {
-                pusher.reset_to_error(b"ERR RX could not read the reply");
-            }
+            pusher.push_reply(proto)
         });
         match r {
             Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
             Ok(()) => CallOutcome::Replied,
-            Err(refusal) => {
-                CallOutcome::Refused(error_table_text(format!("-{refusal}").as_bytes()))
-            }
+            Err(refusal) => refusal_outcome(&refusal),
         }
     })
 }
@@ -687,6 +747,22 @@ struct LuaPusher {
 }
 
 impl LuaPusher {
+    /// Replaces the stack's contents with the reply `proto`. The request ran: its arguments
+    /// (which may point into the stack) are no longer read, so they make room for the
+    /// reply, as in Redis.
+    fn push_reply(&mut self, proto: &[u8]) {
+        // SAFETY: called inside a host call made by `call_common`, on the same state.
+        unsafe { ffi::lua_settop(self.l, 0) };
+        match resp::scalar(proto) {
+            Some(resp::Scalar::Integer(n)) => return self.integer(n),
+            Some(resp::Scalar::Bulk(s)) => return self.bulk(s),
+            None => {}
+        }
+        if resp::visit(proto, self).is_err() {
+            self.reset_to_error(b"ERR RX could not read the reply");
+        }
+    }
+
     unsafe fn pushstr(&self, s: &[u8]) {
         ffi::lua_pushlstring(self.l, s.as_ptr().cast(), s.len());
     }
