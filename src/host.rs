@@ -306,6 +306,7 @@ impl ModuleHost<'_> {
     /// (`CommandFacts::may_share_argument`) go as the cache's strings (`s`); the others as
     /// buffers (`b`), from which Redis builds fresh objects exactly as its own scripting
     /// does (a retained string would keep SET from storing "123" as an integer).
+    #[inline(always)]
     fn raw_call(
         &self,
         name: &std::ffi::CStr,
@@ -325,7 +326,7 @@ impl ModuleHost<'_> {
         // SAFETY: the format names each value once, `s` (a string the lease keeps alive
         // through the call) or `b` (pointer and length, valid for the call).
         let reply = unsafe { call_module(self.ctx, name, fmt, &mut values) };
-        let err = errno();
+        let err = if reply.is_null() { errno() } else { 0 };
         drop(lease);
         (reply, err, None)
     }
@@ -780,11 +781,9 @@ impl Host for ModuleHost<'_> {
 
 impl ModuleHost<'_> {
     /// Runs one command of the script; the reply, or the refusal's text. A known command
-    /// of up to 16 arguments that RX passes on as it is, outside an RX cluster, takes the
-    /// short path: straight to `RedisModule_Call`. Everything else (SELECT, SORT, XREAD,
-    /// unknown or odd names, the slot rule, refusals) goes out of line, so that the code
-    /// every call runs stays small: a loop of calls otherwise evicts itself from the
-    /// instruction cache.
+    /// that RX passes on as it is takes the short path. Everything else (SELECT, SORT, XREAD,
+    /// unknown or odd names, refusals) goes out of line, so that the code every call runs
+    /// stays small: a loop of calls otherwise evicts itself from the instruction cache.
     fn run_command(&self, argv: &[&[u8]], options: CallOptions) -> Result<CallReply, String> {
         let Some((name, rest)) = argv.split_first() else {
             return Err(no_arguments());
@@ -793,14 +792,12 @@ impl ModuleHost<'_> {
         let facts = self.commands.facts(self.ctx, name);
         if !(facts.ordinary()
             && name.len() < NAME_BUFFER
-            && rest.len() <= MAX_BUFFER_ARGS
-            && self.rule.is_none()
             && !name.contains(&0)
             && test_panic_command().is_none())
         {
             return self.run_unusual(facts, argv, options);
         }
-        let mut name_buf = [std::mem::MaybeUninit::<u8>::uninit(); NAME_BUFFER];
+        let mut name_buf = [MaybeUninit::<u8>::uninit(); NAME_BUFFER];
         // SAFETY: the name is shorter than the buffer and has no NUL (checked above); it is
         // copied in and followed by one, and only those bytes are read.
         let name = unsafe {
@@ -812,24 +809,7 @@ impl ModuleHost<'_> {
                 name.len() + 1,
             ))
         };
-        let mut fmt_buf = [0u8; 32];
-        let mut values = CallValues::new();
-        let lease = self.args.lease();
-        gather_arguments(&lease, facts, rest, &mut fmt_buf, &mut values);
-        let fmt = self.format(options, rest.len(), false, &mut fmt_buf);
-        set_errno(0);
-        // SAFETY: the format names each value once, `s` (a string the lease keeps alive
-        // through the call) or `b` (pointer and length, valid for the call).
-        let reply = unsafe { call_module(self.ctx, name, fmt, &mut values) };
-        if reply.is_null() {
-            let err = errno();
-            drop(lease);
-            return self.retry_or_refuse(err, name, facts, rest, options);
-        }
-        drop(lease);
-        let reply = CallReply(reply);
-        self.note_write(facts, reply.proto());
-        Ok(reply)
+        self.send(name, facts, argv, rest, options)
     }
 
     /// `run_command` for the commands off its short path.
@@ -870,7 +850,9 @@ impl ModuleHost<'_> {
     }
 
     /// Sends `name` with `rest` (the arguments as sent, or as rewritten) under the slot
-    /// rule (which sees `argv` as the script sent it); notes a write.
+    /// rule (which sees `argv` as the script sent it); notes a write. Inlined into each
+    /// caller: the hot one then runs one function's code, not three.
+    #[inline(always)]
     fn send(
         &self,
         name: &std::ffi::CStr,
