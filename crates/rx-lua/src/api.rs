@@ -503,38 +503,14 @@ unsafe fn call_common(l: *mut ffi::lua_State, raise_errors: bool) -> c_int {
     let mut argv = [MaybeUninit::<&[u8]>::uninit(); INLINE_ARGS];
     let outcome = match read_args(l, &mut numbers[..argc], &mut argv[..argc]) {
         // SAFETY: non-null only while an ActiveGuard lives, which keeps the pointee alive.
-        Ok(argv) => call_host(l, &*active, argv),
+        Ok(argv) => with_host(l, &*active, |host, options, on_reply| {
+            host.call(argv, options, on_reply)
+        }),
         Err(e) => CallOutcome::Refused(e),
     };
     match outcome {
         CallOutcome::Replied => 1,
         other => finish(l, other, raise_errors, false),
-    }
-}
-
-/// `host.call` with the running script's options, the reply pushed as `through_host` does.
-#[inline]
-unsafe fn call_host(
-    l: *mut ffi::lua_State,
-    active: &ActiveCall<'_>,
-    argv: &[&[u8]],
-) -> CallOutcome {
-    let options = CallOptions {
-        resp3: active.resp3(),
-        replicate: active.replicate.get(),
-    };
-    let mut pusher = LuaPusher {
-        l,
-        error_on_top: false,
-        depth_ok: true,
-    };
-    let r = active
-        .host
-        .call(argv, options, &mut |proto: &[u8]| pusher.push_reply(proto));
-    match r {
-        Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
-        Ok(()) => CallOutcome::Replied,
-        Err(refusal) => refusal_outcome(&refusal),
     }
 }
 
@@ -568,25 +544,33 @@ unsafe fn through_host(
     l: *mut ffi::lua_State,
     request: impl FnOnce(&dyn Host, CallOptions, &mut dyn FnMut(&[u8])) -> Result<(), String>,
 ) -> Option<CallOutcome> {
-    with_active(|active| {
-        let options = CallOptions {
-            resp3: active.resp3(),
-            replicate: active.replicate.get(),
-        };
-        let mut pusher = LuaPusher {
-            l,
-            error_on_top: false,
-            depth_ok: true,
-        };
-        let r = request(active.host, options, &mut |proto: &[u8]| {
-            pusher.push_reply(proto)
-        });
-        match r {
-            Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
-            Ok(()) => CallOutcome::Replied,
-            Err(refusal) => refusal_outcome(&refusal),
-        }
-    })
+    with_active(|active| with_host(l, active, request))
+}
+
+/// `through_host` for the script `active`.
+#[inline]
+fn with_host(
+    l: *mut ffi::lua_State,
+    active: &ActiveCall<'_>,
+    request: impl FnOnce(&dyn Host, CallOptions, &mut dyn FnMut(&[u8])) -> Result<(), String>,
+) -> CallOutcome {
+    let options = CallOptions {
+        resp3: active.resp3(),
+        replicate: active.replicate.get(),
+    };
+    let mut pusher = LuaPusher {
+        l,
+        error_on_top: false,
+        depth_ok: true,
+    };
+    let r = request(active.host, options, &mut |proto: &[u8]| {
+        pusher.push_reply(proto)
+    });
+    match r {
+        Ok(()) if pusher.error_on_top => CallOutcome::ErrorReplied,
+        Ok(()) => CallOutcome::Replied,
+        Err(refusal) => refusal_outcome(&refusal),
+    }
 }
 
 /// Leaves the reply (or the error table) as the one result, raising errors when asked to.
