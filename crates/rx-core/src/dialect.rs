@@ -106,6 +106,10 @@ pub struct Dialect {
     /// Valkey finds a shebang's engine by name, case-insensitively, and names an unknown one
     /// (`Could not find scripting engine '<name>'`).
     pub engine_by_name: bool,
+    /// Valkey 8.1 compiles a library's code as a C string: the code ends at its first NUL
+    /// byte (`luaL_loadbuffer(..., strlen(code), ...)` in `src/lua/function_lua.c`), so a
+    /// NUL inside a comment or string cuts the library short. EVAL scripts are not cut.
+    pub library_code_ends_at_nul: bool,
     pub texts: Texts,
 }
 
@@ -207,6 +211,7 @@ impl Dialect {
             },
             late_function_name_checks: valkey,
             engine_by_name: valkey,
+            library_code_ends_at_nul: server.valkey_at_least((8, 1, 0)),
             texts,
             server,
         }
@@ -354,6 +359,7 @@ mod tests {
         );
         assert_eq!(v81.texts.noscript, "NOSCRIPT No matching script.");
         assert!(v81.valkey_api && v81.late_function_name_checks && !r80.valkey_api);
+        assert!(v81.library_code_ends_at_nul && !r80.library_code_ends_at_nul);
         assert_eq!(v81.server_name(false), "Valkey");
         assert_eq!(v81.server_name(true), "Redis");
         assert_eq!(r80.server_name(false), "Redis");

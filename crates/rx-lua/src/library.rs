@@ -67,6 +67,10 @@ impl LuaEngine {
             Some(nl) => &code[nl..],
             None => &b""[..],
         };
+        let body = match body.iter().position(|&b| b == 0) {
+            Some(nul) if crate::dialect::current().library_code_ends_at_nul => &body[..nul],
+            _ => body,
+        };
         let chunk = self
             .compile(body, LIBRARY_CHUNK_NAME, &self.env)
             .map_err(|e| [&b"ERR Error compiling function: "[..], &e].concat())?;
