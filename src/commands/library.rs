@@ -277,6 +277,9 @@ fn write_library<F>(
         out.bulk(f.name.as_bytes());
         out.bulk(b"description");
         match &f.description {
+            Some(d) if crate::dialect::current().function_engine_c_strings => {
+                out.bulk(d.split(|&b| b == 0).next().unwrap_or_default())
+            }
             Some(d) => out.bulk(d),
             None => out.null(),
         }

@@ -106,10 +106,13 @@ pub struct Dialect {
     /// Valkey finds a shebang's engine by name, case-insensitively, and names an unknown one
     /// (`Could not find scripting engine '<name>'`).
     pub engine_by_name: bool,
-    /// Valkey 8.1 compiles a library's code as a C string: the code ends at its first NUL
-    /// byte (`luaL_loadbuffer(..., strlen(code), ...)` in `src/lua/function_lua.c`), so a
-    /// NUL inside a comment or string cuts the library short. EVAL scripts are not cut.
-    pub library_code_ends_at_nul: bool,
+    /// Valkey 8.1's function engine handles two strings as C strings, so each ends at its
+    /// first NUL byte: a library's code when it is compiled (`luaL_loadbuffer(...,
+    /// strlen(code), ...)` in `src/lua/function_lua.c`: a NUL inside a comment or a string
+    /// cuts the library short), and a function's description in `FUNCTION LIST`
+    /// (`addReplyBulkCString`). The code kept and shown `WITHCODE` is whole; EVAL scripts
+    /// are not cut.
+    pub function_engine_c_strings: bool,
     pub texts: Texts,
 }
 
@@ -211,7 +214,7 @@ impl Dialect {
             },
             late_function_name_checks: valkey,
             engine_by_name: valkey,
-            library_code_ends_at_nul: server.valkey_at_least((8, 1, 0)),
+            function_engine_c_strings: server.valkey_at_least((8, 1, 0)),
             texts,
             server,
         }
@@ -359,7 +362,7 @@ mod tests {
         );
         assert_eq!(v81.texts.noscript, "NOSCRIPT No matching script.");
         assert!(v81.valkey_api && v81.late_function_name_checks && !r80.valkey_api);
-        assert!(v81.library_code_ends_at_nul && !r80.library_code_ends_at_nul);
+        assert!(v81.function_engine_c_strings && !r80.function_engine_c_strings);
         assert_eq!(v81.server_name(false), "Valkey");
         assert_eq!(v81.server_name(true), "Redis");
         assert_eq!(r80.server_name(false), "Redis");

@@ -68,7 +68,7 @@ impl LuaEngine {
             None => &b""[..],
         };
         let body = match body.iter().position(|&b| b == 0) {
-            Some(nul) if crate::dialect::current().library_code_ends_at_nul => &body[..nul],
+            Some(nul) if crate::dialect::current().function_engine_c_strings => &body[..nul],
             _ => body,
         };
         let chunk = self
