@@ -116,8 +116,12 @@ impl LuaEngine {
                 }
             }
             let description: Option<mlua::LuaString> = entry.get("description").map_err(text)?;
+            // Any bytes: where names are checked only after the body ran (Valkey), a name
+            // that is not UTF-8 must reach that check, which refuses it (lossy conversion
+            // keeps it invalid: U+FFFD is not a name character).
+            let name: mlua::LuaString = entry.get("name").map_err(text)?;
             out.push(Registration {
-                name: entry.get::<String>("name").map_err(text)?,
+                name: String::from_utf8_lossy(&name.as_bytes()).into_owned(),
                 description: description.map(|d| d.as_bytes().to_vec()),
                 flags,
                 callable: entry
