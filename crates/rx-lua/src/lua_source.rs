@@ -550,11 +550,40 @@ impl Writer<'_> {
         self.tokens.push((start, self.out.len(), true));
     }
 
-    /// Whether the next token in the source is `=` (not `==`), past blanks and line breaks.
+    /// Whether the next token in the source is `=` (not `==`), past blanks, line breaks and
+    /// comments (`{goto --[[c]] = 1}` is a field too).
     fn next_is_single_equals(&self) -> bool {
-        let rest = &self.src[self.pos..];
-        let at = rest.iter().position(|&c| !is_space(c));
-        at.is_some_and(|i| rest[i] == b'=' && rest.get(i + 1) != Some(&b'='))
+        let src = self.src;
+        let mut i = self.pos;
+        loop {
+            while src.get(i).is_some_and(|&c| is_space(c)) {
+                i += 1;
+            }
+            if !src[i.min(src.len())..].starts_with(b"--") {
+                return src.get(i) == Some(&b'=') && src.get(i + 1) != Some(&b'=');
+            }
+            i += 2;
+            // A long comment: `[`, `=`*level, `[`, up to `]`, `=`*level, `]`.
+            if src.get(i) == Some(&b'[') {
+                let mut j = i + 1;
+                while src.get(j) == Some(&b'=') {
+                    j += 1;
+                }
+                if src.get(j) == Some(&b'[') {
+                    let close = [&b"]"[..], &vec![b'='; j - i - 1], b"]"].concat();
+                    match find(&src[j + 1..], &close) {
+                        Some(at) => {
+                            i = j + 1 + at + close.len();
+                            continue;
+                        }
+                        None => return false,
+                    }
+                }
+            }
+            while src.get(i).is_some_and(|&c| c != b'\n' && c != b'\r') {
+                i += 1;
+            }
+        }
     }
 
     fn name(&mut self) {
@@ -1112,6 +1141,11 @@ mod tests {
         assert_eq!(
             code("function t.goto(a) end function t.x:goto(...) end function t:goto() end"),
             "         t  [\"goto\"] = function ( a ) end          t . x  [\"goto\"] = function ( self , ... ) end          t  [\"goto\"] = function ( self ) end"
+        );
+        // A comment between a field named `goto` and its `=`.
+        assert_eq!(
+            code("t = {goto --[[c]] = 1, x = {goto -- c\n= 2}, y = {goto --[==[a]]b]==] == 3}}"),
+            "t = { [\"goto\"] --[[c]] = 1 , x = { [\"goto\"] -- c\n= 2 } , y = { goto\u{fffd} --[==[a]]b]==] == 3 } }"
         );
         // A dot in a comment before `goto` is not the field's dot.
         assert_eq!(
