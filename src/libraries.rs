@@ -203,7 +203,7 @@ const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
 /// Compiles `code`, runs its body and installs the library, atomically: on any error the
 /// registry (and a library being replaced) is exactly as before. Returns the library name.
 pub fn load_library(ctx: Ctx, code: &[u8], replace: bool, command: &str) -> RxResult<String> {
-    let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
+    let header = parse_header(code).map_err(|e| e.to_error())?;
     let library = compile_checked(ctx, code, replace, command)?;
     let replaced = state::with(|s| s.registry.borrow_mut().install(library, replace))
         .map_err(|e| RxError::err(e.message()))?;
@@ -219,7 +219,7 @@ fn compile_checked(
     replace: bool,
     command: &str,
 ) -> RxResult<Library<Callable>> {
-    let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
+    let header = parse_header(code).map_err(|e| e.to_error())?;
     state::with(|s| s.registry.borrow().check_loadable(&header.name, replace))
         .map_err(|e| RxError::err(e.message()))?;
     compile_library(ctx, code, command)
@@ -227,7 +227,7 @@ fn compile_checked(
 
 /// Parses the header and runs the library body, without touching the registry.
 pub fn compile_library(ctx: Ctx, code: &[u8], command: &str) -> RxResult<Library<Callable>> {
-    let header = parse_header(code).map_err(|e| RxError::err(e.message()))?;
+    let header = parse_header(code).map_err(|e| e.to_error())?;
     let (engine, loading_dataset) =
         state::with(|s| (Rc::clone(&s.engine), s.loading_dataset.get()));
     let logger = |level, msg: &[u8]| log(ctx, level, msg);

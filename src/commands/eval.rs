@@ -54,8 +54,8 @@ fn cache_script(ctx: Ctx, body: &[u8], pinned: bool) -> RxResult<Rc<Script<Calla
         }
         return Ok(s);
     }
-    let flags =
-        parse_shebang(body, crate::dialect::current().engine_by_name).map_err(RxError::err)?;
+    let flags = parse_shebang(body, crate::dialect::current().engine_by_name)
+        .map_err(|e| RxError::Reply([&b"ERR "[..], &e].concat()))?;
     let engine = state::with(|st| Rc::clone(&st.engine));
     let callable = engine.compile_script(body).map_err(RxError::coded_bytes)?;
     let limit = crate::config::SCRIPT_CACHE_SIZE.load(Ordering::Relaxed) as usize;

@@ -113,6 +113,11 @@ pub struct Dialect {
     /// (`addReplyBulkCString`). The code kept and shown `WITHCODE` is whole; EVAL scripts
     /// are not cut.
     pub function_engine_c_strings: bool,
+    /// Valkey 8.1's `sdssplitargs` (`sdsparsearg`) stores each byte in an `int` through a
+    /// signed `char` and takes -1 for "no byte": a 0xFF byte read as itself vanishes from
+    /// a library header or EVAL shebang (`#!lu\xffa name=m\xff` is engine `lua`, library
+    /// `m`). Written `\xff` inside double quotes it stays.
+    pub split_args_drops_byte_ff: bool,
     pub texts: Texts,
 }
 
@@ -215,6 +220,7 @@ impl Dialect {
             late_function_name_checks: valkey,
             engine_by_name: valkey,
             function_engine_c_strings: server.valkey_at_least((8, 1, 0)),
+            split_args_drops_byte_ff: server.valkey_at_least((8, 1, 0)),
             texts,
             server,
         }
@@ -363,6 +369,7 @@ mod tests {
         assert_eq!(v81.texts.noscript, "NOSCRIPT No matching script.");
         assert!(v81.valkey_api && v81.late_function_name_checks && !r80.valkey_api);
         assert!(v81.function_engine_c_strings && !r80.function_engine_c_strings);
+        assert!(v81.split_args_drops_byte_ff && !r80.split_args_drops_byte_ff);
         assert_eq!(v81.server_name(false), "Valkey");
         assert_eq!(v81.server_name(true), "Redis");
         assert_eq!(r80.server_name(false), "Redis");

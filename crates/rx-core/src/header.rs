@@ -13,26 +13,39 @@ pub enum HeaderError {
     Missing,
     Invalid,
     NameGivenTwice,
-    UnknownField(String),
+    /// The field as written (any bytes).
+    UnknownField(Vec<u8>),
     NameNotGiven,
     BadName,
-    UnknownEngine(String),
+    /// The engine as written (any bytes).
+    UnknownEngine(Vec<u8>),
 }
 
 impl HeaderError {
-    /// The message after the `ERR ` code, identical to native Redis.
-    pub fn message(&self) -> String {
+    /// The message after the `ERR ` code, identical to native Redis, byte for byte: a field
+    /// or engine is quoted as written.
+    pub fn text(&self) -> Vec<u8> {
         match self {
-            HeaderError::Missing => "Missing library metadata".into(),
-            HeaderError::Invalid => "Invalid library metadata".into(),
+            HeaderError::UnknownField(f) => [&b"Invalid metadata value given: "[..], f].concat(),
+            HeaderError::UnknownEngine(e) => [&b"Engine '"[..], e, b"' not found"].concat(),
+            HeaderError::Missing => b"Missing library metadata".to_vec(),
+            HeaderError::Invalid => b"Invalid library metadata".to_vec(),
             HeaderError::NameGivenTwice => {
-                "Invalid metadata value, name argument was given multiple times".into()
+                b"Invalid metadata value, name argument was given multiple times".to_vec()
             }
-            HeaderError::UnknownField(f) => format!("Invalid metadata value given: {f}"),
-            HeaderError::NameNotGiven => "Library name was not given".into(),
-            HeaderError::BadName => NAME_RULE_MESSAGE.into(),
-            HeaderError::UnknownEngine(e) => format!("Engine '{e}' not found"),
+            HeaderError::NameNotGiven => b"Library name was not given".to_vec(),
+            HeaderError::BadName => NAME_RULE_MESSAGE.as_bytes().to_vec(),
         }
+    }
+
+    /// `text` for a person to read (bytes that are not UTF-8 shown as U+FFFD).
+    pub fn message(&self) -> String {
+        String::from_utf8_lossy(&self.text()).into_owned()
+    }
+
+    /// The error reply: `ERR` and `text`.
+    pub fn to_error(&self) -> crate::error::RxError {
+        crate::error::RxError::Reply([&b"ERR "[..], &self.text()].concat())
     }
 }
 
@@ -59,7 +72,7 @@ pub fn parse_header(code: &[u8]) -> Result<LibraryHeader, HeaderError> {
     }
     let parts = split_args(&code[..line_end]).ok_or(HeaderError::Invalid)?;
     let (first, rest) = parts.split_first().ok_or(HeaderError::Invalid)?;
-    let engine = String::from_utf8_lossy(&first[2.min(first.len())..]).into_owned();
+    let engine = first[2.min(first.len())..].to_vec();
     let mut name: Option<Vec<u8>> = None;
     for part in rest {
         if part.len() >= 5 && part[..5].eq_ignore_ascii_case(b"name=") {
@@ -69,18 +82,17 @@ pub fn parse_header(code: &[u8]) -> Result<LibraryHeader, HeaderError> {
             }
             name = Some(value.to_vec());
         } else {
-            return Err(HeaderError::UnknownField(
-                String::from_utf8_lossy(part).into_owned(),
-            ));
+            return Err(HeaderError::UnknownField(part.clone()));
         }
     }
     let name = name.ok_or(HeaderError::NameNotGiven)?;
     if !is_valid_name(&name) {
         return Err(HeaderError::BadName);
     }
-    if !engine.eq_ignore_ascii_case("lua") {
+    if !engine.eq_ignore_ascii_case(b"lua") {
         return Err(HeaderError::UnknownEngine(engine));
     }
+    let engine = String::from_utf8_lossy(&engine).into_owned();
     // Valid names are ASCII, so this cannot fail.
     let name = String::from_utf8(name).map_err(|_| HeaderError::BadName)?;
     Ok(LibraryHeader { engine, name })
@@ -99,6 +111,14 @@ fn is_c_space(b: u8) -> bool {
 /// single quotes are literal. `None` for unbalanced quotes or a closing quote not followed by
 /// a blank.
 pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    split_args_with(line, crate::dialect::current().split_args_drops_byte_ff)
+}
+
+/// `split_args`; `drop_ff`: a 0xFF byte read as itself (not written `\xff` in double
+/// quotes) is left out, as Valkey 8.1's `sdssplitargs` does (see
+/// `Dialect::split_args_drops_byte_ff`).
+fn split_args_with(line: &[u8], drop_ff: bool) -> Option<Vec<Vec<u8>>> {
+    let keep = |c: u8| !(drop_ff && c == 0xFF);
     let mut out = Vec::new();
     let mut i = 0;
     let n = line.len();
@@ -129,14 +149,17 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     continue;
                 }
                 if c == b'\\' && i + 1 < n {
-                    cur.push(match line[i + 1] {
+                    let escaped = match line[i + 1] {
                         b'n' => b'\n',
                         b'r' => b'\r',
                         b't' => b'\t',
                         b'b' => 8,
                         b'a' => 7,
                         other => other,
-                    });
+                    };
+                    if keep(escaped) {
+                        cur.push(escaped);
+                    }
                     i += 2;
                     continue;
                 }
@@ -147,7 +170,9 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     i += 1;
                     break;
                 }
-                cur.push(c);
+                if keep(c) {
+                    cur.push(c);
+                }
                 i += 1;
             } else if in_sq {
                 if i >= n {
@@ -166,7 +191,9 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     i += 1;
                     break;
                 }
-                cur.push(c);
+                if keep(c) {
+                    cur.push(c);
+                }
                 i += 1;
             } else {
                 if i >= n || matches!(line[i], b' ' | b'\t' | b'\n' | b'\r') {
@@ -175,7 +202,8 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                 match line[i] {
                     b'"' => in_dq = true,
                     b'\'' => in_sq = true,
-                    c => cur.push(c),
+                    c if keep(c) => cur.push(c),
+                    _ => {}
                 }
                 i += 1;
             }
@@ -264,6 +292,22 @@ mod tests {
         // After a closing quote any isspace is a blank.
         assert_eq!(parse("#!lua 'name=q'\x0b\n").unwrap().name, "q");
         assert_eq!(parse("#!lua \"name=q\"\x0c\n").unwrap().name, "q");
+    }
+
+    #[test]
+    fn valkey_81_drops_byte_ff_read_as_itself() {
+        let args = |s: &[u8], drop| split_args_with(s, drop).unwrap();
+        assert_eq!(
+            args(b"#!lu\xffa name=m7\xff\xff", true),
+            vec![b"#!lua".to_vec(), b"name=m7".to_vec()]
+        );
+        assert_eq!(
+            args(b"'a\xffb' \"c\xffd\" \"\\\xff\"", true),
+            vec![b"ab".to_vec(), b"cd".to_vec(), b"".to_vec()]
+        );
+        // Written as an escape it stays.
+        assert_eq!(args(b"\"\\xff\"", true), vec![vec![0xFF]]);
+        assert_eq!(args(b"a\xffb", false), vec![b"a\xffb".to_vec()]);
     }
 
     #[test]

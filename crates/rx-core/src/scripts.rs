@@ -14,9 +14,10 @@ use crate::header::split_args;
 pub type ScriptFlags = Option<FunctionFlags>;
 
 /// Parses the shebang of an EVAL script, as the server does. The error is the message after
-/// the `ERR ` code. `engine_by_name`: Valkey's rules (`Dialect::engine_by_name`): the engine
-/// is named case-insensitively and checked after the flags.
-pub fn parse_shebang(body: &[u8], engine_by_name: bool) -> Result<ScriptFlags, String> {
+/// the `ERR ` code, bytes as written quoted as they are. `engine_by_name`: Valkey's rules
+/// (`Dialect::engine_by_name`): the engine is named case-insensitively and checked after
+/// the flags.
+pub fn parse_shebang(body: &[u8], engine_by_name: bool) -> Result<ScriptFlags, Vec<u8>> {
     if !body.starts_with(b"#!") {
         return Ok(None);
     }
@@ -24,7 +25,7 @@ pub fn parse_shebang(body: &[u8], engine_by_name: bool) -> Result<ScriptFlags, S
     let end = body
         .iter()
         .position(|&b| b == b'\n')
-        .ok_or("Invalid script shebang")?;
+        .ok_or(b"Invalid script shebang".to_vec())?;
     let invalid = if engine_by_name {
         "Invalid engine in script shebang"
     } else {
@@ -32,12 +33,9 @@ pub fn parse_shebang(body: &[u8], engine_by_name: bool) -> Result<ScriptFlags, S
     };
     let parts = split_args(&body[..end])
         .filter(|p| !p.is_empty())
-        .ok_or(invalid)?;
+        .ok_or(invalid.as_bytes().to_vec())?;
     if !engine_by_name && parts[0] != b"#!lua" {
-        return Err(format!(
-            "Unexpected engine in script shebang: {}",
-            String::from_utf8_lossy(&parts[0])
-        ));
+        return Err([&b"Unexpected engine in script shebang: "[..], &parts[0]].concat());
     }
     let mut flags = FunctionFlags::empty();
     for part in &parts[1..] {
@@ -47,28 +45,17 @@ pub fn parse_shebang(body: &[u8], engine_by_name: bool) -> Result<ScriptFlags, S
             Some(list) => {
                 for name in list.split(|&b| b == b',') {
                     let flag = FunctionFlags::from_name(name).ok_or_else(|| {
-                        format!(
-                            "Unexpected flag in script shebang: {}",
-                            String::from_utf8_lossy(name)
-                        )
+                        [&b"Unexpected flag in script shebang: "[..], name].concat()
                     })?;
                     flags.insert(flag);
                 }
             }
-            None => {
-                return Err(format!(
-                    "Unknown lua shebang option: {}",
-                    String::from_utf8_lossy(part)
-                ))
-            }
+            None => return Err([&b"Unknown lua shebang option: "[..], part].concat()),
         }
     }
     let engine = &parts[0][2..];
     if engine_by_name && !engine.eq_ignore_ascii_case(b"lua") {
-        return Err(format!(
-            "Could not find scripting engine '{}'",
-            String::from_utf8_lossy(engine)
-        ));
+        return Err([&b"Could not find scripting engine '"[..], engine, b"'"].concat());
     }
     Ok(Some(flags))
 }
@@ -205,7 +192,7 @@ mod tests {
     use super::*;
 
     fn parse_shebang_redis(body: &[u8]) -> Result<ScriptFlags, String> {
-        parse_shebang(body, false)
+        parse_shebang(body, false).map_err(|e| String::from_utf8(e).expect("UTF-8 in tests"))
     }
 
     #[test]
@@ -213,15 +200,15 @@ mod tests {
         assert!(parse_shebang(b"#!LUA\nreturn 1", true).unwrap().is_some());
         assert_eq!(
             parse_shebang(b"#!python\nreturn 1", true).unwrap_err(),
-            "Could not find scripting engine 'python'"
+            b"Could not find scripting engine 'python'"
         );
         assert_eq!(
             parse_shebang(b"#!\nreturn 1", true).unwrap_err(),
-            "Could not find scripting engine ''"
+            b"Could not find scripting engine ''"
         );
         assert_eq!(
             parse_shebang(b"#!js flags=nope\n", true).unwrap_err(),
-            "Unexpected flag in script shebang: nope"
+            b"Unexpected flag in script shebang: nope"
         );
     }
 
