@@ -1502,7 +1502,10 @@ const LIB_SEEDS: &[&str] = &[
     "#!LUA NAME=m4\n-- a comment\n--[[ a long\ncomment ]]\nlocal s = [[long\nstring]]\nlocal t = {1, 2, 3, x = 'y', [10] = true, n = 0x10, f = 1.5e3}\nredis.register_function('m4_f', function(keys, args) return {#t, s} end)\n",
     "#!lua name=m5\nredis.log(redis.LOG_NOTICE, 'loading m5')\nlocal v = redis.REDIS_VERSION .. ' ' .. redis.REDIS_VERSION_NUM\nredis.register_function('m5_v', function() return v end)\n",
     "#!lua   name=m6  \nlocal n = 0\nfor i = 1, 100 do n = n + i end\nif n > 10 then redis.register_function('m6_n', function() return n end) end\n",
-    "#!lua name=m7\nlocal fns = {'m7_a', 'm7_b', 'm7_c'}\nfor i = 1, #fns do local f = fns[i] redis.register_function(f, function() return f end) end\n",
+    // Up to the first nil, not `#fns`: a mutation that leaves a hole in the list
+    // (`{'a', ..., 'c'}`) would otherwise meet the border difference the README lists (`#t`
+    // of a table with holes), which is not a finding. (No `ipairs` at load time.)
+    "#!lua name=m7\nlocal fns = {'m7_a', 'm7_b', 'm7_c'}\nlocal i = 1\nwhile fns[i] do local f = fns[i] redis.register_function(f, function() return f end) i = i + 1 end\n",
     "#!lua name=m8\nredis.register_function{function_name='m8_desc', description='with \"quotes\", \\n escapes and unicode \u{e9}', callback=function() return 'ok' end}\n",
     "#!lua name=m9\nlocal cb = function(keys, args) return redis.call('GET', keys[1]) end\nredis.register_function{function_name = 'm9_get', callback = cb, flags = {'no-writes'}}\nredis.register_function('M9_Upper', cb)\n",
     "#!lua name=m10\nlocal t = {}\nwhile #t < 20 do t[#t + 1] = #t end\nrepeat t[1] = t[1] + 1 until t[1] > 3\nredis.register_function('m10_t', function() return t end)\n",
