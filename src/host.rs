@@ -797,18 +797,11 @@ impl ModuleHost<'_> {
         {
             return self.run_unusual(facts, argv, options);
         }
-        let mut name_buf = [MaybeUninit::<u8>::uninit(); NAME_BUFFER];
-        // SAFETY: the name is shorter than the buffer and has no NUL (checked above); it is
-        // copied in and followed by one, and only those bytes are read.
-        let name = unsafe {
-            let at = name_buf.as_mut_ptr().cast::<u8>();
-            std::ptr::copy_nonoverlapping(name.as_ptr(), at, name.len());
-            at.add(name.len()).write(0);
-            std::ffi::CStr::from_bytes_with_nul_unchecked(std::slice::from_raw_parts(
-                at,
-                name.len() + 1,
-            ))
-        };
+        let mut name_buf = [0u8; NAME_BUFFER];
+        name_buf[..name.len()].copy_from_slice(name);
+        // SAFETY: the name has no NUL (checked above) and is followed by one.
+        let name =
+            unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(&name_buf[..=name.len()]) };
         self.send(name, facts, argv, rest, options)
     }
 
@@ -869,13 +862,16 @@ impl ModuleHost<'_> {
         set_errno(0);
         let (reply, err, args) = self.raw_call(name, facts, rest, options, false);
         drop(args);
-        let result = if reply.is_null() {
+        let reply = if reply.is_null() {
             self.retry_or_refuse(err, name, facts, rest, options)
         } else {
-            let reply = CallReply(reply);
-            self.note_write(facts, reply.proto());
             Ok(reply)
         };
+        let result = reply.map(|reply| {
+            let reply = CallReply(reply);
+            self.note_write(facts, reply.proto());
+            reply
+        });
         if let Some(rule) = self.rule {
             rule.after_call(token, result.is_ok());
         }
@@ -883,7 +879,9 @@ impl ModuleHost<'_> {
     }
 
     /// After `RedisModule_Call` refused (errno `err`): the reply of the one retry an
-    /// unchecked caller gets, or the refusal's text.
+    /// unchecked caller gets, or the refusal's text. `C` (check the caller's ACL) needs a
+    /// caller with an ACL user, and a module's `RedisModule_Call` client has none: such a
+    /// run goes on unchecked from then on, as that module itself does.
     #[cold]
     #[inline(never)]
     fn retry_or_refuse(
@@ -893,37 +891,20 @@ impl ModuleHost<'_> {
         facts: CommandFacts,
         rest: &[&[u8]],
         options: CallOptions,
-    ) -> Result<CallReply, String> {
+    ) -> Result<*mut raw::RedisModuleCallReply, String> {
         const ENOTSUP: c_int = 95;
         let (mut reply, mut err) = (std::ptr::null_mut(), err);
         if err == ENOTSUP && !self.unchecked_caller.get() {
+            self.unchecked_caller.set(true);
+            set_errno(0);
             let args;
-            (reply, err, args) = self.call_unchecked(name, facts, rest, options);
+            (reply, err, args) = self.raw_call(name, facts, rest, options, false);
             drop(args);
         }
         if reply.is_null() {
             return Err(self.refused(err, name, facts, rest, options));
         }
-        let reply = CallReply(reply);
-        self.note_write(facts, reply.proto());
         Ok(reply)
-    }
-
-    /// `C` (check the caller's ACL) needs a caller with an ACL user; a module's
-    /// RedisModule_Call client has none. Runs unchecked from now on, as that module itself
-    /// does.
-    #[cold]
-    #[inline(never)]
-    fn call_unchecked(
-        &self,
-        name: &std::ffi::CStr,
-        facts: CommandFacts,
-        rest: &[&[u8]],
-        options: CallOptions,
-    ) -> (*mut raw::RedisModuleCallReply, c_int, Option<ArgStrings>) {
-        self.unchecked_caller.set(true);
-        set_errno(0);
-        self.raw_call(name, facts, rest, options, false)
     }
 
     /// The text of a refusal `RedisModule_Call` reported through errno.
